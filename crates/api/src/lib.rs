@@ -1,0 +1,147 @@
+//! roost-api: the REST API over `roost-core`.
+//!
+//! # Layout
+//! - [`error`]: the one error shape and the status for each core error.
+//! - [`extract`]: JSON, query and path extractors with that shape; `AuthUser`.
+//! - [`ratelimit`]: login and registration limits.
+//! - [`routes`]: one module per resource, each with its `router()`.
+//! - [`openapi`]: the OpenAPI document built from the handlers.
+//!
+//! Handlers extract and validate input, call one core service and shape its
+//! answer; authorisation and persistence live in the core.
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod ratelimit;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method, Request, StatusCode};
+use axum::response::IntoResponse;
+use axum::Router;
+use roost_core::Core;
+use serde::{Deserialize, Serialize};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use error::ApiError;
+use ratelimit::{Limiters, RateLimits};
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Browser origins allowed to call the API cross-origin (exact match).
+    pub cors_allowed_origins: Vec<String>,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// A request still running after this long gets 408.
+    pub request_timeout_secs: u64,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_proxy_headers: bool,
+    pub rate_limits: RateLimits,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            cors_allowed_origins: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+            trust_proxy_headers: false,
+            rate_limits: RateLimits::default(),
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub core: Core,
+    pub config: Arc<ApiConfig>,
+    pub limiters: Arc<Limiters>,
+}
+
+impl AppState {
+    pub fn new(core: Core, config: ApiConfig) -> Self {
+        let limiters = Arc::new(Limiters::new(&config.rate_limits));
+        AppState {
+            core,
+            config: Arc::new(config),
+            limiters,
+        }
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole REST API with its middleware.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let api = Router::new()
+        .merge(routes::health::router())
+        .merge(routes::auth::router())
+        .merge(routes::users::router())
+        .merge(routes::admin::router())
+        .merge(routes::rooms::router())
+        .merge(openapi::router())
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed here",
+            )
+        })
+        .with_state(state);
+
+    api.layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(cors(&config.cors_allowed_origins))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.request_timeout_secs),
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on the server")
+                .into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok());
+                // The path only: query strings may carry tokens.
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = id.unwrap_or(""))
+            }),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
+        .expose_headers([REQUEST_ID, header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
+}

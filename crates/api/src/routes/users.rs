@@ -1,0 +1,55 @@
+//! `/v1/users/*`: profiles.
+
+use axum::extract::State;
+use axum::routing::{get, patch};
+use axum::Router;
+use roost_core::model::{PublicUser, User};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{AuthUser, Json, Path};
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users/me", patch(update_me))
+        .route("/v1/users/{id}", get(profile))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    /// 1 to 64 characters.
+    pub display_name: String,
+}
+
+/// Changes the caller's display name.
+#[utoipa::path(patch, path = "/v1/users/me", tag = "users", security(("bearer" = [])), request_body = UpdateMeRequest,
+    responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Json(req): Json<UpdateMeRequest>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(
+        state
+            .core
+            .users
+            .set_display_name(&actor, &req.display_name)
+            .await?,
+    ))
+}
+
+/// Anyone's public profile.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = PublicUser), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn profile(
+    State(state): State<AppState>,
+    _caller: AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<PublicUser>> {
+    Ok(Json(state.core.users.profile(id).await?))
+}

@@ -1,0 +1,319 @@
+//! Accounts and sessions: registration, login, refresh-token rotation,
+//! logout, and turning an access token into an [`Actor`].
+
+pub mod password;
+pub mod token;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{CoreError, Result};
+use crate::model::{Role, User};
+use crate::store::{NewUser, RefreshOutcome, Store};
+use crate::users::{normalize_display_name, normalize_email, normalize_username, user_from_row};
+use password::PasswordHasherPool;
+use token::{hash_refresh_token, random_token, Claims, TokenKeys};
+
+/// Settings of accounts and sessions.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Access token lifetime; at most [`token::MAX_ACCESS_TTL_SECS`].
+    pub access_ttl: Duration,
+    /// A session lapses after this long without a refresh.
+    pub refresh_ttl: Duration,
+    /// An account registering with this email becomes super_admin.
+    pub super_admin_email: Option<String>,
+    /// Whether `POST /v1/auth/register` is open to anyone.
+    pub registration_open: bool,
+    /// How many password hashes run at once.
+    pub hash_concurrency: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_ttl: Duration::from_secs(token::MAX_ACCESS_TTL_SECS),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            super_admin_email: None,
+            registration_open: true,
+            hash_concurrency: 4,
+        }
+    }
+}
+
+/// Who is making a request: an authenticated, enabled user in a live session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub role: Role,
+}
+
+/// Where a login comes from, kept with the session.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A fresh pair of tokens.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Tokens {
+    /// Send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Exchange at `POST /v1/auth/refresh` for a new pair; usable once.
+    pub refresh_token: String,
+    /// Seconds until the session lapses unless refreshed.
+    pub refresh_expires_in: u64,
+}
+
+/// The result of registering, logging in or refreshing.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuthSession {
+    pub user: User,
+    #[serde(flatten)]
+    pub tokens: Tokens,
+}
+
+/// What registering needs.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub email: String,
+    pub username: String,
+    pub password: String,
+    pub display_name: Option<String>,
+}
+
+/// The account and session service.
+#[derive(Clone)]
+pub struct Auth {
+    store: Store,
+    hasher: PasswordHasherPool,
+    keys: TokenKeys,
+    config: AuthConfig,
+}
+
+impl Auth {
+    pub async fn new(store: Store, secret: &[u8], config: AuthConfig) -> Result<Self> {
+        if config.access_ttl.as_secs() > token::MAX_ACCESS_TTL_SECS
+            || config.access_ttl.as_secs() == 0
+        {
+            return Err(CoreError::validation(
+                "auth.access_token_ttl_secs",
+                format!("must be between 1 and {}", token::MAX_ACCESS_TTL_SECS),
+            ));
+        }
+        let keys = TokenKeys::new(secret)?;
+        let hasher = PasswordHasherPool::new(config.hash_concurrency).await?;
+        Ok(Auth {
+            store,
+            hasher,
+            keys,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Creates an account and logs it in.
+    pub async fn register(&self, reg: Registration, client: &ClientInfo) -> Result<AuthSession> {
+        if !self.config.registration_open {
+            return Err(CoreError::forbidden(
+                "registration is closed on this server",
+            ));
+        }
+        let role = match &self.config.super_admin_email {
+            Some(e)
+                if normalize_email(e).ok().as_deref()
+                    == Some(normalize_email(&reg.email)?.as_str()) =>
+            {
+                Role::SuperAdmin
+            }
+            _ => Role::User,
+        };
+        let user = self.create_user(reg, role).await?;
+        self.start_session(user, client).await
+    }
+
+    /// Creates an account without a session (the CLI's `user create`).
+    pub async fn create_user(&self, reg: Registration, role: Role) -> Result<User> {
+        let email = normalize_email(&reg.email)?;
+        let username = normalize_username(&reg.username)?;
+        let display_name = match reg.display_name.as_deref() {
+            Some(d) => normalize_display_name(d)?,
+            None => username.clone(),
+        };
+        password::check_policy(&reg.password)?;
+        let hash = self.hasher.hash(&reg.password).await?;
+        let id = Uuid::now_v7().to_string();
+        let row = self
+            .store
+            .insert_user(&NewUser {
+                id: &id,
+                email: &email,
+                username: &username,
+                display_name: &display_name,
+                password_hash: &hash,
+                role: role.as_str(),
+                now: Utc::now().timestamp_millis(),
+            })
+            .await?;
+        tracing::info!(user_id = %id, %role, "account created");
+        user_from_row(row)
+    }
+
+    /// Checks email and password. A wrong password, an unknown email and a
+    /// disabled account fail alike, after the same amount of hashing.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<AuthSession> {
+        let row = match normalize_email(email) {
+            Ok(email) => self.store.user_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let ok = self
+            .hasher
+            .verify(password, row.as_ref().map(|r| r.password_hash.as_str()))
+            .await?;
+        match row {
+            Some(row) if ok && row.disabled == 0 => {
+                self.start_session(user_from_row(row)?, client).await
+            }
+            _ => Err(invalid_credentials()),
+        }
+    }
+
+    async fn start_session(&self, user: User, client: &ClientInfo) -> Result<AuthSession> {
+        let session_id = Uuid::now_v7();
+        let refresh = random_token(32);
+        let now = Utc::now().timestamp_millis();
+        self.store
+            .create_session(
+                &session_id.to_string(),
+                &user.id.to_string(),
+                &hash_refresh_token(&refresh),
+                now,
+                now + self.config.refresh_ttl.as_millis() as i64,
+                client.user_agent.as_deref(),
+                client.ip.as_deref(),
+            )
+            .await?;
+        let tokens = self.tokens(user.id, session_id, refresh)?;
+        Ok(AuthSession { user, tokens })
+    }
+
+    fn tokens(&self, user_id: Uuid, session_id: Uuid, refresh_token: String) -> Result<Tokens> {
+        let now = Utc::now().timestamp();
+        let ttl = self.config.access_ttl.as_secs();
+        let access_token = self.keys.sign(&Claims {
+            iss: token::ISSUER.into(),
+            aud: token::AUDIENCE.into(),
+            sub: user_id.to_string(),
+            sid: session_id.to_string(),
+            iat: now,
+            exp: now + ttl as i64,
+        })?;
+        Ok(Tokens {
+            access_token,
+            token_type: "Bearer",
+            expires_in: ttl,
+            refresh_token,
+            refresh_expires_in: self.config.refresh_ttl.as_secs(),
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair. A token used twice revokes its session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<AuthSession> {
+        let next = random_token(32);
+        let now = Utc::now().timestamp_millis();
+        let outcome = self
+            .store
+            .rotate_refresh_token(
+                &hash_refresh_token(refresh_token),
+                &hash_refresh_token(&next),
+                now,
+                now + self.config.refresh_ttl.as_millis() as i64,
+            )
+            .await?;
+        match outcome {
+            RefreshOutcome::Rotated {
+                session_id,
+                user_id,
+            } => {
+                let row = self
+                    .store
+                    .user_by_id(&user_id)
+                    .await?
+                    .ok_or(CoreError::NotFound("user"))?;
+                let user = user_from_row(row)?;
+                let tokens = self.tokens(user.id, parse_id(&session_id)?, next)?;
+                Ok(AuthSession { user, tokens })
+            }
+            RefreshOutcome::Reused => {
+                tracing::warn!(
+                    "a rotated refresh token was presented again; its session is revoked"
+                );
+                Err(CoreError::unauthorized(
+                    "refresh_token_reused",
+                    "this refresh token was already used; the session has been ended",
+                ))
+            }
+            RefreshOutcome::Invalid => Err(CoreError::unauthorized(
+                "unauthorized",
+                "the refresh token is not valid",
+            )),
+        }
+    }
+
+    /// Ends a session: its refresh tokens and access tokens stop working.
+    pub async fn logout(&self, actor: &Actor) -> Result<()> {
+        self.store
+            .revoke_session(&actor.session_id.to_string(), Utc::now().timestamp_millis())
+            .await?;
+        Ok(())
+    }
+
+    /// Checks an access token and that its session and account are still live.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Actor> {
+        let claims = self.keys.verify(access_token)?;
+        let invalid = || CoreError::unauthorized("unauthorized", "the access token is not valid");
+        let session = self.store.session(&claims.sid).await?.ok_or_else(invalid)?;
+        if session.user_id != claims.sub {
+            return Err(invalid());
+        }
+        if session.revoked_at.is_some() || session.disabled != 0 {
+            return Err(CoreError::unauthorized(
+                "session_revoked",
+                "this session has ended",
+            ));
+        }
+        Ok(Actor {
+            user_id: parse_id(&session.user_id)?,
+            session_id: parse_id(&session.id)?,
+            role: session.role.parse()?,
+        })
+    }
+}
+
+fn invalid_credentials() -> CoreError {
+    CoreError::unauthorized("invalid_credentials", "the email or password is incorrect")
+}
+
+/// Parses an id read from the store; a malformed one is our bug, not the caller's.
+pub(crate) fn parse_id(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s)
+        .map_err(|_| CoreError::Internal(format!("malformed id in store: {s}").into()))
+}

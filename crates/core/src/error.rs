@@ -1,0 +1,109 @@
+//! The one error type of `roost-core`. Each variant carries a stable code that
+//! clients can switch on; the HTTP status is chosen at the API edge.
+
+use std::borrow::Cow;
+
+/// A failure of a core operation.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// Input that breaks a rule (length, format, range). `field` names it.
+    #[error("{field}: {message}")]
+    Validation {
+        field: Cow<'static, str>,
+        message: Cow<'static, str>,
+    },
+    /// No credentials, or credentials that are expired, revoked or malformed.
+    #[error("{message}")]
+    Unauthorized {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    Forbidden(Cow<'static, str>),
+    /// The thing does not exist, or the caller may not know that it does.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request clashes with the current state (taken email, last super_admin, ...).
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
+    /// The thing existed but can no longer be used (an expired or used-up invite).
+    #[error("{message}")]
+    Gone {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
+    /// The database failed; details are logged, never shown.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed to apply.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Anything else that is our fault, not the caller's.
+    #[error("internal error: {0}")]
+    Internal(Cow<'static, str>),
+}
+
+impl CoreError {
+    pub fn validation(
+        field: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        CoreError::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        CoreError::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        CoreError::Forbidden(message.into())
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        CoreError::Unauthorized {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Whether the database is out of reach for now (the caller may retry).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            CoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            )
+        )
+    }
+
+    /// The stable code a client sees.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CoreError::Validation { .. } => "validation_failed",
+            CoreError::Unauthorized { code, .. } => code,
+            CoreError::Forbidden(_) => "forbidden",
+            CoreError::NotFound(_) => "not_found",
+            CoreError::Conflict { code, .. } => code,
+            CoreError::Gone { code, .. } => code,
+            CoreError::Database(_) | CoreError::Migrate(_) | CoreError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Shorthand for results of core operations.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+/// Whether a database error is a violated unique constraint.
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,188 @@
+//! The domain types that services take and return.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::CoreError;
+
+/// A server-wide role. Ordered: `User < Admin < SuperAdmin`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+    SuperAdmin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+            Role::SuperAdmin => "super_admin",
+        }
+    }
+
+    pub fn is_admin(self) -> bool {
+        self >= Role::Admin
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "user" => Ok(Role::User),
+            "admin" => Ok(Role::Admin),
+            "super_admin" => Ok(Role::SuperAdmin),
+            _ => Err(CoreError::validation(
+                "role",
+                "must be one of user, admin, super_admin",
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An account as its owner and admins see it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub username: String,
+    pub display_name: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An account as anyone else sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PublicUser {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&User> for PublicUser {
+    fn from(u: &User) -> Self {
+        PublicUser {
+            id: u.id,
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// `group` rooms have names and any number of members; a `dm` has exactly two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    Group,
+    Dm,
+}
+
+/// Public rooms can be found and joined by anyone; private rooms are invisible to non-members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+/// A member's role within one room. Ordered: `Member < Moderator < Owner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    Member,
+    Moderator,
+    Owner,
+}
+
+macro_rules! text_enum {
+    ($ty:ty, $field:literal, $($variant:path => $text:literal),+) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $($variant => $text),+ }
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = CoreError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($variant),)+
+                    _ => Err(CoreError::validation($field, concat!("must be one of:", $(" ", $text),+))),
+                }
+            }
+        }
+    };
+}
+text_enum!(RoomKind, "kind", RoomKind::Group => "group", RoomKind::Dm => "dm");
+text_enum!(Visibility, "visibility", Visibility::Public => "public", Visibility::Private => "private");
+text_enum!(MemberRole, "role", MemberRole::Member => "member", MemberRole::Moderator => "moderator", MemberRole::Owner => "owner");
+
+/// A room and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Room {
+    pub id: Uuid,
+    pub kind: RoomKind,
+    /// Absent for direct messages.
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub visibility: Visibility,
+    /// The most people in one call of this room; `null` means the server default.
+    pub max_call_participants: Option<u32>,
+    pub created_by: Option<Uuid>,
+    pub member_count: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A room together with the caller's place in it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RoomView {
+    #[serde(flatten)]
+    pub room: Room,
+    /// The caller's role, or `null` when the caller is not a member.
+    pub my_role: Option<MemberRole>,
+}
+
+/// One member of a room.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Member {
+    pub user: PublicUser,
+    pub role: MemberRole,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// An invite code to a room.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Invite {
+    pub code: String,
+    pub room_id: Uuid,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// `null` means unlimited.
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+}
+
+/// One page of a listing. `next_cursor` is absent on the last page.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,661 @@
+//! Rooms, membership, invites and direct messages.
+//!
+//! Visibility rule: a private room is answered with "not found" to anyone
+//! who is neither a member nor a server admin, so its existence stays hidden.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::auth::{parse_id, token::random_token, Actor};
+use crate::error::{CoreError, Result};
+use crate::model::{
+    Invite, Member, MemberRole, Page, PublicUser, Room, RoomKind, RoomView, Visibility,
+};
+use crate::pagination::PageRequest;
+use crate::store::{InviteRow, MemberRow, RoomRow, Store};
+use crate::users::time;
+
+pub const MAX_ROOM_NAME_CHARS: usize = 100;
+pub const MAX_TOPIC_CHARS: usize = 1000;
+
+/// Who may create group rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomCreation {
+    Everyone,
+    Admins,
+}
+
+/// Settings of rooms.
+#[derive(Debug, Clone)]
+pub struct RoomsConfig {
+    pub creation: RoomCreation,
+    /// The largest `max_call_participants` a room may set.
+    pub max_call_participants_limit: u32,
+    pub default_invite_ttl: Duration,
+    pub max_invite_ttl: Duration,
+    /// The largest `max_uses` an invite may have.
+    pub max_invite_uses: u32,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            creation: RoomCreation::Everyone,
+            max_call_participants_limit: 100,
+            default_invite_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_invite_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_invite_uses: 10_000,
+        }
+    }
+}
+
+/// What creating a group room takes.
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    pub name: String,
+    pub topic: Option<String>,
+    pub visibility: Visibility,
+    pub max_call_participants: Option<u32>,
+}
+
+/// A change of settings; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct RoomPatch {
+    pub name: Option<String>,
+    pub topic: Option<Option<String>>,
+    pub visibility: Option<Visibility>,
+    pub max_call_participants: Option<Option<u32>>,
+}
+
+/// An invite's limits as asked for.
+#[derive(Debug, Clone, Default)]
+pub struct NewInvite {
+    pub expires_in: Option<Duration>,
+    pub max_uses: Option<u32>,
+}
+
+/// The room service.
+#[derive(Clone)]
+pub struct Rooms {
+    store: Store,
+    config: RoomsConfig,
+}
+
+/// The caller's standing in one room.
+struct Standing {
+    room: RoomRow,
+    role: Option<MemberRole>,
+    server_admin: bool,
+}
+
+impl Standing {
+    /// Rank for acting on others: member 1, moderator 2, owner 3, server admin 4.
+    fn rank(&self) -> u8 {
+        if self.server_admin {
+            return 4;
+        }
+        self.role.map_or(0, member_rank)
+    }
+
+    fn kind(&self) -> RoomKind {
+        self.room.kind.parse().unwrap_or(RoomKind::Group)
+    }
+}
+
+fn member_rank(role: MemberRole) -> u8 {
+    match role {
+        MemberRole::Member => 1,
+        MemberRole::Moderator => 2,
+        MemberRole::Owner => 3,
+    }
+}
+
+impl Rooms {
+    pub fn new(store: Store, config: RoomsConfig) -> Self {
+        Rooms { store, config }
+    }
+
+    /// Loads a room as seen by `actor`; hidden rooms are not found.
+    async fn standing(&self, actor: &Actor, room_id: Uuid) -> Result<Standing> {
+        let id = room_id.to_string();
+        let room = self
+            .store
+            .room(&id)
+            .await?
+            .ok_or(CoreError::NotFound("room"))?;
+        let role = self
+            .store
+            .member_role(&id, &actor.user_id.to_string())
+            .await?
+            .map(|r| r.parse())
+            .transpose()?;
+        let server_admin = actor.role.is_admin();
+        if role.is_none() && !server_admin && room.visibility != Visibility::Public.as_str() {
+            return Err(CoreError::NotFound("room"));
+        }
+        Ok(Standing {
+            room,
+            role,
+            server_admin,
+        })
+    }
+
+    fn check_name(&self, name: &str) -> Result<String> {
+        let n = name.trim();
+        let count = n.chars().count();
+        if count == 0 || count > MAX_ROOM_NAME_CHARS {
+            return Err(CoreError::validation(
+                "name",
+                format!("must be 1 to {MAX_ROOM_NAME_CHARS} characters"),
+            ));
+        }
+        if n.chars().any(char::is_control) {
+            return Err(CoreError::validation(
+                "name",
+                "must not contain control characters",
+            ));
+        }
+        Ok(n.to_owned())
+    }
+
+    fn check_topic(&self, topic: Option<&str>) -> Result<Option<String>> {
+        let Some(t) = topic.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        if t.chars().count() > MAX_TOPIC_CHARS {
+            return Err(CoreError::validation(
+                "topic",
+                format!("must be at most {MAX_TOPIC_CHARS} characters"),
+            ));
+        }
+        if t.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(CoreError::validation(
+                "topic",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Some(t.to_owned()))
+    }
+
+    fn check_call_size(&self, n: Option<u32>) -> Result<Option<i64>> {
+        match n {
+            None => Ok(None),
+            Some(n) if (2..=self.config.max_call_participants_limit).contains(&n) => {
+                Ok(Some(i64::from(n)))
+            }
+            Some(_) => Err(CoreError::validation(
+                "max_call_participants",
+                format!(
+                    "must be between 2 and {}",
+                    self.config.max_call_participants_limit
+                ),
+            )),
+        }
+    }
+
+    /// Creates a group room owned by `actor`.
+    pub async fn create(&self, actor: &Actor, new: NewRoom) -> Result<RoomView> {
+        if self.config.creation == RoomCreation::Admins && !actor.role.is_admin() {
+            return Err(CoreError::forbidden(
+                "only admins may create rooms on this server",
+            ));
+        }
+        let now = Utc::now().timestamp_millis();
+        let row = RoomRow {
+            id: Uuid::now_v7().to_string(),
+            kind: RoomKind::Group.as_str().into(),
+            name: Some(self.check_name(&new.name)?),
+            topic: self.check_topic(new.topic.as_deref())?,
+            visibility: new.visibility.as_str().into(),
+            max_call_participants: self.check_call_size(new.max_call_participants)?,
+            created_by: Some(actor.user_id.to_string()),
+            dm_key: None,
+            created_at: now,
+            updated_at: now,
+            member_count: 0,
+        };
+        let owner = actor.user_id.to_string();
+        let row = self
+            .store
+            .insert_room(&row, &[(&owner, MemberRole::Owner.as_str())])
+            .await?;
+        tracing::info!(room_id = %row.id, user_id = %owner, "room created");
+        view(row, Some(MemberRole::Owner))
+    }
+
+    /// The rooms the caller belongs to.
+    pub async fn mine(&self, actor: &Actor, page: &PageRequest) -> Result<Page<RoomView>> {
+        let rows = self
+            .store
+            .rooms_of_user(
+                &actor.user_id.to_string(),
+                page.after.as_deref(),
+                page.fetch_limit(),
+            )
+            .await?;
+        let views = rows
+            .into_iter()
+            .map(|(room, role)| view(room, Some(role.parse()?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page.finish(views, |v| v.room.id.to_string()))
+    }
+
+    pub async fn get(&self, actor: &Actor, room_id: Uuid) -> Result<RoomView> {
+        let s = self.standing(actor, room_id).await?;
+        view(s.room, s.role)
+    }
+
+    /// Changes settings: the owner or a server admin.
+    pub async fn update(&self, actor: &Actor, room_id: Uuid, patch: RoomPatch) -> Result<RoomView> {
+        let s = self.standing(actor, room_id).await?;
+        if s.rank() < 3 {
+            return Err(CoreError::forbidden(
+                "only the room's owner or an admin may change it",
+            ));
+        }
+        let mut row = s.room.clone();
+        if s.kind() == RoomKind::Dm && (patch.name.is_some() || patch.visibility.is_some()) {
+            return Err(CoreError::validation(
+                "name",
+                "a direct message has no name and stays private",
+            ));
+        }
+        if let Some(name) = &patch.name {
+            row.name = Some(self.check_name(name)?);
+        }
+        if let Some(topic) = &patch.topic {
+            row.topic = self.check_topic(topic.as_deref())?;
+        }
+        if let Some(v) = patch.visibility {
+            row.visibility = v.as_str().into();
+        }
+        if let Some(n) = patch.max_call_participants {
+            row.max_call_participants = self.check_call_size(n)?;
+        }
+        row.updated_at = Utc::now().timestamp_millis();
+        let row = self
+            .store
+            .update_room(&row)
+            .await?
+            .ok_or(CoreError::NotFound("room"))?;
+        view(row, s.role)
+    }
+
+    /// Deletes a room: the owner or a server admin.
+    pub async fn delete(&self, actor: &Actor, room_id: Uuid) -> Result<()> {
+        let s = self.standing(actor, room_id).await?;
+        if s.rank() < 3 {
+            return Err(CoreError::forbidden(
+                "only the room's owner or an admin may delete it",
+            ));
+        }
+        self.store.delete_room(&room_id.to_string()).await?;
+        tracing::info!(room_id = %room_id, actor = %actor.user_id, "room deleted");
+        Ok(())
+    }
+
+    /// Joins a public group room; joining a room one is in changes nothing.
+    pub async fn join(&self, actor: &Actor, room_id: Uuid) -> Result<RoomView> {
+        let s = self.standing(actor, room_id).await?;
+        if s.role.is_some() {
+            return view(s.room, s.role);
+        }
+        if s.kind() == RoomKind::Dm || s.room.visibility != Visibility::Public.as_str() {
+            // Admins see private rooms but join them like anyone else: by invite.
+            return Err(CoreError::forbidden(
+                "this room can be joined only by invite",
+            ));
+        }
+        let id = room_id.to_string();
+        self.store
+            .add_member(
+                &id,
+                &actor.user_id.to_string(),
+                MemberRole::Member.as_str(),
+                Utc::now().timestamp_millis(),
+            )
+            .await?;
+        self.get(actor, room_id).await
+    }
+
+    /// Leaves a group room. An owner who leaves hands the room on.
+    pub async fn leave(&self, actor: &Actor, room_id: Uuid) -> Result<()> {
+        let s = self.standing(actor, room_id).await?;
+        if s.role.is_none() {
+            return Err(CoreError::NotFound("membership"));
+        }
+        if s.kind() == RoomKind::Dm {
+            return Err(CoreError::conflict(
+                "dm_cannot_leave",
+                "a direct message cannot be left",
+            ));
+        }
+        self.store
+            .remove_member(&room_id.to_string(), &actor.user_id.to_string())
+            .await?;
+        Ok(())
+    }
+
+    /// Members in join order.
+    pub async fn members(
+        &self,
+        actor: &Actor,
+        room_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<Member>> {
+        self.standing(actor, room_id).await?;
+        let after = match page.after.as_deref() {
+            None => None,
+            Some(key) => {
+                let bad = || CoreError::validation("cursor", "is not a cursor this server issued");
+                let (ms, user) = key.split_once('/').ok_or_else(bad)?;
+                Some((ms.parse::<i64>().map_err(|_| bad())?, user.to_owned()))
+            }
+        };
+        let rows = self
+            .store
+            .members(
+                &room_id.to_string(),
+                after.as_ref().map(|(ms, u)| (*ms, u.as_str())),
+                page.fetch_limit(),
+            )
+            .await?;
+        let members = rows.into_iter().map(member).collect::<Result<Vec<_>>>()?;
+        Ok(page.finish(members, |m| {
+            format!("{}/{}", m.joined_at.timestamp_millis(), m.user.id)
+        }))
+    }
+
+    /// Adds a user to a group room: a moderator, the owner or a server admin.
+    pub async fn add_member(&self, actor: &Actor, room_id: Uuid, user_id: Uuid) -> Result<Member> {
+        let s = self.standing(actor, room_id).await?;
+        if s.kind() == RoomKind::Dm {
+            return Err(CoreError::conflict(
+                "dm_members_fixed",
+                "a direct message has exactly two members",
+            ));
+        }
+        if s.rank() < 2 {
+            return Err(CoreError::forbidden(
+                "only moderators and the owner may add members",
+            ));
+        }
+        let user = self.store.user_by_id(&user_id.to_string()).await?;
+        if user.as_ref().is_none_or(|u| u.disabled != 0) {
+            return Err(CoreError::NotFound("user"));
+        }
+        let (rid, uid) = (room_id.to_string(), user_id.to_string());
+        let added = self
+            .store
+            .add_member(
+                &rid,
+                &uid,
+                MemberRole::Member.as_str(),
+                Utc::now().timestamp_millis(),
+            )
+            .await?;
+        if !added {
+            return Err(CoreError::conflict(
+                "already_member",
+                "this user is already a member",
+            ));
+        }
+        let row = self
+            .store
+            .member(&rid, &uid)
+            .await?
+            .ok_or(CoreError::NotFound("member"))?;
+        member(row)
+    }
+
+    /// Removes another member: only someone who outranks them.
+    pub async fn kick(&self, actor: &Actor, room_id: Uuid, user_id: Uuid) -> Result<()> {
+        let s = self.standing(actor, room_id).await?;
+        if user_id == actor.user_id {
+            return Err(CoreError::validation(
+                "user_id",
+                "use /leave to leave a room",
+            ));
+        }
+        if s.kind() == RoomKind::Dm {
+            return Err(CoreError::conflict(
+                "dm_members_fixed",
+                "a direct message has exactly two members",
+            ));
+        }
+        let (rid, uid) = (room_id.to_string(), user_id.to_string());
+        let target: MemberRole = self
+            .store
+            .member_role(&rid, &uid)
+            .await?
+            .ok_or(CoreError::NotFound("member"))?
+            .parse()?;
+        if s.rank() < 2 || s.rank() <= member_rank(target) {
+            return Err(CoreError::forbidden(
+                "you may remove only members below your own role",
+            ));
+        }
+        self.store.remove_member(&rid, &uid).await?;
+        tracing::info!(room_id = %room_id, actor = %actor.user_id, target = %user_id, "member removed");
+        Ok(())
+    }
+
+    /// Makes a member a moderator or back: the owner or a server admin.
+    pub async fn set_member_role(
+        &self,
+        actor: &Actor,
+        room_id: Uuid,
+        user_id: Uuid,
+        role: MemberRole,
+    ) -> Result<Member> {
+        let s = self.standing(actor, room_id).await?;
+        if s.rank() < 3 {
+            return Err(CoreError::forbidden(
+                "only the owner or an admin may change member roles",
+            ));
+        }
+        if role == MemberRole::Owner {
+            return Err(CoreError::validation("role", "must be moderator or member"));
+        }
+        let (rid, uid) = (room_id.to_string(), user_id.to_string());
+        let current: MemberRole = self
+            .store
+            .member_role(&rid, &uid)
+            .await?
+            .ok_or(CoreError::NotFound("member"))?
+            .parse()?;
+        if current == MemberRole::Owner {
+            return Err(CoreError::conflict(
+                "owner_role_fixed",
+                "the owner's role cannot be changed",
+            ));
+        }
+        self.store
+            .set_member_role(&rid, &uid, role.as_str())
+            .await?;
+        member(
+            self.store
+                .member(&rid, &uid)
+                .await?
+                .ok_or(CoreError::NotFound("member"))?,
+        )
+    }
+
+    /// Creates an invite code: a moderator, the owner or a server admin.
+    pub async fn create_invite(
+        &self,
+        actor: &Actor,
+        room_id: Uuid,
+        new: NewInvite,
+    ) -> Result<Invite> {
+        let s = self.standing(actor, room_id).await?;
+        if s.kind() == RoomKind::Dm {
+            return Err(CoreError::conflict(
+                "dm_members_fixed",
+                "a direct message has exactly two members",
+            ));
+        }
+        if s.rank() < 2 {
+            return Err(CoreError::forbidden(
+                "only moderators and the owner may create invites",
+            ));
+        }
+        let ttl = new.expires_in.unwrap_or(self.config.default_invite_ttl);
+        if ttl.is_zero() || ttl > self.config.max_invite_ttl {
+            return Err(CoreError::validation(
+                "expires_in_secs",
+                format!(
+                    "must be between 1 and {}",
+                    self.config.max_invite_ttl.as_secs()
+                ),
+            ));
+        }
+        if let Some(n) = new.max_uses {
+            if n == 0 || n > self.config.max_invite_uses {
+                return Err(CoreError::validation(
+                    "max_uses",
+                    format!("must be between 1 and {}", self.config.max_invite_uses),
+                ));
+            }
+        }
+        let now = Utc::now().timestamp_millis();
+        let row = InviteRow {
+            code: random_token(9),
+            room_id: room_id.to_string(),
+            created_by: Some(actor.user_id.to_string()),
+            created_at: now,
+            expires_at: now + ttl.as_millis() as i64,
+            max_uses: new.max_uses.map(i64::from),
+            uses: 0,
+        };
+        self.store.insert_invite(&row).await?;
+        invite(row)
+    }
+
+    /// Joins the room of an invite code.
+    pub async fn accept_invite(&self, actor: &Actor, code: &str) -> Result<RoomView> {
+        if code.is_empty() || code.len() > 64 {
+            return Err(CoreError::NotFound("invite"));
+        }
+        if self.store.invite(code).await?.is_none() {
+            return Err(CoreError::NotFound("invite"));
+        }
+        let room_id = self
+            .store
+            .redeem_invite(
+                code,
+                &actor.user_id.to_string(),
+                Utc::now().timestamp_millis(),
+            )
+            .await?
+            .ok_or_else(|| CoreError::Gone {
+                code: "invite_expired",
+                message: "this invite has expired or been used up".into(),
+            })?;
+        self.get(actor, parse_id(&room_id)?).await
+    }
+
+    /// The one DM room of the caller and `other`, created the first time.
+    /// Returns whether it was created now.
+    pub async fn open_dm(&self, actor: &Actor, other: Uuid) -> Result<(RoomView, bool)> {
+        if other == actor.user_id {
+            return Err(CoreError::validation(
+                "user_id",
+                "you cannot open a direct message with yourself",
+            ));
+        }
+        let peer = self.store.user_by_id(&other.to_string()).await?;
+        if peer.as_ref().is_none_or(|u| u.disabled != 0) {
+            return Err(CoreError::NotFound("user"));
+        }
+        let (me, them) = (actor.user_id.to_string(), other.to_string());
+        let key = if me < them {
+            format!("{me}:{them}")
+        } else {
+            format!("{them}:{me}")
+        };
+        if let Some(row) = self.store.room_by_dm_key(&key).await? {
+            return Ok((view(row, Some(MemberRole::Member))?, false));
+        }
+        let now = Utc::now().timestamp_millis();
+        let row = RoomRow {
+            id: Uuid::now_v7().to_string(),
+            kind: RoomKind::Dm.as_str().into(),
+            name: None,
+            topic: None,
+            visibility: Visibility::Private.as_str().into(),
+            max_call_participants: None,
+            created_by: Some(me.clone()),
+            dm_key: Some(key.clone()),
+            created_at: now,
+            updated_at: now,
+            member_count: 0,
+        };
+        let member = MemberRole::Member.as_str();
+        match self
+            .store
+            .insert_room(&row, &[(&me, member), (&them, member)])
+            .await
+        {
+            Ok(row) => Ok((view(row, Some(MemberRole::Member))?, true)),
+            // Another request created it between our look-up and insert.
+            Err(CoreError::Conflict {
+                code: "dm_exists", ..
+            }) => {
+                let row = self
+                    .store
+                    .room_by_dm_key(&key)
+                    .await?
+                    .ok_or(CoreError::NotFound("room"))?;
+                Ok((view(row, Some(MemberRole::Member))?, false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn view(r: RoomRow, my_role: Option<MemberRole>) -> Result<RoomView> {
+    Ok(RoomView {
+        room: Room {
+            id: parse_id(&r.id)?,
+            kind: r.kind.parse()?,
+            name: r.name,
+            topic: r.topic,
+            visibility: r.visibility.parse()?,
+            max_call_participants: r.max_call_participants.map(|n| n as u32),
+            created_by: r.created_by.as_deref().map(parse_id).transpose()?,
+            member_count: r.member_count.max(0) as u64,
+            created_at: time(r.created_at),
+            updated_at: time(r.updated_at),
+        },
+        my_role,
+    })
+}
+
+fn member(r: MemberRow) -> Result<Member> {
+    Ok(Member {
+        user: PublicUser {
+            id: parse_id(&r.user_id)?,
+            username: r.username,
+            display_name: r.display_name,
+            created_at: time(r.user_created_at),
+        },
+        role: r.role.parse()?,
+        joined_at: time(r.joined_at),
+    })
+}
+
+fn invite(r: InviteRow) -> Result<Invite> {
+    Ok(Invite {
+        code: r.code,
+        room_id: parse_id(&r.room_id)?,
+        created_by: r.created_by.as_deref().map(parse_id).transpose()?,
+        created_at: time(r.created_at),
+        expires_at: time(r.expires_at),
+        max_uses: r.max_uses.map(|n| n as u32),
+        uses: r.uses.max(0) as u32,
+    })
+}

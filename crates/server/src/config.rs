@@ -1,0 +1,342 @@
+//! Configuration: defaults, then a TOML file (`--config` or `ROOST_CONFIG`),
+//! then `ROOST_*` environment variables (`__` between section and key), then
+//! command-line flags. Validated once here; the rest of Roost gets typed structs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use roost_api::ApiConfig;
+use roost_core::auth::token::{MAX_ACCESS_TTL_SECS, MIN_SECRET_BYTES};
+use roost_core::auth::AuthConfig;
+use roost_core::pagination::PageLimits;
+use roost_core::rooms::{RoomCreation, RoomsConfig};
+use roost_core::CoreConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything `roost` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address and port of the HTTP server.
+    pub listen: SocketAddr,
+    /// Holds the SQLite database and the generated signing secret.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; default: `roost.db` in `data_dir`.
+    pub database_url: Option<String>,
+    pub database_max_connections: u32,
+    /// Signs access tokens; at least 32 bytes. Default: generated into `data_dir/jwt_secret`.
+    pub jwt_secret: Option<String>,
+    /// An account registering with this email becomes super_admin.
+    pub super_admin_email: Option<String>,
+    /// Whether anyone may register.
+    pub registration_open: bool,
+    /// `everyone` or `admins`.
+    pub room_creation: RoomCreation,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    pub log: LogConfig,
+    pub auth: AuthSection,
+    pub rooms: RoomsSection,
+    pub pagination: PaginationSection,
+    pub http: ApiConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `roost=debug,tower_http=info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// At most 900.
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    /// Password hashes computed at once (each takes 19 MiB).
+    pub hash_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsSection {
+    pub max_call_participants_limit: u32,
+    pub invite_default_ttl_secs: u64,
+    pub invite_max_ttl_secs: u64,
+    pub invite_max_uses: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaginationSection {
+    pub default_limit: u32,
+    pub max_limit: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./roost-data"),
+            database_url: None,
+            database_max_connections: 16,
+            jwt_secret: None,
+            super_admin_email: None,
+            registration_open: true,
+            room_creation: RoomCreation::Everyone,
+            shutdown_grace_secs: 30,
+            log: LogConfig::default(),
+            auth: AuthSection::default(),
+            rooms: RoomsSection::default(),
+            pagination: PaginationSection::default(),
+            http: ApiConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        let d = AuthConfig::default();
+        AuthSection {
+            access_token_ttl_secs: d.access_ttl.as_secs(),
+            refresh_token_ttl_secs: d.refresh_ttl.as_secs(),
+            hash_concurrency: d.hash_concurrency,
+        }
+    }
+}
+
+impl Default for RoomsSection {
+    fn default() -> Self {
+        let d = RoomsConfig::default();
+        RoomsSection {
+            max_call_participants_limit: d.max_call_participants_limit,
+            invite_default_ttl_secs: d.default_invite_ttl.as_secs(),
+            invite_max_ttl_secs: d.max_invite_ttl.as_secs(),
+            invite_max_uses: d.max_invite_uses,
+        }
+    }
+}
+
+impl Default for PaginationSection {
+    fn default() -> Self {
+        let d = PageLimits::default();
+        PaginationSection {
+            default_limit: d.default,
+            max_limit: d.max,
+        }
+    }
+}
+
+/// Values given as command-line flags; only those given override.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+}
+
+impl Config {
+    /// Layers the sources, then validates. `file` is `--config`; without it, `ROOST_CONFIG`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("ROOST_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &file {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env = Env::prefixed("ROOST_").split("__").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            key != "config" && !key.starts_with("test_")
+        });
+        figment = figment.merge(env).merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|errors| {
+            let all: Vec<String> = errors
+                .into_iter()
+                .map(|e| {
+                    let key = e.path.join(".").to_ascii_lowercase();
+                    let from = e.metadata.as_ref().map(|m| match &m.source {
+                        Some(source) => format!(" (from {source})"),
+                        None => format!(" (from {})", m.name),
+                    });
+                    let key = if key.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{key}: ")
+                    };
+                    format!("{key}{}{}", e.kind, from.unwrap_or_default())
+                })
+                .collect();
+            anyhow::anyhow!("invalid configuration: {}", all.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < MIN_SECRET_BYTES {
+                bail!(
+                    "invalid configuration: jwt_secret must be at least {MIN_SECRET_BYTES} bytes"
+                );
+            }
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres:")
+                || url.starts_with("postgresql:"))
+            {
+                bail!("invalid configuration: database_url must start with sqlite: or postgres:");
+            }
+        }
+        let ttl = self.auth.access_token_ttl_secs;
+        if ttl == 0 || ttl > MAX_ACCESS_TTL_SECS {
+            bail!("invalid configuration: auth.access_token_ttl_secs must be between 1 and {MAX_ACCESS_TTL_SECS}");
+        }
+        if self.auth.refresh_token_ttl_secs < 60 {
+            bail!("invalid configuration: auth.refresh_token_ttl_secs must be at least 60");
+        }
+        if self.auth.hash_concurrency == 0 {
+            bail!("invalid configuration: auth.hash_concurrency must be at least 1");
+        }
+        if self.database_max_connections == 0 {
+            bail!("invalid configuration: database_max_connections must be at least 1");
+        }
+        let p = &self.pagination;
+        if p.max_limit == 0 || p.default_limit == 0 || p.default_limit > p.max_limit {
+            bail!("invalid configuration: pagination.default_limit must be between 1 and pagination.max_limit");
+        }
+        let r = &self.rooms;
+        if r.max_call_participants_limit < 2 {
+            bail!("invalid configuration: rooms.max_call_participants_limit must be at least 2");
+        }
+        if r.invite_default_ttl_secs == 0 || r.invite_default_ttl_secs > r.invite_max_ttl_secs {
+            bail!("invalid configuration: rooms.invite_default_ttl_secs must be between 1 and rooms.invite_max_ttl_secs");
+        }
+        if self.http.max_body_bytes < 1024 {
+            bail!("invalid configuration: http.max_body_bytes must be at least 1024");
+        }
+        for origin in &self.http.cors_allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                bail!("invalid configuration: http.cors_allowed_origins: {origin:?} is not an origin like https://example.org");
+            }
+        }
+        if let Some(email) = &self.super_admin_email {
+            roost_core::users::normalize_email(email).map_err(|_| {
+                anyhow::anyhow!("invalid configuration: super_admin_email is not an email address")
+            })?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: log.level: {e}"))?;
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("roost.db").display()
+            ),
+        }
+    }
+
+    /// The core's part of the configuration.
+    pub fn core(&self) -> CoreConfig {
+        CoreConfig {
+            auth: AuthConfig {
+                access_ttl: Duration::from_secs(self.auth.access_token_ttl_secs),
+                refresh_ttl: Duration::from_secs(self.auth.refresh_token_ttl_secs),
+                super_admin_email: self.super_admin_email.clone(),
+                registration_open: self.registration_open,
+                hash_concurrency: self.auth.hash_concurrency,
+            },
+            rooms: RoomsConfig {
+                creation: self.room_creation,
+                max_call_participants_limit: self.rooms.max_call_participants_limit,
+                default_invite_ttl: Duration::from_secs(self.rooms.invite_default_ttl_secs),
+                max_invite_ttl: Duration::from_secs(self.rooms.invite_max_ttl_secs),
+                max_invite_uses: self.rooms.invite_max_uses,
+            },
+            pages: PageLimits {
+                default: self.pagination.default_limit,
+                max: self.pagination.max_limit,
+            },
+        }
+    }
+
+    /// The effective configuration as TOML, secrets replaced by `<redacted>`.
+    pub fn redacted_toml(&self) -> anyhow::Result<String> {
+        let mut shown = self.clone();
+        if shown.jwt_secret.is_some() {
+            shown.jwt_secret = Some("<redacted>".into());
+        }
+        shown.database_url = Some(redact_url(&self.database_url()));
+        toml::to_string_pretty(&shown).context("printing the configuration")
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host` URL.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_url_passwords() {
+        assert_eq!(
+            redact_url("postgres://roost:hunter2@db/roost"),
+            "postgres://roost:<redacted>@db/roost"
+        );
+        assert_eq!(redact_url("postgres://db/roost"), "postgres://db/roost");
+        assert_eq!(
+            redact_url("sqlite://./x.db?mode=rwc"),
+            "sqlite://./x.db?mode=rwc"
+        );
+    }
+}

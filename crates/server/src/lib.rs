@@ -1,0 +1,123 @@
+//! The `roost` binary as a library: configuration, commands, wiring and
+//! graceful shutdown. `main.rs` only parses arguments and calls in here, so
+//! tests can start a server on `127.0.0.1:0`.
+//!
+//! # Layout
+//! - [`cli`]: the commands (`serve`, `migrate`, `config check`, `user create`).
+//! - [`config`]: layered configuration and its validation.
+//! - [`secret`]: the generated signing secret.
+//! - [`run`]: opening the store and serving until a shutdown signal.
+
+pub mod cli;
+pub mod config;
+pub mod secret;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use roost_core::store::{Store, StoreOptions};
+use roost_core::Core;
+use tokio::net::TcpListener;
+
+use config::{Config, LogFormat};
+
+/// Sets up logging to stderr, as configured.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// Creates the data directory if needed, connects and migrates.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+    }
+    let store = Store::connect(&StoreOptions {
+        url: config.database_url(),
+        max_connections: config.database_max_connections,
+        acquire_timeout: Duration::from_secs(10),
+    })
+    .await
+    .context("connecting to the database")?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+/// Builds the services over an open store.
+pub async fn build_core(config: &Config, store: Store) -> anyhow::Result<Core> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let secret = secret::load_or_create(config.jwt_secret.as_deref(), &config.data_dir)?;
+    Ok(Core::new(store, &secret, config.core()).await?)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish for up to `shutdown_grace_secs`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let core = build_core(&config, store.clone()).await?;
+    let app = roost_api::router(roost_api::AppState::new(core, config.http.clone()));
+    let addr = listener.local_addr()?;
+    // The one line on stdout: scripts and tests read the address from it.
+    println!("Roost is listening on http://{addr}");
+    tracing::info!(%addr, database = ?store.backend(), "serving");
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        let _ = stopping_tx.send(());
+    });
+    let mut serving = tokio::spawn(async move { server.await });
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tokio::select! {
+        res = &mut serving => res??,
+        _ = stopping_rx => {
+            match tokio::time::timeout(grace, &mut serving).await {
+                Ok(res) => res??,
+                Err(_) => tracing::warn!(?grace, "requests still running after the grace period; exiting anyway"),
+            }
+        }
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

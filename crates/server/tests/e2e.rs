@@ -1,0 +1,485 @@
+//! The built `roost` binary, started as a newcomer would start it, driven over HTTP.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "a perfectly fine passphrase";
+
+/// A running `roost serve` on a free port; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    client: reqwest::Client,
+}
+
+fn roost() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
+    // The test run's own settings must not leak into the server under test.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ROOST_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = roost()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting roost");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading roost's stdout");
+        let url = line
+            .trim()
+            .strip_prefix("Roost is listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Server {
+            child,
+            url,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("roost did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_newcomer_walks_through_accounts_rooms_and_invites() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+
+    assert!(
+        data.join("roost.db").exists(),
+        "the SQLite database lives in the data directory"
+    );
+    let (status, body) = server
+        .call(reqwest::Method::GET, "/readyz", None, None)
+        .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+
+    let (status, ada) = server
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 201, "{ada}");
+    let (status, login) = server
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "ada@example.org", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let ada_token = login["access_token"].as_str().unwrap().to_owned();
+    let ada_refresh = login["refresh_token"].as_str().unwrap().to_owned();
+
+    let (status, room) = server
+        .post("/v1/rooms", Some(&ada_token), json!({"name": "Book club"}))
+        .await;
+    assert_eq!(status, 201, "{room}");
+    let room_id = room["id"].as_str().unwrap().to_owned();
+    let (status, invite) = server
+        .post(
+            &format!("/v1/rooms/{room_id}/invites"),
+            Some(&ada_token),
+            json!({"max_uses": 5}),
+        )
+        .await;
+    assert_eq!(status, 201, "{invite}");
+    let code = invite["code"].as_str().unwrap();
+
+    let (status, bob) = server
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "bob@example.org", "username": "bob", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let bob_token = bob["access_token"].as_str().unwrap();
+    let (status, joined) = server
+        .post(
+            &format!("/v1/invites/{code}/accept"),
+            Some(bob_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["id"], room_id.as_str());
+
+    let (status, members) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/rooms/{room_id}/members"),
+            Some(&ada_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = members["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"]["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ada", "bob"]);
+
+    let (status, refreshed) = server
+        .post(
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": ada_refresh}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let new_token = refreshed["access_token"].as_str().unwrap();
+    let new_refresh = refreshed["refresh_token"].as_str().unwrap();
+    let (status, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/auth/logout",
+            Some(new_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = server
+        .post(
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": new_refresh}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = server
+        .call(reqwest::Method::GET, "/v1/auth/me", Some(new_token), None)
+        .await;
+    assert_eq!(status, 401);
+
+    assert_eq!(server.terminate(), Some(0), "SIGTERM is a clean exit");
+}
+
+#[tokio::test]
+async fn the_signing_secret_is_generated_once_private_and_reused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let secret = dir.path().join("jwt_secret");
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let first = std::fs::read(&secret).unwrap();
+    let (_, ada) = server
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}),
+        )
+        .await;
+    let token = ada["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(server.terminate(), Some(0));
+
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(
+        std::fs::read(&secret).unwrap(),
+        first,
+        "reused, not regenerated"
+    );
+    let (status, me) = server
+        .call(reqwest::Method::GET, "/v1/auth/me", Some(&token), None)
+        .await;
+    assert_eq!(
+        status, 200,
+        "a token from before the restart still works: {me}"
+    );
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_after_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = server.url.clone();
+    // Registration hashes a password, so it is in flight for a while.
+    let slow = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/auth/register"))
+            .json(&json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    let code = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        slow.await
+            .unwrap()
+            .expect("the in-flight request was answered"),
+        201
+    );
+}
+
+fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> (Option<i32>, String, String) {
+    let mut cmd = roost();
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    drop(pipe);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn config_check_layers_sources_and_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("roost.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9000\"\njwt_secret = \"0123456789abcdef0123456789abcdef-from-file\"\nroom_creation = \"admins\"\n[http]\nmax_body_bytes = 4096\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    let (code, out, err) = run(&["config", "check", "--config", file], &[], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("listen = \"127.0.0.1:9000\""),
+        "the file applies: {out}"
+    );
+    assert!(out.contains("room_creation = \"admins\""));
+    assert!(!out.contains("from-file"), "secrets are redacted: {out}");
+    assert!(out.contains("<redacted>"));
+
+    let (_, out, _) = run(
+        &["config", "check", "--config", file],
+        &[
+            ("ROOST_LISTEN", "127.0.0.1:9100"),
+            ("ROOST_HTTP__MAX_BODY_BYTES", "8192"),
+        ],
+        None,
+    );
+    assert!(
+        out.contains("127.0.0.1:9100"),
+        "the environment beats the file: {out}"
+    );
+    assert!(
+        out.contains("max_body_bytes = 8192"),
+        "nested keys through __: {out}"
+    );
+
+    let (_, out, _) = run(
+        &[
+            "config",
+            "check",
+            "--database-url",
+            "postgres://roost:hunter2@db.internal/roost",
+        ],
+        &[
+            ("ROOST_CONFIG", file),
+            ("ROOST_DATABASE_URL", "sqlite://x.db"),
+        ],
+        None,
+    );
+    assert!(
+        out.contains("127.0.0.1:9000"),
+        "ROOST_CONFIG names the file: {out}"
+    );
+    assert!(
+        out.contains("postgres://roost:<redacted>@db.internal/roost"),
+        "flags beat the environment, passwords hidden: {out}"
+    );
+    assert!(!out.contains("hunter2"));
+}
+
+#[test]
+fn invalid_configuration_exits_non_zero_naming_the_key() {
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("ROOST_LISTEN", "not an address")], "listen"),
+        (&[("ROOST_JWT_SECRET", "too-short")], "jwt_secret"),
+        (
+            &[("ROOST_AUTH__ACCESS_TOKEN_TTL_SECS", "3600")],
+            "access_token_ttl_secs",
+        ),
+        (&[("ROOST_ROOM_CREATION", "nobody")], "room_creation"),
+    ];
+    for (env, key) in cases {
+        let (code, _, err) = run(&["config", "check"], env, None);
+        assert_ne!(code, Some(0), "{env:?} was accepted");
+        assert!(err.contains(key), "the message names {key}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let (code, _, err) = run(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+        None,
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("lisen"), "unknown keys are named: {err}");
+}
+
+#[tokio::test]
+async fn user_create_reads_the_password_from_stdin_and_the_account_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (code, out, err) = run(&["migrate", "--data-dir", data], &[], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("migrations applied"));
+
+    let (code, out, err) = run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "Root@Example.org",
+            "--role",
+            "super_admin",
+            "--data-dir",
+            data,
+        ],
+        &[],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let user: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(user["role"], "super_admin");
+    assert_eq!(user["email"], "root@example.org");
+
+    let (code, _, err) = run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "x@example.org",
+            "--data-dir",
+            data,
+        ],
+        &[],
+        Some(""),
+    );
+    assert_ne!(code, Some(0), "no password, no account");
+    assert!(err.contains("stdin"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "y@example.org",
+            "--role",
+            "king",
+            "--data-dir",
+            data,
+        ],
+        &[],
+        Some("pw\n"),
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("role"), "{err}");
+
+    let server = Server::start(dir.path(), &[]);
+    let (status, body) = server
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "root@example.org", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["role"], "super_admin");
+}
+
+#[tokio::test]
+async fn the_same_binary_runs_on_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = roost_core::store::testing::fresh_postgres_url().await;
+    let server = Server::start(dir.path(), &["--database-url", &url]);
+    assert!(
+        !dir.path().join("roost.db").exists(),
+        "no SQLite file when PostgreSQL is configured"
+    );
+    let (status, body) = server
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(server.terminate(), Some(0));
+}

@@ -1,0 +1,70 @@
+-- Accounts, sessions, rooms, members and invites.
+-- Times are Unix milliseconds; ids are UUIDv7 text, so they sort by creation.
+
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY NOT NULL,
+    email         TEXT NOT NULL UNIQUE,
+    username      TEXT NOT NULL UNIQUE,
+    display_name  TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('user', 'admin', 'super_admin')),
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX users_role ON users (role);
+
+-- A session is one login on one device; its refresh tokens form one family.
+CREATE TABLE sessions (
+    id           TEXT PRIMARY KEY NOT NULL,
+    user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    revoked_at   INTEGER,
+    user_agent   TEXT,
+    ip           TEXT
+);
+CREATE INDEX sessions_user ON sessions (user_id);
+
+CREATE TABLE refresh_tokens (
+    token_hash TEXT PRIMARY KEY NOT NULL,
+    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
+
+CREATE TABLE rooms (
+    id                    TEXT PRIMARY KEY NOT NULL,
+    kind                  TEXT NOT NULL CHECK (kind IN ('group', 'dm')),
+    name                  TEXT,
+    topic                 TEXT,
+    visibility            TEXT NOT NULL CHECK (visibility IN ('public', 'private')),
+    max_call_participants INTEGER,
+    created_by            TEXT REFERENCES users (id) ON DELETE SET NULL,
+    dm_key                TEXT UNIQUE,
+    created_at            INTEGER NOT NULL,
+    updated_at            INTEGER NOT NULL
+);
+CREATE INDEX rooms_visibility ON rooms (visibility);
+
+CREATE TABLE room_members (
+    room_id   TEXT NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    user_id   TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    role      TEXT NOT NULL CHECK (role IN ('owner', 'moderator', 'member')),
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);
+CREATE INDEX room_members_user ON room_members (user_id, room_id);
+
+CREATE TABLE invites (
+    code       TEXT PRIMARY KEY NOT NULL,
+    room_id    TEXT NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    created_by TEXT REFERENCES users (id) ON DELETE SET NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    max_uses   INTEGER,
+    uses       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX invites_room ON invites (room_id);
