@@ -32,7 +32,7 @@ use tower_http::request_id::{
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use error::ApiError;
 use ratelimit::{Limiters, RateLimits};
@@ -116,11 +116,13 @@ pub fn router(state: AppState) -> Router {
                 .into_response()
         }))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok());
-                // The path only: query strings may carry tokens.
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = id.unwrap_or(""))
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok());
+                    // The path only: query strings may carry tokens.
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = id.unwrap_or(""))
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -597,3 +597,35 @@ async fn an_unknown_email_costs_as_much_hashing_as_a_wrong_password() {
         "unknown {unknown:?} vs known {known:?}: login timing reveals which emails exist"
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
+    let app = TestApp::with(|_, api| {
+        api.trust_proxy_headers = true;
+        api.rate_limits.login_per_ip = RateLimit {
+            requests: 1,
+            period_secs: 60,
+        };
+    })
+    .await;
+    let login = |forwarded: &'static str| {
+        let app = &app;
+        async move {
+            let req = Request::post("/v1/auth/login")
+                .header("content-type", "application/json")
+                .header("x-forwarded-for", forwarded)
+                .body(Body::from(
+                    json!({"email": "x@example.org", "password": "whatever it is"}).to_string(),
+                ))
+                .unwrap();
+            app.send_raw(req).await.status
+        }
+    };
+    assert_eq!(login("198.51.100.1").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login("198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        login("203.0.113.5, 198.51.100.2").await,
+        StatusCode::UNAUTHORIZED,
+        "the proxy's last hop is the client"
+    );
+}

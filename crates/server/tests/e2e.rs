@@ -80,16 +80,21 @@ impl Server {
     }
 
     /// Sends SIGTERM and returns the exit code.
-    fn terminate(mut self) -> Option<i32> {
+    fn terminate(self) -> Option<i32> {
+        self.signal("-TERM")
+    }
+
+    /// Sends a signal (`-TERM`, `-INT`) and returns the exit code.
+    fn signal(mut self, signal: &str) -> Option<i32> {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        Command::new("kill").args([signal, &pid]).status().unwrap();
         for _ in 0..100 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("roost did not exit within 10 s of SIGTERM");
+        panic!("roost did not exit within 10 s of {signal}");
     }
 }
 
@@ -279,6 +284,17 @@ async fn in_flight_requests_finish_after_sigterm() {
             .expect("the in-flight request was answered"),
         201
     );
+}
+
+#[tokio::test]
+async fn sigint_stops_the_server_cleanly_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (status, _) = server
+        .call(reqwest::Method::GET, "/healthz", None, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(server.signal("-INT"), Some(0));
 }
 
 fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> (Option<i32>, String, String) {
@@ -482,4 +498,94 @@ async fn the_same_binary_runs_on_postgresql() {
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(server.terminate(), Some(0));
+}
+
+#[tokio::test]
+async fn logs_are_json_when_asked_and_never_hold_passwords_or_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = roost()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("ROOST_LOG__FORMAT", "json")
+        .env("ROOST_LOG__LEVEL", "trace")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Roost is listening on ")
+        .unwrap()
+        .to_owned();
+    let server = Server {
+        child,
+        url,
+        client: reqwest::Client::new(),
+    };
+
+    let (_, reg) = server
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}),
+        )
+        .await;
+    let (_, login) = server
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "ada@example.org", "password": PASSWORD}),
+        )
+        .await;
+    let (_, refreshed) = server
+        .post(
+            "/v1/auth/refresh",
+            None,
+            json!({"refresh_token": login["refresh_token"]}),
+        )
+        .await;
+    let token = refreshed["access_token"].as_str().unwrap().to_owned();
+    server
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/auth/me?access_token={token}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    server
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": "ada@example.org", "password": "a wrong password"}),
+        )
+        .await;
+    assert_eq!(server.terminate(), Some(0));
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.lines().count() > 5, "requests are logged: {logs}");
+    for l in logs.lines() {
+        serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"));
+    }
+    let secrets = [
+        PASSWORD.to_owned(),
+        "a wrong password".to_owned(),
+        reg["access_token"].as_str().unwrap().to_owned(),
+        reg["refresh_token"].as_str().unwrap().to_owned(),
+        login["refresh_token"].as_str().unwrap().to_owned(),
+        token,
+        std::fs::read_to_string(dir.path().join("jwt_secret")).unwrap(),
+    ];
+    for secret in secrets {
+        assert!(
+            !logs.contains(&secret),
+            "a secret reached the log: {secret}"
+        );
+    }
 }
