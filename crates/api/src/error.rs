@@ -124,15 +124,20 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
             JsonRejection::JsonDataError(e) => {
-                // serde's message names the field: "unknown field `x`", "missing field `y`", ...
+                // serde's message names the field: "unknown field `x`", "missing field `y`",
+                // or "x: invalid type ..." for a field of the wrong type.
                 let detail = std::error::Error::source(&e)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| e.body_text());
-                ApiError::new(
+                let err = ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "validation_failed",
-                    detail,
-                )
+                    detail.clone(),
+                );
+                match field_of(&detail) {
+                    Some(field) => err.with_details(serde_json::json!({ "field": field })),
+                    None => err,
+                }
             }
             JsonRejection::JsonSyntaxError(e) => {
                 let detail = std::error::Error::source(&e)
@@ -155,6 +160,20 @@ impl From<JsonRejection> for ApiError {
             other => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),
         }
     }
+}
+
+/// The field a serde error is about, if it names one.
+fn field_of(message: &str) -> Option<String> {
+    if let Some(start) = message.find("field `") {
+        let rest = &message[start + "field `".len()..];
+        return rest.split('`').next().map(str::to_owned);
+    }
+    let (path, _) = message.split_once(": ")?;
+    (!path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '[' | ']')))
+    .then(|| path.to_owned())
 }
 
 impl From<QueryRejection> for ApiError {

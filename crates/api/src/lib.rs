@@ -31,7 +31,6 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use error::ApiError;
@@ -107,10 +106,13 @@ pub fn router(state: AppState) -> Router {
 
     api.layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(cors(&config.cors_allowed_origins))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(config.request_timeout_secs),
-        ))
+                .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the request took too long")
+                }))
+                .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(config.request_timeout_secs))),
+        )
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on the server")
                 .into_response()

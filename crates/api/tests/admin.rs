@@ -235,6 +235,20 @@ async fn disabling_ends_sessions_and_blocks_login_until_enabled() {
         .await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.body["disabled"], false);
+    assert_eq!(
+        app.get("/v1/auth/me", &ada.token).await.status,
+        StatusCode::UNAUTHORIZED,
+        "enabling revives no old session"
+    );
+    let res = app
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": ada.refresh})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     app.login("ada").await;
 }
 

@@ -144,6 +144,7 @@ async fn malformed_bodies_get_4xx_never_500() {
         "the unknown field is named: {}",
         res.body
     );
+    assert_eq!(res.body["error"]["details"]["field"], "remember");
     let res = app
         .call(
             Method::POST,
@@ -161,6 +162,7 @@ async fn malformed_bodies_get_4xx_never_500() {
         "{}",
         res.body
     );
+    assert_eq!(res.body["error"]["details"]["field"], "password");
     let res = app
         .call(
             Method::POST,
@@ -170,6 +172,11 @@ async fn malformed_bodies_get_4xx_never_500() {
         )
         .await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        res.body["error"]["details"]["field"], "email",
+        "{}",
+        res.body
+    );
 
     let raw = Request::post("/v1/auth/login")
         .header("content-type", "application/json")

@@ -143,6 +143,36 @@ async fn private_rooms_are_invisible_to_outsiders() {
         StatusCode::OK,
         "admins see every room"
     );
+    let res = app
+        .call(
+            Method::POST,
+            &format!("/v1/rooms/{id}/join"),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::FORBIDDEN,
+        "but join private rooms by invite like anyone"
+    );
+    let res = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/rooms/{id}"),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::NO_CONTENT,
+        "and may delete any room"
+    );
+    assert_eq!(
+        app.get(&format!("/v1/rooms/{id}"), &ada.token).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,9 @@
 //! as typed structs, and every IO edge but the database is elsewhere.
 
 pub mod auth;
+pub mod chat;
 pub mod error;
+pub mod events;
 pub mod model;
 pub mod pagination;
 pub mod rooms;
@@ -22,6 +24,8 @@ pub mod users;
 pub use error::{CoreError, Result};
 
 use auth::{Auth, AuthConfig};
+use chat::{Chat, ChatConfig, Publisher};
+use events::{Bus, EventLog};
 use pagination::PageLimits;
 use rooms::{Rooms, RoomsConfig};
 use store::Store;
@@ -32,6 +36,7 @@ use users::Users;
 pub struct CoreConfig {
     pub auth: AuthConfig,
     pub rooms: RoomsConfig,
+    pub chat: ChatConfig,
     pub pages: PageLimits,
 }
 
@@ -42,16 +47,37 @@ pub struct Core {
     pub auth: Auth,
     pub users: Users,
     pub rooms: Rooms,
+    pub chat: Chat,
+    pub events: EventLog,
+    pub bus: Bus,
     pub pages: PageLimits,
 }
 
 impl Core {
-    /// Wires the services; `jwt_secret` signs access tokens (at least 32 bytes).
+    /// Wires the services on an in-process bus; `jwt_secret` signs access tokens (at least 32 bytes).
     pub async fn new(store: Store, jwt_secret: &[u8], config: CoreConfig) -> Result<Core> {
+        Core::with_bus(store, Bus::in_process(8192), jwt_secret, config).await
+    }
+
+    /// Wires the services on the given bus.
+    pub async fn with_bus(
+        store: Store,
+        bus: Bus,
+        jwt_secret: &[u8],
+        config: CoreConfig,
+    ) -> Result<Core> {
+        let events = EventLog::new(store.clone());
+        let publish = Publisher {
+            bus: bus.clone(),
+            log: events.clone(),
+        };
         Ok(Core {
-            auth: Auth::new(store.clone(), jwt_secret, config.auth).await?,
-            users: Users::new(store.clone()),
-            rooms: Rooms::new(store.clone(), config.rooms),
+            auth: Auth::new(store.clone(), jwt_secret, config.auth, bus.clone()).await?,
+            users: Users::new(store.clone(), bus.clone()),
+            rooms: Rooms::new(store.clone(), publish.clone(), config.rooms),
+            chat: Chat::new(store.clone(), publish, config.chat),
+            events,
+            bus,
             pages: config.pages,
             store,
         })

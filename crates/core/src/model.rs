@@ -1,6 +1,7 @@
 //! The domain types that services take and return.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -67,7 +68,7 @@ pub struct User {
 }
 
 /// An account as anyone else sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct PublicUser {
     pub id: Uuid,
     pub username: String,
@@ -87,7 +88,7 @@ impl From<&User> for PublicUser {
 }
 
 /// `group` rooms have names and any number of members; a `dm` has exactly two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoomKind {
     Group,
@@ -95,7 +96,7 @@ pub enum RoomKind {
 }
 
 /// Public rooms can be found and joined by anyone; private rooms are invisible to non-members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     Public,
@@ -103,7 +104,9 @@ pub enum Visibility {
 }
 
 /// A member's role within one room. Ordered: `Member < Moderator < Owner`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberRole {
     Member,
@@ -134,7 +137,7 @@ text_enum!(Visibility, "visibility", Visibility::Public => "public", Visibility:
 text_enum!(MemberRole, "role", MemberRole::Member => "member", MemberRole::Moderator => "moderator", MemberRole::Owner => "owner");
 
 /// A room and its settings.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Room {
     pub id: Uuid,
     pub kind: RoomKind,
@@ -146,6 +149,8 @@ pub struct Room {
     pub max_call_participants: Option<u32>,
     pub created_by: Option<Uuid>,
     pub member_count: u64,
+    /// The sequence number of the room's newest event: where a live stream of it starts.
+    pub last_seq: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -157,10 +162,47 @@ pub struct RoomView {
     pub room: Room,
     /// The caller's role, or `null` when the caller is not a member.
     pub my_role: Option<MemberRole>,
+    /// The newest message (in listings of the caller's rooms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<Message>,
+    /// Messages from others after the caller's read marker (in listings of the caller's rooms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_count: Option<u64>,
+}
+
+/// `text` is written by a person; `system` records what happened in the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Text,
+    System,
+}
+
+/// A chat message. A deleted message stays as a tombstone: `deleted_at` set, no body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct Message {
+    pub id: Uuid,
+    pub room_id: Uuid,
+    /// The room sequence number of its `message.new` event; orders the room's messages.
+    pub seq: u64,
+    pub kind: MessageKind,
+    /// Absent for system messages.
+    pub sender_id: Option<Uuid>,
+    /// The sender's idempotency key.
+    pub client_msg_id: Option<String>,
+    /// Absent for system messages and tombstones.
+    pub body: Option<String>,
+    /// For system messages: what happened, e.g. `{"event": "member_joined", "user_id": "..."}`.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    pub reply_to: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// One member of a room.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
 pub struct Member {
     pub user: PublicUser,
     pub role: MemberRole,

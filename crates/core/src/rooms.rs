@@ -9,12 +9,14 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::auth::{parse_id, token::random_token, Actor};
+use crate::chat::{message_from_row, Publisher};
 use crate::error::{CoreError, Result};
+use crate::events::RoomEventBody;
 use crate::model::{
     Invite, Member, MemberRole, Page, PublicUser, Room, RoomKind, RoomView, Visibility,
 };
 use crate::pagination::PageRequest;
-use crate::store::{InviteRow, MemberRow, RoomRow, Store};
+use crate::store::{Departure, InviteRow, MemberRow, RoomRow, Store};
 use crate::users::time;
 
 pub const MAX_ROOM_NAME_CHARS: usize = 100;
@@ -81,6 +83,7 @@ pub struct NewInvite {
 #[derive(Clone)]
 pub struct Rooms {
     store: Store,
+    publish: Publisher,
     config: RoomsConfig,
 }
 
@@ -114,8 +117,22 @@ fn member_rank(role: MemberRole) -> u8 {
 }
 
 impl Rooms {
-    pub fn new(store: Store, config: RoomsConfig) -> Self {
-        Rooms { store, config }
+    pub fn new(store: Store, publish: Publisher, config: RoomsConfig) -> Self {
+        Rooms {
+            store,
+            publish,
+            config,
+        }
+    }
+
+    /// The ids of the rooms a user belongs to.
+    pub async fn room_ids_of(&self, user_id: Uuid) -> Result<Vec<Uuid>> {
+        self.store
+            .room_ids_of_user(&user_id.to_string())
+            .await?
+            .iter()
+            .map(|id| parse_id(id))
+            .collect()
     }
 
     /// Loads a room as seen by `actor`; hidden rooms are not found.
@@ -216,13 +233,15 @@ impl Rooms {
             created_at: now,
             updated_at: now,
             member_count: 0,
+            last_seq: 0,
         };
         let owner = actor.user_id.to_string();
-        let row = self
+        let (row, seqs) = self
             .store
             .insert_room(&row, &[(&owner, MemberRole::Owner.as_str())])
             .await?;
         tracing::info!(room_id = %row.id, user_id = %owner, "room created");
+        self.publish.sequenced(parse_id(&row.id)?, &seqs).await;
         view(row, Some(MemberRole::Owner))
     }
 
@@ -236,10 +255,19 @@ impl Rooms {
                 page.fetch_limit(),
             )
             .await?;
-        let views = rows
-            .into_iter()
-            .map(|(room, role)| view(room, Some(role.parse()?)))
-            .collect::<Result<Vec<_>>>()?;
+        let mut views = Vec::with_capacity(rows.len());
+        for (room, role, unread) in rows {
+            let last = self
+                .store
+                .last_message(&room.id)
+                .await?
+                .map(message_from_row)
+                .transpose()?;
+            let mut v = view(room, Some(role.parse()?))?;
+            v.last_message = last;
+            v.unread_count = Some(unread.max(0) as u64);
+            views.push(v);
+        }
         Ok(page.finish(views, |v| v.room.id.to_string()))
     }
 
@@ -276,11 +304,12 @@ impl Rooms {
             row.max_call_participants = self.check_call_size(n)?;
         }
         row.updated_at = Utc::now().timestamp_millis();
-        let row = self
+        let (row, seqs) = self
             .store
-            .update_room(&row)
+            .update_room(&row, &actor.user_id.to_string())
             .await?
             .ok_or(CoreError::NotFound("room"))?;
+        self.publish.sequenced(room_id, &seqs).await;
         view(row, s.role)
     }
 
@@ -293,6 +322,8 @@ impl Rooms {
             ));
         }
         self.store.delete_room(&room_id.to_string()).await?;
+        self.publish
+            .ephemeral(room_id, RoomEventBody::RoomDeleted {});
         tracing::info!(room_id = %room_id, actor = %actor.user_id, "room deleted");
         Ok(())
     }
@@ -310,14 +341,19 @@ impl Rooms {
             ));
         }
         let id = room_id.to_string();
-        self.store
+        let now = Utc::now().timestamp_millis();
+        if let Some(seqs) = self
+            .store
             .add_member(
                 &id,
                 &actor.user_id.to_string(),
                 MemberRole::Member.as_str(),
-                Utc::now().timestamp_millis(),
+                now,
             )
-            .await?;
+            .await?
+        {
+            self.publish.sequenced(room_id, &seqs).await;
+        }
         self.get(actor, room_id).await
     }
 
@@ -333,9 +369,19 @@ impl Rooms {
                 "a direct message cannot be left",
             ));
         }
-        self.store
-            .remove_member(&room_id.to_string(), &actor.user_id.to_string())
+        let now = Utc::now().timestamp_millis();
+        let seqs = self
+            .store
+            .remove_member(
+                &room_id.to_string(),
+                &actor.user_id.to_string(),
+                Departure::Left,
+                now,
+            )
             .await?;
+        self.publish
+            .sequenced(room_id, &seqs.unwrap_or_default())
+            .await;
         Ok(())
     }
 
@@ -388,7 +434,7 @@ impl Rooms {
             return Err(CoreError::NotFound("user"));
         }
         let (rid, uid) = (room_id.to_string(), user_id.to_string());
-        let added = self
+        let seqs = self
             .store
             .add_member(
                 &rid,
@@ -396,13 +442,11 @@ impl Rooms {
                 MemberRole::Member.as_str(),
                 Utc::now().timestamp_millis(),
             )
-            .await?;
-        if !added {
-            return Err(CoreError::conflict(
-                "already_member",
-                "this user is already a member",
-            ));
-        }
+            .await?
+            .ok_or_else(|| {
+                CoreError::conflict("already_member", "this user is already a member")
+            })?;
+        self.publish.sequenced(room_id, &seqs).await;
         let row = self
             .store
             .member(&rid, &uid)
@@ -438,7 +482,15 @@ impl Rooms {
                 "you may remove only members below your own role",
             ));
         }
-        self.store.remove_member(&rid, &uid).await?;
+        let by = actor.user_id.to_string();
+        let now = Utc::now().timestamp_millis();
+        let seqs = self
+            .store
+            .remove_member(&rid, &uid, Departure::Kicked { by: &by }, now)
+            .await?;
+        self.publish
+            .sequenced(room_id, &seqs.unwrap_or_default())
+            .await;
         tracing::info!(room_id = %room_id, actor = %actor.user_id, target = %user_id, "member removed");
         Ok(())
     }
@@ -461,21 +513,10 @@ impl Rooms {
             return Err(CoreError::validation("role", "must be moderator or member"));
         }
         let (rid, uid) = (room_id.to_string(), user_id.to_string());
-        let current: MemberRole = self
-            .store
-            .member_role(&rid, &uid)
-            .await?
-            .ok_or(CoreError::NotFound("member"))?
-            .parse()?;
-        if current == MemberRole::Owner {
-            return Err(CoreError::conflict(
-                "owner_role_fixed",
-                "the owner's role cannot be changed",
-            ));
-        }
         self.store
             .set_member_role(&rid, &uid, role.as_str())
-            .await?;
+            .await?
+            .ok_or(CoreError::NotFound("member"))?;
         member(
             self.store
                 .member(&rid, &uid)
@@ -543,7 +584,7 @@ impl Rooms {
         if self.store.invite(code).await?.is_none() {
             return Err(CoreError::NotFound("invite"));
         }
-        let room_id = self
+        let (room_id, seqs) = self
             .store
             .redeem_invite(
                 code,
@@ -555,7 +596,9 @@ impl Rooms {
                 code: "invite_expired",
                 message: "this invite has expired or been used up".into(),
             })?;
-        self.get(actor, parse_id(&room_id)?).await
+        let room_id = parse_id(&room_id)?;
+        self.publish.sequenced(room_id, &seqs).await;
+        self.get(actor, room_id).await
     }
 
     /// The one DM room of the caller and `other`, created the first time.
@@ -593,6 +636,7 @@ impl Rooms {
             created_at: now,
             updated_at: now,
             member_count: 0,
+            last_seq: 0,
         };
         let member = MemberRole::Member.as_str();
         match self
@@ -600,7 +644,10 @@ impl Rooms {
             .insert_room(&row, &[(&me, member), (&them, member)])
             .await
         {
-            Ok(row) => Ok((view(row, Some(MemberRole::Member))?, true)),
+            Ok((row, seqs)) => {
+                self.publish.sequenced(parse_id(&row.id)?, &seqs).await;
+                Ok((view(row, Some(MemberRole::Member))?, true))
+            }
             // Another request created it between our look-up and insert.
             Err(CoreError::Conflict {
                 code: "dm_exists", ..
@@ -619,19 +666,26 @@ impl Rooms {
 
 fn view(r: RoomRow, my_role: Option<MemberRole>) -> Result<RoomView> {
     Ok(RoomView {
-        room: Room {
-            id: parse_id(&r.id)?,
-            kind: r.kind.parse()?,
-            name: r.name,
-            topic: r.topic,
-            visibility: r.visibility.parse()?,
-            max_call_participants: r.max_call_participants.map(|n| n as u32),
-            created_by: r.created_by.as_deref().map(parse_id).transpose()?,
-            member_count: r.member_count.max(0) as u64,
-            created_at: time(r.created_at),
-            updated_at: time(r.updated_at),
-        },
+        room: room_from_row(r)?,
         my_role,
+        last_message: None,
+        unread_count: None,
+    })
+}
+
+pub(crate) fn room_from_row(r: RoomRow) -> Result<Room> {
+    Ok(Room {
+        id: parse_id(&r.id)?,
+        kind: r.kind.parse()?,
+        name: r.name,
+        topic: r.topic,
+        visibility: r.visibility.parse()?,
+        max_call_participants: r.max_call_participants.map(|n| n as u32),
+        created_by: r.created_by.as_deref().map(parse_id).transpose()?,
+        member_count: r.member_count.max(0) as u64,
+        last_seq: r.last_seq.max(0) as u64,
+        created_at: time(r.created_at),
+        updated_at: time(r.updated_at),
     })
 }
 

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use crate::auth::{parse_id, Actor};
 use crate::error::{CoreError, Result};
+use crate::events::{Bus, BusEvent};
 use crate::model::{Page, PublicUser, Role, User};
 use crate::pagination::PageRequest;
 use crate::store::{Store, UserFilter, UserRow};
@@ -96,11 +97,12 @@ pub(crate) fn user_from_row(r: UserRow) -> Result<User> {
 #[derive(Clone)]
 pub struct Users {
     store: Store,
+    bus: Bus,
 }
 
 impl Users {
-    pub fn new(store: Store) -> Self {
-        Users { store }
+    pub fn new(store: Store, bus: Bus) -> Self {
+        Users { store, bus }
     }
 
     /// The caller's own account.
@@ -206,6 +208,12 @@ impl Users {
             .set_disabled(&target.to_string(), disabled, Utc::now().timestamp_millis())
             .await?
             .ok_or(CoreError::NotFound("user"))?;
+        if disabled {
+            self.bus.publish(BusEvent::SessionsRevoked {
+                user_id: target,
+                session_id: None,
+            });
+        }
         tracing::info!(actor = %actor.user_id, target = %target, disabled, "account state changed");
         user_from_row(row)
     }

@@ -98,10 +98,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen } => {
             let config = cli.load_config(listen.clone())?;
             crate::init_logging(&config);
+            let shutdown = crate::shutdown_signal()?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("listening on {}", config.listen))?;
-            crate::run(config, listener, crate::shutdown_signal()).await
+            crate::run(config, listener, shutdown).await
         }
         Command::Migrate => {
             let config = cli.load_config(None)?;

@@ -12,6 +12,7 @@ use figment::Figment;
 use roost_api::ApiConfig;
 use roost_core::auth::token::{MAX_ACCESS_TTL_SECS, MIN_SECRET_BYTES};
 use roost_core::auth::AuthConfig;
+use roost_core::chat::ChatConfig;
 use roost_core::pagination::PageLimits;
 use roost_core::rooms::{RoomCreation, RoomsConfig};
 use roost_core::CoreConfig;
@@ -41,6 +42,7 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthSection,
     pub rooms: RoomsSection,
+    pub chat: ChatSection,
     pub pagination: PaginationSection,
     pub http: ApiConfig,
 }
@@ -83,6 +85,28 @@ pub struct RoomsSection {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct ChatSection {
+    /// The longest message body, in characters.
+    pub max_body_chars: usize,
+    /// How long a typing indicator lasts unless renewed.
+    pub typing_ttl_ms: u64,
+    /// The largest page of history.
+    pub max_history_limit: u32,
+}
+
+impl Default for ChatSection {
+    fn default() -> Self {
+        let d = ChatConfig::default();
+        ChatSection {
+            max_body_chars: d.max_body_chars,
+            typing_ttl_ms: d.typing_ttl.as_millis() as u64,
+            max_history_limit: d.max_history_limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PaginationSection {
     pub default_limit: u32,
     pub max_limit: u32,
@@ -103,6 +127,7 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: AuthSection::default(),
             rooms: RoomsSection::default(),
+            chat: ChatSection::default(),
             pagination: PaginationSection::default(),
             http: ApiConfig::default(),
         }
@@ -243,6 +268,12 @@ impl Config {
         if r.invite_default_ttl_secs == 0 || r.invite_default_ttl_secs > r.invite_max_ttl_secs {
             bail!("invalid configuration: rooms.invite_default_ttl_secs must be between 1 and rooms.invite_max_ttl_secs");
         }
+        if self.chat.max_body_chars == 0
+            || self.chat.max_history_limit == 0
+            || self.chat.typing_ttl_ms == 0
+        {
+            bail!("invalid configuration: chat.max_body_chars, chat.max_history_limit and chat.typing_ttl_ms must be positive");
+        }
         if self.http.max_body_bytes < 1024 {
             bail!("invalid configuration: http.max_body_bytes must be at least 1024");
         }
@@ -290,6 +321,11 @@ impl Config {
                 default_invite_ttl: Duration::from_secs(self.rooms.invite_default_ttl_secs),
                 max_invite_ttl: Duration::from_secs(self.rooms.invite_max_ttl_secs),
                 max_invite_uses: self.rooms.invite_max_uses,
+            },
+            chat: ChatConfig {
+                max_body_chars: self.chat.max_body_chars,
+                typing_ttl: Duration::from_millis(self.chat.typing_ttl_ms),
+                max_history_limit: self.chat.max_history_limit,
             },
             pages: PageLimits {
                 default: self.pagination.default_limit,

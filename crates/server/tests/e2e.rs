@@ -27,8 +27,28 @@ fn roost() -> Command {
     cmd
 }
 
+/// The database this run tests on: a fresh PostgreSQL database on the
+/// PostgreSQL pass, else none (SQLite in the data directory).
+async fn database_args() -> Vec<String> {
+    match roost_core::store::testing::backend() {
+        roost_core::store::Backend::Postgres => {
+            vec![
+                "--database-url".into(),
+                roost_core::store::testing::fresh_postgres_url().await,
+            ]
+        }
+        roost_core::store::Backend::Sqlite => Vec::new(),
+    }
+}
+
 impl Server {
-    fn start(data_dir: &Path, extra: &[&str]) -> Server {
+    /// Starts `roost serve` on a free port, on this run's database.
+    async fn start(data_dir: &Path) -> Server {
+        let db = database_args().await;
+        Server::start_with(data_dir, &db.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = roost()
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -84,6 +104,17 @@ impl Server {
         self.signal("-TERM")
     }
 
+    /// Waits for an exit already asked for and returns the exit code.
+    fn terminate_wait(mut self) -> Option<i32> {
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("roost did not exit within 10 s");
+    }
+
     /// Sends a signal (`-TERM`, `-INT`) and returns the exit code.
     fn signal(mut self, signal: &str) -> Option<i32> {
         let pid = self.child.id().to_string();
@@ -109,12 +140,14 @@ impl Drop for Server {
 async fn a_newcomer_walks_through_accounts_rooms_and_invites() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &[]);
+    let server = Server::start(&data).await;
 
-    assert!(
-        data.join("roost.db").exists(),
-        "the SQLite database lives in the data directory"
-    );
+    if roost_core::store::testing::backend() == roost_core::store::Backend::Sqlite {
+        assert!(
+            data.join("roost.db").exists(),
+            "the SQLite database lives in the data directory"
+        );
+    }
     let (status, body) = server
         .call(reqwest::Method::GET, "/readyz", None, None)
         .await;
@@ -229,7 +262,9 @@ async fn a_newcomer_walks_through_accounts_rooms_and_invites() {
 async fn the_signing_secret_is_generated_once_private_and_reused() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let db = database_args().await;
+    let db: Vec<&str> = db.iter().map(String::as_str).collect();
+    let server = Server::start_with(dir.path(), &db);
     let secret = dir.path().join("jwt_secret");
     let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -244,7 +279,7 @@ async fn the_signing_secret_is_generated_once_private_and_reused() {
     let token = ada["access_token"].as_str().unwrap().to_owned();
     assert_eq!(server.terminate(), Some(0));
 
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_with(dir.path(), &db);
     assert_eq!(
         std::fs::read(&secret).unwrap(),
         first,
@@ -261,35 +296,66 @@ async fn the_signing_secret_is_generated_once_private_and_reused() {
 
 #[tokio::test]
 async fn in_flight_requests_finish_after_sigterm() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    let url = server.url.clone();
-    // Registration hashes a password, so it is in flight for a while.
-    let slow = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(format!("{url}/v1/auth/register"))
-            .json(&json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
-    tokio::time::sleep(Duration::from_millis(15)).await;
-    let code = tokio::task::spawn_blocking(move || server.terminate())
+    let server = Server::start(dir.path()).await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let body =
+        json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}).to_string();
+    let (head, tail) = body.split_at(10);
+    // The request is in flight for certain: its headers are in, its body is not.
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /v1/auth/register HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "after SIGTERM no new connection is accepted"
+    );
+    conn.write_all(tail.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "the in-flight request was answered: {response}"
+    );
+    let code = tokio::task::spawn_blocking(move || server.terminate_wait())
         .await
         .unwrap();
     assert_eq!(code, Some(0));
-    assert_eq!(
-        slow.await
-            .unwrap()
-            .expect("the in-flight request was answered"),
-        201
-    );
+}
+
+#[test]
+fn with_no_configuration_it_serves_on_127_0_0_1_8080_from_roost_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = roost()
+        .arg("serve")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(line.trim(), "Roost is listening on http://127.0.0.1:8080");
+    assert!(dir.path().join("roost-data/roost.db").exists());
+    assert!(dir.path().join("roost-data/jwt_secret").exists());
 }
 
 #[tokio::test]
 async fn sigint_stops_the_server_cleanly_too() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path()).await;
     let (status, _) = server
         .call(reqwest::Method::GET, "/healthz", None, None)
         .await;
@@ -417,6 +483,21 @@ async fn user_create_reads_the_password_from_stdin_and_the_account_logs_in() {
     let (code, out, err) = run(&["migrate", "--data-dir", data], &[], None);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("migrations applied"));
+    let db = format!("sqlite://{}", dir.path().join("roost.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+        .await
+        .unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let files = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../migrations/sqlite"
+    ))
+    .unwrap()
+    .count();
+    assert_eq!(applied as usize, files, "migrate applied every migration");
 
     let (code, out, err) = run(
         &[
@@ -468,7 +549,7 @@ async fn user_create_reads_the_password_from_stdin_and_the_account_logs_in() {
     assert_ne!(code, Some(0));
     assert!(err.contains("role"), "{err}");
 
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_with(dir.path(), &[]);
     let (status, body) = server
         .post(
             "/v1/auth/login",
@@ -484,7 +565,7 @@ async fn user_create_reads_the_password_from_stdin_and_the_account_logs_in() {
 async fn the_same_binary_runs_on_postgresql() {
     let dir = tempfile::tempdir().unwrap();
     let url = roost_core::store::testing::fresh_postgres_url().await;
-    let server = Server::start(dir.path(), &["--database-url", &url]);
+    let server = Server::start_with(dir.path(), &["--database-url", &url]);
     assert!(
         !dir.path().join("roost.db").exists(),
         "no SQLite file when PostgreSQL is configured"

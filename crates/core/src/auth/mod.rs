@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{CoreError, Result};
+use crate::events::{Bus, BusEvent};
 use crate::model::{Role, User};
 use crate::store::{NewUser, RefreshOutcome, Store};
 use crate::users::{normalize_display_name, normalize_email, normalize_username, user_from_row};
@@ -99,10 +100,11 @@ pub struct Auth {
     hasher: PasswordHasherPool,
     keys: TokenKeys,
     config: AuthConfig,
+    bus: Bus,
 }
 
 impl Auth {
-    pub async fn new(store: Store, secret: &[u8], config: AuthConfig) -> Result<Self> {
+    pub async fn new(store: Store, secret: &[u8], config: AuthConfig, bus: Bus) -> Result<Self> {
         if config.access_ttl.as_secs() > token::MAX_ACCESS_TTL_SECS
             || config.access_ttl.as_secs() == 0
         {
@@ -118,6 +120,7 @@ impl Auth {
             hasher,
             keys,
             config,
+            bus,
         })
     }
 
@@ -262,7 +265,16 @@ impl Auth {
                 let tokens = self.tokens(user.id, parse_id(&session_id)?, next)?;
                 Ok(AuthSession { user, tokens })
             }
-            RefreshOutcome::Reused => {
+            RefreshOutcome::Reused {
+                session_id,
+                user_id,
+            } => {
+                if let (Ok(user_id), Ok(session_id)) = (parse_id(&user_id), parse_id(&session_id)) {
+                    self.bus.publish(BusEvent::SessionsRevoked {
+                        user_id,
+                        session_id: Some(session_id),
+                    });
+                }
                 tracing::warn!(
                     "a rotated refresh token was presented again; its session is revoked"
                 );
@@ -283,6 +295,10 @@ impl Auth {
         self.store
             .revoke_session(&actor.session_id.to_string(), Utc::now().timestamp_millis())
             .await?;
+        self.bus.publish(BusEvent::SessionsRevoked {
+            user_id: actor.user_id,
+            session_id: Some(actor.session_id),
+        });
         Ok(())
     }
 
@@ -316,4 +332,59 @@ fn invalid_credentials() -> CoreError {
 pub(crate) fn parse_id(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s)
         .map_err(|_| CoreError::Internal(format!("malformed id in store: {s}").into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    #[tokio::test]
+    async fn refresh_tokens_are_stored_only_as_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let opts = StoreOptions {
+            url,
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        let store = Store::connect(&opts).await.unwrap();
+        store.migrate().await.unwrap();
+        let auth = Auth::new(
+            store.clone(),
+            &[9u8; 32],
+            AuthConfig::default(),
+            Bus::in_process(16),
+        )
+        .await
+        .unwrap();
+        let reg = Registration {
+            email: "ada@example.org".into(),
+            username: "ada".into(),
+            password: "a long enough secret".into(),
+            display_name: None,
+        };
+        let session = auth.register(reg, &ClientInfo::default()).await.unwrap();
+        let refreshed = auth.refresh(&session.tokens.refresh_token).await.unwrap();
+        let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM refresh_tokens")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 2);
+        for token in [
+            &session.tokens.refresh_token,
+            &refreshed.tokens.refresh_token,
+        ] {
+            assert!(
+                !stored.contains(token),
+                "a refresh token is stored in the clear"
+            );
+            assert!(stored.contains(&hash_refresh_token(token)));
+        }
+        let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+    }
 }

@@ -149,6 +149,22 @@ mod tests {
     }
 
     #[test]
+    fn other_algorithms_are_refused_even_with_the_right_secret() {
+        let secret = [1u8; 32];
+        let keys = TokenKeys::new(&secret).unwrap();
+        let exp = chrono::Utc::now().timestamp() + 60;
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            let token = jsonwebtoken::encode(
+                &Header::new(alg),
+                &claims(exp),
+                &EncodingKey::from_secret(&secret),
+            )
+            .unwrap();
+            assert!(keys.verify(&token).is_err(), "{alg:?} must be refused");
+        }
+    }
+
+    #[test]
     fn refresh_hash_is_stable_hex() {
         let h = hash_refresh_token("abc");
         assert_eq!(

@@ -5,6 +5,8 @@
 //! as text and integers only (flags are 0 or 1): ids are UUID text, times are Unix
 //! milliseconds. Each database has its own migrations folder.
 
+mod events;
+mod messages;
 mod rooms;
 mod sessions;
 mod users;
@@ -12,7 +14,9 @@ mod users;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use rooms::{InviteRow, MemberRow, RoomRow};
+pub use events::EventRow;
+pub use messages::{MessageRow, NewMessage, Sent};
+pub use rooms::{Departure, InviteRow, MemberRow, RoomRow};
 pub use sessions::{RefreshOutcome, SessionRow};
 pub use users::{NewUser, UserFilter, UserRow};
 
@@ -142,7 +146,12 @@ impl Store {
             Backend::Sqlite => Some(self.write_lock.clone().lock_owned().await),
             Backend::Postgres => None,
         };
-        let tx = self.pool.begin().await?;
+        let tx = match self.backend {
+            // IMMEDIATE takes SQLite's write lock at once, so no statement of the
+            // transaction can find its snapshot stale; other writers wait (busy_timeout).
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         Ok(WriteTx { tx, _guard: guard })
     }
 

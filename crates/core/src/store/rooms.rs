@@ -2,8 +2,17 @@
 
 use sqlx::FromRow;
 
+use super::events::{append, NewEvent};
+use super::messages::insert_system;
 use super::{Store, WriteTx};
 use crate::error::{is_unique_violation, CoreError, Result};
+
+/// Why a member left, as recorded in the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure<'a> {
+    Left,
+    Kicked { by: &'a str },
+}
 
 /// A `rooms` row with its member count.
 #[derive(Debug, Clone, FromRow)]
@@ -19,6 +28,7 @@ pub struct RoomRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub member_count: i64,
+    pub last_seq: i64,
 }
 
 /// A member joined with the user's public profile.
@@ -45,7 +55,7 @@ pub struct InviteRow {
 }
 
 const ROOM_COLUMNS: &str = "r.id, r.kind, r.name, r.topic, r.visibility, r.max_call_participants, \
-     r.created_by, r.dm_key, r.created_at, r.updated_at, \
+     r.created_by, r.dm_key, r.created_at, r.updated_at, r.last_seq, \
      (SELECT COUNT(*) FROM room_members c WHERE c.room_id = r.id) AS member_count";
 
 const MEMBER_COLUMNS: &str =
@@ -56,7 +66,12 @@ const INVITE_COLUMNS: &str = "code, room_id, created_by, created_at, expires_at,
 
 impl Store {
     /// Creates a room with `owner` as its first member, or for a DM both members.
-    pub async fn insert_room(&self, room: &RoomRow, members: &[(&str, &str)]) -> Result<RoomRow> {
+    /// Returns the room and the sequence numbers of the events it logged.
+    pub async fn insert_room(
+        &self,
+        room: &RoomRow,
+        members: &[(&str, &str)],
+    ) -> Result<(RoomRow, Vec<i64>)> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO rooms (id, kind, name, topic, visibility, max_call_participants, created_by, dm_key, \
@@ -82,14 +97,16 @@ impl Store {
             }
             return Err(e.into());
         }
+        let mut seqs = Vec::new();
         for (user_id, role) in members {
             insert_member(&mut tx, &room.id, user_id, role, room.created_at).await?;
+            seqs.extend(log_joined(&mut tx, &room.id, user_id, role, room.created_at).await?);
         }
         let row = room_in(&mut tx, &room.id)
             .await?
             .ok_or(CoreError::NotFound("room"))?;
         tx.commit().await?;
-        Ok(row)
+        Ok((row, seqs))
     }
 
     pub async fn room(&self, id: &str) -> Result<Option<RoomRow>> {
@@ -115,16 +132,19 @@ impl Store {
         user_id: &str,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<(RoomRow, String)>> {
+    ) -> Result<Vec<(RoomRow, String, i64)>> {
         #[derive(FromRow)]
         struct Joined {
             #[sqlx(flatten)]
             room: RoomRow,
             my_role: String,
+            unread: i64,
         }
         let sql = format!(
-            "SELECT {ROOM_COLUMNS}, me.role AS my_role FROM rooms r \
-             JOIN room_members me ON me.room_id = r.id AND me.user_id = $1 \
+            "SELECT {ROOM_COLUMNS}, me.role AS my_role, \
+             (SELECT COUNT(*) FROM messages m WHERE m.room_id = r.id AND m.seq > me.last_read_seq \
+                AND m.kind = 'text' AND m.deleted_at IS NULL AND m.sender_id <> $1) AS unread \
+             FROM rooms r JOIN room_members me ON me.room_id = r.id AND me.user_id = $1 \
              WHERE ($2 IS NULL OR r.id > $2) ORDER BY r.id LIMIT $3"
         );
         let rows: Vec<Joined> = sqlx::query_as(&sql)
@@ -133,12 +153,44 @@ impl Store {
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
-        Ok(rows.into_iter().map(|j| (j.room, j.my_role)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|j| (j.room, j.my_role, j.unread))
+            .collect())
     }
 
-    /// Writes a room's settings.
-    pub async fn update_room(&self, room: &RoomRow) -> Result<Option<RoomRow>> {
+    /// Every room id `user_id` belongs to.
+    pub async fn room_ids_of_user(&self, user_id: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT room_id FROM room_members WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// The newest message of a room.
+    pub async fn last_message(&self, room_id: &str) -> Result<Option<super::MessageRow>> {
+        self.messages_page(room_id, None, None, 1)
+            .await
+            .map(|mut v| v.pop())
+    }
+
+    /// Writes a room's settings, logging `room.updated` and, for a new name, a system message.
+    pub async fn update_room(
+        &self,
+        room: &RoomRow,
+        by: &str,
+    ) -> Result<Option<(RoomRow, Vec<i64>)>> {
         let mut tx = self.begin_write().await?;
+        let old_name: Option<Option<String>> =
+            sqlx::query_scalar("SELECT name FROM rooms WHERE id = $1")
+                .bind(&room.id)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+        let Some(old_name) = old_name else {
+            return Ok(None);
+        };
         let r = sqlx::query(
             "UPDATE rooms SET name = $2, topic = $3, visibility = $4, max_call_participants = $5, updated_at = $6 \
              WHERE id = $1",
@@ -154,9 +206,30 @@ impl Store {
         if r.rows_affected() == 0 {
             return Ok(None);
         }
-        let row = room_in(&mut tx, &room.id).await?;
+        let now = room.updated_at;
+        let mut seqs = vec![
+            append(
+                &mut tx,
+                &room.id,
+                NewEvent {
+                    kind: "room.updated",
+                    message_id: None,
+                    user_id: Some(by),
+                    data: None,
+                },
+                now,
+            )
+            .await?,
+        ];
+        if old_name != room.name {
+            let data = serde_json::json!({"event": "room_renamed", "by": by, "name": room.name, "old_name": old_name});
+            seqs.push(insert_system(&mut tx, &room.id, data.to_string(), now).await?);
+        }
+        let row = room_in(&mut tx, &room.id)
+            .await?
+            .ok_or(CoreError::NotFound("room"))?;
         tx.commit().await?;
-        Ok(row)
+        Ok(Some((row, seqs)))
     }
 
     /// Deletes a room with its members and invites.
@@ -190,31 +263,47 @@ impl Store {
         )
     }
 
-    /// Adds a member; false if already one.
+    /// Adds a member, logging the join; `None` if already one.
     pub async fn add_member(
         &self,
         room_id: &str,
         user_id: &str,
         role: &str,
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Option<Vec<i64>>> {
         let mut tx = self.begin_write().await?;
-        let added = insert_member(&mut tx, room_id, user_id, role, now).await?;
+        if !self.lock_room(&mut tx, room_id).await? {
+            return Err(CoreError::NotFound("room"));
+        }
+        if !insert_member(&mut tx, room_id, user_id, role, now).await? {
+            return Ok(None);
+        }
+        let seqs = log_joined(&mut tx, room_id, user_id, role, now).await?;
         tx.commit().await?;
-        Ok(added)
+        Ok(Some(seqs))
     }
 
-    /// Removes a member. When the owner leaves, the longest-standing moderator,
-    /// else the longest-standing member, becomes owner. Returns whether a row went.
-    pub async fn remove_member(&self, room_id: &str, user_id: &str) -> Result<bool> {
+    /// Removes a member, logging the departure. When the owner leaves, the
+    /// longest-standing moderator, else the longest-standing member, becomes
+    /// owner. `None` if `user_id` was not a member.
+    pub async fn remove_member(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        how: Departure<'_>,
+        now: i64,
+    ) -> Result<Option<Vec<i64>>> {
         let mut tx = self.begin_write().await?;
+        if !self.lock_room(&mut tx, room_id).await? {
+            return Ok(None);
+        }
         let role: Option<String> =
             sqlx::query_scalar("SELECT role FROM room_members WHERE room_id = $1 AND user_id = $2")
                 .bind(room_id)
                 .bind(user_id)
                 .fetch_optional(&mut *tx.tx)
                 .await?;
-        let Some(role) = role else { return Ok(false) };
+        let Some(role) = role else { return Ok(None) };
         sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2")
             .bind(room_id)
             .bind(user_id)
@@ -238,20 +327,73 @@ impl Store {
                 .await?;
             }
         }
+        let (reason, by) = match how {
+            Departure::Left => ("left", None),
+            Departure::Kicked { by } => ("kicked", Some(by)),
+        };
+        let data = serde_json::json!({"reason": reason, "by": by});
+        let left = NewEvent {
+            kind: "room.member_left",
+            message_id: None,
+            user_id: Some(user_id),
+            data: Some(data.to_string()),
+        };
+        let mut seqs = vec![append(&mut tx, room_id, left, now).await?];
+        let system = serde_json::json!({"event": "member_left", "user_id": user_id, "reason": reason, "by": by});
+        seqs.push(insert_system(&mut tx, room_id, system.to_string(), now).await?);
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(seqs))
     }
 
-    /// Changes a member's role; false if not a member.
-    pub async fn set_member_role(&self, room_id: &str, user_id: &str, role: &str) -> Result<bool> {
-        let r =
-            sqlx::query("UPDATE room_members SET role = $3 WHERE room_id = $1 AND user_id = $2")
+    /// Changes a member's role. `None` if not a member; the owner's role cannot change.
+    pub async fn set_member_role(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        role: &str,
+    ) -> Result<Option<()>> {
+        let mut tx = self.begin_write().await?;
+        if !self.lock_room(&mut tx, room_id).await? {
+            return Ok(None);
+        }
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT role FROM room_members WHERE room_id = $1 AND user_id = $2")
                 .bind(room_id)
                 .bind(user_id)
-                .bind(role)
-                .execute(self.pool())
+                .fetch_optional(&mut *tx.tx)
                 .await?;
-        Ok(r.rows_affected() == 1)
+        match current.as_deref() {
+            None => return Ok(None),
+            Some("owner") => {
+                return Err(CoreError::conflict(
+                    "owner_role_fixed",
+                    "the owner's role cannot be changed",
+                ));
+            }
+            Some(_) => {}
+        }
+        sqlx::query("UPDATE room_members SET role = $3 WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .bind(role)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(()))
+    }
+
+    /// Locks a room's row for the rest of the transaction (PostgreSQL; SQLite's
+    /// transaction already holds the write lock). False if the room is gone.
+    async fn lock_room(&self, tx: &mut WriteTx, room_id: &str) -> Result<bool> {
+        let sql = match self.backend() {
+            super::Backend::Postgres => "SELECT id FROM rooms WHERE id = $1 FOR UPDATE",
+            super::Backend::Sqlite => "SELECT id FROM rooms WHERE id = $1",
+        };
+        let found: Option<String> = sqlx::query_scalar(sql)
+            .bind(room_id)
+            .fetch_optional(&mut *tx.tx)
+            .await?;
+        Ok(found.is_some())
     }
 
     pub async fn member(&self, room_id: &str, user_id: &str) -> Result<Option<MemberRow>> {
@@ -319,7 +461,7 @@ impl Store {
         code: &str,
         user_id: &str,
         now: i64,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<(String, Vec<i64>)>> {
         let mut tx = self.begin_write().await?;
         let room_id: Option<String> =
             sqlx::query_scalar("SELECT room_id FROM invites WHERE code = $1")
@@ -329,6 +471,9 @@ impl Store {
         let Some(room_id) = room_id else {
             return Ok(None);
         };
+        if !self.lock_room(&mut tx, &room_id).await? {
+            return Ok(None);
+        }
         let already: Option<String> =
             sqlx::query_scalar("SELECT role FROM room_members WHERE room_id = $1 AND user_id = $2")
                 .bind(&room_id)
@@ -336,7 +481,7 @@ impl Store {
                 .fetch_optional(&mut *tx.tx)
                 .await?;
         if already.is_some() {
-            return Ok(Some(room_id));
+            return Ok(Some((room_id, Vec::new())));
         }
         let used = sqlx::query(
             "UPDATE invites SET uses = uses + 1 \
@@ -350,8 +495,9 @@ impl Store {
             return Ok(None);
         }
         insert_member(&mut tx, &room_id, user_id, "member", now).await?;
+        let seqs = log_joined(&mut tx, &room_id, user_id, "member", now).await?;
         tx.commit().await?;
-        Ok(Some(room_id))
+        Ok(Some((room_id, seqs)))
     }
 }
 
@@ -381,4 +527,25 @@ async fn insert_member(
     .execute(&mut *tx.tx)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Logs a join: the `room.member_joined` event and a system message.
+async fn log_joined(
+    tx: &mut WriteTx,
+    room_id: &str,
+    user_id: &str,
+    role: &str,
+    now: i64,
+) -> Result<Vec<i64>> {
+    let data = serde_json::json!({"role": role});
+    let joined = NewEvent {
+        kind: "room.member_joined",
+        message_id: None,
+        user_id: Some(user_id),
+        data: Some(data.to_string()),
+    };
+    let mut seqs = vec![append(tx, room_id, joined, now).await?];
+    let system = serde_json::json!({"event": "member_joined", "user_id": user_id});
+    seqs.push(insert_system(tx, room_id, system.to_string(), now).await?);
+    Ok(seqs)
 }

@@ -26,7 +26,7 @@ pub enum RefreshOutcome {
     /// The token was current: it is now used, and `new_hash` is the next one.
     Rotated { session_id: String, user_id: String },
     /// The token had been used before: the session is now revoked.
-    Reused,
+    Reused { session_id: String, user_id: String },
     /// Unknown token, or its session is revoked, expired or its user disabled.
     Invalid,
 }
@@ -77,12 +77,14 @@ impl Store {
         expires_at: i64,
     ) -> Result<RefreshOutcome> {
         let mut tx = self.begin_write().await?;
-        let found: Option<(String, Option<i64>)> =
-            sqlx::query_as("SELECT session_id, used_at FROM refresh_tokens WHERE token_hash = $1")
-                .bind(token_hash)
-                .fetch_optional(&mut *tx.tx)
-                .await?;
-        let Some((session_id, used_at)) = found else {
+        let found: Option<(String, Option<i64>, String)> = sqlx::query_as(
+            "SELECT t.session_id, t.used_at, s.user_id FROM refresh_tokens t \
+             JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *tx.tx)
+        .await?;
+        let Some((session_id, used_at, owner)) = found else {
             return Ok(RefreshOutcome::Invalid);
         };
         // Marking the token used is the claim on it: of two racing refreshes only one updates a row.
@@ -103,7 +105,10 @@ impl Store {
                 .execute(&mut *tx.tx)
                 .await?;
             tx.commit().await?;
-            return Ok(RefreshOutcome::Reused);
+            return Ok(RefreshOutcome::Reused {
+                session_id,
+                user_id: owner,
+            });
         }
         let session = self.session_in(&mut tx, &session_id).await?;
         let usable = session

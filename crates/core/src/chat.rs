@@ -1,0 +1,389 @@
+//! Messages: sending (idempotent by `client_msg_id`), history, edits,
+//! deletes, read markers and typing. REST and the WebSocket gateway both
+//! come here, so a message takes one path whichever door it came in by.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::auth::{parse_id, Actor};
+use crate::error::{CoreError, Result};
+use crate::events::{Bus, BusEvent, EventLog, RoomEvent, RoomEventBody};
+use crate::model::{MemberRole, Message, MessageKind};
+use crate::store::{MessageRow, NewMessage, Sent, Store};
+use crate::users::time;
+
+pub const MAX_CLIENT_MSG_ID_CHARS: usize = 128;
+
+/// Settings of chat.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// The longest message body, in characters.
+    pub max_body_chars: usize,
+    /// How long a typing indicator lasts unless renewed.
+    pub typing_ttl: Duration,
+    /// The largest history page.
+    pub max_history_limit: u32,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_body_chars: 4000,
+            typing_ttl: Duration::from_secs(6),
+            max_history_limit: 100,
+        }
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub body: String,
+    pub client_msg_id: String,
+    pub reply_to: Option<Uuid>,
+}
+
+/// A page of history in ascending order.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct History {
+    pub items: Vec<Message>,
+    /// Whether more messages lie beyond this page in the direction asked.
+    pub has_more: bool,
+}
+
+/// Publishes events after the change that caused them committed.
+#[derive(Clone)]
+pub struct Publisher {
+    pub bus: Bus,
+    pub log: EventLog,
+}
+
+impl Publisher {
+    /// Loads the logged events `seqs` of a room and publishes them. A failure
+    /// here loses nothing: sessions notice the gap and read the log.
+    pub async fn sequenced(&self, room_id: Uuid, seqs: &[i64]) {
+        let (Some(&from), Some(&to)) = (seqs.iter().min(), seqs.iter().max()) else {
+            return;
+        };
+        match self
+            .log
+            .load(room_id, from.max(0) as u64, to.max(0) as u64)
+            .await
+        {
+            Ok(events) => {
+                for e in events {
+                    self.bus.publish(BusEvent::Room(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %room_id, "publishing logged events failed; sessions will catch up")
+            }
+        }
+    }
+
+    /// Publishes an event that is not logged.
+    pub fn ephemeral(&self, room_id: Uuid, body: RoomEventBody) {
+        self.bus.publish(BusEvent::Room(RoomEvent {
+            room_id,
+            seq: None,
+            body,
+        }));
+    }
+}
+
+/// The chat service.
+#[derive(Clone)]
+pub struct Chat {
+    store: Store,
+    publish: Publisher,
+    config: ChatConfig,
+}
+
+impl Chat {
+    pub fn new(store: Store, publish: Publisher, config: ChatConfig) -> Self {
+        Chat {
+            store,
+            publish,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    /// The caller's role in a room, or not found: non-members learn nothing of the room.
+    async fn membership(&self, actor: &Actor, room_id: Uuid) -> Result<MemberRole> {
+        self.store
+            .member_role(&room_id.to_string(), &actor.user_id.to_string())
+            .await?
+            .ok_or(CoreError::NotFound("room"))?
+            .parse()
+    }
+
+    fn check_body(&self, body: &str) -> Result<()> {
+        let n = body.chars().count();
+        if body.trim().is_empty() {
+            return Err(CoreError::validation("body", "must not be empty"));
+        }
+        if n > self.config.max_body_chars {
+            return Err(CoreError::validation(
+                "body",
+                format!("must be at most {} characters", self.config.max_body_chars),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends a message. Sending again with the same `client_msg_id` returns the
+    /// first message (same id) and creates nothing; `created` says which.
+    pub async fn send(
+        &self,
+        actor: &Actor,
+        room_id: Uuid,
+        out: Outgoing,
+    ) -> Result<(Message, bool)> {
+        self.membership(actor, room_id).await?;
+        let cid = out.client_msg_id.trim();
+        if cid.is_empty() || cid.chars().count() > MAX_CLIENT_MSG_ID_CHARS {
+            return Err(CoreError::validation(
+                "client_msg_id",
+                format!("must be 1 to {MAX_CLIENT_MSG_ID_CHARS} characters"),
+            ));
+        }
+        self.check_body(&out.body)?;
+        let room = room_id.to_string();
+        if let Some(reply) = out.reply_to {
+            let target = self.store.message(&reply.to_string()).await?;
+            if target.is_none_or(|t| t.room_id != room) {
+                return Err(CoreError::validation(
+                    "reply_to",
+                    "is not a message of this room",
+                ));
+            }
+        }
+        let id = Uuid::now_v7().to_string();
+        let sender = actor.user_id.to_string();
+        let reply_to = out.reply_to.map(|r| r.to_string());
+        let sent = self
+            .store
+            .insert_message(&NewMessage {
+                id: &id,
+                room_id: &room,
+                sender_id: &sender,
+                client_msg_id: cid,
+                body: &out.body,
+                reply_to: reply_to.as_deref(),
+                now: Utc::now().timestamp_millis(),
+            })
+            .await?;
+        match sent {
+            Sent::Created(row) => {
+                self.publish.sequenced(room_id, &[row.seq]).await;
+                Ok((message_from_row(row)?, true))
+            }
+            Sent::Existing(row) if row.room_id == room => Ok((message_from_row(row)?, false)),
+            Sent::Existing(_) => Err(CoreError::conflict(
+                "client_msg_id_reused",
+                "this client_msg_id was already used for a message in another room",
+            )),
+        }
+    }
+
+    /// History in ascending order: the `limit` newest before `before`, the
+    /// `limit` oldest after `after`, or the newest `limit`.
+    pub async fn history(
+        &self,
+        actor: &Actor,
+        room_id: Uuid,
+        before: Option<Uuid>,
+        after: Option<Uuid>,
+        limit: Option<u32>,
+    ) -> Result<History> {
+        self.membership(actor, room_id).await?;
+        let limit = limit.unwrap_or(50);
+        if limit == 0 || limit > self.config.max_history_limit {
+            return Err(CoreError::validation(
+                "limit",
+                format!("must be between 1 and {}", self.config.max_history_limit),
+            ));
+        }
+        let room = room_id.to_string();
+        let seq_of = |id: Option<Uuid>, field: &'static str| {
+            let store = self.store.clone();
+            let room = room.clone();
+            async move {
+                let Some(id) = id else { return Ok(None) };
+                match store.message(&id.to_string()).await? {
+                    Some(m) if m.room_id == room => Ok(Some(m.seq)),
+                    _ => Err(CoreError::validation(
+                        field,
+                        "is not a message of this room",
+                    )),
+                }
+            }
+        };
+        let before_seq = seq_of(before, "before").await?;
+        let after_seq = seq_of(after, "after").await?;
+        let rows = self
+            .store
+            .messages_page(&room, before_seq, after_seq, i64::from(limit) + 1)
+            .await?;
+        let has_more = rows.len() > limit as usize;
+        let rows: Vec<MessageRow> = if !has_more {
+            rows
+        } else if after_seq.is_some() {
+            rows.into_iter().take(limit as usize).collect()
+        } else {
+            rows.into_iter().skip(1).collect()
+        };
+        let items = rows
+            .into_iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(History { items, has_more })
+    }
+
+    async fn own_message(
+        &self,
+        actor: &Actor,
+        room_id: Uuid,
+        message_id: Uuid,
+    ) -> Result<(MemberRole, MessageRow)> {
+        let role = self.membership(actor, room_id).await?;
+        let row = self
+            .store
+            .message(&message_id.to_string())
+            .await?
+            .filter(|m| m.room_id == room_id.to_string())
+            .ok_or(CoreError::NotFound("message"))?;
+        Ok((role, row))
+    }
+
+    /// Edits one's own text message.
+    pub async fn edit(
+        &self,
+        actor: &Actor,
+        room_id: Uuid,
+        message_id: Uuid,
+        body: &str,
+    ) -> Result<Message> {
+        let (_, row) = self.own_message(actor, room_id, message_id).await?;
+        if row.sender_id.as_deref() != Some(actor.user_id.to_string().as_str())
+            || row.kind != "text"
+        {
+            return Err(CoreError::forbidden("only the sender may edit a message"));
+        }
+        if row.deleted_at.is_some() {
+            return Err(CoreError::conflict(
+                "message_deleted",
+                "a deleted message cannot be edited",
+            ));
+        }
+        self.check_body(body)?;
+        let now = Utc::now().timestamp_millis();
+        let (row, seq) = self
+            .store
+            .edit_message(&row.id, &row.room_id, body, now)
+            .await?
+            .ok_or_else(|| {
+                CoreError::conflict("message_deleted", "a deleted message cannot be edited")
+            })?;
+        self.publish.sequenced(room_id, &[seq]).await;
+        message_from_row(row)
+    }
+
+    /// Deletes a message: one's own, or anyone's for moderators and the owner.
+    /// It stays as a tombstone. Deleting a tombstone again changes nothing.
+    pub async fn delete(&self, actor: &Actor, room_id: Uuid, message_id: Uuid) -> Result<Message> {
+        let (role, row) = self.own_message(actor, room_id, message_id).await?;
+        let own = row.sender_id.as_deref() == Some(actor.user_id.to_string().as_str());
+        if !own && role < MemberRole::Moderator {
+            return Err(CoreError::forbidden(
+                "only the sender, a moderator or the owner may delete a message",
+            ));
+        }
+        if row.deleted_at.is_some() {
+            return message_from_row(row);
+        }
+        let now = Utc::now().timestamp_millis();
+        match self
+            .store
+            .delete_message(&row.id, &row.room_id, now)
+            .await?
+        {
+            Some((row, seq)) => {
+                self.publish.sequenced(room_id, &[seq]).await;
+                message_from_row(row)
+            }
+            None => message_from_row(
+                self.store
+                    .message(&row.id)
+                    .await?
+                    .ok_or(CoreError::NotFound("message"))?,
+            ),
+        }
+    }
+
+    /// Moves the caller's read marker forward to `message_id`. Returns the
+    /// marker's message and whether it moved; moving back changes nothing.
+    pub async fn mark_read(
+        &self,
+        actor: &Actor,
+        room_id: Uuid,
+        message_id: Uuid,
+    ) -> Result<(Message, bool)> {
+        let (_, row) = self.own_message(actor, room_id, message_id).await?;
+        let moved = self
+            .store
+            .mark_read(&row.room_id, &actor.user_id.to_string(), row.seq)
+            .await?;
+        if moved {
+            self.publish.ephemeral(
+                room_id,
+                RoomEventBody::MessageRead {
+                    user_id: actor.user_id,
+                    message_id,
+                    message_seq: row.seq as u64,
+                },
+            );
+        }
+        Ok((message_from_row(row)?, moved))
+    }
+
+    /// Tells the room the caller is typing.
+    pub async fn typing(&self, actor: &Actor, room_id: Uuid) -> Result<()> {
+        self.membership(actor, room_id).await?;
+        self.publish.ephemeral(
+            room_id,
+            RoomEventBody::Typing {
+                user_id: actor.user_id,
+                expires_in_ms: self.config.typing_ttl.as_millis() as u64,
+            },
+        );
+        Ok(())
+    }
+}
+
+pub(crate) fn message_from_row(r: MessageRow) -> Result<Message> {
+    Ok(Message {
+        id: parse_id(&r.id)?,
+        room_id: parse_id(&r.room_id)?,
+        seq: r.seq.max(0) as u64,
+        kind: if r.kind == "system" {
+            MessageKind::System
+        } else {
+            MessageKind::Text
+        },
+        sender_id: r.sender_id.as_deref().map(parse_id).transpose()?,
+        client_msg_id: r.client_msg_id,
+        body: r.body,
+        data: r.data.as_deref().and_then(|d| serde_json::from_str(d).ok()),
+        reply_to: r.reply_to.as_deref().map(parse_id).transpose()?,
+        created_at: time(r.created_at),
+        edited_at: r.edited_at.map(time),
+        deleted_at: r.deleted_at.map(time),
+    })
+}

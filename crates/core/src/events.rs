@@ -1,0 +1,348 @@
+//! Room events and the bus that carries them to every gateway session.
+//!
+//! A sequenced event (messages, membership, settings) is written to the room's
+//! log in the same transaction as the change, then published. Ephemeral events
+//! (typing, read receipts, presence) are only published. A session that misses
+//! a sequenced event, however it happened, fills the gap from the log.
+
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::auth::parse_id;
+use crate::error::Result;
+use crate::model::{Member, MemberRole, Message, PublicUser, Room};
+use crate::store::{EventRow, Store};
+use crate::users::time;
+
+/// Why someone left a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    Left,
+    Kicked,
+}
+
+/// Presence of a user over all their connections.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Offline,
+    Away,
+    Online,
+}
+
+/// What happened in a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum RoomEventBody {
+    #[serde(rename = "message.new")]
+    MessageNew { message: Message },
+    #[serde(rename = "message.updated")]
+    MessageUpdated { message: Message },
+    /// The message is now a tombstone.
+    #[serde(rename = "message.deleted")]
+    MessageDeleted { message: Message },
+    #[serde(rename = "room.member_joined")]
+    MemberJoined { member: Member },
+    #[serde(rename = "room.member_left")]
+    MemberLeft {
+        user_id: Uuid,
+        reason: LeaveReason,
+        by: Option<Uuid>,
+    },
+    #[serde(rename = "room.updated")]
+    RoomUpdated { room: Room },
+    /// The room is gone; nothing more will come from it.
+    #[serde(rename = "room.deleted")]
+    RoomDeleted {},
+    /// A member's read marker moved forward (not sequenced).
+    #[serde(rename = "message.read")]
+    MessageRead {
+        user_id: Uuid,
+        message_id: Uuid,
+        message_seq: u64,
+    },
+    /// A member is typing; the indicator expires by itself (not sequenced).
+    #[serde(rename = "typing")]
+    Typing { user_id: Uuid, expires_in_ms: u64 },
+}
+
+/// An event of one room. `seq` is the room's sequence number, present on
+/// events that are logged and replayed; typing and read receipts have none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RoomEvent {
+    pub room_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(flatten)]
+    pub body: RoomEventBody,
+}
+
+/// What travels on the bus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BusEvent {
+    Room(RoomEvent),
+    /// A user's presence changed; it goes to sessions in `room_ids`.
+    Presence {
+        user_id: Uuid,
+        status: PresenceStatus,
+        room_ids: Vec<Uuid>,
+    },
+    /// Sessions ended: one (`session_id`) or all of a user's (`None`); their sockets close.
+    SessionsRevoked {
+        user_id: Uuid,
+        session_id: Option<Uuid>,
+    },
+}
+
+/// Publishes bus events to every subscriber of this process.
+///
+/// The in-process channel is the delivery path on one node; with Redis
+/// configured, a relay also publishes there and feeds other nodes' events in.
+#[derive(Clone)]
+pub struct Bus {
+    local: broadcast::Sender<Arc<BusEvent>>,
+    relay: Option<Arc<dyn Relay>>,
+}
+
+/// Carries events to other nodes.
+pub trait Relay: Send + Sync {
+    /// Sends an event published on this node to the others; must not block.
+    fn forward(&self, event: &BusEvent);
+}
+
+impl Bus {
+    /// A bus of this process only. `capacity` bounds how far a slow subscriber may lag.
+    pub fn in_process(capacity: usize) -> Bus {
+        let (local, _) = broadcast::channel(capacity.max(16));
+        Bus { local, relay: None }
+    }
+
+    /// Adds a relay to other nodes.
+    pub fn with_relay(mut self, relay: Arc<dyn Relay>) -> Bus {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// Delivers to this node's subscribers and, through the relay, to other nodes.
+    pub fn publish(&self, event: BusEvent) {
+        if let Some(relay) = &self.relay {
+            relay.forward(&event);
+        }
+        let _ = self.local.send(Arc::new(event));
+    }
+
+    /// Delivers an event that came from another node to this node's subscribers only.
+    pub fn deliver_remote(&self, event: BusEvent) {
+        let _ = self.local.send(Arc::new(event));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusEvent>> {
+        self.local.subscribe()
+    }
+}
+
+/// What a resume from a point in a room's log gives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replay {
+    /// The events after the point, in order; `more` when the page was full.
+    Events { events: Vec<RoomEvent>, more: bool },
+    /// The point is older than the log keeps: reload the room; the log continues after `seq`.
+    Reset { seq: u64 },
+}
+
+/// Reads the room event log and turns rows into events.
+#[derive(Clone)]
+pub struct EventLog {
+    store: Store,
+}
+
+impl EventLog {
+    pub fn new(store: Store) -> Self {
+        EventLog { store }
+    }
+
+    /// The events with the given sequence numbers, as they are now.
+    pub async fn load(&self, room_id: Uuid, from: u64, to: u64) -> Result<Vec<RoomEvent>> {
+        let rows = self
+            .store
+            .events_in(&room_id.to_string(), from as i64, to as i64)
+            .await?;
+        self.materialise(room_id, rows).await
+    }
+
+    /// Up to `limit` events after `after`, or a reset if `after` is older than the log keeps.
+    pub async fn replay(&self, room_id: Uuid, after: u64, limit: u32) -> Result<Replay> {
+        let id = room_id.to_string();
+        let Some((last, oldest)) = self.store.event_bounds(&id).await? else {
+            return Ok(Replay::Events {
+                events: Vec::new(),
+                more: false,
+            });
+        };
+        let last = last.max(0) as u64;
+        if after >= last {
+            return Ok(Replay::Events {
+                events: Vec::new(),
+                more: false,
+            });
+        }
+        // Events after `after` must all be kept: the first missing means a gap.
+        let first_kept = oldest.map_or(last + 1, |o| o.max(0) as u64);
+        if after + 1 < first_kept {
+            return Ok(Replay::Reset { seq: last });
+        }
+        let rows = self
+            .store
+            .events_after(&id, after as i64, i64::from(limit))
+            .await?;
+        let more = rows.len() as u64 == u64::from(limit)
+            && rows.last().is_some_and(|r| (r.seq as u64) < last);
+        Ok(Replay::Events {
+            events: self.materialise(room_id, rows).await?,
+            more,
+        })
+    }
+
+    async fn materialise(&self, room_id: Uuid, rows: Vec<EventRow>) -> Result<Vec<RoomEvent>> {
+        let ids: Vec<String> = rows.iter().filter_map(|r| r.message_id.clone()).collect();
+        let messages = self
+            .store
+            .messages_by_id(&room_id.to_string(), &ids)
+            .await?;
+        let mut room_cache: Option<Room> = None;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let seq = Some(row.seq as u64);
+            let data: serde_json::Value = row
+                .data
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or_default();
+            let body = match row.kind.as_str() {
+                kind @ ("message.new" | "message.updated" | "message.deleted") => {
+                    let Some(m) = row
+                        .message_id
+                        .as_ref()
+                        .and_then(|id| messages.iter().find(|m| &m.id == id))
+                    else {
+                        // The message is gone (its room's retention removed it): nothing to show.
+                        continue;
+                    };
+                    let message = crate::chat::message_from_row(m.clone())?;
+                    match kind {
+                        "message.new" => RoomEventBody::MessageNew { message },
+                        "message.updated" => RoomEventBody::MessageUpdated { message },
+                        _ => RoomEventBody::MessageDeleted { message },
+                    }
+                }
+                "room.member_joined" => {
+                    let Some(user_id) = row.user_id.as_deref() else {
+                        continue;
+                    };
+                    let Some(user) = self.store.user_by_id(user_id).await? else {
+                        continue;
+                    };
+                    let role: MemberRole = data["role"]
+                        .as_str()
+                        .unwrap_or("member")
+                        .parse()
+                        .unwrap_or(MemberRole::Member);
+                    RoomEventBody::MemberJoined {
+                        member: Member {
+                            user: PublicUser {
+                                id: parse_id(&user.id)?,
+                                username: user.username,
+                                display_name: user.display_name,
+                                created_at: time(user.created_at),
+                            },
+                            role,
+                            joined_at: time(row.created_at),
+                        },
+                    }
+                }
+                "room.member_left" => {
+                    let Some(user_id) = row.user_id.as_deref() else {
+                        continue;
+                    };
+                    let reason = if data["reason"].as_str() == Some("kicked") {
+                        LeaveReason::Kicked
+                    } else {
+                        LeaveReason::Left
+                    };
+                    let by = data["by"].as_str().and_then(|b| Uuid::parse_str(b).ok());
+                    RoomEventBody::MemberLeft {
+                        user_id: parse_id(user_id)?,
+                        reason,
+                        by,
+                    }
+                }
+                "room.updated" => {
+                    if room_cache.is_none() {
+                        let Some(row) = self.store.room(&room_id.to_string()).await? else {
+                            continue;
+                        };
+                        room_cache = Some(crate::rooms::room_from_row(row)?);
+                    }
+                    let Some(room) = room_cache.clone() else {
+                        continue;
+                    };
+                    RoomEventBody::RoomUpdated { room }
+                }
+                other => {
+                    tracing::warn!(kind = other, "unknown event kind in the room log");
+                    continue;
+                }
+            };
+            out.push(RoomEvent { room_id, seq, body });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_flat_with_their_type() {
+        let e = RoomEvent {
+            room_id: Uuid::nil(),
+            seq: None,
+            body: RoomEventBody::Typing {
+                user_id: Uuid::nil(),
+                expires_in_ms: 6000,
+            },
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "typing");
+        assert!(v.get("seq").is_none());
+        assert_eq!(serde_json::from_value::<RoomEvent>(v).unwrap(), e);
+    }
+
+    #[tokio::test]
+    async fn the_bus_delivers_to_every_subscriber() {
+        let bus = Bus::in_process(16);
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        bus.publish(BusEvent::SessionsRevoked {
+            user_id: Uuid::nil(),
+            session_id: None,
+        });
+        assert!(matches!(
+            *a.recv().await.unwrap(),
+            BusEvent::SessionsRevoked { .. }
+        ));
+        assert!(matches!(
+            *b.recv().await.unwrap(),
+            BusEvent::SessionsRevoked { .. }
+        ));
+    }
+}

@@ -1,0 +1,115 @@
+//! The per-room event log: every sequenced room event, in order, for resume.
+
+use sqlx::FromRow;
+
+use super::{Store, WriteTx};
+use crate::error::Result;
+
+/// A `room_events` row.
+#[derive(Debug, Clone, FromRow)]
+pub struct EventRow {
+    pub room_id: String,
+    pub seq: i64,
+    pub kind: String,
+    pub message_id: Option<String>,
+    pub user_id: Option<String>,
+    pub data: Option<String>,
+    pub created_at: i64,
+}
+
+/// An event to append: the room's next sequence number is taken in the same transaction.
+pub struct NewEvent<'a> {
+    pub kind: &'a str,
+    pub message_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub data: Option<String>,
+}
+
+const COLUMNS: &str = "room_id, seq, kind, message_id, user_id, data, created_at";
+
+/// Appends an event to `room_id`'s log and returns its sequence number. The
+/// room row's update holds its lock until commit, so sequence numbers of one
+/// room are handed out, and become visible, in order.
+pub(crate) async fn append(
+    tx: &mut WriteTx,
+    room_id: &str,
+    event: NewEvent<'_>,
+    now: i64,
+) -> Result<i64> {
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+    )
+    .bind(room_id)
+    .fetch_one(&mut *tx.tx)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO room_events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ))
+    .bind(room_id)
+    .bind(seq)
+    .bind(event.kind)
+    .bind(event.message_id)
+    .bind(event.user_id)
+    .bind(event.data)
+    .bind(now)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(seq)
+}
+
+impl Store {
+    /// Events of a room with `seq > after`, in order, at most `limit`.
+    pub async fn events_after(
+        &self,
+        room_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM room_events WHERE room_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(room_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Events of a room with the given sequence numbers.
+    pub async fn events_in(&self, room_id: &str, from: i64, to: i64) -> Result<Vec<EventRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM room_events WHERE room_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq"
+        ))
+        .bind(room_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The room's newest sequence number and the oldest one still kept
+    /// (`None` when the log is empty).
+    pub async fn event_bounds(&self, room_id: &str) -> Result<Option<(i64, Option<i64>)>> {
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT r.last_seq, (SELECT MIN(e.seq) FROM room_events e WHERE e.room_id = r.id) \
+             FROM rooms r WHERE r.id = $1",
+        )
+        .bind(room_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row)
+    }
+
+    /// Deletes up to `batch` events created before `before`; returns how many went.
+    pub async fn prune_events(&self, before: i64, batch: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "DELETE FROM room_events WHERE (room_id, seq) IN \
+             (SELECT room_id, seq FROM room_events WHERE created_at < $1 LIMIT $2)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
