@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::users::router())
         .merge(routes::admin::router())
         .merge(routes::rooms::router())
+        .merge(routes::messages::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {

@@ -21,14 +21,17 @@ use crate::AppState;
         routes::rooms::create, routes::rooms::list, routes::rooms::show, routes::rooms::update, routes::rooms::remove,
         routes::rooms::join, routes::rooms::leave, routes::rooms::members, routes::rooms::add_member,
         routes::rooms::kick, routes::rooms::set_member_role, routes::rooms::create_invite,
-        routes::rooms::accept_invite, routes::rooms::open_dm,
+                routes::rooms::accept_invite, routes::rooms::open_dm,
+        routes::messages::send, routes::messages::history, routes::messages::edit, routes::messages::remove,
+        routes::messages::read,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "users", description = "Profiles"),
         (name = "admin", description = "Account administration"),
-        (name = "rooms", description = "Rooms, members, invites and direct messages"),
+                (name = "rooms", description = "Rooms, members, invites and direct messages"),
+        (name = "messages", description = "Messages, history and read markers"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

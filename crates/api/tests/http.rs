@@ -88,6 +88,11 @@ async fn openapi_describes_every_endpoint_and_docs_are_served() {
         ("/v1/rooms/{id}/invites", "post"),
         ("/v1/invites/{code}/accept", "post"),
         ("/v1/dms", "post"),
+        ("/v1/rooms/{id}/messages", "post"),
+        ("/v1/rooms/{id}/messages", "get"),
+        ("/v1/rooms/{id}/messages/{message_id}", "patch"),
+        ("/v1/rooms/{id}/messages/{message_id}", "delete"),
+        ("/v1/rooms/{id}/read", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
     ] {

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod messages;
 pub mod rooms;
 pub mod users;
 
