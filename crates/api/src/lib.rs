@@ -86,6 +86,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole REST API with its middleware.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The REST API with more routes (the WebSocket gateway) under the same
+/// middleware: request ids, tracing, panics caught.
+pub fn router_with(state: AppState, extra: Router) -> Router {
     let config = state.config.clone();
     let api = Router::new()
         .merge(routes::health::router())
@@ -94,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::admin::router())
         .merge(routes::rooms::router())
         .merge(routes::messages::router())
+        .merge(routes::presence::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
@@ -103,7 +110,8 @@ pub fn router(state: AppState) -> Router {
                 "this method is not allowed here",
             )
         })
-        .with_state(state);
+        .with_state(state)
+        .merge(extra);
 
     api.layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(cors(&config.cors_allowed_origins))

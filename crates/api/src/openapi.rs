@@ -23,7 +23,7 @@ use crate::AppState;
         routes::rooms::kick, routes::rooms::set_member_role, routes::rooms::create_invite,
                 routes::rooms::accept_invite, routes::rooms::open_dm,
         routes::messages::send, routes::messages::history, routes::messages::edit, routes::messages::remove,
-        routes::messages::read,
+                routes::messages::read, routes::presence::presence,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -31,7 +31,8 @@ use crate::AppState;
         (name = "users", description = "Profiles"),
         (name = "admin", description = "Account administration"),
                 (name = "rooms", description = "Rooms, members, invites and direct messages"),
-        (name = "messages", description = "Messages, history and read markers"),
+                (name = "messages", description = "Messages, history and read markers"),
+        (name = "presence", description = "Who is online"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -93,6 +93,7 @@ async fn openapi_describes_every_endpoint_and_docs_are_served() {
         ("/v1/rooms/{id}/messages/{message_id}", "patch"),
         ("/v1/rooms/{id}/messages/{message_id}", "delete"),
         ("/v1/rooms/{id}/read", "post"),
+        ("/v1/presence", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
     ] {

@@ -435,3 +435,42 @@ async fn read_markers_move_forward_and_drive_unread_counts() {
         .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn presence_is_answered_for_roommates_only() {
+    let app = TestApp::new().await;
+    let ada = app.register("ada").await;
+    let bob = app.register("bob").await;
+    let eve = app.register("eve").await;
+    room_with(&app, &ada, &[&bob]).await;
+    app.core
+        .presence
+        .connect(bob.id.parse().unwrap(), uuid::Uuid::new_v4())
+        .await;
+    app.core
+        .presence
+        .connect(eve.id.parse().unwrap(), uuid::Uuid::new_v4())
+        .await;
+    let res = app
+        .get(
+            &format!("/v1/presence?user_ids={},{},{}", ada.id, bob.id, eve.id),
+            &ada.token,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.body["presence"][&bob.id], "online");
+    assert_eq!(res.body["presence"][&ada.id], "offline", "no socket open");
+    assert!(
+        res.body["presence"].get(&eve.id).is_none(),
+        "eve shares no room with ada"
+    );
+    for bad in ["?user_ids=", "?user_ids=nope", ""] {
+        assert_eq!(
+            app.get(&format!("/v1/presence{bad}"), &ada.token)
+                .await
+                .status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}"
+        );
+    }
+}

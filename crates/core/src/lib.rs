@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod model;
 pub mod pagination;
+pub mod presence;
 pub mod rooms;
 pub mod store;
 pub mod users;
@@ -50,6 +51,7 @@ pub struct Core {
     pub chat: Chat,
     pub events: EventLog,
     pub bus: Bus,
+    pub presence: presence::Presence,
     pub pages: PageLimits,
 }
 
@@ -77,6 +79,7 @@ impl Core {
             rooms: Rooms::new(store.clone(), publish.clone(), config.rooms),
             chat: Chat::new(store.clone(), publish, config.chat),
             events,
+            presence: presence::Presence::new(store.clone(), bus.clone(), presence::DEFAULT_TTL),
             bus,
             pages: config.pages,
             store,

@@ -16,6 +16,7 @@ use roost_core::chat::ChatConfig;
 use roost_core::pagination::PageLimits;
 use roost_core::rooms::{RoomCreation, RoomsConfig};
 use roost_core::CoreConfig;
+use roost_signaling::GatewayConfig;
 use serde::{Deserialize, Serialize};
 
 /// Everything `roost` can be told.
@@ -45,6 +46,7 @@ pub struct Config {
     pub chat: ChatSection,
     pub pagination: PaginationSection,
     pub http: ApiConfig,
+    pub gateway: GatewayConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +132,7 @@ impl Default for Config {
             chat: ChatSection::default(),
             pagination: PaginationSection::default(),
             http: ApiConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -273,6 +276,17 @@ impl Config {
             || self.chat.typing_ttl_ms == 0
         {
             bail!("invalid configuration: chat.max_body_chars, chat.max_history_limit and chat.typing_ttl_ms must be positive");
+        }
+        let g = &self.gateway;
+        if g.max_frame_bytes < 1024
+            || g.outbound_queue == 0
+            || g.requests_per_sec == 0
+            || g.heartbeat_interval_ms == 0
+        {
+            bail!("invalid configuration: gateway.max_frame_bytes must be at least 1024, and gateway.outbound_queue, gateway.requests_per_sec and gateway.heartbeat_interval_ms positive");
+        }
+        if g.idle_timeout_ms <= g.heartbeat_interval_ms {
+            bail!("invalid configuration: gateway.idle_timeout_ms must exceed gateway.heartbeat_interval_ms");
         }
         if self.http.max_body_bytes < 1024 {
             bail!("invalid configuration: http.max_body_bytes must be at least 1024");

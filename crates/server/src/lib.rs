@@ -71,7 +71,26 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let core = build_core(&config, store.clone()).await?;
-    let app = roost_api::router(roost_api::AppState::new(core, config.http.clone()));
+    let mut gateway_config = config.gateway.clone();
+    gateway_config
+        .allowed_origins
+        .extend(config.http.cors_allowed_origins.iter().cloned());
+    let gateway = roost_signaling::Gateway::start(core.clone(), gateway_config);
+    let hub = gateway.hub.clone();
+    let sweeper = {
+        let presence = core.presence.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                presence.sweep().await;
+            }
+        })
+    };
+    let app = roost_api::router_with(
+        roost_api::AppState::new(core, config.http.clone()),
+        roost_signaling::router(gateway.clone()),
+    );
     let addr = listener.local_addr()?;
     // The one line on stdout: scripts and tests read the address from it.
     println!("Roost is listening on http://{addr}");
@@ -85,6 +104,7 @@ pub async fn run(
     .with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        gateway.shut_down();
         let _ = stopping_tx.send(());
     });
     let mut serving = tokio::spawn(async move { server.await });
@@ -98,6 +118,14 @@ pub async fn run(
             }
         }
     }
+    // Sockets were told to close (1012); give them a moment to say so to their clients.
+    for _ in 0..30 {
+        if hub.connections() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sweeper.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod messages;
+pub mod presence;
 pub mod rooms;
 pub mod users;
 

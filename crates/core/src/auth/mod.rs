@@ -52,6 +52,8 @@ pub struct Actor {
     pub user_id: Uuid,
     pub session_id: Uuid,
     pub role: Role,
+    /// When the access token expires (Unix seconds).
+    pub expires_at: i64,
 }
 
 /// Where a login comes from, kept with the session.
@@ -320,6 +322,7 @@ impl Auth {
             user_id: parse_id(&session.user_id)?,
             session_id: parse_id(&session.id)?,
             role: session.role.parse()?,
+            expires_at: claims.exp,
         })
     }
 }

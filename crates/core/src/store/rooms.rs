@@ -159,6 +159,34 @@ impl Store {
             .collect())
     }
 
+    /// Every room `user_id` belongs to, with its newest sequence number.
+    pub async fn room_seqs_of_user(&self, user_id: &str) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT r.id, r.last_seq FROM rooms r JOIN room_members m ON m.room_id = r.id WHERE m.user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Which of `others` share at least one room with `user_id`.
+    pub async fn co_members(&self, user_id: &str, others: &[String]) -> Result<Vec<String>> {
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (0..others.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT DISTINCT b.user_id FROM room_members a JOIN room_members b ON b.room_id = a.room_id \
+             WHERE a.user_id = $1 AND b.user_id IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query_scalar(&sql).bind(user_id);
+        for o in others {
+            q = q.bind(o);
+        }
+        Ok(q.fetch_all(self.pool()).await?)
+    }
+
     /// Every room id `user_id` belongs to.
     pub async fn room_ids_of_user(&self, user_id: &str) -> Result<Vec<String>> {
         Ok(

@@ -1,0 +1,297 @@
+//! The frames of protocol v1: JSON text frames `{"type": ..., ...}`.
+//!
+//! Requests from the client carry an `id`, answered by `ack` (with a result)
+//! or `nack` (with a stable `code`). Events from the server carry the room's
+//! sequence number when they are logged. `docs/protocol.md` is the contract;
+//! `docs/protocol.schema.json` is generated from these types.
+
+use std::collections::BTreeMap;
+
+use roost_core::events::{PresenceStatus, RoomEvent};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The subprotocol a client offers (and the server selects) on the upgrade.
+pub const SUBPROTOCOL: &str = "roost.v1";
+/// The prefix of the subprotocol entry that carries the access token.
+pub const BEARER_PREFIX: &str = "bearer.";
+/// The longest request id accepted.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// Close codes the server uses.
+pub mod close {
+    /// The server is shutting down or restarting: reconnect, to another node if there is one.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// A frame was larger than the limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The client kept breaking the rate limit, or sent binary frames.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// The session ended: logout, account disabled, or the access token expired unrenewed.
+    pub const SESSION_ENDED: u16 = 4001;
+    /// The client read too slowly; its queue of outgoing frames filled up.
+    pub const SLOW_CONSUMER: u16 = 4008;
+    /// No frame or pong arrived for too long.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4009;
+}
+
+/// A request from the client.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Must come first. `resume` maps room ids to the last sequence number the
+    /// client has of each; the server sends what followed, then the live stream.
+    #[serde(rename = "hello")]
+    Hello {
+        id: String,
+        #[serde(default)]
+        resume: BTreeMap<Uuid, u64>,
+    },
+    #[serde(rename = "message.send")]
+    MessageSend {
+        id: String,
+        room_id: Uuid,
+        body: String,
+        client_msg_id: String,
+        reply_to: Option<Uuid>,
+    },
+    #[serde(rename = "message.edit")]
+    MessageEdit {
+        id: String,
+        room_id: Uuid,
+        message_id: Uuid,
+        body: String,
+    },
+    #[serde(rename = "message.delete")]
+    MessageDelete {
+        id: String,
+        room_id: Uuid,
+        message_id: Uuid,
+    },
+    /// Moves the read marker forward; the room gets `message.read`.
+    #[serde(rename = "read")]
+    Read {
+        id: String,
+        room_id: Uuid,
+        message_id: Uuid,
+    },
+    /// The room gets `typing`, which expires by itself.
+    #[serde(rename = "typing.start")]
+    TypingStart { id: String, room_id: Uuid },
+    /// `online` or `away` for this connection.
+    #[serde(rename = "presence.set")]
+    PresenceSet { id: String, status: PresenceStatus },
+    /// A fresh access token for this connection, before the current one expires.
+    #[serde(rename = "auth.refresh")]
+    AuthRefresh { id: String, access_token: String },
+    /// Answered with `pong`.
+    #[serde(rename = "ping")]
+    Ping { id: String },
+}
+
+impl ClientFrame {
+    pub fn id(&self) -> &str {
+        match self {
+            ClientFrame::Hello { id, .. }
+            | ClientFrame::MessageSend { id, .. }
+            | ClientFrame::MessageEdit { id, .. }
+            | ClientFrame::MessageDelete { id, .. }
+            | ClientFrame::Read { id, .. }
+            | ClientFrame::TypingStart { id, .. }
+            | ClientFrame::PresenceSet { id, .. }
+            | ClientFrame::AuthRefresh { id, .. }
+            | ClientFrame::Ping { id } => id,
+        }
+    }
+}
+
+/// A room the session follows, with its newest sequence number at `hello`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RoomCursor {
+    pub room_id: Uuid,
+    pub last_seq: u64,
+}
+
+/// What `hello` is acknowledged with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Welcome {
+    pub user_id: Uuid,
+    /// This connection's id.
+    pub connection_id: Uuid,
+    /// Send a frame (a `ping` will do) at least this often.
+    pub heartbeat_interval_ms: u64,
+    /// Every room of the user. For rooms not in `resume`, the live stream
+    /// starts after `last_seq`; fetch earlier history over REST.
+    pub rooms: Vec<RoomCursor>,
+}
+
+/// A frame from the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum ServerFrame {
+    /// The request `id` succeeded; `result` depends on the request.
+    #[serde(rename = "ack")]
+    Ack {
+        id: String,
+        result: serde_json::Value,
+    },
+    /// The request `id` failed; the connection stays open.
+    #[serde(rename = "nack")]
+    Nack {
+        id: String,
+        code: String,
+        message: String,
+    },
+    /// A frame that could not be read as a request (no usable `id`).
+    #[serde(rename = "error")]
+    Error { code: String, message: String },
+    #[serde(rename = "pong")]
+    Pong { id: String },
+    /// The resume point of a room is older than the log keeps: reload the
+    /// room over REST; the stream continues after `seq`.
+    #[serde(rename = "resume.reset")]
+    ResumeReset { room_id: Uuid, seq: u64 },
+    #[serde(rename = "presence.update")]
+    PresenceUpdate {
+        user_id: Uuid,
+        status: PresenceStatus,
+    },
+    /// The server is going away: reconnect (and resume) shortly.
+    #[serde(rename = "reconnect")]
+    Reconnect { reason: String },
+    /// An event of a room: `message.new`, `message.updated`, `message.deleted`,
+    /// `message.read`, `typing`, `room.member_joined`, `room.member_left`,
+    /// `room.updated`, `room.deleted`.
+    #[serde(untagged)]
+    Event(Box<RoomEvent>),
+}
+
+/// Reads one text frame. `Err` carries what to answer: a `nack` when the
+/// frame had a usable `id`, else an `error`.
+pub fn parse(text: &str) -> Result<ClientFrame, ServerFrame> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ServerFrame::Error {
+        code: "malformed_frame".into(),
+        message: format!("not JSON: {e}"),
+    })?;
+    let id = value
+        .get("id")
+        .and_then(|v| v.as_str())
+        .filter(|id| !id.is_empty() && id.chars().count() <= MAX_ID_CHARS)
+        .map(str::to_owned);
+    let frame: ClientFrame = serde_json::from_value(value).map_err(|e| match &id {
+        Some(id) => ServerFrame::Nack {
+            id: id.clone(),
+            code: "invalid_frame".into(),
+            message: e.to_string(),
+        },
+        None => ServerFrame::Error {
+            code: "invalid_frame".into(),
+            message: format!("every request needs an id of 1 to {MAX_ID_CHARS} characters: {e}"),
+        },
+    })?;
+    if id.is_none() {
+        return Err(ServerFrame::Error {
+            code: "invalid_frame".into(),
+            message: format!("every request needs an id of 1 to {MAX_ID_CHARS} characters"),
+        });
+    }
+    Ok(frame)
+}
+
+/// The JSON Schema of both directions, as published in `docs/protocol.schema.json`.
+pub fn schema() -> serde_json::Value {
+    #[derive(JsonSchema)]
+    #[allow(dead_code)]
+    struct Protocol {
+        client: ClientFrame,
+        server: ServerFrame,
+    }
+    serde_json::to_value(schemars::schema_for!(Protocol)).expect("a schema is JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_requests_and_names_what_is_wrong() {
+        let f = parse(r#"{"type":"ping","id":"7"}"#).unwrap();
+        assert_eq!(f, ClientFrame::Ping { id: "7".into() });
+        assert!(
+            matches!(parse("{"), Err(ServerFrame::Error { code, .. }) if code == "malformed_frame")
+        );
+        assert!(
+            matches!(parse(r#"{"type":"nope","id":"1"}"#), Err(ServerFrame::Nack { id, .. }) if id == "1")
+        );
+        assert!(matches!(
+            parse(r#"{"type":"ping"}"#),
+            Err(ServerFrame::Error { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"ping","id":""}"#),
+            Err(ServerFrame::Error { .. })
+        ));
+        let long = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(65));
+        assert!(matches!(parse(&long), Err(ServerFrame::Error { .. })));
+        assert!(
+            matches!(
+                parse(r#"{"type":"ping","id":"1","extra":true}"#),
+                Err(ServerFrame::Nack { .. })
+            ),
+            "unknown fields are refused"
+        );
+        let send = parse(
+            r#"{"type":"message.send","id":"2","room_id":"00000000-0000-0000-0000-000000000000","body":"hi","client_msg_id":"c"}"#,
+        );
+        assert!(matches!(
+            send,
+            Ok(ClientFrame::MessageSend { reply_to: None, .. })
+        ));
+    }
+
+    #[test]
+    fn server_frames_round_trip() {
+        let frames = [
+            ServerFrame::Ack {
+                id: "1".into(),
+                result: serde_json::json!({"ok": true}),
+            },
+            ServerFrame::Nack {
+                id: "1".into(),
+                code: "rate_limited".into(),
+                message: "slow down".into(),
+            },
+            ServerFrame::Pong { id: "2".into() },
+            ServerFrame::ResumeReset {
+                room_id: Uuid::nil(),
+                seq: 9,
+            },
+            ServerFrame::PresenceUpdate {
+                user_id: Uuid::nil(),
+                status: PresenceStatus::Away,
+            },
+        ];
+        for f in frames {
+            let text = serde_json::to_string(&f).unwrap();
+            assert_eq!(
+                serde_json::from_str::<ServerFrame>(&text).unwrap(),
+                f,
+                "{text}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn no_input_makes_the_parser_panic(s in ".{0,512}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn near_valid_json_never_panics(id in ".{0,80}", ty in "[a-z.]{0,20}", extra in ".{0,40}") {
+            let text = serde_json::json!({"type": ty, "id": id, "room_id": extra, "body": extra}).to_string();
+            let _ = parse(&text);
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! A gateway on 127.0.0.1:0 over a fresh database, and a WebSocket client for it.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use roost_core::auth::{ClientInfo, Registration};
+use roost_core::store::{testing, Store, StoreOptions};
+use roost_core::{Core, CoreConfig};
+use roost_signaling::{Gateway, GatewayConfig};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub struct TestServer {
+    pub core: Core,
+    pub gateway: Gateway,
+    pub addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: String,
+    pub token: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with(|_| {}).await
+    }
+
+    pub async fn with(tune: impl FnOnce(&mut GatewayConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let url = testing::fresh_database_url(dir.path()).await;
+        let store = Store::connect(&StoreOptions {
+            url,
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+        })
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let mut cc = CoreConfig::default();
+        cc.auth.hash_concurrency = 2;
+        let core = Core::new(
+            store,
+            b"a test secret that is at least thirty-two bytes",
+            cc,
+        )
+        .await
+        .unwrap();
+        let mut config = GatewayConfig::default();
+        tune(&mut config);
+        let gateway = Gateway::start(core.clone(), config);
+        let app = roost_signaling::router(gateway.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TestServer {
+            core,
+            gateway,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub async fn user(&self, name: &str) -> User {
+        let s = self
+            .core
+            .auth
+            .register(
+                Registration {
+                    email: format!("{name}@example.org"),
+                    username: name.into(),
+                    password: "a perfectly fine passphrase".into(),
+                    display_name: None,
+                },
+                &ClientInfo::default(),
+            )
+            .await
+            .unwrap();
+        User {
+            id: s.user.id.to_string(),
+            token: s.tokens.access_token,
+        }
+    }
+
+    pub async fn actor(&self, user: &User) -> roost_core::auth::Actor {
+        self.core.auth.authenticate(&user.token).await.unwrap()
+    }
+
+    /// A group room of `owner` with `members`.
+    pub async fn room(&self, owner: &User, members: &[&User]) -> String {
+        let actor = self.actor(owner).await;
+        let room = self
+            .core
+            .rooms
+            .create(
+                &actor,
+                roost_core::rooms::NewRoom {
+                    name: "room".into(),
+                    topic: None,
+                    visibility: roost_core::model::Visibility::Private,
+                    max_call_participants: None,
+                },
+            )
+            .await
+            .unwrap();
+        for m in members {
+            self.core
+                .rooms
+                .add_member(&actor, room.room.id, m.id.parse().unwrap())
+                .await
+                .unwrap();
+        }
+        room.room.id.to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// Connects with the token as a subprotocol, the way browsers do.
+    pub async fn connect(&self, user: &User) -> Client {
+        let mut req = self.url().into_client_request().unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_str(&format!("roost.v1, bearer.{}", user.token)).unwrap(),
+        );
+        let (ws, res) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connecting");
+        assert_eq!(res.headers()["sec-websocket-protocol"], "roost.v1");
+        Client { ws, next_id: 0 }
+    }
+
+    /// Connects and says hello with `resume`; returns the client and the welcome.
+    pub async fn join(&self, user: &User, resume: Value) -> (Client, Value) {
+        let mut c = self.connect(user).await;
+        let welcome = c.request(json!({"type": "hello", "resume": resume})).await;
+        assert_eq!(welcome["type"], "ack", "{welcome}");
+        (c, welcome["result"].clone())
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Client {
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// Sends a request with a fresh id and returns its `ack` or `nack`, skipping events.
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        self.next_id += 1;
+        let id = format!("r{}", self.next_id);
+        frame["id"] = json!(id);
+        self.send_raw(&frame.to_string()).await;
+        loop {
+            let f = self.next().await;
+            if f["id"] == json!(id)
+                && (f["type"] == "ack" || f["type"] == "nack" || f["type"] == "pong")
+            {
+                return f;
+            }
+        }
+    }
+
+    /// The next JSON frame, within 5 s.
+    pub async fn next(&mut self) -> Value {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .expect("a frame within 5 s")
+    }
+
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
+            match msg {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => continue,
+                Ok(other) => panic!("unexpected frame {other:?}"),
+                Err(e) => panic!("socket error {e}"),
+            }
+        }
+    }
+
+    /// The next frame of type `ty`, skipping others.
+    pub async fn next_of(&mut self, ty: &str) -> Value {
+        loop {
+            let f = self.next().await;
+            if f["type"] == ty {
+                return f;
+            }
+        }
+    }
+
+    /// Frames until none arrives for `quiet`.
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(f) = self.next_within(quiet).await {
+            out.push(f);
+        }
+        out
+    }
+
+    /// Waits for the server to close; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("not closed within 5 s"),
+                Ok(None) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return frame.map(|f: CloseFrame| f.code.into())
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_))) => return None,
+            }
+        }
+    }
+}
