@@ -100,6 +100,9 @@ pub enum BusEvent {
         user_id: Uuid,
         session_id: Option<Uuid>,
     },
+    /// Events may have been missed (this node lost Redis for a while): every
+    /// connection re-reads its rooms' logs. Never leaves the node.
+    Resync,
 }
 
 /// Publishes bus events to every subscriber of this process.

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod cluster;
 pub mod error;
 pub mod events;
 pub mod model;
@@ -52,6 +53,8 @@ pub struct Core {
     pub events: EventLog,
     pub bus: Bus,
     pub presence: presence::Presence,
+    /// Redis, when this node is one of several.
+    pub cluster: Option<cluster::Cluster>,
     pub pages: PageLimits,
 }
 
@@ -59,6 +62,20 @@ impl Core {
     /// Wires the services on an in-process bus; `jwt_secret` signs access tokens (at least 32 bytes).
     pub async fn new(store: Store, jwt_secret: &[u8], config: CoreConfig) -> Result<Core> {
         Core::with_bus(store, Bus::in_process(8192), jwt_secret, config).await
+    }
+
+    /// Wires the services for one node of several, sharing events and presence through Redis.
+    pub async fn clustered(
+        store: Store,
+        cluster: &cluster::Cluster,
+        jwt_secret: &[u8],
+        config: CoreConfig,
+    ) -> Result<Core> {
+        let bus = cluster.attach(Bus::in_process(8192));
+        let mut core = Core::with_bus(store.clone(), bus.clone(), jwt_secret, config).await?;
+        core.presence = presence::Presence::redis(cluster, store, bus, presence::DEFAULT_TTL);
+        core.cluster = Some(cluster.clone());
+        Ok(core)
     }
 
     /// Wires the services on the given bus.
@@ -79,8 +96,9 @@ impl Core {
             rooms: Rooms::new(store.clone(), publish.clone(), config.rooms),
             chat: Chat::new(store.clone(), publish, config.chat),
             events,
-            presence: presence::Presence::new(store.clone(), bus.clone(), presence::DEFAULT_TTL),
+            presence: presence::Presence::local(store.clone(), bus.clone(), presence::DEFAULT_TTL),
             bus,
+            cluster: None,
             pages: config.pages,
             store,
         })

@@ -34,6 +34,9 @@ pub struct GlobalArgs {
     /// sqlite://... or postgres://... (default: SQLite in the data directory).
     #[arg(long, global = true)]
     pub database_url: Option<String>,
+    /// redis://... to serve as one node of several (default: alone).
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +90,7 @@ impl Cli {
             listen,
             data_dir: self.global.data_dir.clone(),
             database_url: self.global.database_url.clone(),
+            redis_url: self.global.redis_url.clone(),
         };
         Config::load(self.global.config.as_deref(), &overrides)
     }

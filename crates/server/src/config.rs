@@ -32,6 +32,10 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Signs access tokens; at least 32 bytes. Default: generated into `data_dir/jwt_secret`.
     pub jwt_secret: Option<String>,
+    /// `redis://...`: share events and presence with other nodes. Default: this node alone.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel.
+    pub redis_prefix: String,
     /// An account registering with this email becomes super_admin.
     pub super_admin_email: Option<String>,
     /// Whether anyone may register.
@@ -122,6 +126,8 @@ impl Default for Config {
             database_url: None,
             database_max_connections: 16,
             jwt_secret: None,
+            redis_url: None,
+            redis_prefix: "roost:".into(),
             super_admin_email: None,
             registration_open: true,
             room_creation: RoomCreation::Everyone,
@@ -188,6 +194,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -245,6 +253,16 @@ impl Config {
                 || url.starts_with("postgresql:"))
             {
                 bail!("invalid configuration: database_url must start with sqlite: or postgres:");
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix:"))
+            {
+                bail!(
+                    "invalid configuration: redis_url must start with redis://, rediss:// or unix:"
+                );
             }
         }
         let ttl = self.auth.access_token_ttl_secs;
@@ -355,6 +373,7 @@ impl Config {
             shown.jwt_secret = Some("<redacted>".into());
         }
         shown.database_url = Some(redact_url(&self.database_url()));
+        shown.redis_url = self.redis_url.as_deref().map(redact_url);
         toml::to_string_pretty(&shown).context("printing the configuration")
     }
 }

@@ -59,7 +59,20 @@ pub async fn build_core(config: &Config, store: Store) -> anyhow::Result<Core> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let secret = secret::load_or_create(config.jwt_secret.as_deref(), &config.data_dir)?;
-    Ok(Core::new(store, &secret, config.core()).await?)
+    match &config.redis_url {
+        None => Ok(Core::new(store, &secret, config.core()).await?),
+        Some(url) => {
+            let cluster =
+                roost_core::cluster::Cluster::connect(&roost_core::cluster::ClusterConfig {
+                    url: url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                })
+                .await
+                .context("connecting to Redis")?;
+            tracing::info!(node = %cluster.node_id(), "sharing events and presence through Redis");
+            Ok(Core::clustered(store, &cluster, &secret, config.core()).await?)
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets

@@ -229,6 +229,11 @@ impl Hub {
                     deliver(&s, key, &event);
                 }
             }
+            BusEvent::Resync => {
+                for entry in s.conns.values() {
+                    let _ = entry.tx.try_send(Outbound::Resync);
+                }
+            }
             BusEvent::SessionsRevoked {
                 user_id,
                 session_id,

@@ -54,6 +54,7 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
         violations: VecDeque::new(),
         typing_sent: HashMap::new(),
         last_seen: Instant::now(),
+        status: PresenceStatus::Online,
     };
     let closing = session.serve(&mut stream, &mut hub_rx, &mut close_rx).await;
 
@@ -113,6 +114,8 @@ struct Session {
     violations: VecDeque<Instant>,
     typing_sent: HashMap<Uuid, Instant>,
     last_seen: Instant,
+    /// What this connection last said of its presence.
+    status: PresenceStatus,
 }
 
 /// Why serving stopped early: close with this code.
@@ -152,7 +155,7 @@ impl Session {
                     } else if chrono::Utc::now().timestamp() > self.actor.expires_at {
                         Err((close::SESSION_ENDED, "the access token expired; reconnect with a fresh one".into()))
                     } else {
-                        self.gw.core.presence.heartbeat(self.actor.user_id, self.connection_id);
+                                                self.gw.core.presence.heartbeat(self.actor.user_id, self.connection_id, self.status).await;
                         if last_ping.elapsed() >= self.gw.heartbeat() {
                             last_ping = Instant::now();
                             self.push(Message::Ping(Default::default()))
@@ -298,6 +301,7 @@ impl Session {
                 if status == PresenceStatus::Offline {
                     Err(CoreError::validation("status", "must be online or away"))
                 } else {
+                    self.status = status;
                     self.gw
                         .core
                         .presence
@@ -480,7 +484,7 @@ impl Session {
                     user_id: *user_id,
                     status: *status,
                 }),
-                BusEvent::SessionsRevoked { .. } => Ok(()),
+                BusEvent::SessionsRevoked { .. } | BusEvent::Resync => Ok(()),
             },
         }
     }

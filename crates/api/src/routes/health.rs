@@ -13,8 +13,12 @@ use crate::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` or `ready`.
+    /// `ok` (healthz); `ready`, or `degraded` when Redis is out of reach and
+    /// this node serves only its own clients (readyz).
     pub status: &'static str,
+    /// `ok` or `unavailable`; absent when this node runs alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<&'static str>,
 }
 
 pub fn router() -> Router<AppState> {
@@ -26,15 +30,33 @@ pub fn router() -> Router<AppState> {
 /// Answers while the process runs.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+    Json(Health {
+        status: "ok",
+        redis: None,
+    })
 }
 
-/// Answers 200 when the database is reachable and every migration is applied, else 503.
+/// Answers 200 when the database is reachable and every migration is applied,
+/// else 503. With Redis configured and out of reach the answer stays 200 (the
+/// node still serves its own clients) with `status: degraded`.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     match state.core.store.ready().await {
-        Ok(true) => Ok(Json(Health { status: "ready" })),
+        Ok(true) => Ok(Json(match &state.core.cluster {
+            None => Health {
+                status: "ready",
+                redis: None,
+            },
+            Some(cluster) if cluster.healthy().await => Health {
+                status: "ready",
+                redis: Some("ok"),
+            },
+            Some(_) => Health {
+                status: "degraded",
+                redis: Some("unavailable"),
+            },
+        })),
         Ok(false) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",

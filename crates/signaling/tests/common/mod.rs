@@ -38,8 +38,36 @@ impl TestServer {
     pub async fn with(tune: impl FnOnce(&mut GatewayConfig)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let url = testing::fresh_database_url(dir.path()).await;
+        TestServer::node(dir, &url, None, tune).await
+    }
+
+    /// Two nodes sharing one PostgreSQL database and one Redis (at
+    /// `ROOST_TEST_REDIS_URL`, default the local one), under a fresh key prefix.
+    pub async fn pair() -> (TestServer, TestServer) {
+        let redis = redis_url();
+        TestServer::pair_on(&redis).await
+    }
+
+    pub async fn pair_on(redis: &str) -> (TestServer, TestServer) {
+        let url = testing::fresh_postgres_url().await;
+        let prefix = format!("roost-test-{}:", uuid::Uuid::new_v4().simple());
+        let config = roost_core::cluster::ClusterConfig {
+            url: redis.to_owned(),
+            prefix,
+        };
+        let a = TestServer::node(tempfile::tempdir().unwrap(), &url, Some(&config), |_| {}).await;
+        let b = TestServer::node(tempfile::tempdir().unwrap(), &url, Some(&config), |_| {}).await;
+        (a, b)
+    }
+
+    async fn node(
+        dir: tempfile::TempDir,
+        url: &str,
+        cluster: Option<&roost_core::cluster::ClusterConfig>,
+        tune: impl FnOnce(&mut GatewayConfig),
+    ) -> TestServer {
         let store = Store::connect(&StoreOptions {
-            url,
+            url: url.to_owned(),
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
         })
@@ -48,13 +76,16 @@ impl TestServer {
         store.migrate().await.unwrap();
         let mut cc = CoreConfig::default();
         cc.auth.hash_concurrency = 2;
-        let core = Core::new(
-            store,
-            b"a test secret that is at least thirty-two bytes",
-            cc,
-        )
-        .await
-        .unwrap();
+        let secret = b"a test secret that is at least thirty-two bytes";
+        let core = match cluster {
+            None => Core::new(store, secret, cc).await.unwrap(),
+            Some(c) => {
+                let cluster = roost_core::cluster::Cluster::connect(c)
+                    .await
+                    .unwrap_or_else(|e| panic!("Redis at {} does not answer: {e}", c.url));
+                Core::clustered(store, &cluster, secret, cc).await.unwrap()
+            }
+        };
         let mut config = GatewayConfig::default();
         tune(&mut config);
         let gateway = Gateway::start(core.clone(), config);
@@ -149,6 +180,11 @@ impl TestServer {
         assert_eq!(welcome["type"], "ack", "{welcome}");
         (c, welcome["result"].clone())
     }
+}
+
+/// The Redis the two-node tests use.
+pub fn redis_url() -> String {
+    std::env::var("ROOST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 pub struct Client {

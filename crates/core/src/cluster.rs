@@ -1,0 +1,206 @@
+//! Several nodes through Redis: the bus relayed over pub/sub, and a Redis
+//! connection for shared state (presence).
+//!
+//! Each node publishes its bus events to one channel and delivers the events
+//! other nodes published there. Redis is not the source of truth: events are
+//! logged in the database first, so a node that misses some (Redis away, a
+//! lagging subscriber) catches up from the log. When the subscription comes
+//! back, every connection on the node re-reads its rooms' logs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::error::{CoreError, Result};
+use crate::events::{Bus, BusEvent, Relay};
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefixes every key and channel, so deployments (and tests) can share a server.
+    pub prefix: String,
+}
+
+/// The Redis side of one node.
+#[derive(Clone)]
+pub struct Cluster {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    node_id: Uuid,
+    subscribed: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    origin: Uuid,
+    event: BusEvent,
+}
+
+/// Events waiting to be published before new ones are dropped (and recovered from the log).
+const PUBLISH_QUEUE: usize = 16_384;
+
+impl Cluster {
+    /// Connects; fails when Redis does not answer at start-up.
+    pub async fn connect(config: &ClusterConfig) -> Result<Cluster> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| CoreError::validation("redis_url", e.to_string()))?;
+        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+            .await
+            .map_err(|_| CoreError::Internal("Redis did not answer within 5 s".into()))?
+            .map_err(|e| CoreError::Internal(format!("connecting to Redis: {e}").into()))?;
+        Ok(Cluster {
+            client,
+            conn,
+            prefix: config.prefix.clone(),
+            node_id: Uuid::new_v4(),
+            subscribed: Arc::new(AtomicBool::new(false)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// Whether Redis answers a PING now and this node's subscription is live.
+    pub async fn healthy(&self) -> bool {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping =
+            tokio::time::timeout(Duration::from_secs(2), cmd.query_async::<String>(&mut conn))
+                .await;
+        matches!(ping, Ok(Ok(_))) && self.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// Wires `bus` to the other nodes: starts the publisher and the subscriber.
+    pub fn attach(&self, bus: Bus) -> Bus {
+        let (tx, mut rx) = mpsc::channel::<String>(PUBLISH_QUEUE);
+        let mut conn = self.conn.clone();
+        let channel = self.channel();
+        tokio::spawn(async move {
+            while let Some(payload) = rx.recv().await {
+                let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(payload)
+                    .query_async(&mut conn)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "publishing to Redis failed; other nodes catch up from the log");
+                }
+            }
+        });
+        let relay = RedisRelay {
+            tx,
+            origin: self.node_id,
+            dropped: self.dropped.clone(),
+        };
+        let bus = bus.with_relay(Arc::new(relay));
+        self.spawn_subscriber(bus.clone());
+        bus
+    }
+
+    fn spawn_subscriber(&self, bus: Bus) {
+        let client = self.client.clone();
+        let channel = self.channel();
+        let me = self.node_id;
+        let subscribed = self.subscribed.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            let mut first = true;
+            loop {
+                let pubsub = async {
+                    let mut ps = client.get_async_pubsub().await?;
+                    ps.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(ps)
+                };
+                match tokio::time::timeout(Duration::from_secs(5), pubsub).await {
+                    Ok(Ok(ps)) => {
+                        subscribed.store(true, Ordering::Relaxed);
+                        backoff = Duration::from_millis(100);
+                        if !first {
+                            tracing::info!(
+                                "Redis subscription restored; connections catch up from the log"
+                            );
+                            bus.deliver_remote(BusEvent::Resync);
+                        }
+                        first = false;
+                        let mut messages = ps.into_on_message();
+                        while let Some(msg) = messages.next().await {
+                            let Ok(payload) = msg.get_payload::<String>() else {
+                                continue;
+                            };
+                            match serde_json::from_str::<Envelope>(&payload) {
+                                Ok(env) if env.origin != me => bus.deliver_remote(env.event),
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "an unreadable event on the Redis channel")
+                                }
+                            }
+                        }
+                        subscribed.store(false, Ordering::Relaxed);
+                        tracing::warn!("the Redis subscription ended; serving local clients only until it returns");
+                    }
+                    Ok(Err(e)) => {
+                        subscribed.store(false, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "subscribing to Redis failed");
+                    }
+                    Err(_) => subscribed.store(false, Ordering::Relaxed),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+}
+
+struct RedisRelay {
+    tx: mpsc::Sender<String>,
+    origin: Uuid,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Relay for RedisRelay {
+    fn forward(&self, event: &BusEvent) {
+        if matches!(event, BusEvent::Resync) {
+            return;
+        }
+        let env = Envelope {
+            origin: self.origin,
+            event: event.clone(),
+        };
+        let Ok(payload) = serde_json::to_string(&env) else {
+            return;
+        };
+        if self.tx.try_send(payload).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "the Redis publish queue is full; other nodes catch up from the log"
+                );
+            }
+        }
+    }
+}
