@@ -98,6 +98,9 @@ pub struct ChatSection {
     pub typing_ttl_ms: u64,
     /// The largest page of history.
     pub max_history_limit: u32,
+    /// Days the room event log keeps events for resume; 0 keeps them forever.
+    /// A client resuming from further back gets `resume.reset`.
+    pub event_retention_days: u32,
 }
 
 impl Default for ChatSection {
@@ -107,6 +110,7 @@ impl Default for ChatSection {
             max_body_chars: d.max_body_chars,
             typing_ttl_ms: d.typing_ttl.as_millis() as u64,
             max_history_limit: d.max_history_limit,
+            event_retention_days: 30,
         }
     }
 }

@@ -92,11 +92,30 @@ pub async fn run(
     let hub = gateway.hub.clone();
     let sweeper = {
         let presence = core.presence.clone();
+        let store = core.store.clone();
+        let retention_days = config.chat.event_retention_days;
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(10));
+            let mut ticks: u64 = 0;
             loop {
                 every.tick().await;
                 presence.sweep().await;
+                // Once a minute: events older than the retention leave the log, in bounded batches.
+                if retention_days > 0 && ticks % 6 == 0 {
+                    let before = chrono::Utc::now().timestamp_millis()
+                        - i64::from(retention_days) * 86_400_000;
+                    loop {
+                        match store.prune_events(before, 5_000).await {
+                            Ok(5_000) => continue,
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "pruning the event log failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                ticks += 1;
             }
         })
     };

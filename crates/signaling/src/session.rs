@@ -58,11 +58,6 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
     };
     let closing = session.serve(&mut stream, &mut hub_rx, &mut close_rx).await;
 
-    gw.hub.unregister(key);
-    gw.core
-        .presence
-        .disconnect(actor.user_id, connection_id)
-        .await;
     if let Some((code, reason)) = closing {
         if code == close::SERVICE_RESTART {
             let _ = session.send(&ServerFrame::Reconnect {
@@ -85,6 +80,13 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
     {
         writer.abort();
     }
+    // Only now, with the last frames written, does the node stop counting this connection:
+    // a shutting-down server waits for that before it exits.
+    gw.hub.unregister(key);
+    gw.core
+        .presence
+        .disconnect(actor.user_id, connection_id)
+        .await;
     tracing::debug!(%connection_id, "socket closed");
 }
 

@@ -36,9 +36,16 @@ impl TestServer {
     }
 
     pub async fn with(tune: impl FnOnce(&mut GatewayConfig)) -> TestServer {
+        TestServer::with_core(|_| {}, tune).await
+    }
+
+    pub async fn with_core(
+        core: impl FnOnce(&mut CoreConfig),
+        tune: impl FnOnce(&mut GatewayConfig),
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let url = testing::fresh_database_url(dir.path()).await;
-        TestServer::node(dir, &url, None, tune).await
+        TestServer::node(dir, &url, None, core, tune).await
     }
 
     /// Two nodes sharing one PostgreSQL database and one Redis (at
@@ -55,8 +62,22 @@ impl TestServer {
             url: redis.to_owned(),
             prefix,
         };
-        let a = TestServer::node(tempfile::tempdir().unwrap(), &url, Some(&config), |_| {}).await;
-        let b = TestServer::node(tempfile::tempdir().unwrap(), &url, Some(&config), |_| {}).await;
+        let a = TestServer::node(
+            tempfile::tempdir().unwrap(),
+            &url,
+            Some(&config),
+            |_| {},
+            |_| {},
+        )
+        .await;
+        let b = TestServer::node(
+            tempfile::tempdir().unwrap(),
+            &url,
+            Some(&config),
+            |_| {},
+            |_| {},
+        )
+        .await;
         (a, b)
     }
 
@@ -64,6 +85,7 @@ impl TestServer {
         dir: tempfile::TempDir,
         url: &str,
         cluster: Option<&roost_core::cluster::ClusterConfig>,
+        tune_core: impl FnOnce(&mut CoreConfig),
         tune: impl FnOnce(&mut GatewayConfig),
     ) -> TestServer {
         let store = Store::connect(&StoreOptions {
@@ -76,6 +98,7 @@ impl TestServer {
         store.migrate().await.unwrap();
         let mut cc = CoreConfig::default();
         cc.auth.hash_concurrency = 2;
+        tune_core(&mut cc);
         let secret = b"a test secret that is at least thirty-two bytes";
         let core = match cluster {
             None => Core::new(store, secret, cc).await.unwrap(),

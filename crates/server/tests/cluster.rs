@@ -1,0 +1,341 @@
+//! Two `roost serve` processes sharing PostgreSQL and Redis serve one room.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const PASSWORD: &str = "a perfectly fine passphrase";
+
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Node {
+    fn start(database_url: &str, redis_url: &str, prefix: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ROOST_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                database_url,
+                "--redis-url",
+                redis_url,
+            ])
+            .arg("--data-dir")
+            .arg(dir.keep())
+            .env("ROOST_REDIS_PREFIX", prefix)
+            .env(
+                "ROOST_JWT_SECRET",
+                "one secret shared by every node of the cluster",
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("Roost is listening on ")
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .to_owned();
+        Node { child, url }
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn readyz(&self) -> Value {
+        reqwest::get(format!("{}/readyz", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn socket(&self, token: &str) -> Ws {
+        let url = format!(
+            "{}/v1/ws?access_token={token}",
+            self.url.replace("http://", "ws://")
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        ws.send(Message::Text(r#"{"type":"hello","id":"h"}"#.into()))
+            .await
+            .unwrap();
+        let mut ws = Ws(ws);
+        assert_eq!(ws.next_of("ack").await["id"], "h");
+        ws
+    }
+
+    fn terminate(mut self) -> Option<i32> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the node did not stop");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Ws(
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+);
+
+impl Ws {
+    async fn send(&mut self, frame: Value) {
+        self.0
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.0.next())
+                .await
+                .ok()??
+            {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
+                Ok(Message::Close(c)) => {
+                    return Some(json!({"type": "<close>", "code": c.map(|c| u16::from(c.code))}))
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    async fn next_of(&mut self, ty: &str) -> Value {
+        loop {
+            let f = self
+                .next_within(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("no {ty} within 10 s"));
+            if f["type"] == ty {
+                return f;
+            }
+        }
+    }
+
+    /// The next text message's body, skipping system messages and other frames.
+    async fn next_text(&mut self, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let f = self.next_within(left).await?;
+            if f["type"] == "message.new" && f["message"]["kind"] == "text" {
+                return f["message"]["body"].as_str().map(str::to_owned);
+            }
+        }
+    }
+}
+
+/// A user registered through `node`, in a room owned by the first one.
+async fn setup(node: &Node) -> (String, String, String) {
+    let mut tokens = Vec::new();
+    let mut ids = Vec::new();
+    for name in ["ada", "bob"] {
+        let body =
+            json!({"email": format!("{name}@example.org"), "username": name, "password": PASSWORD});
+        let res = node.post("/v1/auth/register", None, body).await;
+        tokens.push(res["access_token"].as_str().unwrap().to_owned());
+        ids.push(res["user"]["id"].as_str().unwrap().to_owned());
+    }
+    let room = node
+        .post("/v1/rooms", Some(&tokens[0]), json!({"name": "shared"}))
+        .await;
+    let room_id = room["id"].as_str().unwrap().to_owned();
+    node.post(
+        &format!("/v1/rooms/{room_id}/members"),
+        Some(&tokens[0]),
+        json!({"user_id": ids[1]}),
+    )
+    .await;
+    (tokens[0].clone(), tokens[1].clone(), room_id)
+}
+
+/// A key prefix of this test alone, so tests share the machine's Redis.
+fn prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("roost-e2e-{}-{nanos:x}:", std::process::id())
+}
+
+#[tokio::test]
+async fn two_processes_serve_one_room_and_sigterm_sends_clients_elsewhere() {
+    let db = roost_core::store::testing::fresh_postgres_url().await;
+    let redis =
+        std::env::var("ROOST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = prefix();
+    let a = Node::start(&db, &redis, &prefix);
+    let b = Node::start(&db, &redis, &prefix);
+    let (ada, bob, room) = setup(&a).await;
+    let mut on_a = a.socket(&ada).await;
+    let mut on_b = b.socket(&bob).await;
+    assert_eq!(b.readyz().await["redis"], "ok");
+
+    on_a.send(json!({"type": "message.send", "id": "1", "room_id": room, "body": "from A", "client_msg_id": "a1"})).await;
+    assert_eq!(
+        on_b.next_text(Duration::from_secs(10)).await.as_deref(),
+        Some("from A")
+    );
+    assert_eq!(
+        on_a.next_text(Duration::from_secs(10)).await.as_deref(),
+        Some("from A"),
+        "the sender's echo"
+    );
+    on_b.send(json!({"type": "message.send", "id": "2", "room_id": room, "body": "from B", "client_msg_id": "b1"})).await;
+    assert_eq!(
+        on_a.next_text(Duration::from_secs(10)).await.as_deref(),
+        Some("from B")
+    );
+
+    assert_eq!(b.terminate(), Some(0));
+    assert_eq!(
+        on_b.next_of("reconnect").await["reason"],
+        "server shutting down"
+    );
+    assert_eq!(on_b.next_of("<close>").await["code"], 1012);
+}
+
+/// A Redis of the test's own, so it can be stopped and started again.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis { child, port }
+    }
+
+    fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn without_redis_each_node_serves_its_own_and_catches_up_when_it_returns() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let redis = PrivateRedis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let db = roost_core::store::testing::fresh_postgres_url().await;
+    let prefix = prefix();
+    let a = Node::start(&db, &url, &prefix);
+    let b = Node::start(&db, &url, &prefix);
+    let (ada, bob, room) = setup(&a).await;
+    let mut ada_a = a.socket(&ada).await;
+    let mut bob_a = a.socket(&bob).await;
+    let mut bob_b = b.socket(&bob).await;
+
+    let port = redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.readyz().await["status"] != "degraded" {
+        assert!(
+            Instant::now() < deadline,
+            "readyz never reported the lost Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.readyz().await["redis"], "unavailable");
+
+    ada_a.send(json!({"type": "message.send", "id": "1", "room_id": room, "body": "while Redis is away", "client_msg_id": "x"})).await;
+    assert_eq!(
+        bob_a.next_text(Duration::from_secs(5)).await.as_deref(),
+        Some("while Redis is away"),
+        "the node still serves its own clients"
+    );
+    assert_eq!(
+        bob_b.next_text(Duration::from_millis(500)).await,
+        None,
+        "the other node cannot hear it yet"
+    );
+
+    let _redis = PrivateRedis::start(port);
+    assert_eq!(
+        bob_b.next_text(Duration::from_secs(15)).await.as_deref(),
+        Some("while Redis is away"),
+        "when Redis returns, the other node's clients catch up from the log"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.readyz().await["status"] != "ready" {
+        assert!(Instant::now() < deadline, "readyz never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ada_a.send(json!({"type": "message.send", "id": "2", "room_id": room, "body": "and live again", "client_msg_id": "y"})).await;
+    assert_eq!(
+        bob_b.next_text(Duration::from_secs(10)).await.as_deref(),
+        Some("and live again")
+    );
+}

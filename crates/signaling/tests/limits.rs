@@ -1,0 +1,148 @@
+//! Slow readers, silent connections and expiring tokens.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_without_slowing_others() {
+    let server = TestServer::with(|c| c.outbound_queue = 8).await;
+    let ada = server.user("ada").await;
+    let bob = server.user("bob").await;
+    let slow = server.user("slow").await;
+    let room = server.room(&ada, &[&bob, &slow]).await;
+
+    // The slow client has a tiny receive buffer and never reads after hello.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let req = format!("{}?access_token={}", server.url(), slow.token)
+        .into_client_request()
+        .unwrap();
+    let (mut slow_ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    use futures_util::SinkExt;
+    slow_ws
+        .send(Message::Text(r#"{"type":"hello","id":"h"}"#.into()))
+        .await
+        .unwrap();
+
+    let (mut b, _) = server.join(&bob, json!({})).await;
+    assert_eq!(server.gateway.hub.connections(), 2);
+    let actor = server.actor(&ada).await;
+    let body = "x".repeat(3900);
+    let mut sent = 0;
+    let started = std::time::Instant::now();
+    while server.gateway.hub.connections() > 1 && sent < 4000 {
+        let out = roost_core::chat::Outgoing {
+            body: body.clone(),
+            client_msg_id: format!("f{sent}"),
+            reply_to: None,
+        };
+        server
+            .core
+            .chat
+            .send(&actor, room.parse().unwrap(), out)
+            .await
+            .unwrap();
+        sent += 1;
+        // The fast reader keeps up with every message, whatever the slow one does.
+        let f = b.next_of("message.new").await;
+        assert_eq!(f["message"]["client_msg_id"], format!("f{}", sent - 1));
+    }
+    assert_eq!(
+        server.gateway.hub.connections(),
+        1,
+        "the slow reader was disconnected after {sent} messages"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    // What the slow client finds when it reads again: buffered frames, then the end.
+    let mut ended_with = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), slow_ws.next()).await {
+        match msg {
+            Ok(Message::Close(frame)) => {
+                ended_with = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        ended_with.is_none_or(|code| code == 4008),
+        "closed with {ended_with:?}"
+    );
+    assert_eq!(
+        b.request(json!({"type": "ping"})).await["type"],
+        "pong",
+        "the fast reader is still served"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_but_a_responsive_one_stays() {
+    let server = TestServer::with(|c| {
+        c.heartbeat_interval_ms = 150;
+        c.idle_timeout_ms = 600;
+    })
+    .await;
+    let ada = server.user("ada").await;
+    let (mut live, _) = server.join(&ada, json!({})).await;
+    let (mut silent, _) = server.join(&ada, json!({})).await;
+    // The live client reads (and so answers the server's pings); the silent one does nothing.
+    let _ = live.drain(Duration::from_millis(1500)).await;
+    assert_eq!(live.request(json!({"type": "ping"})).await["type"], "pong");
+    assert_eq!(
+        server.gateway.hub.connections(),
+        1,
+        "the silent connection was closed"
+    );
+    // Its unanswered pings make the client's own pong writes fail before it reads
+    // the close frame, so the code is seen only when the frame wins that race.
+    let code = silent.closed().await;
+    assert!(code.is_none_or(|c| c == 4009), "closed with {code:?}");
+}
+
+#[tokio::test]
+async fn an_expiring_token_can_be_renewed_over_the_socket() {
+    let server = TestServer::with_core(
+        |core| core.auth.access_ttl = Duration::from_secs(3),
+        |g| {
+            g.heartbeat_interval_ms = 300;
+            g.idle_timeout_ms = 10_000;
+        },
+    )
+    .await;
+    let ada = server.user("ada").await;
+    let (mut renewed, _) = server.join(&ada, json!({})).await;
+    let (mut lapsing, _) = server.join(&ada, json!({})).await;
+    let actor = server.actor(&ada).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A fresh token of the same session: what a client gets from POST /v1/auth/refresh.
+    let fresh = server.core.auth.issue_access_token(&actor).unwrap();
+    let ack = renewed
+        .request(json!({"type": "auth.refresh", "access_token": fresh}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let other = server.user("bob").await;
+    let ack = renewed
+        .request(json!({"type": "auth.refresh", "access_token": other.token}))
+        .await;
+    assert_eq!(ack["code"], "forbidden", "another user's token is refused");
+    let lapsed = lapsing.closed().await;
+    assert!(
+        lapsed.is_none_or(|c| c == 4001),
+        "the unrenewed connection closes when its token expires: {lapsed:?}"
+    );
+    assert_eq!(
+        renewed.request(json!({"type": "ping"})).await["type"],
+        "pong",
+        "the renewed one lives on"
+    );
+}
