@@ -129,6 +129,12 @@ pub async fn run(
     tracing::info!(%addr, database = ?store.backend(), "serving");
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    // Small frames (chat events, acks) go out at once rather than waiting on Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

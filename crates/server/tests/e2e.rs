@@ -640,6 +640,20 @@ async fn logs_are_json_when_asked_and_never_hold_passwords_or_tokens() {
             None,
         )
         .await;
+    let ws_url = format!(
+        "{}/v1/ws?access_token={token}",
+        server.url.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("the socket opens");
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"type":"hello","id":"1"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let _ = ws.close(None).await;
     server
         .post(
             "/v1/auth/login",

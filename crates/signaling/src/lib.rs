@@ -175,9 +175,13 @@ async fn upgrade(
         }
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
     };
+    // Small buffers that grow with use: most connections are idle most of the time,
+    // and the defaults (128 KiB each way) would make every one of them cost a quarter MiB.
     let ws = ws
         .max_message_size(gw.config.max_frame_bytes)
-        .max_frame_size(gw.config.max_frame_bytes);
+        .max_frame_size(gw.config.max_frame_bytes)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
     // A browser that offered subprotocols needs one chosen; the token entry never is.
     let ws = if offered.iter().any(|p| p == protocol::SUBPROTOCOL) {
         ws.protocols([protocol::SUBPROTOCOL])

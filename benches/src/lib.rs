@@ -1,0 +1,113 @@
+//! roost-bench: load tools that drive a real `roost serve` over loopback.
+//!
+//! - `fanout`: chat fan-out through the WebSocket gateway: deliveries per
+//!   second, send-to-delivery latency, memory per idle connection.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A `roost serve` started for a run, on a free port and a fresh data directory.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `binary` with generous rate limits (the tool registers many users
+    /// from one address) and the given extra environment.
+    pub fn start(binary: &Path, env: &[(&str, &str)]) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(binary);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("ROOST_LOG__LEVEL", "warn")
+            .env(
+                "ROOST_HTTP__RATE_LIMITS__REGISTER_PER_IP",
+                "{requests=1000000,period_secs=1}",
+            )
+            .env(
+                "ROOST_HTTP__RATE_LIMITS__LOGIN_PER_IP",
+                "{requests=1000000,period_secs=1}",
+            )
+            .env("ROOST_GATEWAY__REQUESTS_PER_SEC", "10000")
+            .env("ROOST_GATEWAY__REQUEST_BURST", "10000")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout is piped")).read_line(&mut line)?;
+        let url = line
+            .trim()
+            .strip_prefix("Roost is listening on ")
+            .ok_or_else(|| anyhow::anyhow!("unexpected first line from roost: {line:?}"))?
+            .to_owned();
+        Ok(Server {
+            child,
+            url,
+            _dir: dir,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory, in KiB, from `/proc`.
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{}/status", self.pid()))
+    }
+
+    /// The server's CPU time so far (user + system), in seconds, from `/proc`.
+    pub fn cpu_secs(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        let after_name = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // Fields 14 and 15 of stat (utime, stime), counted after the name's closing parenthesis.
+        let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        Ok((utime + stime) / 100.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `p`th percentile (0..=100) of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 51);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&[], 50.0), 0);
+    }
+}
