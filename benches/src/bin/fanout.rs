@@ -133,6 +133,20 @@ async fn main() -> anyhow::Result<()> {
         room_of.extend(std::iter::repeat_n(room_id, args.room_size));
     }
 
+    eprintln!("opening {} idle connections", args.idle);
+    // Measured first, on a fresh server, so memory freed by other phases cannot hide the cost.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = server.rss_kib()?;
+    let (idle_token, _) = register(&http, &server.url, "idle").await?;
+    let mut idle = Vec::with_capacity(args.idle);
+    for _ in 0..args.idle {
+        idle.push(open(&server.url, &idle_token).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = server.rss_kib()?;
+    let per_idle_kib = (rss_after.saturating_sub(rss_before)) as f64 / args.idle.max(1) as f64;
+    drop(idle);
+
     eprintln!("connecting {users} clients");
     let measuring = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
@@ -218,19 +232,6 @@ async fn main() -> anyhow::Result<()> {
     }
     latencies.sort_unstable();
     let deliveries = latencies.len() as f64;
-
-    eprintln!("opening {} idle connections", args.idle);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = server.rss_kib()?;
-    let (idle_token, _) = register(&http, &server.url, "idle").await?;
-    let mut idle = Vec::with_capacity(args.idle);
-    for _ in 0..args.idle {
-        idle.push(open(&server.url, &idle_token).await?);
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = server.rss_kib()?;
-    let per_idle_kib = (rss_after.saturating_sub(rss_before)) as f64 / args.idle.max(1) as f64;
-    drop(idle);
 
     let result = json!({
         "rooms": args.rooms, "room_size": args.room_size, "clients": users, "rate_per_client": args.rate,

@@ -100,8 +100,11 @@ impl From<CoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, code, message)
             }
             CoreError::Gone { message, .. } => ApiError::new(StatusCode::GONE, code, message),
+            CoreError::Unavailable(message) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            }
             e if e.is_unavailable() => {
-                tracing::error!("database pool timed out");
+                tracing::error!(error = %e, "the database is out of reach");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

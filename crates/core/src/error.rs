@@ -42,6 +42,9 @@ pub enum CoreError {
     /// A migration failed to apply.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A service Roost depends on (Redis) is out of reach for now; retry later.
+    #[error("{0}")]
+    Unavailable(Cow<'static, str>),
     /// Anything else that is our fault, not the caller's.
     #[error("internal error: {0}")]
     Internal(Cow<'static, str>),
@@ -76,13 +79,14 @@ impl CoreError {
         }
     }
 
-    /// Whether the database is out of reach for now (the caller may retry).
+    /// Whether the database or Redis is out of reach for now (the caller may retry).
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            CoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-            )
+            CoreError::Unavailable(_)
+                | CoreError::Database(
+                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+                )
         )
     }
 
@@ -95,6 +99,7 @@ impl CoreError {
             CoreError::NotFound(_) => "not_found",
             CoreError::Conflict { code, .. } => code,
             CoreError::Gone { code, .. } => code,
+            CoreError::Unavailable(_) => "unavailable",
             CoreError::Database(_) | CoreError::Migrate(_) | CoreError::Internal(_) => "internal",
         }
     }

@@ -156,7 +156,13 @@ impl Bus {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Replay {
     /// The events after the point, in order; `more` when the page was full.
-    Events { events: Vec<RoomEvent>, more: bool },
+    /// `read_to` is the last sequence number read, which may be past the last
+    /// event shown (an event whose message is gone shows nothing).
+    Events {
+        events: Vec<RoomEvent>,
+        more: bool,
+        read_to: u64,
+    },
     /// The point is older than the log keeps: reload the room; the log continues after `seq`.
     Reset { seq: u64 },
 }
@@ -188,6 +194,7 @@ impl EventLog {
             return Ok(Replay::Events {
                 events: Vec::new(),
                 more: false,
+                read_to: after,
             });
         };
         let last = last.max(0) as u64;
@@ -195,6 +202,7 @@ impl EventLog {
             return Ok(Replay::Events {
                 events: Vec::new(),
                 more: false,
+                read_to: after,
             });
         }
         // Events after `after` must all be kept: the first missing means a gap.
@@ -208,9 +216,11 @@ impl EventLog {
             .await?;
         let more = rows.len() as u64 == u64::from(limit)
             && rows.last().is_some_and(|r| (r.seq as u64) < last);
+        let read_to = rows.last().map_or(after, |r| r.seq.max(0) as u64);
         Ok(Replay::Events {
             events: self.materialise(room_id, rows).await?,
             more,
+            read_to,
         })
     }
 

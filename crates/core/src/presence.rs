@@ -22,7 +22,9 @@ use crate::events::{Bus, BusEvent, PresenceStatus};
 use crate::store::Store;
 
 /// How long a connection counts as live without a heartbeat.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// Connections renew every 10 s and the sweep runs every 10 s, so a dead
+/// node's users are announced offline within a minute of its death.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(45);
 
 type Local = Arc<Mutex<HashMap<Uuid, HashMap<Uuid, (PresenceStatus, i64)>>>>;
 
@@ -57,7 +59,8 @@ fn status_name(s: PresenceStatus) -> &'static str {
 }
 
 fn redis_err(e: redis::RedisError) -> CoreError {
-    CoreError::Internal(format!("presence in Redis: {e}").into())
+    tracing::warn!(error = %e, "presence in Redis");
+    CoreError::Unavailable("presence is unavailable while Redis is out of reach".into())
 }
 
 impl Presence {
@@ -188,6 +191,17 @@ impl Presence {
             Ok::<_, CoreError>((before, after))
         }
         .await;
+        if let (Ok((_, PresenceStatus::Offline)), Backend::Redis { conn, prefix }) =
+            (&result, &self.backend)
+        {
+            // Gone for good, not lapsed: the sweep has nothing left to announce.
+            let mut conn = conn.clone();
+            let _: redis::RedisResult<i64> = redis::cmd("ZREM")
+                .arg(format!("{prefix}presence:users"))
+                .arg(user.to_string())
+                .query_async(&mut conn)
+                .await;
+        }
         match result {
             Ok((before, after)) if before != after => self.announce(user, after).await,
             Ok(_) => {}

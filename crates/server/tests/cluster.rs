@@ -67,6 +67,16 @@ impl Node {
         req.send().await.unwrap().json().await.unwrap()
     }
 
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
     async fn readyz(&self) -> Value {
         reqwest::get(format!("{}/readyz", self.url))
             .await
@@ -309,6 +319,16 @@ async fn without_redis_each_node_serves_its_own_and_catches_up_when_it_returns()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(a.readyz().await["redis"], "unavailable");
+    let (_, me) = a.get("/v1/auth/me", &bob).await;
+    let bob_id = me["id"].as_str().unwrap().to_owned();
+    let (status, body) = a
+        .get(&format!("/v1/presence?user_ids={bob_id}"), &ada)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "presence lives in Redis: a clear, retryable error while it is away"
+    );
 
     ada_a.send(json!({"type": "message.send", "id": "1", "room_id": room, "body": "while Redis is away", "client_msg_id": "x"})).await;
     assert_eq!(

@@ -10,7 +10,9 @@ use roost_core::events::{Bus, BusEvent, RoomEventBody};
 use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
 
-use crate::protocol::close;
+use axum::extract::ws::Utf8Bytes;
+
+use crate::protocol::{close, ServerFrame};
 
 /// Why a connection must close: a close code and a reason.
 pub type Closing = Option<(u16, String)>;
@@ -18,7 +20,10 @@ pub type Closing = Option<(u16, String)>;
 /// What the hub hands a connection.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    Bus(Arc<BusEvent>),
+    /// A room event, with its frame's JSON made once for every recipient.
+    Room(Arc<BusEvent>, Utf8Bytes),
+    /// A presence update, ready to send.
+    Presence(Utf8Bytes),
     /// Events may have been lost on the way here: check every room against the log.
     Resync,
 }
@@ -29,8 +34,10 @@ struct Entry {
     tx: mpsc::Sender<Outbound>,
     close: watch::Sender<Closing>,
     rooms: HashSet<Uuid>,
-    /// Rooms left since registering: a stale room list must not re-add them.
-    left: HashSet<Uuid>,
+    /// Rooms left since registering, with the sequence number of the leaving
+    /// (`u64::MAX` for a deleted room): a room list read before that must not
+    /// re-add them.
+    left: HashMap<Uuid, u64>,
 }
 
 #[derive(Default)]
@@ -102,7 +109,7 @@ impl Hub {
                 tx,
                 close,
                 rooms: HashSet::new(),
-                left: HashSet::new(),
+                left: HashMap::new(),
             },
         );
         s.by_user.entry(user_id).or_default().insert(key);
@@ -117,8 +124,43 @@ impl Hub {
             return;
         };
         for room in rooms {
-            if !entry.left.contains(&room) && entry.rooms.insert(room) {
+            if !entry.left.contains_key(&room) && entry.rooms.insert(room) {
                 by_room.entry(room).or_default().insert(key);
+            }
+        }
+    }
+
+    /// Routes a room to a connection again, from a membership read from the
+    /// store when the room's log stood at `as_of`; unless the connection saw
+    /// the user leave after that. Returns whether the room is routed.
+    pub fn follow(&self, key: ConnKey, room: Uuid, as_of: u64) -> bool {
+        let mut s = self.lock();
+        let State { conns, by_room, .. } = &mut *s;
+        let Some(entry) = conns.get_mut(&key) else {
+            return false;
+        };
+        if entry.left.get(&room).is_some_and(|&at| at > as_of) {
+            return false;
+        }
+        entry.left.remove(&room);
+        if entry.rooms.insert(room) {
+            by_room.entry(room).or_default().insert(key);
+        }
+        true
+    }
+
+    /// Stops routing a room to a connection: the user left it at sequence `at`.
+    pub fn remove_room(&self, key: ConnKey, room: Uuid, at: u64) {
+        let mut s = self.lock();
+        if let Some(entry) = s.conns.get_mut(&key) {
+            entry.rooms.remove(&room);
+            let seen = entry.left.entry(room).or_insert(at);
+            *seen = (*seen).max(at);
+        }
+        if let Some(set) = s.by_room.get_mut(&room) {
+            set.remove(&key);
+            if set.is_empty() {
+                s.by_room.remove(&room);
             }
         }
     }
@@ -145,8 +187,31 @@ impl Hub {
     }
 
     /// How many connections this node holds.
+    /// Connections registered, including those writing their last frames.
     pub fn connections(&self) -> usize {
         self.lock().conns.len()
+    }
+
+    /// Connections registered and not closing.
+    pub fn open_connections(&self) -> usize {
+        self.lock()
+            .conns
+            .values()
+            .filter(|e| e.close.borrow().is_none())
+            .count()
+    }
+
+    /// Records why a connection is closing, if nothing has yet.
+    pub fn mark_closing(&self, key: ConnKey, code: u16, reason: &str) {
+        if let Some(entry) = self.lock().conns.get(&key) {
+            entry.close.send_if_modified(|c| {
+                let unset = c.is_none();
+                if unset {
+                    *c = Some((code, reason.to_owned()));
+                }
+                unset
+            });
+        }
     }
 
     /// Tells every connection to close with `code`.
@@ -190,8 +255,11 @@ impl Hub {
                     .flatten()
                     .copied()
                     .collect();
-                for key in &targets {
-                    deliver(&s, *key, &event);
+                if !targets.is_empty() {
+                    let text = frame_text(&ServerFrame::Event(Box::new(e.clone())));
+                    for key in &targets {
+                        deliver(&s, *key, Outbound::Room(event.clone(), text.clone()));
+                    }
                 }
                 // A leaver gets the event of their leaving, then nothing more of the room.
                 let gone: Vec<u64> = match &e.body {
@@ -208,7 +276,9 @@ impl Hub {
                 for key in gone {
                     if let Some(entry) = s.conns.get_mut(&key) {
                         entry.rooms.remove(&room);
-                        entry.left.insert(room);
+                        let at = e.seq.unwrap_or(u64::MAX);
+                        let seen = entry.left.entry(room).or_insert(at);
+                        *seen = (*seen).max(at);
                     }
                     if let Some(set) = s.by_room.get_mut(&room) {
                         set.remove(&key);
@@ -218,15 +288,25 @@ impl Hub {
                     }
                 }
             }
-            BusEvent::Presence { room_ids, .. } => {
+            BusEvent::Presence {
+                user_id,
+                status,
+                room_ids,
+            } => {
                 let targets: HashSet<u64> = room_ids
                     .iter()
                     .filter_map(|r| s.by_room.get(r))
                     .flatten()
                     .copied()
                     .collect();
-                for key in targets {
-                    deliver(&s, key, &event);
+                if !targets.is_empty() {
+                    let text = frame_text(&ServerFrame::PresenceUpdate {
+                        user_id: *user_id,
+                        status: *status,
+                    });
+                    for key in targets {
+                        deliver(&s, key, Outbound::Presence(text.clone()));
+                    }
                 }
             }
             BusEvent::Resync => {
@@ -253,11 +333,15 @@ impl Hub {
     }
 }
 
-fn deliver(s: &State, key: u64, event: &Arc<BusEvent>) {
+fn frame_text(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::to_string(frame).expect("server frames serialise"))
+}
+
+fn deliver(s: &State, key: u64, out: Outbound) {
     let Some(entry) = s.conns.get(&key) else {
         return;
     };
-    if entry.tx.try_send(Outbound::Bus(event.clone())).is_err() {
+    if entry.tx.try_send(out).is_err() {
         entry.close.send_replace(Some((
             close::SLOW_CONSUMER,
             "too slow reading events".into(),

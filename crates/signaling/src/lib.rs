@@ -48,6 +48,10 @@ pub struct GatewayConfig {
     pub idle_timeout_ms: u64,
     /// Browser origins allowed besides the server's own.
     pub allowed_origins: Vec<String>,
+    /// How often each connection checks its session and rooms against the
+    /// store, whatever the bus delivered: the bound on how late an event lost
+    /// on the way (or a revocation) can be noticed.
+    pub reconcile_interval_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -62,6 +66,7 @@ impl Default for GatewayConfig {
             heartbeat_interval_ms: 15_000,
             idle_timeout_ms: 30_000,
             allowed_origins: Vec::new(),
+            reconcile_interval_ms: 30_000,
         }
     }
 }

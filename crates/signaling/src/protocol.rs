@@ -25,7 +25,7 @@ pub mod close {
     pub const SERVICE_RESTART: u16 = 1012;
     /// A frame was larger than the limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// The client kept breaking the rate limit, or sent binary frames.
+    /// The client kept breaking the rate limit.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// The session ended: logout, account disabled, or the access token expired unrenewed.
     pub const SESSION_ENDED: u16 = 4001;

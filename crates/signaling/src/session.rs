@@ -2,7 +2,7 @@
 //! `nack`, and streams the rooms' events in order with no gap and no
 //! duplicate, filling any gap from the room's log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use roost_core::chat::Outgoing;
 use roost_core::events::{BusEvent, PresenceStatus, Replay, RoomEvent, RoomEventBody};
 use roost_core::CoreError;
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::hub::{Closing, ConnKey, Outbound};
@@ -23,15 +23,28 @@ use crate::Gateway;
 
 /// Events read from the log per query while resuming or filling a gap.
 const REPLAY_PAGE: u32 = 500;
+/// How long an event that arrived ahead of its predecessor waits for it
+/// before the gap is read from the log. Concurrent sends in one room commit
+/// in sequence order but may reach the bus in another; the wait absorbs that
+/// without a read per recipient.
+const HOLD_FOR: Duration = Duration::from_millis(200);
+/// The most events held back per room before the gap is read at once.
+const HOLD_MAX: usize = 64;
+/// How long the close frame of a connection cut off for not reading waits
+/// for the client to read again, before the connection is dropped without it.
+const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(10);
 /// Typing events per room and connection are published at most this often.
 const TYPING_EVERY: Duration = Duration::from_secs(2);
+/// How often a connection renews its presence (the TTL is 45 s).
+const PRESENCE_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves one connection until it closes.
 pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
     let connection_id = Uuid::new_v4();
     let (sink, mut stream) = socket.split();
     let (out_tx, out_rx) = mpsc::channel::<Message>(gw.config.outbound_queue);
-    let mut writer = tokio::spawn(write_loop(sink, out_rx));
+    let (last_tx, last_rx) = oneshot::channel::<Message>();
+    let mut writer = tokio::spawn(write_loop(sink, out_rx, last_rx));
     let (hub_tx, mut hub_rx) = mpsc::channel(gw.config.outbound_queue);
     let (close_tx, mut close_rx) = watch::channel::<Closing>(None);
     let key = gw
@@ -49,6 +62,7 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
         connection_id,
         out: out_tx,
         cursors: HashMap::new(),
+        held: HashMap::new(),
         started: false,
         limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
         violations: VecDeque::new(),
@@ -58,7 +72,9 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
     };
     let closing = session.serve(&mut stream, &mut hub_rx, &mut close_rx).await;
 
+    let mut grace = Duration::from_secs(2);
     if let Some((code, reason)) = closing {
+        gw.hub.mark_closing(key, code, &reason);
         if code == close::SERVICE_RESTART {
             let _ = session.send(&ServerFrame::Reconnect {
                 reason: reason.clone(),
@@ -68,16 +84,19 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
             code,
             reason: Utf8Bytes::from(reason),
         }));
-        if session.out.try_send(frame).is_err() {
-            // The queue is full: the client is not reading, so no close frame can reach it.
-            writer.abort();
+        if code == close::SLOW_CONSUMER {
+            // The client stopped reading. Should it read again, the close frame
+            // comes right after the frame being written, ahead of the rest.
+            let _ = last_tx.send(frame);
+            grace = SLOW_CONSUMER_GRACE;
+        } else if let Err(full) = session.out.try_send(frame) {
+            // Queued behind frames the client is not reading: jump the queue.
+            let _ = last_tx.send(full.into_inner());
+            grace = SLOW_CONSUMER_GRACE;
         }
     }
     drop(session);
-    if tokio::time::timeout(Duration::from_secs(2), &mut writer)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, &mut writer).await.is_err() {
         writer.abort();
     }
     // Only now, with the last frames written, does the node stop counting this connection:
@@ -90,13 +109,31 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
     tracing::debug!(%connection_id, "socket closed");
 }
 
+/// Writes queued frames in order; a frame on `last` jumps the queue and ends
+/// the connection.
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Message>,
+    last: oneshot::Receiver<Message>,
 ) {
-    while let Some(msg) = rx.recv().await {
-        let last = matches!(msg, Message::Close(_));
-        if sink.send(msg).await.is_err() || last {
+    let mut last = Some(last);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            frame = async { last.as_mut().expect("polled only while present").await }, if last.is_some() => match frame {
+                Ok(frame) => frame,
+                Err(_) => {
+                    last = None;
+                    continue;
+                }
+            },
+            msg = rx.recv() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+        };
+        let is_close = matches!(msg, Message::Close(_));
+        if sink.send(msg).await.is_err() || is_close {
             break;
         }
     }
@@ -111,6 +148,8 @@ struct Session {
     out: mpsc::Sender<Message>,
     /// Per room: the sequence number of the last event sent.
     cursors: HashMap<Uuid, u64>,
+    /// Per room: live events that arrived ahead of a gap, by sequence number.
+    held: HashMap<Uuid, Held>,
     started: bool,
     limiter: DefaultDirectRateLimiter,
     violations: VecDeque<Instant>,
@@ -118,6 +157,22 @@ struct Session {
     last_seen: Instant,
     /// What this connection last said of its presence.
     status: PresenceStatus,
+}
+
+/// Events of one room waiting for an earlier one.
+struct Held {
+    since: Instant,
+    events: BTreeMap<u64, (RoomEvent, Option<Utf8Bytes>)>,
+}
+
+/// When the periodic checks last ran.
+struct Clocks {
+    /// How often the tick fires.
+    every: Duration,
+    idle: Duration,
+    ping: Instant,
+    presence: Instant,
+    reconcile: Instant,
 }
 
 /// Why serving stopped early: close with this code.
@@ -130,9 +185,19 @@ impl Session {
         hub_rx: &mut mpsc::Receiver<Outbound>,
         close_rx: &mut watch::Receiver<Closing>,
     ) -> Closing {
-        let mut tick = tokio::time::interval(self.gw.heartbeat() / 3);
+        let idle = Duration::from_millis(self.gw.config.idle_timeout_ms);
+        let every = (self.gw.heartbeat() / 3)
+            .min(idle / 10)
+            .max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_ping = Instant::now();
+        let mut clocks = Clocks {
+            every,
+            idle,
+            ping: Instant::now(),
+            presence: Instant::now(),
+            reconcile: Instant::now(),
+        };
         loop {
             let step: Result<(), Stop> = tokio::select! {
                 biased;
@@ -150,27 +215,53 @@ impl Session {
                     }
                 },
                 Some(out) = hub_rx.recv() => self.on_outbound(out).await,
-                _ = tick.tick() => {
-                    let idle = Duration::from_millis(self.gw.config.idle_timeout_ms);
-                    if self.last_seen.elapsed() > idle {
-                        Err((close::HEARTBEAT_TIMEOUT, "no frame within the idle timeout".into()))
-                    } else if chrono::Utc::now().timestamp() > self.actor.expires_at {
-                        Err((close::SESSION_ENDED, "the access token expired; reconnect with a fresh one".into()))
-                    } else {
-                                                self.gw.core.presence.heartbeat(self.actor.user_id, self.connection_id, self.status).await;
-                        if last_ping.elapsed() >= self.gw.heartbeat() {
-                            last_ping = Instant::now();
-                            self.push(Message::Ping(Default::default()))
-                        } else {
-                            Ok(())
-                        }
-                    }
+                _ = tokio::time::sleep_until(self.hold_deadline()), if !self.held.is_empty() => {
+                    self.fill_overdue_gaps().await
                 }
+                _ = tick.tick() => self.on_tick(&mut clocks).await,
             };
             if let Err(stop) = step {
                 return Some(stop);
             }
         }
+    }
+
+    /// The periodic checks: idleness, token expiry, presence renewal,
+    /// reconciling with the store, and the server's pings.
+    async fn on_tick(&mut self, clocks: &mut Clocks) -> Result<(), Stop> {
+        // Checked a tick early, so a silent connection is closed within the timeout.
+        if self.last_seen.elapsed() + clocks.every > clocks.idle {
+            return Err((
+                close::HEARTBEAT_TIMEOUT,
+                "no frame within the idle timeout".into(),
+            ));
+        }
+        if chrono::Utc::now().timestamp() > self.actor.expires_at {
+            return Err((
+                close::SESSION_ENDED,
+                "the access token expired; reconnect with a fresh one".into(),
+            ));
+        }
+        if clocks.presence.elapsed() >= PRESENCE_EVERY {
+            clocks.presence = Instant::now();
+            self.gw
+                .core
+                .presence
+                .heartbeat(self.actor.user_id, self.connection_id, self.status)
+                .await;
+        }
+        if self.started
+            && clocks.reconcile.elapsed()
+                >= Duration::from_millis(self.gw.config.reconcile_interval_ms)
+        {
+            clocks.reconcile = Instant::now();
+            self.reconcile().await?;
+        }
+        if clocks.ping.elapsed() >= self.gw.heartbeat() {
+            clocks.ping = Instant::now();
+            self.push(Message::Ping(Default::default()))?;
+        }
+        Ok(())
     }
 
     /// Queues a frame for the writer; a full queue means the client stopped reading.
@@ -188,13 +279,8 @@ impl Session {
     async fn on_frame(&mut self, msg: Message) -> Result<(), Stop> {
         self.last_seen = Instant::now();
         let text = match msg {
-            Message::Text(t) => t,
-            Message::Binary(_) => {
-                return self.send(&ServerFrame::Error {
-                    code: "binary_not_supported".into(),
-                    message: "protocol v1 uses JSON text frames".into(),
-                });
-            }
+            Message::Text(t) => Some(t),
+            Message::Binary(_) => None,
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Ok(()),
         };
         if self.limiter.check().is_err() {
@@ -214,9 +300,9 @@ impl Session {
                     "request rate limit broken persistently".into(),
                 ));
             }
-            let id = protocol::parse(text.as_str())
-                .map(|f| f.id().to_owned())
-                .ok();
+            let id = text
+                .as_ref()
+                .and_then(|t| protocol::parse(t.as_str()).map(|f| f.id().to_owned()).ok());
             return match id {
                 Some(id) => self.send(&ServerFrame::Nack {
                     id,
@@ -226,6 +312,12 @@ impl Session {
                 None => Ok(()),
             };
         }
+        let Some(text) = text else {
+            return self.send(&ServerFrame::Error {
+                code: "binary_not_supported".into(),
+                message: "protocol v1 uses JSON text frames".into(),
+            });
+        };
         match protocol::parse(text.as_str()) {
             Ok(frame) => self.on_request(frame).await,
             Err(answer) => self.send(&answer),
@@ -403,14 +495,17 @@ impl Session {
         self.started = true;
         for (room, after) in resume {
             if let Some(cursor) = self.cursors.get_mut(&room) {
-                *cursor = after;
+                // A point beyond the room's end would silence the room on this connection.
+                *cursor = after.min(*cursor);
                 self.catch_up(room, u64::MAX).await?;
             }
         }
         Ok(())
     }
 
-    /// Sends a room's logged events after its cursor, up to `until`.
+    /// Sends a room's logged events after its cursor, up to `until`. Waits for
+    /// room in the client's queue rather than overflowing it: a long replay
+    /// slows only this connection.
     async fn catch_up(&mut self, room: Uuid, until: u64) -> Result<(), Stop> {
         loop {
             let Some(&after) = self.cursors.get(&room) else {
@@ -420,15 +515,24 @@ impl Session {
                 return Ok(());
             }
             match self.gw.core.events.replay(room, after, REPLAY_PAGE).await {
-                Ok(Replay::Events { events, more }) => {
-                    let got = !events.is_empty();
+                Ok(Replay::Events {
+                    events,
+                    more,
+                    read_to,
+                }) => {
                     for e in events {
                         if e.seq.is_some_and(|s| s > until) {
                             return Ok(());
                         }
-                        self.deliver(&e)?;
+                        if let Some(msg) = self.next_frame(&e, None) {
+                            self.push_wait(msg).await?;
+                        }
                     }
-                    if !more || !got {
+                    // Events that show nothing (their message is gone) are read past too.
+                    if let Some(cursor) = self.cursors.get_mut(&room) {
+                        *cursor = (*cursor).max(read_to.min(until));
+                    }
+                    if !more {
                         return Ok(());
                     }
                 }
@@ -437,30 +541,99 @@ impl Session {
                     return self.send(&ServerFrame::ResumeReset { room_id: room, seq });
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, %room, "reading the room log failed; the next event retries");
+                    // The cursor stays put: the reconcile tick or the next event reads again.
+                    tracing::warn!(error = %e, %room, "reading the room log failed");
                     return Ok(());
                 }
             }
         }
     }
 
-    /// Sends one event if it is the next of its room, and moves the cursor.
-    fn deliver(&mut self, e: &RoomEvent) -> Result<(), Stop> {
+    /// Queues a frame, waiting up to a while for room; a client that takes
+    /// longer than that is a slow consumer.
+    async fn push_wait(&self, msg: Message) -> Result<(), Stop> {
+        match tokio::time::timeout(Duration::from_secs(10), self.out.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err((close::SLOW_CONSUMER, "too slow reading frames".into())),
+        }
+    }
+
+    /// The frame for an event if it is the next of its room (moving the
+    /// cursor), or `None` if it was already sent.
+    fn next_frame(&mut self, e: &RoomEvent, text: Option<Utf8Bytes>) -> Option<Message> {
         if let Some(seq) = e.seq {
             let cur = self.cursors.get(&e.room_id).copied();
             if cur.is_some_and(|c| seq <= c) {
-                return Ok(());
+                return None;
             }
             self.cursors.insert(e.room_id, seq);
         }
-        self.send(&ServerFrame::Event(Box::new(e.clone())))?;
+        let text = text.unwrap_or_else(|| {
+            Utf8Bytes::from(
+                serde_json::to_string(&ServerFrame::Event(Box::new(e.clone())))
+                    .expect("frames serialise"),
+            )
+        });
         let gone = match &e.body {
             RoomEventBody::MemberLeft { user_id, .. } => *user_id == self.actor.user_id,
             RoomEventBody::RoomDeleted {} => true,
             _ => false,
         };
         if gone {
+            // Nothing more of this room reaches this connection.
             self.cursors.remove(&e.room_id);
+            self.gw
+                .hub
+                .remove_room(self.key, e.room_id, e.seq.unwrap_or(u64::MAX));
+        }
+        Some(Message::Text(text))
+    }
+
+    /// Sends one live event if it is the next of its room.
+    fn deliver(&mut self, e: &RoomEvent, text: Option<Utf8Bytes>) -> Result<(), Stop> {
+        match self.next_frame(e, text) {
+            Some(msg) => self.push(msg),
+            None => Ok(()),
+        }
+    }
+
+    /// Every so often, and whatever the bus did: the session is still valid,
+    /// the rooms followed are the user's rooms, and nothing logged was missed.
+    async fn reconcile(&mut self) -> Result<(), Stop> {
+        let store = &self.gw.core.store;
+        match store.session(&self.actor.session_id.to_string()).await {
+            Ok(Some(s)) if s.revoked_at.is_none() && s.disabled == 0 => {}
+            Ok(_) => return Err((close::SESSION_ENDED, "session ended".into())),
+            Err(_) => return Ok(()),
+        }
+        let Ok(rooms) = store
+            .room_seqs_of_user(&self.actor.user_id.to_string())
+            .await
+        else {
+            return Ok(());
+        };
+        let now: HashMap<Uuid, u64> = rooms
+            .into_iter()
+            .filter_map(|(id, seq)| Some((Uuid::parse_str(&id).ok()?, seq.max(0) as u64)))
+            .collect();
+        let followed: Vec<Uuid> = self.cursors.keys().copied().collect();
+        for room in followed {
+            if !now.contains_key(&room) {
+                self.cursors.remove(&room);
+                self.gw.hub.remove_room(self.key, room, 0);
+            }
+        }
+        for (room, last) in now {
+            match self.cursors.get(&room).copied() {
+                Some(c) if c < last => self.catch_up(room, last).await?,
+                Some(_) => {}
+                // Joined without this connection hearing of it: follow from here on.
+                None => {
+                    if self.gw.hub.follow(self.key, room, last) {
+                        self.cursors.insert(room, last);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -478,36 +651,130 @@ impl Session {
                 }
                 Ok(())
             }
-            Outbound::Bus(event) => match &*event {
-                BusEvent::Room(e) => self.on_room_event(e).await,
-                BusEvent::Presence {
-                    user_id, status, ..
-                } => self.send(&ServerFrame::PresenceUpdate {
-                    user_id: *user_id,
-                    status: *status,
-                }),
-                BusEvent::SessionsRevoked { .. } | BusEvent::Resync => Ok(()),
+            Outbound::Room(event, text) => match &*event {
+                BusEvent::Room(e) => self.on_room_event(e, Some(text)).await,
+                _ => Ok(()),
             },
+            Outbound::Presence(text) => self.push(Message::Text(text)),
         }
     }
 
-    async fn on_room_event(&mut self, e: &RoomEvent) -> Result<(), Stop> {
+    /// A live event; `text` is its frame, made once by the hub for every recipient.
+    async fn on_room_event(&mut self, e: &RoomEvent, text: Option<Utf8Bytes>) -> Result<(), Stop> {
         let Some(seq) = e.seq else {
-            return self.deliver(e);
-        };
-        match self.cursors.get(&e.room_id).copied() {
-            // A room joined since hello: its stream starts here.
-            None => {
-                self.cursors.insert(e.room_id, seq.saturating_sub(1));
-                self.deliver(e)
+            // Typing and read receipts: only for rooms this connection follows.
+            if self.cursors.contains_key(&e.room_id)
+                || matches!(e.body, RoomEventBody::RoomDeleted {})
+            {
+                return self.deliver(e, text);
             }
-            Some(c) if seq <= c => Ok(()),
-            Some(c) if seq == c + 1 => self.deliver(e),
-            // Something went missing on the way: read it from the log first.
-            Some(_) => {
-                self.catch_up(e.room_id, seq - 1).await?;
-                self.deliver(e)
+            return Ok(());
+        };
+        let Some(c) = self.cursors.get(&e.room_id).copied() else {
+            // A room not followed: start only with this user's own joining.
+            let mine = matches!(&e.body, RoomEventBody::MemberJoined { member } if member.user.id == self.actor.user_id);
+            if mine {
+                self.cursors.insert(e.room_id, seq.saturating_sub(1));
+                return self.deliver(e, text);
+            }
+            return Ok(());
+        };
+        if seq <= c {
+            return Ok(());
+        }
+        if seq > c + 1 {
+            // An earlier event is still on its way (or was lost): hold this one.
+            let held = self.held.entry(e.room_id).or_insert_with(|| Held {
+                since: Instant::now(),
+                events: BTreeMap::new(),
+            });
+            held.events.insert(seq, (e.clone(), text));
+            if held.events.len() >= HOLD_MAX {
+                return self.fill_gap(e.room_id).await;
+            }
+            return Ok(());
+        }
+        self.deliver(e, text)?;
+        self.release(e.room_id)
+    }
+
+    /// Sends the held events of a room that are now next in line, and drops
+    /// those already sent.
+    fn release(&mut self, room: Uuid) -> Result<(), Stop> {
+        let Some(held) = self.held.get_mut(&room) else {
+            return Ok(());
+        };
+        let mut ready = Vec::new();
+        let mut next = match self.cursors.get(&room) {
+            Some(c) => *c + 1,
+            None => {
+                self.held.remove(&room);
+                return Ok(());
+            }
+        };
+        while let Some(entry) = held.events.first_entry() {
+            let seq = *entry.key();
+            if seq < next {
+                entry.remove();
+            } else if seq == next {
+                ready.push(entry.remove());
+                next += 1;
+            } else {
+                break;
             }
         }
+        if held.events.is_empty() {
+            self.held.remove(&room);
+        }
+        for (e, text) in ready {
+            self.deliver(&e, text)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a room's gap from the log, then sends what was held behind it.
+    async fn fill_gap(&mut self, room: Uuid) -> Result<(), Stop> {
+        let last = self
+            .held
+            .get(&room)
+            .and_then(|h| h.events.keys().next_back().copied());
+        if let Some(last) = last {
+            self.catch_up(room, last).await?;
+        }
+        self.release(room)?;
+        if let Some(h) = self.held.get_mut(&room) {
+            // The log could not be read: try again a while later, unless too much is waiting.
+            if h.events.len() < HOLD_MAX * 4 {
+                h.since = Instant::now();
+            } else if let Some(h) = self.held.remove(&room) {
+                for (_, (e, text)) in h.events {
+                    self.deliver(&e, text)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn hold_deadline(&self) -> tokio::time::Instant {
+        let oldest = self
+            .held
+            .values()
+            .map(|h| h.since)
+            .min()
+            .unwrap_or_else(Instant::now);
+        (oldest + HOLD_FOR).into()
+    }
+
+    async fn fill_overdue_gaps(&mut self) -> Result<(), Stop> {
+        let overdue: Vec<Uuid> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.since.elapsed() >= HOLD_FOR)
+            .map(|(room, _)| *room)
+            .collect();
+        for room in overdue {
+            self.fill_gap(room).await?;
+        }
+        Ok(())
     }
 }

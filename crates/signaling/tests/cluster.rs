@@ -70,3 +70,46 @@ async fn messages_typing_reads_and_presence_cross_nodes() {
     assert_eq!(a_on_b.closed().await, Some(4001), "on the other node");
     assert_eq!(a.closed().await, Some(4001), "and on its own");
 }
+
+#[tokio::test]
+async fn a_dead_nodes_users_are_announced_offline_by_a_live_one() {
+    let (a_node, b_node) = TestServer::pair().await;
+    let ada = a_node.user("ada").await;
+    let bob = a_node.user("bob").await;
+    a_node.room(&ada, &[&bob]).await;
+    let (mut b, _) = b_node.join(&bob, json!({})).await;
+
+    // Ada comes online through node A's presence, with a short TTL; then node A
+    // dies: nothing renews her entry and nothing says goodbye.
+    let cluster = a_node.core.cluster.clone().expect("a clustered node");
+    let dying = roost_core::presence::Presence::redis(
+        &cluster,
+        a_node.core.store.clone(),
+        a_node.core.bus.clone(),
+        std::time::Duration::from_millis(800),
+    );
+    let ada_id: uuid::Uuid = ada.id.parse().unwrap();
+    dying.connect(ada_id, uuid::Uuid::new_v4()).await;
+    loop {
+        let p = b.next_of("presence.update").await;
+        if p["user_id"] == ada.id.as_str() {
+            assert_eq!(p["status"], "online");
+            break;
+        }
+    }
+    assert_eq!(
+        b_node.core.presence.statuses(&[ada_id]).await.unwrap()[&ada_id],
+        roost_core::events::PresenceStatus::Online
+    );
+
+    // Node B's sweep (every 10 s in `roost serve`) finds the lapsed entry.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    b_node.core.presence.sweep().await;
+    let p = b.next_of("presence.update").await;
+    assert_eq!(p["user_id"], ada.id.as_str());
+    assert_eq!(p["status"], "offline");
+    assert_eq!(
+        b_node.core.presence.statuses(&[ada_id]).await.unwrap()[&ada_id],
+        roost_core::events::PresenceStatus::Offline
+    );
+}

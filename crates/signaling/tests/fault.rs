@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::{Client, TestServer, User};
 use serde_json::{json, Value};
 
-const MEMBERS: usize = 4;
-const MESSAGES_EACH: usize = 12;
+const MEMBERS: usize = 5;
+const MESSAGES_EACH: usize = 16;
 /// Drops per member over the run, at random points.
 const DROP_EVERY: u64 = 4;
 
@@ -83,6 +83,13 @@ async fn run_member(
             let id = format!("s{i}-{}", rng.next() % 1000);
             let frame = json!({"type": "message.send", "id": id, "room_id": room, "body": format!("m{i}"), "client_msg_id": cid});
             c.send_raw(&frame.to_string()).await;
+            if rng.next() % DROP_EVERY == 0 {
+                // The network goes away with the request in flight: it may or may not
+                // have been stored, its answer is lost, and the client retries.
+                drop(c);
+                c = connect(&nodes, &mut rng, &m, &room).await;
+                continue;
+            }
             // Read until this request's answer; a drop here means: retry with the same client_msg_id.
             let answered = loop {
                 match c.next_within(Duration::from_secs(5)).await {

@@ -5,14 +5,29 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 fn status_of(err: WsError) -> u16 {
+    refusal(err).0
+}
+
+/// The status and error code of a refused upgrade.
+fn refusal(err: WsError) -> (u16, String) {
     match err {
-        WsError::Http(res) => res.status().as_u16(),
+        WsError::Http(res) => {
+            let body: Value = res
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            (
+                res.status().as_u16(),
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        }
         other => panic!("expected an HTTP refusal, got {other}"),
     }
 }
@@ -26,7 +41,7 @@ async fn the_upgrade_needs_a_valid_token_and_an_allowed_origin() {
     let err = tokio_tungstenite::connect_async(server.url())
         .await
         .unwrap_err();
-    assert_eq!(status_of(err), 401, "no token");
+    assert_eq!(refusal(err), (401, "unauthorized".into()), "no token");
     let err = tokio_tungstenite::connect_async(format!("{}?access_token=garbage", server.url()))
         .await
         .unwrap_err();
@@ -49,7 +64,7 @@ async fn the_upgrade_needs_a_valid_token_and_an_allowed_origin() {
     let err = tokio_tungstenite::connect_async(with_origin("https://evil.example.com"))
         .await
         .unwrap_err();
-    assert_eq!(status_of(err), 403);
+    assert_eq!(refusal(err), (403, "origin_not_allowed".into()));
     tokio_tungstenite::connect_async(with_origin("https://chat.example.org"))
         .await
         .expect("an allowed origin");
@@ -58,14 +73,52 @@ async fn the_upgrade_needs_a_valid_token_and_an_allowed_origin() {
         .await
         .expect("the server's own origin");
 
-    // A revoked session cannot connect.
-    let actor = server.actor(&ada).await;
-    server.core.auth.logout(&actor).await.unwrap();
-    let err =
-        tokio_tungstenite::connect_async(format!("{}?access_token={}", server.url(), ada.token))
-            .await
-            .unwrap_err();
-    assert_eq!(status_of(err), 401);
+    // A plain HTTP request is not an upgrade.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let req = format!(
+            "GET /v1/ws?access_token={} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            ada.token, server.addr
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("\"not_websocket\""), "{answer}");
+    }
+
+    // A second session of the same user, about to be logged out.
+    let second = server
+        .core
+        .auth
+        .login(
+            "ada@example.org",
+            "a perfectly fine passphrase",
+            &roost_core::auth::ClientInfo::default(),
+        )
+        .await
+        .unwrap()
+        .tokens
+        .access_token;
+    let (mut open, _) = server.join(&ada, json!({})).await;
+    let second_actor = server.core.auth.authenticate(&second).await.unwrap();
+    server.core.auth.logout(&second_actor).await.unwrap();
+    let err = tokio_tungstenite::connect_async(format!("{}?access_token={second}", server.url()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refusal(err),
+        (401, "session_revoked".into()),
+        "a revoked session cannot connect"
+    );
+    let nack = open
+        .request(json!({"type": "auth.refresh", "access_token": second}))
+        .await;
+    assert_eq!(
+        nack["code"], "session_revoked",
+        "nor renew a socket: {nack}"
+    );
 }
 
 #[tokio::test]
@@ -508,4 +561,211 @@ async fn shutting_down_tells_clients_to_reconnect() {
         "server shutting down"
     );
     assert_eq!(a.closed().await, Some(1012));
+}
+
+#[tokio::test]
+async fn settings_changes_deletion_and_the_remaining_nacks_over_the_socket() {
+    let server = TestServer::start().await;
+    let ada = server.user("ada").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&ada, &[&bob]).await;
+    let other = server.room(&ada, &[]).await;
+    let (mut a, _) = server.join(&ada, json!({})).await;
+    let (mut b, _) = server.join(&bob, json!({})).await;
+
+    let actor = server.actor(&ada).await;
+    let patch = roost_core::rooms::RoomPatch {
+        name: Some("Renamed".into()),
+        ..Default::default()
+    };
+    server
+        .core
+        .rooms
+        .update(&actor, room.parse().unwrap(), patch)
+        .await
+        .unwrap();
+    let updated = b.next_of("room.updated").await;
+    assert_eq!(updated["room"]["name"], "Renamed");
+    assert!(updated["seq"].is_u64());
+    let renamed = b.next_of("message.new").await;
+    assert_eq!(renamed["message"]["data"]["event"], "room_renamed");
+
+    let ack = a
+        .request(
+            json!({"type": "message.send", "room_id": room, "body": "x", "client_msg_id": "k"}),
+        )
+        .await;
+    let id = ack["result"]["message"]["id"].as_str().unwrap().to_owned();
+    let res = a
+        .request(
+            json!({"type": "message.send", "room_id": other, "body": "x", "client_msg_id": "k"}),
+        )
+        .await;
+    assert_eq!(res["code"], "client_msg_id_reused");
+    a.request(json!({"type": "message.delete", "room_id": room, "message_id": id}))
+        .await;
+    let res = a
+        .request(json!({"type": "message.edit", "room_id": room, "message_id": id, "body": "back"}))
+        .await;
+    assert_eq!(res["code"], "message_deleted");
+
+    server
+        .core
+        .rooms
+        .delete(&actor, room.parse().unwrap())
+        .await
+        .unwrap();
+    let deleted = b.next_of("room.deleted").await;
+    assert_eq!(deleted["room_id"], room.as_str());
+    assert!(deleted.get("seq").is_none());
+    let res = b.request(json!({"type": "message.send", "room_id": room, "body": "anyone?", "client_msg_id": "z"})).await;
+    assert_eq!(res["code"], "not_found");
+}
+
+#[tokio::test]
+async fn an_event_lost_on_the_way_is_read_from_the_log_before_later_ones() {
+    let server = TestServer::start().await;
+    let ada = server.user("ada").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&ada, &[&bob]).await;
+    let (mut a, _) = server.join(&ada, json!({})).await;
+    let (mut b, _) = server.join(&bob, json!({})).await;
+    // A message stored but never published, as when a node dies between commit and publish.
+    let id = uuid::Uuid::now_v7().to_string();
+    let sent = server
+        .core
+        .store
+        .insert_message(&roost_core::store::NewMessage {
+            id: &id,
+            room_id: &room,
+            sender_id: &ada.id,
+            client_msg_id: "lost",
+            body: "never published",
+            reply_to: None,
+            now: chrono::Utc::now().timestamp_millis(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(sent, roost_core::store::Sent::Created(_)));
+    a.request(
+        json!({"type": "message.send", "room_id": room, "body": "published", "client_msg_id": "p"}),
+    )
+    .await;
+    let first = b.next_of("message.new").await;
+    let second = b.next_of("message.new").await;
+    assert_eq!(
+        first["message"]["body"], "never published",
+        "the gap is filled first"
+    );
+    assert_eq!(second["message"]["body"], "published");
+    assert_eq!(
+        second["seq"].as_u64().unwrap(),
+        first["seq"].as_u64().unwrap() + 1
+    );
+}
+
+#[tokio::test]
+async fn events_published_out_of_order_are_delivered_in_order() {
+    let server = TestServer::start().await;
+    let ada = server.user("ada").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&ada, &[&bob]).await;
+    let (mut b, _) = server.join(&bob, json!({})).await;
+    let room_id: uuid::Uuid = room.parse().unwrap();
+    let (before, _) = server
+        .core
+        .store
+        .event_bounds(&room)
+        .await
+        .unwrap()
+        .unwrap();
+    let before = before as u64;
+    // Two sends that committed in order but reach the bus the other way round,
+    // as concurrent sends in one room can.
+    for (i, body) in ["first", "second"].iter().enumerate() {
+        server
+            .core
+            .store
+            .insert_message(&roost_core::store::NewMessage {
+                id: &uuid::Uuid::now_v7().to_string(),
+                room_id: &room,
+                sender_id: &ada.id,
+                client_msg_id: &format!("c{i}"),
+                body,
+                reply_to: None,
+                now: chrono::Utc::now().timestamp_millis(),
+            })
+            .await
+            .unwrap();
+    }
+    let roost_core::events::Replay::Events { events, .. } = server
+        .core
+        .events
+        .replay(room_id, before, 10)
+        .await
+        .unwrap()
+    else {
+        panic!("the log has the two events");
+    };
+    assert_eq!(events.len(), 2);
+    for e in events.into_iter().rev() {
+        server
+            .core
+            .bus
+            .publish(roost_core::events::BusEvent::Room(e));
+    }
+    let first = b.next_of("message.new").await;
+    let second = b.next_of("message.new").await;
+    assert_eq!(first["message"]["body"], "first");
+    assert_eq!(second["message"]["body"], "second");
+    assert_eq!(
+        second["seq"].as_u64().unwrap(),
+        first["seq"].as_u64().unwrap() + 1
+    );
+    let rest = b.drain(Duration::from_millis(400)).await;
+    assert!(
+        rest.iter().all(|f| f["type"] != "message.new"),
+        "nothing twice: {rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn reconciling_with_the_store_recovers_what_the_bus_lost() {
+    let server = TestServer::with(|c| c.reconcile_interval_ms = 300).await;
+    let ada = server.user("ada").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&ada, &[&bob]).await;
+    let (mut b, _) = server.join(&bob, json!({})).await;
+    // The last message of a quiet room, stored but never published: no later
+    // event reveals the gap, the periodic check does.
+    server
+        .core
+        .store
+        .insert_message(&roost_core::store::NewMessage {
+            id: &uuid::Uuid::now_v7().to_string(),
+            room_id: &room,
+            sender_id: &ada.id,
+            client_msg_id: "quiet",
+            body: "the last word",
+            reply_to: None,
+            now: chrono::Utc::now().timestamp_millis(),
+        })
+        .await
+        .unwrap();
+    let f = b.next_of("message.new").await;
+    assert_eq!(f["message"]["body"], "the last word");
+
+    // A revocation whose news never reached this node.
+    let actor = server.actor(&bob).await;
+    let revoked = server
+        .core
+        .store
+        .revoke_session(
+            &actor.session_id.to_string(),
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await
+        .unwrap();
+    assert!(revoked);
+    assert_eq!(b.closed().await, Some(4001));
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{SilentClient, TestServer};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -38,7 +38,7 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_others() {
     let body = "x".repeat(3900);
     let mut sent = 0;
     let started = std::time::Instant::now();
-    while server.gateway.hub.connections() > 1 && sent < 4000 {
+    while server.gateway.hub.open_connections() > 1 && sent < 4000 {
         let out = roost_core::chat::Outgoing {
             body: body.clone(),
             client_msg_id: format!("f{sent}"),
@@ -56,13 +56,13 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_others() {
         assert_eq!(f["message"]["client_msg_id"], format!("f{}", sent - 1));
     }
     assert_eq!(
-        server.gateway.hub.connections(),
+        server.gateway.hub.open_connections(),
         1,
-        "the slow reader was disconnected after {sent} messages"
+        "the slow reader is being disconnected after {sent} messages"
     );
     assert!(started.elapsed() < Duration::from_secs(60));
 
-    // What the slow client finds when it reads again: buffered frames, then the end.
+    // What the slow client finds when it reads again: buffered frames, then why it was cut off.
     let mut ended_with = None;
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), slow_ws.next()).await {
         match msg {
@@ -74,10 +74,15 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_others() {
             Err(_) => break,
         }
     }
-    assert!(
-        ended_with.is_none_or(|code| code == 4008),
-        "closed with {ended_with:?}"
-    );
+    assert_eq!(ended_with, Some(4008), "the slow reader is told why");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while server.gateway.hub.connections() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow reader is gone, the fast one stays"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         b.request(json!({"type": "ping"})).await["type"],
         "pong",
@@ -94,7 +99,8 @@ async fn a_silent_connection_is_closed_but_a_responsive_one_stays() {
     .await;
     let ada = server.user("ada").await;
     let (mut live, _) = server.join(&ada, json!({})).await;
-    let (mut silent, _) = server.join(&ada, json!({})).await;
+    let opened = std::time::Instant::now();
+    let mut silent = SilentClient::connect(&server, &ada).await;
     // The live client reads (and so answers the server's pings); the silent one does nothing.
     let _ = live.drain(Duration::from_millis(1500)).await;
     assert_eq!(live.request(json!({"type": "ping"})).await["type"], "pong");
@@ -103,10 +109,15 @@ async fn a_silent_connection_is_closed_but_a_responsive_one_stays() {
         1,
         "the silent connection was closed"
     );
-    // Its unanswered pings make the client's own pong writes fail before it reads
-    // the close frame, so the code is seen only when the frame wins that race.
-    let code = silent.closed().await;
-    assert!(code.is_none_or(|c| c == 4009), "closed with {code:?}");
+    assert_eq!(
+        silent.close_code(Duration::from_secs(5)).await,
+        Some(4009),
+        "the silent client is told why"
+    );
+    assert!(
+        opened.elapsed() < Duration::from_secs(3),
+        "closed within the idle timeout, not long after"
+    );
 }
 
 #[tokio::test]
@@ -120,8 +131,9 @@ async fn an_expiring_token_can_be_renewed_over_the_socket() {
     )
     .await;
     let ada = server.user("ada").await;
+    let issued = std::time::Instant::now();
     let (mut renewed, _) = server.join(&ada, json!({})).await;
-    let (mut lapsing, _) = server.join(&ada, json!({})).await;
+    let mut lapsing = SilentClient::connect(&server, &ada).await;
     let actor = server.actor(&ada).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // A fresh token of the same session: what a client gets from POST /v1/auth/refresh.
@@ -135,14 +147,45 @@ async fn an_expiring_token_can_be_renewed_over_the_socket() {
         .request(json!({"type": "auth.refresh", "access_token": other.token}))
         .await;
     assert_eq!(ack["code"], "forbidden", "another user's token is refused");
-    let lapsed = lapsing.closed().await;
-    assert!(
-        lapsed.is_none_or(|c| c == 4001),
-        "the unrenewed connection closes when its token expires: {lapsed:?}"
+    assert_eq!(
+        lapsing.close_code(Duration::from_secs(5)).await,
+        Some(4001),
+        "the unrenewed connection closes when its token expires"
     );
     assert_eq!(
         renewed.request(json!({"type": "ping"})).await["type"],
         "pong",
         "the renewed one lives on"
     );
+    // Past its expiry (whole seconds) and the 5 s clock-skew leeway, the lapsed
+    // token no longer opens a socket.
+    tokio::time::sleep_until((issued + Duration::from_millis(9_500)).into()).await;
+    let refused =
+        tokio_tungstenite::connect_async(format!("{}?access_token={}", server.url(), ada.token))
+            .await
+            .unwrap_err();
+    match refused {
+        tokio_tungstenite::tungstenite::Error::Http(res) => {
+            assert_eq!(res.status(), 401);
+            let body: serde_json::Value =
+                serde_json::from_slice(res.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "token_expired");
+        }
+        other => panic!("expected 401 for an expired token, got {other}"),
+    }
+    // Nor renews one.
+    let fresh = server.core.auth.issue_access_token(&actor).unwrap();
+    let (mut later, _) = server
+        .join(
+            &common::User {
+                id: ada.id.clone(),
+                token: fresh,
+            },
+            json!({}),
+        )
+        .await;
+    let nack = later
+        .request(json!({"type": "auth.refresh", "access_token": ada.token}))
+        .await;
+    assert_eq!(nack["code"], "token_expired", "{nack}");
 }

@@ -100,11 +100,15 @@ impl Store {
         Ok(row)
     }
 
-    /// Deletes up to `batch` events created before `before`; returns how many went.
+    /// Deletes up to `batch` events from the start of each room's log, up to
+    /// the room's newest event created before `before`: always a prefix, so the
+    /// kept log has no holes. Returns how many went.
     pub async fn prune_events(&self, before: i64, batch: i64) -> Result<u64> {
         let r = sqlx::query(
             "DELETE FROM room_events WHERE (room_id, seq) IN \
-             (SELECT room_id, seq FROM room_events WHERE created_at < $1 LIMIT $2)",
+             (SELECT e.room_id, e.seq FROM room_events e \
+              WHERE e.seq <= (SELECT MAX(o.seq) FROM room_events o WHERE o.room_id = e.room_id AND o.created_at < $1) \
+              ORDER BY e.room_id, e.seq LIMIT $2)",
         )
         .bind(before)
         .bind(batch)
