@@ -24,6 +24,7 @@ use crate::AppState;
                 routes::rooms::accept_invite, routes::rooms::open_dm,
         routes::messages::send, routes::messages::history, routes::messages::edit, routes::messages::remove,
                 routes::messages::read, routes::presence::presence,
+        routes::turn::credentials,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -33,6 +34,7 @@ use crate::AppState;
                 (name = "rooms", description = "Rooms, members, invites and direct messages"),
                 (name = "messages", description = "Messages, history and read markers"),
         (name = "presence", description = "Who is online"),
+        (name = "calls", description = "Voice and video calls: ICE servers and call records"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

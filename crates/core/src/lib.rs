@@ -7,6 +7,7 @@
 //! - [`users`]: profiles and account administration.
 //! - [`rooms`]: rooms, members, invites, direct messages.
 //! - [`pagination`]: cursor pages.
+//! - [`turn`]: time-limited TURN credentials for coturn.
 //!
 //! No HTTP, no WebRTC, no reading of the environment: configuration comes in
 //! as typed structs, and every IO edge but the database is elsewhere.
@@ -21,6 +22,7 @@ pub mod pagination;
 pub mod presence;
 pub mod rooms;
 pub mod store;
+pub mod turn;
 pub mod users;
 
 pub use error::{CoreError, Result};
@@ -31,6 +33,7 @@ use events::{Bus, EventLog};
 use pagination::PageLimits;
 use rooms::{Rooms, RoomsConfig};
 use store::Store;
+use turn::{Turn, TurnConfig};
 use users::Users;
 
 /// Everything the core needs at start-up.
@@ -40,6 +43,7 @@ pub struct CoreConfig {
     pub rooms: RoomsConfig,
     pub chat: ChatConfig,
     pub pages: PageLimits,
+    pub turn: TurnConfig,
 }
 
 /// The services, wired to one store. Cheap to clone.
@@ -53,6 +57,7 @@ pub struct Core {
     pub events: EventLog,
     pub bus: Bus,
     pub presence: presence::Presence,
+    pub turn: Turn,
     /// Redis, when this node is one of several.
     pub cluster: Option<cluster::Cluster>,
     pub pages: PageLimits,
@@ -97,6 +102,7 @@ impl Core {
             chat: Chat::new(store.clone(), publish, config.chat),
             events,
             presence: presence::Presence::local(store.clone(), bus.clone(), presence::DEFAULT_TTL),
+            turn: Turn::new(config.turn),
             bus,
             cluster: None,
             pages: config.pages,

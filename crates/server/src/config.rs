@@ -15,9 +15,13 @@ use roost_core::auth::AuthConfig;
 use roost_core::chat::ChatConfig;
 use roost_core::pagination::PageLimits;
 use roost_core::rooms::{RoomCreation, RoomsConfig};
+use roost_core::turn::TurnConfig;
 use roost_core::CoreConfig;
 use roost_signaling::GatewayConfig;
 use serde::{Deserialize, Serialize};
+
+/// The shortest TURN secret accepted: it is all that stands between strangers and the relay.
+const MIN_TURN_SECRET_BYTES: usize = 16;
 
 /// Everything `roost` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +48,13 @@ pub struct Config {
     pub room_creation: RoomCreation,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// TURN servers offered to clients (`turn:host:3478?transport=udp`, `turns:...`).
+    pub turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret`; set it in the environment (`ROOST_TURN_SECRET`).
+    /// Without it no TURN server is offered.
+    pub turn_secret: Option<String>,
+    /// Seconds an issued TURN credential stays valid.
+    pub turn_ttl: u64,
     pub log: LogConfig,
     pub auth: AuthSection,
     pub rooms: RoomsSection,
@@ -136,6 +147,9 @@ impl Default for Config {
             registration_open: true,
             room_creation: RoomCreation::Everyone,
             shutdown_grace_secs: 30,
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl: roost_core::turn::DEFAULT_TTL.as_secs(),
             log: LogConfig::default(),
             auth: AuthSection::default(),
             rooms: RoomsSection::default(),
@@ -307,6 +321,9 @@ impl Config {
         {
             bail!("invalid configuration: gateway.max_frame_bytes must be at least 1024, and gateway.outbound_queue, gateway.requests_per_sec and gateway.heartbeat_interval_ms positive");
         }
+        if g.reconcile_interval_ms < 1000 {
+            bail!("invalid configuration: gateway.reconcile_interval_ms must be at least 1000");
+        }
         if g.idle_timeout_ms <= g.heartbeat_interval_ms {
             bail!("invalid configuration: gateway.idle_timeout_ms must exceed gateway.heartbeat_interval_ms");
         }
@@ -319,6 +336,25 @@ impl Config {
             {
                 bail!("invalid configuration: http.cors_allowed_origins: {origin:?} is not an origin like https://example.org");
             }
+        }
+        for url in &self.turn_urls {
+            if !(url.starts_with("turn:") || url.starts_with("turns:") || url.starts_with("stun:"))
+            {
+                bail!(
+                    "invalid configuration: turn_urls: {url:?} is not a turn:, turns: or stun: URL"
+                );
+            }
+        }
+        if let Some(secret) = &self.turn_secret {
+            if secret.len() < MIN_TURN_SECRET_BYTES {
+                bail!("invalid configuration: turn_secret must be at least {MIN_TURN_SECRET_BYTES} bytes");
+            }
+            if self.turn_urls.is_empty() {
+                bail!("invalid configuration: turn_secret is set but turn_urls is empty");
+            }
+        }
+        if self.turn_ttl < 60 {
+            bail!("invalid configuration: turn_ttl must be at least 60 seconds");
         }
         if let Some(email) = &self.super_admin_email {
             roost_core::users::normalize_email(email).map_err(|_| {
@@ -367,6 +403,11 @@ impl Config {
                 default: self.pagination.default_limit,
                 max: self.pagination.max_limit,
             },
+            turn: TurnConfig {
+                urls: self.turn_urls.clone(),
+                secret: self.turn_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+                ttl: Duration::from_secs(self.turn_ttl),
+            },
         }
     }
 
@@ -375,6 +416,9 @@ impl Config {
         let mut shown = self.clone();
         if shown.jwt_secret.is_some() {
             shown.jwt_secret = Some("<redacted>".into());
+        }
+        if shown.turn_secret.is_some() {
+            shown.turn_secret = Some("<redacted>".into());
         }
         shown.database_url = Some(redact_url(&self.database_url()));
         shown.redis_url = self.redis_url.as_deref().map(redact_url);

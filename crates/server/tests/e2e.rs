@@ -412,8 +412,18 @@ fn config_check_layers_sources_and_redacts_secrets() {
         &[
             ("ROOST_LISTEN", "127.0.0.1:9100"),
             ("ROOST_HTTP__MAX_BODY_BYTES", "8192"),
+            ("ROOST_TURN_URLS", "[\"turn:turn.example.org:3478\"]"),
+            ("ROOST_TURN_SECRET", "coturn-shared-secret-from-env"),
         ],
         None,
+    );
+    assert!(
+        out.contains("turn:turn.example.org:3478"),
+        "lists from the environment: {out}"
+    );
+    assert!(
+        !out.contains("coturn-shared-secret"),
+        "the TURN secret is redacted: {out}"
     );
     assert!(
         out.contains("127.0.0.1:9100"),
@@ -450,7 +460,7 @@ fn config_check_layers_sources_and_redacts_secrets() {
 
 #[test]
 fn invalid_configuration_exits_non_zero_naming_the_key() {
-    let cases: [(&[(&str, &str)], &str); 4] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
         (&[("ROOST_LISTEN", "not an address")], "listen"),
         (&[("ROOST_JWT_SECRET", "too-short")], "jwt_secret"),
         (
@@ -458,6 +468,17 @@ fn invalid_configuration_exits_non_zero_naming_the_key() {
             "access_token_ttl_secs",
         ),
         (&[("ROOST_ROOM_CREATION", "nobody")], "room_creation"),
+        (
+            &[
+                ("ROOST_TURN_URLS", "[\"turn:t.example.org\"]"),
+                ("ROOST_TURN_SECRET", "short"),
+            ],
+            "turn_secret",
+        ),
+        (
+            &[("ROOST_TURN_URLS", "[\"http://t.example.org\"]")],
+            "turn_urls",
+        ),
     ];
     for (env, key) in cases {
         let (code, _, err) = run(&["config", "check"], env, None);

@@ -6,6 +6,7 @@ pub mod health;
 pub mod messages;
 pub mod presence;
 pub mod rooms;
+pub mod turn;
 pub mod users;
 
 use serde::Deserialize;

@@ -1,0 +1,248 @@
+//! TURN credentials against a real coturn running the shipped
+//! `turn-config/turnserver.conf` on loopback.
+
+mod common;
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::TestApp;
+use roost_core::turn::{Turn, TurnConfig};
+
+const SECRET: &str = "a secret shared with coturn, 32+ bytes";
+
+#[tokio::test]
+async fn without_a_secret_no_turn_server_is_offered() {
+    let app = TestApp::new().await;
+    let ada = app.register("ada").await;
+    let res = app.get("/v1/turn/credentials", &ada.token).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.body["ice_servers"], serde_json::json!([]));
+    assert!(res.body.get("expires_at").is_none());
+    let res = app.get("/v1/turn/credentials", "not-a-token").await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn coturn_accepts_roosts_credential_and_refuses_expired_and_forged_ones() {
+    let relay = Coturn::start(true);
+    let peer = EchoPeer::start();
+    let url = format!("turn:127.0.0.1:{}?transport=udp", relay.port);
+    let app = TestApp::with(|core, _| {
+        core.turn = TurnConfig {
+            urls: vec![url.clone()],
+            secret: Some(SECRET.as_bytes().to_vec()),
+            ttl: Duration::from_secs(3600),
+        };
+    })
+    .await;
+    let ada = app.register("ada").await;
+
+    let res = app.get("/v1/turn/credentials", &ada.token).await;
+    assert_eq!(res.status, StatusCode::OK, "{:?}", res.body);
+    let server = &res.body["ice_servers"][0];
+    assert_eq!(server["urls"], serde_json::json!([url]));
+    let username = server["username"].as_str().unwrap();
+    let credential = server["credential"].as_str().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, ada.id, "coturn's REST form: <expiry>:<user_id>");
+    let expiry: i64 = expiry.parse().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        (now + 3590..=now + 3610).contains(&expiry),
+        "{expiry} vs {now}"
+    );
+    assert!(res.body["expires_at"].is_string());
+
+    let ok = relay.allocate(username, credential, peer.port);
+    assert_eq!(
+        ok.code,
+        Some(0),
+        "coturn refused Roost's credential:\n{}",
+        ok.log
+    );
+    assert!(
+        ok.log.contains("Total lost packets 0 "),
+        "data relayed to the peer and back:\n{}",
+        ok.log
+    );
+
+    // Issued two hours ago for one hour: past its expiry.
+    let turn = app.core.turn.clone();
+    let user_id = ada.id.parse().unwrap();
+    let stale = turn
+        .credentials(user_id, chrono::Utc::now() - chrono::Duration::hours(2))
+        .unwrap();
+    let refused = relay.allocate(&stale.username, &stale.credential, peer.port);
+    assert_eq!(
+        refused.code,
+        Some(255),
+        "an expired credential worked:\n{}",
+        refused.log
+    );
+
+    // Made with another secret.
+    let forged = Turn::new(TurnConfig {
+        urls: vec![url.clone()],
+        secret: Some(b"not the secret coturn knows at all".to_vec()),
+        ttl: Duration::from_secs(3600),
+    })
+    .credentials(user_id, chrono::Utc::now())
+    .unwrap();
+    let refused = relay.allocate(&forged.username, &forged.credential, peer.port);
+    assert_eq!(
+        refused.code,
+        Some(255),
+        "a forged credential worked:\n{}",
+        refused.log
+    );
+}
+
+#[tokio::test]
+async fn the_shipped_configuration_refuses_to_relay_into_loopback() {
+    let relay = Coturn::start(false);
+    let peer = EchoPeer::start();
+    let turn = Turn::new(TurnConfig {
+        urls: vec![format!("turn:127.0.0.1:{}", relay.port)],
+        secret: Some(SECRET.as_bytes().to_vec()),
+        ttl: Duration::from_secs(3600),
+    });
+    let c = turn
+        .credentials(uuid::Uuid::new_v4(), chrono::Utc::now())
+        .unwrap();
+    let run = relay.allocate(&c.username, &c.credential, peer.port);
+    assert_ne!(run.code, Some(0), "relayed into loopback:\n{}", run.log);
+    assert!(
+        run.log.contains("403"),
+        "refused as a forbidden peer:\n{}",
+        run.log
+    );
+}
+
+/// A coturn on loopback with `turn-config/turnserver.conf`.
+struct Coturn {
+    child: Child,
+    port: u16,
+}
+
+impl Coturn {
+    /// `allow_loopback_peers` relaxes the shipped denial of loopback peers,
+    /// which every test peer here is.
+    fn start(allow_loopback_peers: bool) -> Coturn {
+        let conf =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../turn-config/turnserver.conf");
+        let port = free_port();
+        // Relay ports apart from other tests' coturns.
+        let relay_min = 40_000 + (port % 200) * 50;
+        let mut cmd = Command::new("turnserver");
+        cmd.arg("-c")
+            .arg(&conf)
+            .arg(format!("--static-auth-secret={SECRET}"))
+            .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={relay_min}"))
+            .arg(format!("--max-port={}", relay_min + 49))
+            .args(["--no-tls", "--no-dtls", "--realm=roost.test"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if allow_loopback_peers {
+            cmd.args(["--allow-loopback-peers", "--allowed-peer-ip=127.0.0.1"]);
+        }
+        let child = cmd.spawn().expect(
+            "coturn's turnserver must be installed (apt-get install coturn; scripts/test does it)",
+        );
+        let relay = Coturn { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "coturn did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        relay
+    }
+
+    /// Allocates a relay with the credential and sends a few packets through
+    /// it to the peer and back (`turnutils_uclient`; it exits 255 when refused).
+    fn allocate(&self, username: &str, password: &str, peer_port: u16) -> Outcome {
+        let out = Command::new("timeout")
+            .args([
+                "30",
+                "turnutils_uclient",
+                "-c",
+                "-n",
+                "3",
+                "-e",
+                "127.0.0.1",
+            ])
+            .arg("-r")
+            .arg(peer_port.to_string())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-u", username, "-w", password, "127.0.0.1"])
+            .output()
+            .expect("turnutils_uclient comes with coturn");
+        Outcome {
+            code: out.status.code(),
+            log: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Outcome {
+    code: Option<i32>,
+    log: String,
+}
+
+/// coturn's UDP echo peer.
+struct EchoPeer {
+    child: Child,
+    port: u16,
+}
+
+impl EchoPeer {
+    fn start() -> EchoPeer {
+        let port = free_port();
+        let child = Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnutils_peer comes with coturn");
+        std::thread::sleep(Duration::from_millis(200));
+        EchoPeer { child, port }
+    }
+}
+
+impl Drop for EchoPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free for both TCP and UDP on loopback right now.
+fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
