@@ -1,0 +1,42 @@
+//! roost-media: the SFU. It owns the UDP socket, drives WebRTC peer
+//! connections, and forwards RTP between them. It knows nothing of HTTP,
+//! SQL or accounts: participants and calls are opaque ids from signaling.
+//!
+//! # Layout
+//! - [`engine`]: the socket, the loop that owns every peer, and forwarding
+//!   between publishers and subscribers.
+//! - [`peer`]: one peer connection; the only module that touches the `rtc`
+//!   stack.
+//! - [`demux`]: which peer a datagram on the shared port belongs to.
+//! - [`forwarder`]: a subscriber's view of a stream (SSRC, sequence numbers,
+//!   timestamps), as pure arithmetic.
+
+pub mod demux;
+pub mod engine;
+pub mod forwarder;
+pub mod peer;
+
+pub use engine::{Engine, EngineConfig, EngineEvent, EngineStats};
+pub use peer::Kind;
+
+/// A failure of the media engine.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// An SDP that could not be applied (malformed, or not what was expected now).
+    #[error("session description refused: {0}")]
+    Sdp(String),
+    /// The WebRTC stack refused an operation.
+    #[error("media stack: {0}")]
+    Stack(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid media configuration: {0}")]
+    Config(String),
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The engine's loop has stopped.
+    #[error("the media engine has stopped")]
+    Stopped,
+}

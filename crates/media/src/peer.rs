@@ -1,0 +1,518 @@
+//! One WebRTC peer connection, on webrtc-rs's sans-IO `rtc` core. This is
+//! the only module that touches `rtc`: the rest of the engine sees datagrams
+//! in and out, plain events, and packets as [`Rtp`] values, so another stack
+//! would replace this file alone.
+//!
+//! Roost's side is ICE-lite with one host candidate per advertised address
+//! (the engine's shared UDP port) and ICE credentials the engine chooses, so
+//! the demux can name the peer of a binding request.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use crate::MediaError;
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Audio,
+    Video,
+}
+
+/// A codec as negotiated: what a subscriber's sender must be offered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Codec {
+    pub mime_type: String,
+    pub clock_rate: u32,
+    pub channels: u16,
+    pub fmtp: String,
+}
+
+/// An RTP packet as the engine forwards it.
+#[derive(Debug, Clone)]
+pub struct Rtp {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub ts: u32,
+    pub marker: bool,
+    pub payload_type: u8,
+    pub payload: Bytes,
+}
+
+/// A track received from the remote side, by the id `rtc` gave it.
+pub type TrackId = String;
+
+/// A track this side sends.
+pub type SenderId = RTCRtpSenderId;
+
+/// What happened on a peer connection.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// DTLS and SRTP are up: media flows.
+    Connected,
+    /// ICE or DTLS failed, or the connection closed.
+    Failed,
+    /// The remote side started sending a track.
+    TrackOpened {
+        track: TrackId,
+        kind: Kind,
+        codec: Codec,
+        ssrc: u32,
+    },
+    TrackClosed {
+        track: TrackId,
+    },
+    Rtp {
+        track: TrackId,
+        packet: Rtp,
+    },
+    /// The remote side asked for a keyframe of one of this side's tracks.
+    KeyframeRequested {
+        media_ssrc: u32,
+    },
+}
+
+/// How a peer connection is set up.
+#[derive(Debug, Clone)]
+pub struct PeerSetup {
+    /// ICE credentials of this side; the ufrag names the peer in the demux.
+    pub ufrag: String,
+    pub pwd: String,
+    /// The engine's socket address (what datagrams arrive on).
+    pub local: SocketAddr,
+    /// Addresses put in the SDP as host candidates (public or NAT 1:1 addresses).
+    pub advertised: Vec<SocketAddr>,
+}
+
+/// One peer connection.
+pub struct Peer {
+    pc: RTCPeerConnection,
+    local: SocketAddr,
+    events: VecDeque<PeerEvent>,
+    /// Remote tracks: receiver and media SSRC, for keyframe requests.
+    receivers: HashMap<TrackId, (rtc::rtp_transceiver::RTCRtpReceiverId, u32)>,
+    /// Our tracks' SSRC by sender.
+    senders: HashMap<SenderId, u32>,
+    awaiting_answer: bool,
+}
+
+impl Peer {
+    /// A peer connection with Roost's codecs and interceptors (NACK,
+    /// reports, and delivery of keyframe requests to the engine).
+    pub fn new(setup: &PeerSetup, now: Instant) -> Result<Peer, MediaError> {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().map_err(stack)?;
+        let registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
+        let registry = register_default_interceptors(registry, &mut media).map_err(stack)?;
+        let settings = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(setup.ufrag.clone(), setup.pwd.clone())
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(settings)
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .map_err(stack)?;
+        for addr in &setup.advertised {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host()
+            .map_err(stack)?;
+            let init = RTCIceCandidate::from(&candidate).to_json().map_err(stack)?;
+            pc.add_local_candidate(init).map_err(stack)?;
+        }
+        Ok(Peer {
+            pc,
+            local: setup.local,
+            events: VecDeque::new(),
+            receivers: HashMap::new(),
+            senders: HashMap::new(),
+            awaiting_answer: false,
+        })
+    }
+
+    /// Answers the remote side's offer.
+    pub fn answer(&mut self, offer_sdp: String, now: Instant) -> Result<String, MediaError> {
+        let offer = RTCSessionDescription::offer(offer_sdp).map_err(sdp)?;
+        self.pc.set_remote_description(now, offer).map_err(sdp)?;
+        let answer = self.pc.create_answer(None).map_err(sdp)?;
+        self.pc.set_local_description(now, answer).map_err(sdp)?;
+        self.local_sdp()
+    }
+
+    /// Makes an offer of this side's tracks; `None` while an earlier offer
+    /// awaits its answer (offer again after it).
+    pub fn offer(&mut self, now: Instant) -> Result<Option<String>, MediaError> {
+        if self.awaiting_answer {
+            return Ok(None);
+        }
+        let offer = self.pc.create_offer(None).map_err(sdp)?;
+        self.pc.set_local_description(now, offer).map_err(sdp)?;
+        self.awaiting_answer = true;
+        self.local_sdp().map(Some)
+    }
+
+    /// Takes the answer to this side's offer.
+    pub fn accept_answer(&mut self, answer_sdp: String, now: Instant) -> Result<(), MediaError> {
+        if !self.awaiting_answer {
+            return Err(MediaError::Sdp("no offer is waiting for an answer".into()));
+        }
+        let answer = RTCSessionDescription::answer(answer_sdp).map_err(sdp)?;
+        self.pc.set_remote_description(now, answer).map_err(sdp)?;
+        self.awaiting_answer = false;
+        Ok(())
+    }
+
+    pub fn awaiting_answer(&self) -> bool {
+        self.awaiting_answer
+    }
+
+    fn local_sdp(&self) -> Result<String, MediaError> {
+        self.pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| MediaError::Sdp("no local description".into()))
+    }
+
+    /// Adds a track this side sends with its own SSRC.
+    pub fn add_sender(
+        &mut self,
+        kind: Kind,
+        codec: &Codec,
+        ssrc: u32,
+        stream_id: &str,
+        track_id: &str,
+    ) -> Result<SenderId, MediaError> {
+        let kind = match kind {
+            Kind::Audio => RtpCodecKind::Audio,
+            Kind::Video => RtpCodecKind::Video,
+        };
+        let track = MediaStreamTrack::new(
+            stream_id.to_owned(),
+            track_id.to_owned(),
+            track_id.to_owned(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec {
+                    mime_type: codec.mime_type.clone(),
+                    clock_rate: codec.clock_rate,
+                    channels: codec.channels,
+                    sdp_fmtp_line: codec.fmtp.clone(),
+                    rtcp_feedback: vec![],
+                },
+                ..Default::default()
+            }],
+        );
+        let id = self.pc.add_track(track).map_err(stack)?;
+        self.senders.insert(id, ssrc);
+        Ok(id)
+    }
+
+    /// Stops sending a track (takes effect with the next offer).
+    pub fn remove_sender(&mut self, id: SenderId) -> Result<(), MediaError> {
+        self.senders.remove(&id);
+        self.pc.remove_track(id).map_err(stack)
+    }
+
+    /// Sends a packet on a track, with the payload type negotiated for its codec.
+    pub fn send_rtp(
+        &mut self,
+        id: SenderId,
+        packet: &Rtp,
+        mime_type: &str,
+        now: Instant,
+    ) -> Result<(), MediaError> {
+        let mut sender = self
+            .pc
+            .rtp_sender(id)
+            .ok_or_else(|| MediaError::Stack("no such sender".into()))?;
+        let payload_type = sender
+            .get_parameters()
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
+            .map(|c| c.payload_type)
+            .ok_or_else(|| MediaError::Stack("codec not negotiated".into()))?;
+        let out = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker: packet.marker,
+                payload_type,
+                sequence_number: packet.seq,
+                timestamp: packet.ts,
+                ssrc: packet.ssrc,
+                ..Default::default()
+            },
+            payload: packet.payload.clone(),
+        };
+        sender.write_rtp(now, out).map_err(stack)
+    }
+
+    /// Asks the remote side for a keyframe of one of its tracks.
+    pub fn request_keyframe(&mut self, track: &str, now: Instant) -> Result<(), MediaError> {
+        let Some(&(receiver, media_ssrc)) = self.receivers.get(track) else {
+            return Ok(());
+        };
+        let mut receiver = self
+            .pc
+            .rtp_receiver(receiver)
+            .ok_or_else(|| MediaError::Stack("no such receiver".into()))?;
+        receiver
+            .write_rtcp(
+                now,
+                vec![Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                })],
+            )
+            .map_err(stack)
+    }
+
+    /// Takes a datagram that arrived from `from`. An error means the
+    /// datagram was bad; the connection goes on.
+    pub fn handle_datagram(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<(), MediaError> {
+        self.pc
+            .handle_read(TaggedBytesMut {
+                now,
+                transport: TransportContext {
+                    local_addr: self.local,
+                    peer_addr: from,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message: BytesMut::from(datagram),
+            })
+            .map_err(stack)?;
+        self.drain();
+        Ok(())
+    }
+
+    /// Lets timers run (retransmissions, reports, ICE keepalives).
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), MediaError> {
+        self.pc.handle_timeout(now).map_err(stack)?;
+        self.drain();
+        Ok(())
+    }
+
+    /// When the peer next needs [`Peer::handle_timeout`].
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
+    }
+
+    /// The next datagram to send, and where.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.pc
+            .poll_write()
+            .map(|m| (m.transport.peer_addr, m.message))
+    }
+
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.drain();
+        self.events.pop_front()
+    }
+
+    pub fn close(&mut self) {
+        let _ = self.pc.close();
+    }
+
+    /// Moves what `rtc` has for the application into plain events.
+    fn drain(&mut self) {
+        while let Some(event) = self.pc.poll_event() {
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                    RTCPeerConnectionState::Connected => {
+                        self.events.push_back(PeerEvent::Connected)
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        self.events.push_back(PeerEvent::Failed)
+                    }
+                    _ => {}
+                },
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    let Some(mut receiver) = self.pc.rtp_receiver(init.receiver_id) else {
+                        continue;
+                    };
+                    let track = receiver.track();
+                    let kind = match track.kind() {
+                        RtpCodecKind::Audio => Kind::Audio,
+                        _ => Kind::Video,
+                    };
+                    let codec = track.codec(init.ssrc).cloned().or_else(|| {
+                        receiver
+                            .get_parameters()
+                            .rtp_parameters
+                            .codecs
+                            .first()
+                            .map(|c| c.rtp_codec.clone())
+                    });
+                    let Some(codec) = codec else {
+                        continue;
+                    };
+                    self.receivers
+                        .insert(init.track_id.clone(), (init.receiver_id, init.ssrc));
+                    self.events.push_back(PeerEvent::TrackOpened {
+                        track: init.track_id,
+                        kind,
+                        codec: Codec {
+                            mime_type: codec.mime_type,
+                            clock_rate: codec.clock_rate,
+                            channels: codec.channels,
+                            fmtp: codec.sdp_fmtp_line,
+                        },
+                        ssrc: init.ssrc,
+                    });
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track)) => {
+                    self.receivers.remove(&track);
+                    self.events.push_back(PeerEvent::TrackClosed { track });
+                }
+                _ => {}
+            }
+        }
+        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(track, p) => self.events.push_back(PeerEvent::Rtp {
+                    track,
+                    packet: Rtp {
+                        ssrc: p.header.ssrc,
+                        seq: p.header.sequence_number,
+                        ts: p.header.timestamp,
+                        marker: p.header.marker,
+                        payload_type: p.header.payload_type,
+                        payload: p.payload,
+                    },
+                }),
+                RTCMessage::RtcpPacket(_, packets) => {
+                    for p in packets {
+                        let any = p.as_any();
+                        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                            self.events.push_back(PeerEvent::KeyframeRequested {
+                                media_ssrc: pli.media_ssrc,
+                            });
+                        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                            for entry in &fir.fir {
+                                self.events.push_back(PeerEvent::KeyframeRequested {
+                                    media_ssrc: entry.ssrc,
+                                });
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn stack(e: rtc::shared::error::Error) -> MediaError {
+    MediaError::Stack(e.to_string())
+}
+
+fn sdp(e: rtc::shared::error::Error) -> MediaError {
+    MediaError::Sdp(e.to_string())
+}
+
+/// Marks inbound keyframe requests (PLI, FIR) for the engine; everything
+/// else the interceptors handle themselves (NACKs are answered by the NACK
+/// responder, reports feed the statistics).
+#[derive(Default)]
+struct KeyframeRequests {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let wanted = packets.iter().any(|p| {
+                let any = p.as_any();
+                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+            });
+            if wanted {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
