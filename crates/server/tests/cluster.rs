@@ -164,6 +164,19 @@ impl Ws {
         }
     }
 
+    /// The next frame of one of these types.
+    async fn next_of_any(&mut self, types: &[&str]) -> Value {
+        loop {
+            let f = self
+                .next_within(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("none of {types:?} within 10 s"));
+            if types.iter().any(|t| f["type"] == *t) {
+                return f;
+            }
+        }
+    }
+
     /// The next text message's body, skipping system messages and other frames.
     async fn next_text(&mut self, wait: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + wait;
@@ -239,12 +252,56 @@ async fn two_processes_serve_one_room_and_sigterm_sends_clients_elsewhere() {
         Some("from B")
     );
 
+    // REST and the socket are one path: a message posted over HTTP on A is live on B.
+    let posted = a
+        .post(
+            &format!("/v1/rooms/{room}/messages"),
+            Some(&ada),
+            json!({"body": "over REST", "client_msg_id": "r1"}),
+        )
+        .await;
+    assert_eq!(posted["body"], "over REST", "{posted}");
+    loop {
+        let text = on_b.next_text(Duration::from_secs(10)).await;
+        match text.as_deref() {
+            Some("over REST") => break,
+            Some("from B") => continue, // bob's own echo
+            other => panic!("expected the REST message on B, got {other:?}"),
+        }
+    }
+
+    // Sends still in flight when B is told to stop: whatever B acknowledged is kept.
+    for i in 0..20 {
+        on_b.send(json!({"type": "message.send", "id": format!("t{i}"), "room_id": room, "body": format!("late {i}"), "client_msg_id": format!("late{i}")})).await;
+    }
     assert_eq!(b.terminate(), Some(0));
-    assert_eq!(
-        on_b.next_of("reconnect").await["reason"],
-        "server shutting down"
-    );
+    let mut acked = Vec::new();
+    loop {
+        let f = on_b.next_of_any(&["ack", "reconnect"]).await;
+        if f["type"] == "reconnect" {
+            assert_eq!(f["reason"], "server shutting down");
+            break;
+        }
+        if let Some(m) = f["result"]["message"].as_object() {
+            acked.push(m["client_msg_id"].as_str().unwrap().to_owned());
+        }
+    }
     assert_eq!(on_b.next_of("<close>").await["code"], 1012);
+    let (_, history) = a
+        .get(&format!("/v1/rooms/{room}/messages?limit=100"), &ada)
+        .await;
+    let stored: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["client_msg_id"].as_str())
+        .collect();
+    for id in &acked {
+        assert!(
+            stored.contains(&id.as_str()),
+            "{id} was acknowledged but is not stored"
+        );
+    }
 }
 
 /// A Redis of the test's own, so it can be stopped and started again.
