@@ -464,6 +464,15 @@ async fn presence_is_answered_for_roommates_only() {
         res.body["presence"].get(&eve.id).is_none(),
         "eve shares no room with ada"
     );
+    let too_many: Vec<String> = (0..101).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let res = app
+        .get(
+            &format!("/v1/presence?user_ids={}", too_many.join(",")),
+            &ada.token,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "101 ids");
+    assert_eq!(res.code(), "validation_failed");
     for bad in ["?user_ids=", "?user_ids=nope", ""] {
         assert_eq!(
             app.get(&format!("/v1/presence{bad}"), &ada.token)

@@ -306,6 +306,16 @@ async fn typing_and_read_receipts_reach_the_room() {
     assert_eq!(t["user_id"], ada.id.as_str());
     assert!(t["expires_in_ms"].as_u64().unwrap() >= 1000);
     assert!(t.get("seq").is_none(), "typing is not logged");
+    // Keystrokes renew the indicator, but the room hears of it at most every 2 s.
+    for _ in 0..5 {
+        a.request(json!({"type": "typing.start", "room_id": room}))
+            .await;
+    }
+    let more = b.drain(Duration::from_millis(500)).await;
+    assert!(
+        more.iter().all(|f| f["type"] != "typing"),
+        "typing is throttled: {more:?}"
+    );
 
     let ack = a.request(json!({"type": "message.send", "room_id": room, "body": "read me", "client_msg_id": "r"})).await;
     let id = ack["result"]["message"]["id"].as_str().unwrap().to_owned();
