@@ -23,6 +23,7 @@ impl Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .env("ROOST_LOG__LEVEL", "warn")
+            .env("ROOST_MEDIA__LISTEN", "127.0.0.1:0")
             .env(
                 "ROOST_HTTP__RATE_LIMITS__REGISTER_PER_IP",
                 "{requests=1000000,period_secs=1}",

@@ -101,7 +101,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .merge(routes::rooms::router())
         .merge(routes::messages::router())
         .merge(routes::presence::router())
-        .merge(routes::turn::router())
+        .merge(routes::calls::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {

@@ -24,7 +24,7 @@ use crate::AppState;
                 routes::rooms::accept_invite, routes::rooms::open_dm,
         routes::messages::send, routes::messages::history, routes::messages::edit, routes::messages::remove,
                 routes::messages::read, routes::presence::presence,
-        routes::turn::credentials,
+        routes::calls::credentials, routes::calls::calls,
     ),
     modifiers(&BearerAuth),
     tags(

@@ -94,6 +94,8 @@ async fn openapi_describes_every_endpoint_and_docs_are_served() {
         ("/v1/rooms/{id}/messages/{message_id}", "delete"),
         ("/v1/rooms/{id}/read", "post"),
         ("/v1/presence", "get"),
+        ("/v1/turn/credentials", "get"),
+        ("/v1/rooms/{id}/calls", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
     ] {

@@ -71,6 +71,14 @@ pub enum RoomEventBody {
     /// A member is typing; the indicator expires by itself (not sequenced).
     #[serde(rename = "typing")]
     Typing { user_id: Uuid, expires_in_ms: u64 },
+    /// The room's call started, changed size or ended (not sequenced; the
+    /// chat's `call_started` and `call_ended` system messages are).
+    #[serde(rename = "call.state")]
+    CallState {
+        call_id: Uuid,
+        state: crate::calls::CallStatus,
+        participants: u32,
+    },
 }
 
 /// An event of one room. `seq` is the room's sequence number, present on

@@ -7,12 +7,14 @@
 //! - [`users`]: profiles and account administration.
 //! - [`rooms`]: rooms, members, invites, direct messages.
 //! - [`pagination`]: cursor pages.
+//! - [`calls`]: call records, limits and `call.state`.
 //! - [`turn`]: time-limited TURN credentials for coturn.
 //!
 //! No HTTP, no WebRTC, no reading of the environment: configuration comes in
 //! as typed structs, and every IO edge but the database is elsewhere.
 
 pub mod auth;
+pub mod calls;
 pub mod chat;
 pub mod cluster;
 pub mod error;
@@ -28,6 +30,7 @@ pub mod users;
 pub use error::{CoreError, Result};
 
 use auth::{Auth, AuthConfig};
+use calls::{Calls, CallsConfig};
 use chat::{Chat, ChatConfig, Publisher};
 use events::{Bus, EventLog};
 use pagination::PageLimits;
@@ -44,6 +47,7 @@ pub struct CoreConfig {
     pub chat: ChatConfig,
     pub pages: PageLimits,
     pub turn: TurnConfig,
+    pub calls: CallsConfig,
 }
 
 /// The services, wired to one store. Cheap to clone.
@@ -54,6 +58,7 @@ pub struct Core {
     pub users: Users,
     pub rooms: Rooms,
     pub chat: Chat,
+    pub calls: Calls,
     pub events: EventLog,
     pub bus: Bus,
     pub presence: presence::Presence,
@@ -98,6 +103,12 @@ impl Core {
         Ok(Core {
             auth: Auth::new(store.clone(), jwt_secret, config.auth, bus.clone()).await?,
             users: Users::new(store.clone(), bus.clone()),
+            calls: Calls::new(
+                store.clone(),
+                publish.clone(),
+                config.calls,
+                config.rooms.max_call_participants_limit,
+            ),
             rooms: Rooms::new(store.clone(), publish.clone(), config.rooms),
             chat: Chat::new(store.clone(), publish, config.chat),
             events,

@@ -62,6 +62,53 @@ pub struct Config {
     pub pagination: PaginationSection,
     pub http: ApiConfig,
     pub gateway: GatewayConfig,
+    pub calls: CallsSection,
+    pub media: MediaSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsSection {
+    /// The largest call kept peer to peer; the next joiner moves it to the
+    /// server (SFU). 0 keeps every call on the SFU.
+    pub mesh_max: usize,
+    /// The most people in one call of a room that sets no `max_call_participants`.
+    pub max_participants: u32,
+    /// Seconds the SFU keeps forwarding after a call returns to peer to peer.
+    pub sfu_grace_secs: u64,
+}
+
+impl Default for CallsSection {
+    fn default() -> Self {
+        CallsSection {
+            mesh_max: 4,
+            max_participants: roost_core::calls::CallsConfig::default().default_max_participants,
+            sfu_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSection {
+    /// Whether this node forwards media (the SFU). Without it, calls stay peer to peer.
+    pub enabled: bool,
+    /// The one UDP address every call's media uses.
+    pub listen: SocketAddr,
+    /// Addresses clients are told to send media to (a public or NAT 1:1
+    /// address). Empty: the listening address, or when that is every
+    /// interface, the address of the interface with the default route.
+    pub public_ips: Vec<std::net::IpAddr>,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7882)),
+            public_ips: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +204,8 @@ impl Default for Config {
             pagination: PaginationSection::default(),
             http: ApiConfig::default(),
             gateway: GatewayConfig::default(),
+            calls: CallsSection::default(),
+            media: MediaSection::default(),
         }
     }
 }
@@ -353,6 +402,11 @@ impl Config {
                 bail!("invalid configuration: turn_secret is set but turn_urls is empty");
             }
         }
+        if self.calls.max_participants < 2
+            || self.calls.max_participants > self.rooms.max_call_participants_limit
+        {
+            bail!("invalid configuration: calls.max_participants must be between 2 and rooms.max_call_participants_limit");
+        }
         if self.turn_ttl < 60 {
             bail!("invalid configuration: turn_ttl must be at least 60 seconds");
         }
@@ -402,6 +456,9 @@ impl Config {
             pages: PageLimits {
                 default: self.pagination.default_limit,
                 max: self.pagination.max_limit,
+            },
+            calls: roost_core::calls::CallsConfig {
+                default_max_participants: self.calls.max_participants,
             },
             turn: TurnConfig {
                 urls: self.turn_urls.clone(),

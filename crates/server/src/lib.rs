@@ -88,7 +88,24 @@ pub async fn run(
     gateway_config
         .allowed_origins
         .extend(config.http.cors_allowed_origins.iter().cloned());
-    let gateway = roost_signaling::Gateway::start(core.clone(), gateway_config);
+    let media = start_media(&config).await?;
+    if core.cluster.is_none() {
+        // Nobody is in the calls a previous run of this node left open.
+        match core.calls.end_abandoned().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(calls = n, "ended calls left open by the previous run"),
+            Err(e) => tracing::warn!(error = %e, "ending abandoned calls failed"),
+        }
+    }
+    let gateway = roost_signaling::Gateway::with_media(
+        core.clone(),
+        gateway_config,
+        roost_signaling::calls::CallsConfig {
+            mesh_max: config.calls.mesh_max,
+            sfu_grace: Duration::from_secs(config.calls.sfu_grace_secs),
+        },
+        media,
+    );
     let hub = gateway.hub.clone();
     let sweeper = {
         let presence = core.presence.clone();
@@ -167,6 +184,48 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the media engine, unless disabled.
+async fn start_media(
+    config: &Config,
+) -> anyhow::Result<
+    Option<(
+        roost_media::Engine,
+        tokio::sync::mpsc::UnboundedReceiver<roost_media::EngineEvent>,
+    )>,
+> {
+    if !config.media.enabled {
+        tracing::info!("media forwarding disabled: calls stay peer to peer");
+        return Ok(None);
+    }
+    let mut advertised = config.media.public_ips.clone();
+    if advertised.is_empty() {
+        let ip = config.media.listen.ip();
+        advertised.push(if ip.is_unspecified() {
+            default_route_ip().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+        } else {
+            ip
+        });
+    }
+    let (engine, events) = roost_media::Engine::start(roost_media::EngineConfig {
+        listen: config.media.listen,
+        advertised_ips: advertised.clone(),
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("starting the media engine on UDP {}", config.media.listen))?;
+    tracing::info!(listen = %engine.local_addr(), advertised = ?advertised, "media engine ready");
+    Ok(Some((engine, events)))
+}
+
+/// The address of the interface with the default route: what a client on
+/// the network reaches this host by. Connecting a UDP socket sends nothing.
+fn default_route_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// A future that completes on SIGINT or SIGTERM. The handlers are installed

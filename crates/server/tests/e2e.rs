@@ -24,6 +24,8 @@ fn roost() -> Command {
             cmd.env_remove(key);
         }
     }
+    // Tests run side by side: each server's media port is a free one.
+    cmd.env("ROOST_MEDIA__LISTEN", "127.0.0.1:0");
     cmd
 }
 

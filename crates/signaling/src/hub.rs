@@ -24,6 +24,8 @@ pub enum Outbound {
     Room(Arc<BusEvent>, Utf8Bytes),
     /// A presence update, ready to send.
     Presence(Utf8Bytes),
+    /// A frame for this connection alone (call signaling), ready to send.
+    Direct(Utf8Bytes),
     /// Events may have been lost on the way here: check every room against the log.
     Resync,
 }
@@ -187,6 +189,17 @@ impl Hub {
     }
 
     /// How many connections this node holds.
+    /// Sends a frame to one connection; false if it is gone. A connection
+    /// whose queue is full is closed as a slow consumer.
+    pub fn send_to(&self, key: ConnKey, frame: &ServerFrame) -> bool {
+        let s = self.lock();
+        if !s.conns.contains_key(&key) {
+            return false;
+        }
+        deliver(&s, key, Outbound::Direct(frame_text(frame)));
+        true
+    }
+
     /// Connections registered, including those writing their last frames.
     pub fn connections(&self) -> usize {
         self.lock().conns.len()

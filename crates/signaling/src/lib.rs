@@ -4,11 +4,14 @@
 //! - [`protocol`]: the frames, their parsing, close codes and the JSON Schema.
 //! - [`hub`]: routes bus events to this node's connections.
 //! - [`session`]: one connection: requests, acks, resume, heartbeats, limits.
+//! - [`calls`]: who is in each call on this node, topology, mesh relaying,
+//!   and the media engine when a call goes through the server.
 //! - this file: configuration, the upgrade (authentication, origin check) and the router.
 //!
 //! Every request goes to the same `core` services REST uses; every change
 //! comes back as a bus event, routed by the hub.
 
+pub mod calls;
 pub mod hub;
 pub mod protocol;
 pub mod session;
@@ -25,6 +28,7 @@ use axum::Router;
 use roost_core::Core;
 use serde::{Deserialize, Serialize};
 
+use calls::{CallHub, CallsConfig};
 use hub::Hub;
 
 /// Limits and timings of the gateway.
@@ -76,17 +80,34 @@ impl Default for GatewayConfig {
 pub struct Gateway {
     pub core: Core,
     pub hub: Arc<Hub>,
+    pub calls: Arc<CallHub>,
     pub config: Arc<GatewayConfig>,
 }
 
 impl Gateway {
-    /// Creates the gateway and starts its hub on the core's bus.
+    /// Creates the gateway, without a media engine (calls stay peer to
+    /// peer), and starts its hub on the core's bus.
     pub fn start(core: Core, config: GatewayConfig) -> Gateway {
+        Gateway::with_media(core, config, CallsConfig::default(), None)
+    }
+
+    /// Creates the gateway with the node's media engine and its events.
+    pub fn with_media(
+        core: Core,
+        config: GatewayConfig,
+        calls: CallsConfig,
+        media: Option<(
+            roost_media::Engine,
+            tokio::sync::mpsc::UnboundedReceiver<roost_media::EngineEvent>,
+        )>,
+    ) -> Gateway {
         let hub = Hub::new();
         hub.spawn(&core.bus);
+        let calls = CallHub::start(core.clone(), hub.clone(), media, calls);
         Gateway {
             core,
             hub,
+            calls,
             config: Arc::new(config),
         }
     }

@@ -87,6 +87,108 @@ pub enum ClientFrame {
     /// Answered with `pong`.
     #[serde(rename = "ping")]
     Ping { id: String },
+    /// Joins the room's call (starting one if none is going on).
+    #[serde(rename = "call.join")]
+    CallJoin { id: String, room_id: Uuid },
+    #[serde(rename = "call.leave")]
+    CallLeave { id: String, call_id: Uuid },
+    /// Mesh: an SDP offer for another participant of the same call.
+    #[serde(rename = "call.offer")]
+    CallOffer {
+        id: String,
+        call_id: Uuid,
+        to: Uuid,
+        sdp: String,
+    },
+    /// Mesh: the answer to another participant's offer.
+    #[serde(rename = "call.answer")]
+    CallAnswer {
+        id: String,
+        call_id: Uuid,
+        to: Uuid,
+        sdp: String,
+    },
+    /// Mesh: an ICE candidate (`RTCIceCandidateInit`) for another participant.
+    #[serde(rename = "call.ice")]
+    CallIce {
+        id: String,
+        call_id: Uuid,
+        to: Uuid,
+        candidate: serde_json::Value,
+    },
+    /// SFU: the offer of the client's sending connection; acknowledged with the server's answer.
+    #[serde(rename = "sfu.offer")]
+    SfuOffer {
+        id: String,
+        call_id: Uuid,
+        sdp: String,
+    },
+    /// SFU: the answer to the server's `sfu.offer` for the receiving connection.
+    #[serde(rename = "sfu.answer")]
+    SfuAnswer {
+        id: String,
+        call_id: Uuid,
+        sdp: String,
+    },
+    /// SFU: a client ICE candidate. The server is ICE-lite and learns the
+    /// client's addresses from its connectivity checks, so these are
+    /// acknowledged and not needed.
+    #[serde(rename = "sfu.ice")]
+    SfuIce {
+        id: String,
+        call_id: Uuid,
+        candidate: serde_json::Value,
+    },
+    /// Tells the others this participant muted or unmuted its microphone or camera.
+    #[serde(rename = "call.mute")]
+    CallMute {
+        id: String,
+        call_id: Uuid,
+        kind: MediaKind,
+        muted: bool,
+    },
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// How a call's media flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Topology {
+    /// Peer to peer: every participant sends to every other.
+    Mesh,
+    /// Through the server: each participant sends once, the server forwards.
+    Sfu,
+}
+
+/// A participant of a call as the others see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CallParticipantInfo {
+    /// The connection that joined; mesh signaling is addressed to it.
+    pub participant_id: Uuid,
+    pub user_id: Uuid,
+    pub audio_muted: bool,
+    pub video_muted: bool,
+}
+
+/// What `call.join` is acknowledged with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CallJoined {
+    pub call_id: Uuid,
+    /// This connection's id in the call.
+    pub participant_id: Uuid,
+    pub topology: Topology,
+    /// The ICE servers for `RTCPeerConnection` (TURN credentials when configured).
+    pub ice_servers: Vec<roost_core::turn::IceServer>,
+    /// Everyone else in the call. In a mesh, the joiner offers to each of them.
+    pub participants: Vec<CallParticipantInfo>,
+    pub max_participants: u32,
 }
 
 impl ClientFrame {
@@ -100,7 +202,16 @@ impl ClientFrame {
             | ClientFrame::TypingStart { id, .. }
             | ClientFrame::PresenceSet { id, .. }
             | ClientFrame::AuthRefresh { id, .. }
-            | ClientFrame::Ping { id } => id,
+            | ClientFrame::Ping { id }
+            | ClientFrame::CallJoin { id, .. }
+            | ClientFrame::CallLeave { id, .. }
+            | ClientFrame::CallOffer { id, .. }
+            | ClientFrame::CallAnswer { id, .. }
+            | ClientFrame::CallIce { id, .. }
+            | ClientFrame::SfuOffer { id, .. }
+            | ClientFrame::SfuAnswer { id, .. }
+            | ClientFrame::SfuIce { id, .. }
+            | ClientFrame::CallMute { id, .. } => id,
         }
     }
 }
@@ -159,9 +270,53 @@ pub enum ServerFrame {
     /// The server is going away: reconnect (and resume) shortly.
     #[serde(rename = "reconnect")]
     Reconnect { reason: String },
+    /// The call moved to another topology: set up the new path, then drop the old one.
+    #[serde(rename = "call.topology")]
+    CallTopology { call_id: Uuid, topology: Topology },
+    #[serde(rename = "call.participant_joined")]
+    CallParticipantJoined {
+        call_id: Uuid,
+        participant: CallParticipantInfo,
+    },
+    /// A participant left, or its connection dropped; its media is gone.
+    #[serde(rename = "call.participant_left")]
+    CallParticipantLeft {
+        call_id: Uuid,
+        participant_id: Uuid,
+        user_id: Uuid,
+    },
+    /// Mesh: an offer relayed from another participant (`from`).
+    #[serde(rename = "call.offer")]
+    CallOfferRelayed {
+        call_id: Uuid,
+        from: Uuid,
+        sdp: String,
+    },
+    #[serde(rename = "call.answer")]
+    CallAnswerRelayed {
+        call_id: Uuid,
+        from: Uuid,
+        sdp: String,
+    },
+    #[serde(rename = "call.ice")]
+    CallIceRelayed {
+        call_id: Uuid,
+        from: Uuid,
+        candidate: serde_json::Value,
+    },
+    /// SFU: the server offers the receiving connection (the others' tracks); answer with `sfu.answer`.
+    #[serde(rename = "sfu.offer")]
+    SfuOfferFromServer { call_id: Uuid, sdp: String },
+    #[serde(rename = "call.mute")]
+    CallMuted {
+        call_id: Uuid,
+        participant_id: Uuid,
+        kind: MediaKind,
+        muted: bool,
+    },
     /// An event of a room: `message.new`, `message.updated`, `message.deleted`,
     /// `message.read`, `typing`, `room.member_joined`, `room.member_left`,
-    /// `room.updated`, `room.deleted`.
+    /// `room.updated`, `room.deleted`, `call.state`.
     #[serde(untagged)]
     Event(Box<RoomEvent>),
 }

@@ -42,6 +42,15 @@ fn every_client_example_is_a_valid_request_and_every_request_has_one() {
         "presence.set",
         "auth.refresh",
         "ping",
+        "call.join",
+        "call.leave",
+        "call.offer",
+        "call.answer",
+        "call.ice",
+        "sfu.offer",
+        "sfu.answer",
+        "sfu.ice",
+        "call.mute",
     ];
     for t in all {
         assert!(
@@ -78,6 +87,15 @@ fn every_server_example_is_a_valid_frame_and_every_frame_has_one() {
         "room.member_left",
         "room.updated",
         "room.deleted",
+        "call.state",
+        "call.topology",
+        "call.participant_joined",
+        "call.participant_left",
+        "call.offer",
+        "call.answer",
+        "call.ice",
+        "sfu.offer",
+        "call.mute",
     ];
     for t in all {
         assert!(

@@ -2,11 +2,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod calls;
 pub mod health;
 pub mod messages;
 pub mod presence;
 pub mod rooms;
-pub mod turn;
 pub mod users;
 
 use serde::Deserialize;

@@ -5,6 +5,7 @@
 //! as text and integers only (flags are 0 or 1): ids are UUID text, times are Unix
 //! milliseconds. Each database has its own migrations folder.
 
+mod calls;
 mod events;
 mod messages;
 mod rooms;
@@ -14,6 +15,7 @@ mod users;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+pub use calls::{CallParticipantRow, CallRow};
 pub use events::EventRow;
 pub use messages::{MessageRow, NewMessage, Sent};
 pub use rooms::{Departure, InviteRow, MemberRow, RoomRow};

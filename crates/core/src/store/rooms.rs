@@ -412,7 +412,7 @@ impl Store {
 
     /// Locks a room's row for the rest of the transaction (PostgreSQL; SQLite's
     /// transaction already holds the write lock). False if the room is gone.
-    async fn lock_room(&self, tx: &mut WriteTx, room_id: &str) -> Result<bool> {
+    pub(crate) async fn lock_room(&self, tx: &mut WriteTx, room_id: &str) -> Result<bool> {
         let sql = match self.backend() {
             super::Backend::Postgres => "SELECT id FROM rooms WHERE id = $1 FOR UPDATE",
             super::Backend::Sqlite => "SELECT id FROM rooms WHERE id = $1",

@@ -45,7 +45,14 @@ impl TestServer {
     ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let url = testing::fresh_database_url(dir.path()).await;
-        TestServer::node(dir, &url, None, core, tune).await
+        TestServer::node(dir, &url, None, core, tune, None).await
+    }
+
+    /// A gateway whose calls move to a media engine on loopback past `mesh_max`.
+    pub async fn with_media(calls: roost_signaling::calls::CallsConfig) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let url = testing::fresh_database_url(dir.path()).await;
+        TestServer::node(dir, &url, None, |_| {}, |_| {}, Some(calls)).await
     }
 
     /// Two nodes sharing one PostgreSQL database and one Redis (at
@@ -68,6 +75,7 @@ impl TestServer {
             Some(&config),
             |_| {},
             |_| {},
+            None,
         )
         .await;
         let b = TestServer::node(
@@ -76,6 +84,7 @@ impl TestServer {
             Some(&config),
             |_| {},
             |_| {},
+            None,
         )
         .await;
         (a, b)
@@ -87,6 +96,7 @@ impl TestServer {
         cluster: Option<&roost_core::cluster::ClusterConfig>,
         tune_core: impl FnOnce(&mut CoreConfig),
         tune: impl FnOnce(&mut GatewayConfig),
+        calls: Option<roost_signaling::calls::CallsConfig>,
     ) -> TestServer {
         let store = Store::connect(&StoreOptions {
             url: url.to_owned(),
@@ -111,7 +121,18 @@ impl TestServer {
         };
         let mut config = GatewayConfig::default();
         tune(&mut config);
-        let gateway = Gateway::start(core.clone(), config);
+        let gateway = match calls {
+            None => Gateway::start(core.clone(), config),
+            Some(calls) => {
+                let media = roost_media::Engine::start(roost_media::EngineConfig {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    ..Default::default()
+                })
+                .await
+                .expect("the media engine starts on loopback");
+                Gateway::with_media(core.clone(), config, calls, Some(media))
+            }
+        };
         let app = roost_signaling::router(gateway.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -1,0 +1,60 @@
+//! Calls over REST: `GET /v1/turn/credentials` (ICE servers with
+//! time-limited TURN credentials) and `GET /v1/rooms/{id}/calls` (the record
+//! of a room's calls). Joining and leaving calls is on the WebSocket.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use roost_core::calls::CallRecord;
+use roost_core::model::Page;
+use roost_core::turn::IceConfig;
+use uuid::Uuid;
+
+use super::PageQuery;
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{AuthUser, Json, Path, Query};
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/turn/credentials", get(credentials))
+        .route("/v1/rooms/{id}/calls", get(calls))
+}
+
+/// A room's calls, newest first: when each started and ended, its peak
+/// size, and who joined and left when (members only).
+#[utoipa::path(get, path = "/v1/rooms/{id}/calls", tag = "calls", security(("bearer" = [])),
+    params(("id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = Page<CallRecord>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn calls(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Path(id): Path<Uuid>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<CallRecord>>> {
+    Ok(Json(
+        state
+            .core
+            .calls
+            .list(&actor, id, &q.request(&state)?)
+            .await?,
+    ))
+}
+
+/// The ICE servers to give `RTCPeerConnection`: the configured TURN servers
+/// with a credential for the caller (coturn's `use-auth-secret` form), or an
+/// empty list when the server has no TURN secret.
+#[utoipa::path(get, path = "/v1/turn/credentials", tag = "calls", security(("bearer" = [])),
+    responses((status = 200, body = IceConfig), (status = 401, body = ErrorBody)))]
+pub async fn credentials(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+) -> ApiResult<Json<IceConfig>> {
+    Ok(Json(
+        state
+            .core
+            .turn
+            .ice_config(actor.user_id, chrono::Utc::now()),
+    ))
+}

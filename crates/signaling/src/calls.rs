@@ -1,0 +1,551 @@
+//! The live side of calls on this node: who is in each room's call, from
+//! which connection, the call's topology, mesh relaying, and the glue to the
+//! media engine when the call goes through the server.
+//!
+//! A call is peer to peer (mesh) while it has at most `mesh_max`
+//! participants; the next joiner moves it to the SFU, and it returns to mesh
+//! only when it shrinks to `mesh_max - 1`, so it does not flap. After a move
+//! to mesh, the server keeps forwarding for `sfu_grace` so the old path
+//! carries media until the new one does. `mesh_max = 0` keeps every call on
+//! the SFU.
+//!
+//! The record of each call (start, end, who and when) and the room's
+//! `call.state` events are the core's [`roost_core::calls`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use roost_core::auth::Actor;
+use roost_core::{Core, CoreError};
+use roost_media::{Engine, EngineEvent};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::hub::{ConnKey, Hub};
+use crate::protocol::{CallJoined, CallParticipantInfo, MediaKind, ServerFrame, Topology};
+
+/// How calls are carried.
+#[derive(Debug, Clone)]
+pub struct CallsConfig {
+    /// The largest call kept peer to peer.
+    pub mesh_max: usize,
+    /// How long the SFU keeps forwarding after a call returns to mesh.
+    pub sfu_grace: Duration,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            mesh_max: 4,
+            sfu_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The calls of this node.
+pub struct CallHub {
+    core: Core,
+    hub: Arc<Hub>,
+    engine: Option<Engine>,
+    config: CallsConfig,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    by_room: HashMap<Uuid, LiveCall>,
+    /// Each participant's room.
+    rooms_of: HashMap<Uuid, Uuid>,
+}
+
+struct LiveCall {
+    call_id: Uuid,
+    topology: Topology,
+    /// Bumped on every change of topology, so a delayed teardown of the SFU
+    /// path knows whether it still applies.
+    epoch: u64,
+    participants: BTreeMap<Uuid, Participant>,
+}
+
+struct Participant {
+    user_id: Uuid,
+    key: ConnKey,
+    audio_muted: bool,
+    video_muted: bool,
+    /// Whether the media engine has this participant.
+    in_engine: bool,
+}
+
+impl Participant {
+    fn info(&self, participant_id: Uuid) -> CallParticipantInfo {
+        CallParticipantInfo {
+            participant_id,
+            user_id: self.user_id,
+            audio_muted: self.audio_muted,
+            video_muted: self.video_muted,
+        }
+    }
+}
+
+/// Who to tell what, gathered under the lock and sent after it.
+type Outbox = Vec<(ConnKey, ServerFrame)>;
+
+impl CallHub {
+    /// Starts the hub; with an engine, its events (the server's offers) are
+    /// relayed to the participants' connections.
+    pub fn start(
+        core: Core,
+        hub: Arc<Hub>,
+        media: Option<(Engine, mpsc::UnboundedReceiver<EngineEvent>)>,
+        config: CallsConfig,
+    ) -> Arc<CallHub> {
+        let (engine, events) = match media {
+            Some((engine, events)) => (Some(engine), Some(events)),
+            None => (None, None),
+        };
+        let calls = Arc::new(CallHub {
+            core,
+            hub,
+            engine,
+            config,
+            state: Mutex::new(State::default()),
+        });
+        if let Some(mut events) = events {
+            let weak = Arc::downgrade(&calls);
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    let Some(calls) = weak.upgrade() else { break };
+                    calls.on_engine_event(event);
+                }
+            });
+        }
+        calls
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Only map updates happen under the lock.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, outbox: Outbox) {
+        for (key, frame) in outbox {
+            self.hub.send_to(key, &frame);
+        }
+    }
+
+    /// The topology a call of `count` participants should have, from `current`.
+    fn topology_for(&self, current: Topology, count: usize) -> Topology {
+        let mesh_max = self.config.mesh_max;
+        if mesh_max == 0 || self.engine.is_none() {
+            return if self.engine.is_some() {
+                Topology::Sfu
+            } else {
+                Topology::Mesh
+            };
+        }
+        match current {
+            Topology::Mesh if count > mesh_max => Topology::Sfu,
+            Topology::Sfu if count < mesh_max => Topology::Mesh,
+            other => other,
+        }
+    }
+
+    /// `call.join` from connection `participant` (registered in the hub as `key`).
+    pub async fn join(
+        self: &Arc<Self>,
+        actor: &Actor,
+        key: ConnKey,
+        participant: Uuid,
+        room_id: Uuid,
+    ) -> Result<CallJoined, CoreError> {
+        let admission = self.core.calls.admit(actor, room_id).await?;
+        let max = if self.engine.is_some() {
+            admission.max_participants
+        } else {
+            // Without the media engine every call stays peer to peer.
+            admission
+                .max_participants
+                .min(self.config.mesh_max.max(2) as u32)
+        };
+        if self.lock().rooms_of.contains_key(&participant) {
+            return Err(CoreError::conflict(
+                "already_in_call",
+                "this connection is already in a call; leave it first",
+            ));
+        }
+        let (call_id, _) = self.core.calls.start(room_id, actor.user_id).await?;
+
+        let mut outbox = Outbox::new();
+        let (joined, to_engine, count) = {
+            let mut s = self.lock();
+            let initial = self.topology_for(Topology::Mesh, 1);
+            let call = s.by_room.entry(room_id).or_insert_with(|| LiveCall {
+                call_id,
+                topology: initial,
+                epoch: 0,
+                participants: BTreeMap::new(),
+            });
+            if call.participants.len() >= max as usize {
+                return Err(CoreError::conflict(
+                    "call_full",
+                    format!("this call has its {max} participants"),
+                ));
+            }
+            let call_id = call.call_id;
+            let me = Participant {
+                user_id: actor.user_id,
+                key,
+                audio_muted: false,
+                video_muted: false,
+                in_engine: false,
+            };
+            let info = me.info(participant);
+            let others: Vec<CallParticipantInfo> = call
+                .participants
+                .iter()
+                .map(|(id, p)| p.info(*id))
+                .collect();
+            for p in call.participants.values() {
+                outbox.push((
+                    p.key,
+                    ServerFrame::CallParticipantJoined {
+                        call_id,
+                        participant: info.clone(),
+                    },
+                ));
+            }
+            call.participants.insert(participant, me);
+            let count = call.participants.len();
+            let topology = self.topology_for(call.topology, count);
+            if topology != call.topology {
+                call.topology = topology;
+                call.epoch += 1;
+                for (id, p) in &call.participants {
+                    if *id != participant {
+                        outbox.push((p.key, ServerFrame::CallTopology { call_id, topology }));
+                    }
+                }
+            }
+            // On the SFU, everyone not yet in the engine goes in.
+            let to_engine: Vec<Uuid> = if topology == Topology::Sfu {
+                call.participants
+                    .iter_mut()
+                    .filter(|(_, p)| !p.in_engine)
+                    .map(|(id, p)| {
+                        p.in_engine = true;
+                        *id
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            s.rooms_of.insert(participant, room_id);
+            let joined = CallJoined {
+                call_id,
+                participant_id: participant,
+                topology,
+                ice_servers: self
+                    .core
+                    .turn
+                    .ice_config(actor.user_id, chrono::Utc::now())
+                    .ice_servers,
+                participants: others,
+                max_participants: max,
+            };
+            (joined, to_engine, count)
+        };
+        if let Some(engine) = &self.engine {
+            for id in to_engine {
+                if let Err(e) = engine.join(joined.call_id, id).await {
+                    tracing::warn!(error = %e, participant = %id, "the media engine refused a participant");
+                }
+            }
+        }
+        self.send(outbox);
+        if let Err(e) = self
+            .core
+            .calls
+            .joined(
+                room_id,
+                joined.call_id,
+                participant,
+                actor.user_id,
+                count as u32,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "recording a call joining failed");
+        }
+        Ok(joined)
+    }
+
+    /// `call.leave`, or the connection went away. Returns whether it was in a call.
+    pub async fn leave(self: &Arc<Self>, participant: Uuid) -> bool {
+        let mut outbox = Outbox::new();
+        let (room_id, call_id, was_in_engine, remaining, teardown) = {
+            let mut s = self.lock();
+            let Some(room_id) = s.rooms_of.remove(&participant) else {
+                return false;
+            };
+            let Some(call) = s.by_room.get_mut(&room_id) else {
+                return false;
+            };
+            let Some(me) = call.participants.remove(&participant) else {
+                return false;
+            };
+            let call_id = call.call_id;
+            for p in call.participants.values() {
+                outbox.push((
+                    p.key,
+                    ServerFrame::CallParticipantLeft {
+                        call_id,
+                        participant_id: participant,
+                        user_id: me.user_id,
+                    },
+                ));
+            }
+            let remaining = call.participants.len();
+            let mut teardown = None;
+            let topology = self.topology_for(call.topology, remaining);
+            if remaining > 0 && topology != call.topology {
+                call.topology = topology;
+                call.epoch += 1;
+                for p in call.participants.values() {
+                    outbox.push((p.key, ServerFrame::CallTopology { call_id, topology }));
+                }
+                if topology == Topology::Mesh {
+                    teardown = Some(call.epoch);
+                }
+            }
+            if remaining == 0 {
+                s.by_room.remove(&room_id);
+            }
+            (room_id, call_id, me.in_engine, remaining, teardown)
+        };
+        if was_in_engine {
+            if let Some(engine) = &self.engine {
+                engine.leave(participant);
+            }
+        }
+        self.send(outbox);
+        if let Some(epoch) = teardown {
+            let calls = self.clone();
+            let grace = self.config.sfu_grace;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                calls.leave_sfu(room_id, epoch);
+            });
+        }
+        let recorded = async {
+            self.core
+                .calls
+                .left(room_id, call_id, participant, remaining as u32)
+                .await?;
+            if remaining == 0 {
+                self.core.calls.end(call_id).await?;
+            }
+            Ok::<_, CoreError>(())
+        }
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "recording a call leaving failed");
+        }
+        true
+    }
+
+    /// `call.leave`: leaves if `call_id` is the participant's call.
+    pub async fn leave_checked(self: &Arc<Self>, participant: Uuid, call_id: Uuid) -> bool {
+        let in_it = {
+            let s = self.lock();
+            self.call_of(&s, participant, call_id).is_ok()
+        };
+        in_it && self.leave(participant).await
+    }
+
+    /// After a move back to mesh and its grace period: the engine lets go of
+    /// the call, unless the call moved again meanwhile.
+    fn leave_sfu(&self, room_id: Uuid, epoch: u64) {
+        let ids: Vec<Uuid> = {
+            let mut s = self.lock();
+            let Some(call) = s.by_room.get_mut(&room_id) else {
+                return;
+            };
+            if call.epoch != epoch || call.topology != Topology::Mesh {
+                return;
+            }
+            call.participants
+                .iter_mut()
+                .filter(|(_, p)| p.in_engine)
+                .map(|(id, p)| {
+                    p.in_engine = false;
+                    *id
+                })
+                .collect()
+        };
+        if let Some(engine) = &self.engine {
+            for id in ids {
+                engine.leave(id);
+            }
+        }
+    }
+
+    /// The call a participant is in, checked against the `call_id` it named.
+    fn call_of(&self, s: &State, participant: Uuid, call_id: Uuid) -> Result<Uuid, CoreError> {
+        let room = s
+            .rooms_of
+            .get(&participant)
+            .ok_or(CoreError::NotFound("call"))?;
+        match s.by_room.get(room) {
+            Some(call) if call.call_id == call_id => Ok(*room),
+            _ => Err(CoreError::NotFound("call")),
+        }
+    }
+
+    /// Relays mesh signaling to another participant of the same call.
+    pub fn relay(
+        &self,
+        from: Uuid,
+        call_id: Uuid,
+        to: Uuid,
+        frame: ServerFrame,
+    ) -> Result<(), CoreError> {
+        let key = {
+            let s = self.lock();
+            let room = self.call_of(&s, from, call_id)?;
+            let call = &s.by_room[&room];
+            call.participants
+                .get(&to)
+                .filter(|_| to != from)
+                .map(|p| p.key)
+                .ok_or(CoreError::NotFound("participant"))?
+        };
+        self.hub.send_to(key, &frame);
+        Ok(())
+    }
+
+    fn engine_for(&self, participant: Uuid, call_id: Uuid) -> Result<&Engine, CoreError> {
+        let s = self.lock();
+        let room = self.call_of(&s, participant, call_id)?;
+        let in_engine = s.by_room[&room]
+            .participants
+            .get(&participant)
+            .is_some_and(|p| p.in_engine);
+        drop(s);
+        match &self.engine {
+            Some(engine) if in_engine => Ok(engine),
+            _ => Err(CoreError::conflict(
+                "not_on_sfu",
+                "this call is peer to peer; use call.offer",
+            )),
+        }
+    }
+
+    /// `sfu.offer`: the engine answers the participant's sending connection.
+    pub async fn sfu_offer(
+        &self,
+        participant: Uuid,
+        call_id: Uuid,
+        sdp: String,
+    ) -> Result<String, CoreError> {
+        let engine = self.engine_for(participant, call_id)?;
+        engine
+            .publish(participant, sdp)
+            .await
+            .map_err(|e| CoreError::validation("sdp", e.to_string()))
+    }
+
+    /// `sfu.answer`: the participant's answer to the engine's offer.
+    pub async fn sfu_answer(
+        &self,
+        participant: Uuid,
+        call_id: Uuid,
+        sdp: String,
+    ) -> Result<(), CoreError> {
+        let engine = self.engine_for(participant, call_id)?;
+        engine
+            .subscriber_answer(participant, sdp)
+            .await
+            .map_err(|e| CoreError::validation("sdp", e.to_string()))
+    }
+
+    /// `sfu.ice`: checked, then nothing to do (the engine is ICE-lite).
+    pub fn sfu_ice(&self, participant: Uuid, call_id: Uuid) -> Result<(), CoreError> {
+        self.engine_for(participant, call_id).map(|_| ())
+    }
+
+    /// `call.mute`: the others hear of it.
+    pub fn mute(
+        &self,
+        participant: Uuid,
+        call_id: Uuid,
+        kind: MediaKind,
+        muted: bool,
+    ) -> Result<(), CoreError> {
+        let outbox = {
+            let mut s = self.lock();
+            let room = self.call_of(&s, participant, call_id)?;
+            let call = s.by_room.get_mut(&room).expect("checked by call_of");
+            if let Some(me) = call.participants.get_mut(&participant) {
+                match kind {
+                    MediaKind::Audio => me.audio_muted = muted,
+                    MediaKind::Video => me.video_muted = muted,
+                }
+            }
+            call.participants
+                .iter()
+                .filter(|(id, _)| **id != participant)
+                .map(|(_, p)| {
+                    (
+                        p.key,
+                        ServerFrame::CallMuted {
+                            call_id,
+                            participant_id: participant,
+                            kind,
+                            muted,
+                        },
+                    )
+                })
+                .collect::<Outbox>()
+        };
+        self.send(outbox);
+        Ok(())
+    }
+
+    fn on_engine_event(&self, event: EngineEvent) {
+        match event {
+            EngineEvent::SubscriberOffer { participant, sdp } => {
+                let target = {
+                    let s = self.lock();
+                    s.rooms_of.get(&participant).and_then(|room| {
+                        let call = s.by_room.get(room)?;
+                        Some((call.participants.get(&participant)?.key, call.call_id))
+                    })
+                };
+                if let Some((key, call_id)) = target {
+                    self.hub
+                        .send_to(key, &ServerFrame::SfuOfferFromServer { call_id, sdp });
+                }
+            }
+            EngineEvent::Disconnected { participant } => {
+                tracing::info!(%participant, "a participant's media connection to the server failed");
+                let mut s = self.lock();
+                if let Some(room) = s.rooms_of.get(&participant).copied() {
+                    if let Some(p) = s
+                        .by_room
+                        .get_mut(&room)
+                        .and_then(|c| c.participants.get_mut(&participant))
+                    {
+                        p.in_engine = false;
+                    }
+                }
+            }
+            EngineEvent::TrackPublished { .. } => {}
+        }
+    }
+
+    /// Participants in calls on this node.
+    pub fn participants(&self) -> usize {
+        self.lock().rooms_of.len()
+    }
+}

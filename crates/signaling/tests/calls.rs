@@ -1,0 +1,302 @@
+//! Call signalling over real WebSockets: joining, mesh relaying, topology
+//! moves, limits, leaving and the record of the call.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, TestServer, User};
+use roost_signaling::calls::CallsConfig;
+use serde_json::{json, Value};
+
+/// Joins the room's call; returns the `call.join` result.
+async fn join_call(c: &mut Client, room: &str) -> Value {
+    let ack = c
+        .request(json!({"type": "call.join", "room_id": room}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    ack["result"].clone()
+}
+
+/// `n` users in one room, each connected; the first owns the room.
+async fn people(server: &TestServer, n: usize) -> (Vec<User>, Vec<Client>, String) {
+    let mut users = Vec::new();
+    for i in 0..n {
+        users.push(server.user(&format!("person{i}")).await);
+    }
+    let others: Vec<&User> = users[1..].iter().collect();
+    let room = server.room(&users[0], &others).await;
+    let mut clients = Vec::new();
+    for u in &users {
+        clients.push(server.join(u, json!({})).await.0);
+    }
+    (users, clients, room)
+}
+
+#[tokio::test]
+async fn joining_tells_the_topology_the_others_and_the_room() {
+    let server = TestServer::start().await;
+    let (users, mut c, room) = people(&server, 3).await;
+
+    let first = join_call(&mut c[0], &room).await;
+    assert_eq!(first["topology"], "mesh");
+    assert_eq!(first["participants"], json!([]));
+    assert_eq!(first["ice_servers"], json!([]), "no TURN configured");
+    assert_eq!(
+        first["max_participants"], 4,
+        "mesh only without a media engine"
+    );
+    let call_id = first["call_id"].as_str().unwrap().to_owned();
+
+    // Everyone in the room, in the call or not, sees it start: in the chat, then its state.
+    let started = c[2].next_of("message.new").await;
+    assert_eq!(started["message"]["kind"], "system");
+    assert_eq!(started["message"]["data"]["event"], "call_started");
+    assert_eq!(started["message"]["data"]["call_id"], call_id.as_str());
+    let state = c[2].next_of("call.state").await;
+    assert_eq!(state["state"], "active");
+    assert_eq!(state["call_id"], call_id.as_str());
+    assert_eq!(state["participants"], 1);
+
+    let second = join_call(&mut c[1], &room).await;
+    assert_eq!(second["call_id"], call_id.as_str(), "one call per room");
+    assert_eq!(second["participants"][0]["user_id"], users[0].id.as_str());
+    assert_eq!(
+        second["participants"][0]["participant_id"],
+        first["participant_id"]
+    );
+    let joined = c[0].next_of("call.participant_joined").await;
+    assert_eq!(joined["participant"]["user_id"], users[1].id.as_str());
+    assert_eq!(
+        joined["participant"]["participant_id"],
+        second["participant_id"]
+    );
+    loop {
+        let s = c[2].next_of("call.state").await;
+        if s["participants"] == 2 {
+            break;
+        }
+    }
+
+    let again = c[1]
+        .request(json!({"type": "call.join", "room_id": room}))
+        .await;
+    assert_eq!(again["code"], "already_in_call");
+    let outsider = server.user("outsider").await;
+    let (mut o, _) = server.join(&outsider, json!({})).await;
+    let refused = o
+        .request(json!({"type": "call.join", "room_id": room}))
+        .await;
+    assert_eq!(refused["code"], "not_found", "members only");
+}
+
+#[tokio::test]
+async fn mesh_signalling_reaches_only_the_addressed_participant() {
+    let server = TestServer::start().await;
+    let (_, mut c, room) = people(&server, 4).await;
+    let a = join_call(&mut c[0], &room).await;
+    let b = join_call(&mut c[1], &room).await;
+    let _ = join_call(&mut c[2], &room).await;
+    let call_id = a["call_id"].clone();
+    let (a_id, b_id) = (a["participant_id"].clone(), b["participant_id"].clone());
+    // Let the joining notices settle.
+    for client in c.iter_mut().take(3) {
+        client.drain(Duration::from_millis(200)).await;
+    }
+
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n";
+    let ack = c[0]
+        .request(json!({"type": "call.offer", "call_id": call_id, "to": b_id, "sdp": sdp}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let offer = c[1].next_of("call.offer").await;
+    assert_eq!(offer["from"], a_id);
+    assert_eq!(offer["sdp"], sdp);
+    c[1].request(json!({"type": "call.answer", "call_id": call_id, "to": a_id, "sdp": "answer"}))
+        .await;
+    assert_eq!(c[0].next_of("call.answer").await["from"], b_id);
+    let candidate = json!({"candidate": "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0});
+    c[0].request(
+        json!({"type": "call.ice", "call_id": call_id, "to": b_id, "candidate": candidate}),
+    )
+    .await;
+    assert_eq!(c[1].next_of("call.ice").await["candidate"], candidate);
+
+    let others = c[2].drain(Duration::from_millis(300)).await;
+    assert!(
+        others
+            .iter()
+            .all(|f| !f["type"].as_str().unwrap().starts_with("call.o")
+                && f["type"] != "call.answer"
+                && f["type"] != "call.ice"),
+        "the third participant hears none of it: {others:?}"
+    );
+
+    let nobody = c[0]
+        .request(json!({"type": "call.offer", "call_id": call_id, "to": uuid::Uuid::new_v4(), "sdp": sdp}))
+        .await;
+    assert_eq!(nobody["code"], "not_found");
+    let myself = c[0]
+        .request(json!({"type": "call.offer", "call_id": call_id, "to": a_id, "sdp": sdp}))
+        .await;
+    assert_eq!(myself["code"], "not_found");
+    // A member not in the call cannot address the call.
+    let outside = c[3]
+        .request(json!({"type": "call.offer", "call_id": call_id, "to": b_id, "sdp": sdp}))
+        .await;
+    assert_eq!(outside["code"], "not_found");
+    let not_sfu = c[0]
+        .request(json!({"type": "sfu.offer", "call_id": call_id, "sdp": sdp}))
+        .await;
+    assert_eq!(not_sfu["code"], "not_on_sfu");
+}
+
+#[tokio::test]
+async fn the_fifth_joiner_moves_the_call_to_the_sfu_and_three_bring_it_back() {
+    let server = TestServer::with_media(CallsConfig {
+        mesh_max: 4,
+        sfu_grace: Duration::from_millis(300),
+    })
+    .await;
+    let (_, mut c, room) = people(&server, 5).await;
+    let mut ids = Vec::new();
+    for client in c.iter_mut().take(4) {
+        let r = join_call(client, &room).await;
+        assert_eq!(r["topology"], "mesh");
+        ids.push(r["participant_id"].clone());
+    }
+    let fifth = join_call(&mut c[4], &room).await;
+    assert_eq!(fifth["topology"], "sfu", "the fifth makes it an SFU call");
+    let call_id = fifth["call_id"].clone();
+    for client in c.iter_mut().take(4) {
+        let t = client.next_of("call.topology").await;
+        assert_eq!(t["topology"], "sfu");
+        assert_eq!(t["call_id"], call_id);
+    }
+
+    // Four stay SFU (no flapping at the boundary); three return to mesh.
+    c[4].request(json!({"type": "call.leave", "call_id": call_id}))
+        .await;
+    let quiet = c[0].drain(Duration::from_millis(300)).await;
+    assert!(
+        quiet.iter().all(|f| f["type"] != "call.topology"),
+        "still SFU at four: {quiet:?}"
+    );
+    drop(c.remove(3)); // a dropped connection leaves at once
+    for client in c.iter_mut().take(3) {
+        loop {
+            let left = client.next_of("call.participant_left").await;
+            if left["participant_id"] == ids[3] {
+                break;
+            }
+        }
+        let t = client.next_of("call.topology").await;
+        assert_eq!(t["topology"], "mesh");
+    }
+    let mesh = c[0]
+        .request(json!({"type": "sfu.offer", "call_id": call_id, "sdp": "v=0"}))
+        .await;
+    assert_eq!(mesh["type"], "nack");
+}
+
+#[tokio::test]
+async fn mesh_max_zero_keeps_every_call_on_the_sfu() {
+    let server = TestServer::with_media(CallsConfig {
+        mesh_max: 0,
+        ..Default::default()
+    })
+    .await;
+    let (_, mut c, room) = people(&server, 2).await;
+    assert_eq!(join_call(&mut c[0], &room).await["topology"], "sfu");
+    let second = join_call(&mut c[1], &room).await;
+    assert_eq!(second["topology"], "sfu");
+    // A bad SDP is refused with a clear code, and the call goes on.
+    let bad = c[1]
+        .request(json!({"type": "sfu.offer", "call_id": second["call_id"], "sdp": "not sdp"}))
+        .await;
+    assert_eq!(bad["code"], "validation_failed", "{bad}");
+    let ok = c[1]
+        .request(json!({"type": "call.mute", "call_id": second["call_id"], "kind": "video", "muted": true}))
+        .await;
+    assert_eq!(ok["type"], "ack");
+    let muted = c[0].next_of("call.mute").await;
+    assert_eq!(muted["participant_id"], second["participant_id"]);
+    assert_eq!(muted["kind"], "video");
+    assert_eq!(muted["muted"], true);
+}
+
+#[tokio::test]
+async fn a_full_call_refuses_one_more_and_the_record_keeps_who_was_there() {
+    let server = TestServer::start().await;
+    let (users, mut c, room) = people(&server, 3).await;
+    let owner = server.actor(&users[0]).await;
+    server
+        .core
+        .rooms
+        .update(
+            &owner,
+            room.parse().unwrap(),
+            roost_core::rooms::RoomPatch {
+                max_call_participants: Some(Some(2)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let first = join_call(&mut c[0], &room).await;
+    assert_eq!(first["max_participants"], 2);
+    join_call(&mut c[1], &room).await;
+    let full = c[2]
+        .request(json!({"type": "call.join", "room_id": room}))
+        .await;
+    assert_eq!(full["code"], "call_full");
+
+    let call_id = first["call_id"].clone();
+    c[0].request(json!({"type": "call.leave", "call_id": call_id}))
+        .await;
+    c[1].request(json!({"type": "call.leave", "call_id": call_id}))
+        .await;
+    // The chat marks the end, then the room hears the call ended.
+    loop {
+        let m = c[2].next_of("message.new").await;
+        if m["message"]["data"]["event"] == "call_ended" {
+            assert_eq!(m["message"]["data"]["peak_participants"], 2);
+            break;
+        }
+    }
+    loop {
+        let s = c[2].next_of("call.state").await;
+        if s["state"] == "ended" {
+            break;
+        }
+    }
+    let page = server
+        .core
+        .calls
+        .list(
+            &owner,
+            room.parse().unwrap(),
+            &roost_core::pagination::PageRequest::new(None, None, Default::default()).unwrap(),
+        )
+        .await
+        .unwrap();
+    let call = &page.items[0];
+    assert_eq!(json!(call.id), call_id);
+    assert!(call.ended_at.is_some());
+    assert_eq!(call.peak_participants, 2);
+    let who: Vec<String> = call
+        .participants
+        .iter()
+        .map(|p| p.user_id.unwrap().to_string())
+        .collect();
+    assert_eq!(who, vec![users[0].id.clone(), users[1].id.clone()]);
+    assert!(call.participants.iter().all(|p| p.left_at.is_some()));
+
+    // Leaving a call one is not in is not found; a new call can start.
+    let gone = c[0]
+        .request(json!({"type": "call.leave", "call_id": call_id}))
+        .await;
+    assert_eq!(gone["code"], "not_found");
+    let next = join_call(&mut c[2], &room).await;
+    assert_ne!(next["call_id"], call_id);
+}
