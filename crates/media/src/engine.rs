@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::demux::Demux;
 use crate::forwarder::DownTrack;
-use crate::peer::{Codec, Kind, Peer, PeerEvent, PeerSetup, Rtp, SenderId, TrackId};
+use crate::peer::{Codec, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp, SenderId, TrackId};
 use crate::MediaError;
 
 /// Where the engine listens and what it tells clients.
@@ -331,6 +331,7 @@ impl Sfu {
             .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
             .collect();
         let setup = PeerSetup {
+            mode: Mode::Server,
             ufrag: ufrag.clone(),
             pwd,
             local: self.local,

@@ -10,7 +10,9 @@
 //! - [`demux`]: which peer a datagram on the shared port belongs to.
 //! - [`forwarder`]: a subscriber's view of a stream (SSRC, sequence numbers,
 //!   timestamps), as pure arithmetic.
+//! - [`client`]: a WebRTC client on the same stack, for tests and the load tool.
 
+pub mod client;
 pub mod demux;
 pub mod engine;
 pub mod forwarder;

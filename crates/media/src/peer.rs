@@ -97,10 +97,20 @@ pub enum PeerEvent {
     },
 }
 
+/// Which side of a connection this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The engine: ICE-lite with the engine's credentials, DTLS server when answering.
+    Server,
+    /// A client (tests, the load tool): full ICE.
+    Client,
+}
+
 /// How a peer connection is set up.
 #[derive(Debug, Clone)]
 pub struct PeerSetup {
-    /// ICE credentials of this side; the ufrag names the peer in the demux.
+    pub mode: Mode,
+    /// ICE credentials of this side (servers); the ufrag names the peer in the demux.
     pub ufrag: String,
     pub pwd: String,
     /// The engine's socket address (what datagrams arrive on).
@@ -129,11 +139,14 @@ impl Peer {
         media.register_default_codecs().map_err(stack)?;
         let registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
         let registry = register_default_interceptors(registry, &mut media).map_err(stack)?;
-        let settings = SettingEngineBuilder::new()
-            .with_lite(true)
-            .with_ice_credentials(setup.ufrag.clone(), setup.pwd.clone())
-            .with_answering_dtls_role(RTCDtlsRole::Server)
-            .build();
+        let settings = match setup.mode {
+            Mode::Server => SettingEngineBuilder::new()
+                .with_lite(true)
+                .with_ice_credentials(setup.ufrag.clone(), setup.pwd.clone())
+                .with_answering_dtls_role(RTCDtlsRole::Server)
+                .build(),
+            Mode::Client => SettingEngineBuilder::new().build(),
+        };
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(settings)
@@ -306,6 +319,28 @@ impl Peer {
                     media_ssrc,
                 })],
             )
+            .map_err(stack)
+    }
+
+    /// Asks the sender of a remote track to send packet `seq` again.
+    pub fn nack(&mut self, track: &str, seq: u16, now: Instant) -> Result<(), MediaError> {
+        use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+            nack_pairs_from_sequence_numbers, TransportLayerNack,
+        };
+        let Some(&(receiver, media_ssrc)) = self.receivers.get(track) else {
+            return Err(MediaError::NotFound("track"));
+        };
+        let mut receiver = self
+            .pc
+            .rtp_receiver(receiver)
+            .ok_or_else(|| MediaError::Stack("no such receiver".into()))?;
+        let nack = TransportLayerNack {
+            sender_ssrc: 0,
+            media_ssrc,
+            nacks: nack_pairs_from_sequence_numbers(&[seq]),
+        };
+        receiver
+            .write_rtcp(now, vec![Box::new(nack)])
             .map_err(stack)
     }
 

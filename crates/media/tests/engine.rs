@@ -2,17 +2,23 @@
 //! over loopback: forwarding, keyframe requests for late joiners, and
 //! retransmission of lost packets.
 
-mod common;
-
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Client, Seen};
-use roost_media::{Engine, EngineConfig, EngineEvent};
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use roost_media::client::{Client, ClientEvent};
+use roost_media::{Engine, EngineConfig, EngineEvent, Kind};
 use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
+
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+async fn client(send: Option<Kind>) -> Client {
+    Client::start(LOOPBACK, send)
+        .await
+        .expect("a client on loopback")
+}
 
 async fn engine() -> (Engine, UnboundedReceiver<EngineEvent>) {
     Engine::start(EngineConfig {
@@ -37,14 +43,17 @@ fn number_of(payload: &[u8]) -> Option<u32> {
 }
 
 /// A publisher in the call: its publisher connection is negotiated and up.
-async fn publisher(engine: &Engine, call: Uuid, kind: RtpCodecKind) -> (Uuid, Client) {
+async fn publisher(engine: &Engine, call: Uuid, kind: Kind) -> (Uuid, Client) {
     let id = Uuid::new_v4();
     engine.join(call, id).await.unwrap();
-    let mut client = Client::start(Some(kind)).await;
-    let offer = client.offer().await;
+    let mut client = client(Some(kind)).await;
+    let offer = client.offer().await.unwrap();
     let answer = engine.publish(id, offer).await.expect("the engine answers");
-    client.accept_answer(answer);
-    client.connected().await;
+    client.accept_answer(answer).await.unwrap();
+    assert!(
+        client.connected(Duration::from_secs(10)).await,
+        "the publisher connects"
+    );
     (id, client)
 }
 
@@ -65,7 +74,7 @@ async fn negotiate(
         while let Ok(event) = events.try_recv() {
             if let EngineEvent::SubscriberOffer { participant, sdp } = event {
                 if let Some(client) = clients.get(&participant) {
-                    let answer = client.answer(sdp).await;
+                    let answer = client.answer(sdp).await.unwrap();
                     engine.subscriber_answer(participant, answer).await.unwrap();
                     answered.insert(participant, Instant::now());
                 }
@@ -80,12 +89,12 @@ async fn negotiate(
 async fn every_subscriber_receives_every_packet_in_order_under_its_own_ssrc() {
     let (engine, mut events) = engine().await;
     let call = Uuid::new_v4();
-    let (_, publisher) = publisher(&engine, call, RtpCodecKind::Audio).await;
+    let (_, publisher) = publisher(&engine, call, Kind::Audio).await;
     let mut subscribers = HashMap::new();
     for _ in 0..2 {
         let id = Uuid::new_v4();
         engine.join(call, id).await.unwrap();
-        subscribers.insert(id, Client::start(None).await);
+        subscribers.insert(id, client(None).await);
     }
 
     // Warm-up packets open the track; the engine then offers it to the others.
@@ -99,7 +108,7 @@ async fn every_subscriber_receives_every_packet_in_order_under_its_own_ssrc() {
     })
     .await;
     for client in subscribers.values_mut() {
-        client.connected().await;
+        assert!(client.connected(Duration::from_secs(10)).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -117,16 +126,10 @@ async fn every_subscriber_receives_every_packet_in_order_under_its_own_ssrc() {
         let mut got: Vec<(u32, u32, u16, u32)> = Vec::new();
         while got.len() < 300 {
             match client.next(Duration::from_secs(5)).await {
-                Some(Seen::Rtp {
-                    ssrc,
-                    seq,
-                    ts,
-                    payload,
-                    ..
-                }) => {
-                    if let Some(n) = number_of(&payload) {
-                        assert_eq!(payload, numbered(n, 160), "payload intact");
-                        got.push((n, ssrc, seq, ts));
+                Some(ClientEvent::Rtp { packet, .. }) => {
+                    if let Some(n) = number_of(&packet.payload) {
+                        assert_eq!(packet.payload, numbered(n, 160), "payload intact");
+                        got.push((n, packet.ssrc, packet.seq, packet.ts));
                     }
                 }
                 Some(_) => {}
@@ -140,7 +143,7 @@ async fn every_subscriber_receives_every_packet_in_order_under_its_own_ssrc() {
             "every packet, once, in order"
         );
         let ssrc = got[0].1;
-        assert_ne!(ssrc, publisher.ssrc, "the subscriber's own SSRC");
+        assert_ne!(Some(ssrc), publisher.ssrc, "the subscriber's own SSRC");
         for pair in got.windows(2) {
             assert_eq!(pair[1].1, ssrc, "one SSRC throughout");
             assert_eq!(
@@ -163,7 +166,7 @@ async fn every_subscriber_receives_every_packet_in_order_under_its_own_ssrc() {
 async fn a_late_joiner_gets_a_keyframe_requested_at_once() {
     let (engine, mut events) = engine().await;
     let call = Uuid::new_v4();
-    let (_, mut publisher) = publisher(&engine, call, RtpCodecKind::Video).await;
+    let (_, mut publisher) = publisher(&engine, call, Kind::Video).await;
     // The track opens with its first packets; nobody watches yet.
     for i in 0..10u16 {
         publisher.send(1 + i, 3000 * u32::from(i), numbered(0, 1200));
@@ -174,11 +177,11 @@ async fn a_late_joiner_gets_a_keyframe_requested_at_once() {
     let late = Uuid::new_v4();
     engine.join(call, late).await.unwrap();
     let mut clients = HashMap::new();
-    clients.insert(late, Client::start(None).await);
+    clients.insert(late, client(None).await);
     let answered = negotiate(&engine, &mut events, &clients, || {}).await[&late];
     let requested = loop {
         match publisher.next(Duration::from_secs(2)).await {
-            Some(Seen::KeyframeRequest { at }) => break at,
+            Some(ClientEvent::KeyframeRequested { at }) => break at,
             Some(_) => continue,
             None => panic!("no keyframe request reached the publisher"),
         }
@@ -194,11 +197,11 @@ async fn a_late_joiner_gets_a_keyframe_requested_at_once() {
 async fn a_lost_packet_is_resent_when_the_subscriber_asks() {
     let (engine, mut events) = engine().await;
     let call = Uuid::new_v4();
-    let (_, publisher) = publisher(&engine, call, RtpCodecKind::Video).await;
+    let (_, publisher) = publisher(&engine, call, Kind::Video).await;
     let sub = Uuid::new_v4();
     engine.join(call, sub).await.unwrap();
     let mut clients = HashMap::new();
-    clients.insert(sub, Client::start(None).await);
+    clients.insert(sub, client(None).await);
     let mut seq: u16 = 100;
     let mut ts: u32 = 0;
     negotiate(&engine, &mut events, &clients, || {
@@ -208,7 +211,7 @@ async fn a_lost_packet_is_resent_when_the_subscriber_asks() {
     })
     .await;
     let client = clients.get_mut(&sub).unwrap();
-    client.connected().await;
+    assert!(client.connected(Duration::from_secs(10)).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     while client.next(Duration::from_millis(100)).await.is_some() {}
 
@@ -221,16 +224,15 @@ async fn a_lost_packet_is_resent_when_the_subscriber_asks() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut got = std::collections::BTreeMap::new();
-    let mut stream = 0;
+    let mut stream = String::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while got.len() < 39 && Instant::now() < deadline {
-        if let Some(Seen::Rtp {
-            payload, ssrc, seq, ..
-        }) = client.next(Duration::from_millis(500)).await
+        if let Some(ClientEvent::Rtp { packet, track, .. }) =
+            client.next(Duration::from_millis(500)).await
         {
-            if let Some(n) = number_of(&payload) {
-                got.insert(n, seq);
-                stream = ssrc;
+            if let Some(n) = number_of(&packet.payload) {
+                got.insert(n, packet.seq);
+                stream = track;
             }
         }
     }
@@ -241,7 +243,9 @@ async fn a_lost_packet_is_resent_when_the_subscriber_asks() {
     client.nack(stream, got[&1].wrapping_sub(1));
     let resent = loop {
         match client.next(Duration::from_secs(2)).await {
-            Some(Seen::Rtp { payload, seq, .. }) if number_of(&payload) == Some(0) => break seq,
+            Some(ClientEvent::Rtp { packet, .. }) if number_of(&packet.payload) == Some(0) => {
+                break packet.seq
+            }
             Some(_) => continue,
             None => panic!("the NACKed packet was not resent"),
         }

@@ -1,0 +1,249 @@
+//! A WebRTC client on the same stack as the engine: a full (not lite) peer
+//! connection on a UDP socket of its own, driven by a task of its own. The
+//! engine's tests, the gateway's tests and the load tool use it as a real
+//! peer: it negotiates, runs ICE and DTLS-SRTP, sends numbered RTP and reports
+//! what it receives.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::peer::{Codec, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp, SenderId, TrackId};
+use crate::MediaError;
+
+/// What the client saw.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    Connected,
+    Failed,
+    TrackOpened {
+        track: TrackId,
+        kind: Kind,
+    },
+    Rtp {
+        track: TrackId,
+        packet: Rtp,
+        at: Instant,
+    },
+    /// The other side asked for a keyframe of this client's track.
+    KeyframeRequested {
+        at: Instant,
+    },
+}
+
+enum Cmd {
+    Offer(oneshot::Sender<Result<String, MediaError>>),
+    AcceptAnswer(String, oneshot::Sender<Result<(), MediaError>>),
+    Answer(String, oneshot::Sender<Result<String, MediaError>>),
+    Send {
+        seq: u16,
+        ts: u32,
+        payload: Bytes,
+        marker: bool,
+    },
+    Lose(usize),
+    Nack {
+        track: TrackId,
+        seq: u16,
+    },
+}
+
+/// A running client.
+pub struct Client {
+    cmd: mpsc::UnboundedSender<Cmd>,
+    pub events: mpsc::UnboundedReceiver<ClientEvent>,
+    /// The SSRC of the track it sends, if any.
+    pub ssrc: Option<u32>,
+    local: SocketAddr,
+}
+
+/// Opus and VP8, the codecs the client sends.
+fn codec(kind: Kind) -> Codec {
+    match kind {
+        Kind::Audio => Codec {
+            mime_type: "audio/opus".into(),
+            clock_rate: 48_000,
+            channels: 2,
+            fmtp: "minptime=10;useinbandfec=1".into(),
+        },
+        Kind::Video => Codec {
+            mime_type: "video/VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            fmtp: String::new(),
+        },
+    }
+}
+
+impl Client {
+    /// A client bound to `ip` that sends one track of `send`, or only receives.
+    pub async fn start(ip: std::net::IpAddr, send: Option<Kind>) -> Result<Client, MediaError> {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let local = socket.local_addr()?;
+        let setup = PeerSetup {
+            mode: Mode::Client,
+            ufrag: String::new(),
+            pwd: String::new(),
+            local,
+            advertised: vec![local],
+        };
+        let mut peer = Peer::new(&setup, Instant::now())?;
+        let mut sender = None;
+        let mut ssrc = None;
+        if let Some(kind) = send {
+            let s: u32 = rand::random();
+            let c = codec(kind);
+            let id = peer.add_sender(kind, &c, s, "roost-client", &format!("client-{s}"))?;
+            sender = Some((id, c.mime_type));
+            ssrc = Some(s);
+        }
+        let (cmd, cmd_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(drive(peer, socket, sender, ssrc, cmd_rx, events_tx));
+        Ok(Client {
+            cmd,
+            events,
+            ssrc,
+            local,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, MediaError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(make(tx)).map_err(|_| MediaError::Stopped)?;
+        rx.await.map_err(|_| MediaError::Stopped)
+    }
+
+    /// An offer of this client's connection.
+    pub async fn offer(&self) -> Result<String, MediaError> {
+        self.ask(Cmd::Offer).await?
+    }
+
+    pub async fn accept_answer(&self, sdp: String) -> Result<(), MediaError> {
+        self.ask(|tx| Cmd::AcceptAnswer(sdp, tx)).await?
+    }
+
+    /// Answers the other side's offer.
+    pub async fn answer(&self, offer: String) -> Result<String, MediaError> {
+        self.ask(|tx| Cmd::Answer(offer, tx)).await?
+    }
+
+    /// Sends one RTP packet on the client's track.
+    pub fn send(&self, seq: u16, ts: u32, payload: impl Into<Bytes>) {
+        let _ = self.cmd.send(Cmd::Send {
+            seq,
+            ts,
+            payload: payload.into(),
+            marker: false,
+        });
+    }
+
+    /// Drops the next `n` RTP datagrams that arrive, as a lossy network would.
+    pub fn lose(&self, n: usize) {
+        let _ = self.cmd.send(Cmd::Lose(n));
+    }
+
+    /// Asks the sender of `track` to send packet `seq` again.
+    pub fn nack(&self, track: TrackId, seq: u16) {
+        let _ = self.cmd.send(Cmd::Nack { track, seq });
+    }
+
+    /// The next event within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<ClientEvent> {
+        tokio::time::timeout(wait, self.events.recv()).await.ok()?
+    }
+
+    /// Waits until the connection is up; false if it failed or took longer than `wait`.
+    pub async fn connected(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(ClientEvent::Connected)) => return true,
+                Ok(Some(ClientEvent::Failed)) | Ok(None) | Err(_) => return false,
+                Ok(Some(_)) => continue,
+            }
+        }
+    }
+}
+
+async fn drive(
+    mut peer: Peer,
+    socket: UdpSocket,
+    sender: Option<(SenderId, String)>,
+    ssrc: Option<u32>,
+    mut cmd: mpsc::UnboundedReceiver<Cmd>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut lose = 0usize;
+    loop {
+        while let Some((to, datagram)) = peer.poll_transmit() {
+            let _ = socket.send_to(&datagram, to).await;
+        }
+        while let Some(event) = peer.poll_event() {
+            let out = match event {
+                PeerEvent::Connected => ClientEvent::Connected,
+                PeerEvent::Failed => ClientEvent::Failed,
+                PeerEvent::TrackOpened { track, kind, .. } => {
+                    ClientEvent::TrackOpened { track, kind }
+                }
+                PeerEvent::Rtp { track, packet } => ClientEvent::Rtp {
+                    track,
+                    packet,
+                    at: Instant::now(),
+                },
+                PeerEvent::KeyframeRequested { .. } => {
+                    ClientEvent::KeyframeRequested { at: Instant::now() }
+                }
+                PeerEvent::TrackClosed { .. } => continue,
+            };
+            if events.send(out).is_err() {
+                return;
+            }
+        }
+        let deadline = peer
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            c = cmd.recv() => {
+                let now = Instant::now();
+                match c {
+                    None => break,
+                    Some(Cmd::Offer(reply)) => { let _ = reply.send(peer.offer(now).and_then(|o| o.ok_or(MediaError::Conflict("an offer is already out".into())))); }
+                    Some(Cmd::AcceptAnswer(sdp, reply)) => { let _ = reply.send(peer.accept_answer(sdp, now)); }
+                    Some(Cmd::Answer(sdp, reply)) => { let _ = reply.send(peer.answer(sdp, now)); }
+                    Some(Cmd::Send { seq, ts, payload, marker }) => {
+                        if let (Some((id, mime)), Some(ssrc)) = (&sender, ssrc) {
+                            let packet = Rtp { ssrc, seq, ts, marker, payload_type: 0, payload };
+                            let _ = peer.send_rtp(*id, &packet, mime, now);
+                        }
+                    }
+                    Some(Cmd::Lose(n)) => lose = n,
+                    Some(Cmd::Nack { track, seq }) => { let _ = peer.nack(&track, seq, now); }
+                }
+            }
+            r = socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { break };
+                let datagram = &buf[..n];
+                // RTP, not RTCP (RFC 5761: RTCP packet types 192-223 in the second byte).
+                let is_rtp = n > 1 && (128..192).contains(&datagram[0]) && !(192..224).contains(&datagram[1]);
+                if lose > 0 && is_rtp {
+                    lose -= 1;
+                    continue;
+                }
+                let _ = peer.handle_datagram(datagram, from, Instant::now());
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let _ = peer.handle_timeout(Instant::now());
+            }
+        }
+    }
+    peer.close();
+}
