@@ -1,0 +1,260 @@
+// A browser participant of a Roost call, speaking the protocol of
+// docs/protocol.md: peer to peer (mesh) or through the server's SFU, moving
+// between the two when the server says so. The browser tests drive it; it
+// uses nothing but the documented WebSocket protocol and WebRTC.
+
+export class CallClient {
+  constructor({ wsUrl, token, roomId, stream, iceTransportPolicy }) {
+    this.wsUrl = wsUrl;
+    this.token = token;
+    this.roomId = roomId;
+    this.stream = stream;
+    this.iceTransportPolicy = iceTransportPolicy || "all";
+    this.nextId = 0;
+    this.pending = new Map();
+    this.mesh = new Map(); // participant id -> RTCPeerConnection
+    this.sendPc = null; // SFU: our media to the server
+    this.recvPc = null; // SFU: everyone else's media from the server
+    this.callId = null;
+    this.me = null;
+    this.topology = null;
+    this.iceServers = [];
+    this.log = [];
+  }
+
+  connect() {
+    return new Promise((resolve, reject) => {
+      this.ws = new WebSocket(this.wsUrl, ["roost.v1", "bearer." + this.token]);
+      this.ws.onopen = () => this.request({ type: "hello" }).then(resolve, reject);
+      this.ws.onerror = () => reject(new Error("websocket error"));
+      this.ws.onmessage = (m) => this.onFrame(JSON.parse(m.data));
+    });
+  }
+
+  request(frame) {
+    const id = String(++this.nextId);
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.ws.send(JSON.stringify({ ...frame, id }));
+    });
+  }
+
+  async join() {
+    const r = await this.request({ type: "call.join", room_id: this.roomId });
+    this.callId = r.call_id;
+    this.me = r.participant_id;
+    this.topology = r.topology;
+    this.iceServers = r.ice_servers;
+    for (const p of r.participants) this.othersSet.add(p.participant_id);
+    if (this.topology === "mesh") {
+      for (const p of r.participants) this.meshPeer(p.participant_id, true);
+    } else {
+      await this.startSfu();
+    }
+    return r;
+  }
+
+  async leave() {
+    await this.request({ type: "call.leave", call_id: this.callId });
+    this.closeMesh();
+    this.closeSfu();
+  }
+
+  pcConfig() {
+    return { iceServers: this.iceServers, iceTransportPolicy: this.iceTransportPolicy };
+  }
+
+  // --- mesh -------------------------------------------------------------
+
+  meshPeer(id, offerer) {
+    let pc = this.mesh.get(id);
+    if (pc) return pc;
+    pc = new RTCPeerConnection(this.pcConfig());
+    this.mesh.set(id, pc);
+    for (const track of this.stream.getTracks()) pc.addTrack(track, this.stream);
+    pc.onicecandidate = (e) => {
+      if (e.candidate) {
+        this.request({ type: "call.ice", call_id: this.callId, to: id, candidate: e.candidate.toJSON() })
+          .catch(() => {});
+      }
+    };
+    if (offerer) {
+      (async () => {
+        await pc.setLocalDescription(await pc.createOffer());
+        await this.request({ type: "call.offer", call_id: this.callId, to: id, sdp: pc.localDescription.sdp });
+      })().catch((e) => this.log.push("offer failed: " + e));
+    }
+    return pc;
+  }
+
+  closeMesh() {
+    for (const pc of this.mesh.values()) pc.close();
+    this.mesh.clear();
+  }
+
+  // --- SFU --------------------------------------------------------------
+
+  async startSfu() {
+    if (this.sendPc) return;
+    const pc = new RTCPeerConnection(this.pcConfig());
+    this.sendPc = pc;
+    for (const track of this.stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [this.stream] });
+    await pc.setLocalDescription(await pc.createOffer());
+    const r = await this.request({ type: "sfu.offer", call_id: this.callId, sdp: pc.localDescription.sdp });
+    await pc.setRemoteDescription({ type: "answer", sdp: r.sdp });
+  }
+
+  closeSfu() {
+    if (this.sendPc) this.sendPc.close();
+    if (this.recvPc) this.recvPc.close();
+    this.sendPc = null;
+    this.recvPc = null;
+  }
+
+  async onServerOffer(sdp) {
+    if (!this.recvPc) this.recvPc = new RTCPeerConnection(this.pcConfig());
+    const pc = this.recvPc;
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await this.request({ type: "sfu.answer", call_id: this.callId, sdp: pc.localDescription.sdp });
+  }
+
+  // --- the server's frames ------------------------------------------------
+
+  async onFrame(f) {
+    if (f.type === "ack" || f.type === "nack") {
+      const p = this.pending.get(f.id);
+      if (!p) return;
+      this.pending.delete(f.id);
+      if (f.type === "ack") p.resolve(f.result);
+      else p.reject(new Error(f.code));
+      return;
+    }
+    try {
+      switch (f.type) {
+        case "call.offer": {
+          const pc = this.meshPeer(f.from, false);
+          await pc.setRemoteDescription({ type: "offer", sdp: f.sdp });
+          await pc.setLocalDescription(await pc.createAnswer());
+          await this.request({ type: "call.answer", call_id: this.callId, to: f.from, sdp: pc.localDescription.sdp });
+          break;
+        }
+        case "call.answer":
+          await this.mesh.get(f.from)?.setRemoteDescription({ type: "answer", sdp: f.sdp });
+          break;
+        case "call.ice":
+          await this.mesh.get(f.from)?.addIceCandidate(f.candidate);
+          break;
+        case "call.participant_left": {
+          const pc = this.mesh.get(f.participant_id);
+          if (pc) pc.close();
+          this.mesh.delete(f.participant_id);
+          break;
+        }
+        case "call.topology":
+          this.topology = f.topology;
+          if (f.topology === "sfu") {
+            // The new path first; the old one goes when the new one plays.
+            await this.startSfu();
+            this.whenFlowing(() => this.recvPc, () => this.topology === "sfu" && this.closeMesh());
+          } else {
+            // Of each pair, the smaller participant id offers.
+            for (const id of this.others) if (this.me < id) this.meshPeer(id, true);
+            this.whenFlowing(() => [...this.mesh.values()][0], () => this.topology === "mesh" && this.closeSfu());
+          }
+          break;
+        case "sfu.offer":
+          await this.onServerOffer(f.sdp);
+          break;
+        case "call.participant_joined":
+          this.othersSet.add(f.participant.participant_id);
+          break;
+      }
+      if (f.type === "call.participant_left") this.othersSet.delete(f.participant_id);
+    } catch (e) {
+      this.log.push(f.type + ": " + e);
+    }
+  }
+
+  get others() {
+    return [...this.othersSet];
+  }
+
+  get othersSet() {
+    if (!this._others) this._others = new Set();
+    return this._others;
+  }
+
+  // Calls `then` once the connection `pcOf()` gives has received video frames.
+  whenFlowing(pcOf, then) {
+    const check = async () => {
+      const pc = pcOf();
+      if (pc && (await framesDecoded(pc)) > 0) {
+        setTimeout(then, 500);
+        return;
+      }
+      setTimeout(check, 250);
+    };
+    setTimeout(check, 250);
+  }
+
+  // Media received, per path.
+  async stats() {
+    const mesh = { audioPackets: 0, videoFrames: 0, tracks: 0 };
+    for (const pc of this.mesh.values()) add(mesh, await inbound(pc));
+    const sfu = { audioPackets: 0, videoFrames: 0, tracks: 0 };
+    if (this.recvPc) add(sfu, await inbound(this.recvPc));
+    let sfuSentPackets = 0;
+    if (this.sendPc) {
+      for (const r of (await this.sendPc.getStats()).values()) {
+        if (r.type === "outbound-rtp") sfuSentPackets += r.packetsSent || 0;
+      }
+    }
+    const pcs = [...this.mesh.values(), this.sendPc, this.recvPc].filter(Boolean);
+    const candidateTypes = [];
+    for (const pc of pcs) candidateTypes.push(...(await selectedCandidateTypes(pc)));
+    return { mesh, sfu, sfuSentPackets, meshPeers: this.mesh.size, topology: this.topology, candidateTypes, log: this.log };
+  }
+}
+
+function add(into, s) {
+  into.audioPackets += s.audioPackets;
+  into.videoFrames += s.videoFrames;
+  into.tracks += s.tracks;
+  into.videoTracksDecoding = (into.videoTracksDecoding || 0) + s.videoTracksDecoding;
+  into.audioTracksReceiving = (into.audioTracksReceiving || 0) + s.audioTracksReceiving;
+}
+
+async function inbound(pc) {
+  const s = { audioPackets: 0, videoFrames: 0, tracks: 0, videoTracksDecoding: 0, audioTracksReceiving: 0 };
+  for (const r of (await pc.getStats()).values()) {
+    if (r.type !== "inbound-rtp") continue;
+    s.tracks += 1;
+    if (r.kind === "audio") {
+      s.audioPackets += r.packetsReceived || 0;
+      if ((r.packetsReceived || 0) > 0) s.audioTracksReceiving += 1;
+    } else {
+      s.videoFrames += r.framesDecoded || 0;
+      if ((r.framesDecoded || 0) > 0) s.videoTracksDecoding += 1;
+    }
+  }
+  return s;
+}
+
+async function framesDecoded(pc) {
+  return (await inbound(pc)).videoFrames;
+}
+
+// The local candidate types of the connection's selected candidate pairs.
+async function selectedCandidateTypes(pc) {
+  const report = await pc.getStats();
+  const types = [];
+  for (const r of report.values()) {
+    if (r.type === "transport" && r.selectedCandidatePairId) {
+      const pair = report.get(r.selectedCandidatePairId);
+      const local = pair && report.get(pair.localCandidateId);
+      if (local) types.push(local.candidateType);
+    }
+  }
+  return types;
+}

@@ -1,0 +1,261 @@
+// Calls in headless Chromium against a real `roost serve` on loopback:
+// two participants peer to peer (the server forwards nothing), five through
+// the SFU (each decodes the other four), and back to peer to peer at three,
+// with media flowing throughout; then two participants allowed only relayed
+// candidates call through a real coturn with the credentials Roost issues.
+// Chromium runs as several processes, as separate machines would.
+//
+//   ROOST_BIN=path/to/roost node calls.test.mjs
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+  "--allow-loopback-in-peer-connection",
+];
+
+function fail(message) {
+  console.error("FAIL: " + message);
+  process.exitCode = 1;
+  throw new Error(message);
+}
+
+function check(cond, message) {
+  if (!cond) fail(message);
+  console.log("ok - " + message);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// The harness page and the call client, served from an origin of their own.
+function serveHarness() {
+  const files = { "/harness.html": "text/html", "/call-client.js": "text/javascript" };
+  const server = createServer((req, res) => {
+    const type = files[req.url];
+    if (req.url === "/favicon.ico") {
+      res.writeHead(204).end();
+      return;
+    }
+    if (!type) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { "content-type": type }).end(readFileSync(join(here, req.url.slice(1))));
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+const TURN_SECRET = "browser-test-secret-0123456789";
+
+function freePort() {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// coturn with the shipped configuration, on loopback; the test's peers are
+// loopback addresses, which the shipped file denies, so they are allowed here.
+async function startCoturn() {
+  const port = await freePort();
+  const conf = join(here, "../../turn-config/turnserver.conf");
+  const child = spawn("turnserver", [
+    "-c", conf, `--static-auth-secret=${TURN_SECRET}`, "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+    `--listening-port=${port}`, "--min-port=41000", "--max-port=41100", "--no-tls", "--no-dtls",
+    "--realm=roost.test", "--allow-loopback-peers", "--allowed-peer-ip=127.0.0.1",
+  ], { stdio: "ignore" });
+  await sleep(500);
+  return { child, url: `turn:127.0.0.1:${port}?transport=udp` };
+}
+
+function startRoost(origin, turnUrl) {
+  const bin = process.env.ROOST_BIN;
+  if (!bin) fail("set ROOST_BIN to the roost binary");
+  const data = mkdtempSync(join(tmpdir(), "roost-browser-"));
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith("ROOST_")) delete env[k];
+  Object.assign(env, {
+    ROOST_MEDIA__LISTEN: "127.0.0.1:0",
+    ROOST_CALLS__MESH_MAX: "4",
+    ROOST_CALLS__SFU_GRACE_SECS: "3",
+    ROOST_GATEWAY__ALLOWED_ORIGINS: JSON.stringify([origin]),
+    ROOST_TURN_URLS: JSON.stringify([turnUrl]),
+    ROOST_TURN_SECRET: TURN_SECRET,
+    ROOST_LOG__FORMAT: "json",
+    ROOST_LOG__LEVEL: "info",
+  });
+  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", data], { env });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/Roost is listening on (http:\/\/\S+)/);
+      if (m) resolve({ child, url: m[1], stderr: () => stderr });
+    });
+    child.on("exit", (code) => reject(new Error("roost exited " + code + "\n" + stderr)));
+  });
+}
+
+async function api(base, path, body, token) {
+  const res = await fetch(base + path, {
+    method: body ? "POST" : "GET",
+    headers: { "content-type": "application/json", ...(token ? { authorization: "Bearer " + token } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  if (!res.ok) fail(`${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+async function stats(page) {
+  return page.evaluate(() => window.participant.stats());
+}
+
+// Waits until `pred(stats)` holds for every page, or fails after `ms`.
+async function waitAll(pages, pred, ms, what) {
+  const deadline = Date.now() + ms;
+  let last = [];
+  while (Date.now() < deadline) {
+    last = await Promise.all(pages.map(stats));
+    if (last.every(pred)) return last;
+    await sleep(500);
+  }
+  fail(`${what} within ${ms / 1000} s; last stats: ${JSON.stringify(last, null, 1)}`);
+}
+
+// Media received on `path` keeps rising on every page.
+async function rising(pages, path, what) {
+  const before = await Promise.all(pages.map(stats));
+  await sleep(2000);
+  const after = await Promise.all(pages.map(stats));
+  after.forEach((a, i) => {
+    const b = before[i];
+    check(a[path].audioPackets > b[path].audioPackets, `${what}: participant ${i} keeps receiving audio over ${path}`);
+    check(a[path].videoFrames > b[path].videoFrames, `${what}: participant ${i} keeps decoding video over ${path}`);
+  });
+}
+
+async function main() {
+  const harness = await serveHarness();
+  const origin = `http://127.0.0.1:${harness.address().port}`;
+  const coturn = await startCoturn();
+  const roost = await startRoost(origin, coturn.url);
+  const browsers = [];
+  try {
+    const base = roost.url;
+    const wsUrl = base.replace("http://", "ws://") + "/v1/ws";
+    const users = [];
+    for (let i = 0; i < 7; i++) {
+      users.push(await api(base, "/v1/auth/register", {
+        email: `caller${i}@example.org`, username: `caller${i}`, password: "a perfectly fine passphrase",
+      }));
+    }
+    const room = await api(base, "/v1/rooms", { name: "call room" }, users[0].access_token);
+    for (const u of users.slice(1, 5)) {
+      await api(base, `/v1/rooms/${room.id}/members`, { user_id: u.user.id }, users[0].access_token);
+    }
+
+    // Three browser processes: pages 0-1, 2-3 and 4.
+    const pages = [];
+    for (const count of [2, 2, 1]) {
+      const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
+        executablePath: CHROMIUM, headless: true, args: ARGS,
+      });
+      browsers.push(ctx);
+      for (let i = 0; i < count; i++) pages.push(await ctx.newPage());
+    }
+    for (const [i, page] of pages.entries()) {
+      page.on("console", (m) => m.type() === "error" && console.error(`[page ${i}] ${m.text()}`));
+      await page.goto(`${origin}/harness.html`);
+      await page.waitForFunction(() => window.ready === true);
+      await page.evaluate((o) => window.startParticipant(o), {
+        wsUrl, token: users[i].access_token, roomId: room.id,
+      });
+    }
+    const joinCall = (i) => pages[i].evaluate(() => window.participant.join());
+    const leaveCall = (i) => pages[i].evaluate(() => window.participant.leave());
+
+    // Two: peer to peer.
+    const first = await joinCall(0);
+    check(first.topology === "mesh", "the first participant's call is peer to peer");
+    check(first.ice_servers.length === 1 && first.ice_servers[0].username.endsWith(":" + users[0].user.id),
+      "call.join hands out Roost's TURN credential");
+    const second = await joinCall(1);
+    check(second.topology === "mesh" && second.participants.length === 1, "the second joins the same mesh call");
+    await waitAll(pages.slice(0, 2), (s) => s.mesh.videoFrames > 0 && s.mesh.audioPackets > 0, 20000,
+      "two participants receive each other's audio and video peer to peer");
+    await rising(pages.slice(0, 2), "mesh", "mesh of two");
+    const two = await Promise.all(pages.slice(0, 2).map(stats));
+    check(two.every((s) => s.sfu.tracks === 0 && s.sfuSentPackets === 0), "in the mesh nothing goes through the server");
+
+    // Five: the fifth moves the call to the SFU; each decodes the other four.
+    for (const i of [2, 3]) check((await joinCall(i)).topology === "mesh", `participant ${i} joins the mesh`);
+    const fifth = await joinCall(4);
+    check(fifth.topology === "sfu", "the fifth participant moves the call to the SFU");
+    await waitAll(pages, (s) => s.topology === "sfu" && s.sfu.videoTracksDecoding >= 4 && s.sfu.audioTracksReceiving >= 4,
+      30000, "all five decode the other four's video and receive their audio through the SFU");
+    await rising(pages, "sfu", "SFU call of five");
+    const five = await Promise.all(pages.map(stats));
+    check(five.every((s) => s.meshPeers === 0), "once the SFU carries the media the peer connections are closed");
+
+    // Two leave: back to peer to peer at three, media flowing.
+    await leaveCall(3);
+    await leaveCall(4);
+    const three = pages.slice(0, 3);
+    await waitAll(three, (s) => s.topology === "mesh" && s.meshPeers === 2 && s.mesh.videoFrames > 0,
+      30000, "three participants are peer to peer again");
+    await rising(three, "mesh", "mesh of three after the SFU");
+    const logs = (await Promise.all(pages.map(stats))).flatMap((s) => s.log);
+    check(logs.length === 0, "no signalling step failed in any page: " + JSON.stringify(logs));
+
+    // Relay only: a call through coturn with the credential Roost issued.
+    const relayRoom = await api(base, "/v1/rooms", { name: "relay room" }, users[5].access_token);
+    await api(base, `/v1/rooms/${relayRoom.id}/members`, { user_id: users[6].user.id }, users[5].access_token);
+    const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
+      executablePath: CHROMIUM, headless: true, args: ARGS,
+    });
+    browsers.push(ctx);
+    const relayed = [];
+    for (const i of [5, 6]) {
+      const page = await ctx.newPage();
+      await page.goto(`${origin}/harness.html`);
+      await page.waitForFunction(() => window.ready === true);
+      await page.evaluate((o) => window.startParticipant(o), {
+        wsUrl, token: users[i].access_token, roomId: relayRoom.id, iceTransportPolicy: "relay",
+      });
+      await page.evaluate(() => window.participant.join());
+      relayed.push(page);
+    }
+    await waitAll(relayed, (s) => s.mesh.videoFrames > 0 && s.mesh.audioPackets > 0, 30000,
+      "two relay-only participants receive each other's media");
+    await rising(relayed, "mesh", "call through coturn");
+    const types = (await Promise.all(relayed.map(stats))).flatMap((s) => s.candidateTypes);
+    check(types.length > 0 && types.every((t) => t === "relay"), "every selected candidate is a TURN relay: " + types);
+  } finally {
+    for (const b of browsers) await b.close().catch(() => {});
+    roost.child.kill("SIGTERM");
+    coturn.child.kill("SIGTERM");
+    harness.close();
+    if (process.exitCode) console.error(roost.stderr().split("\n").slice(-40).join("\n"));
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});
