@@ -3,6 +3,8 @@
 // the SFU (each decodes the other four), and back to peer to peer at three,
 // with media flowing throughout; then two participants allowed only relayed
 // candidates call through a real coturn with the credentials Roost issues.
+// An aiortc participant (another WebRTC stack) joins the SFU call and
+// receives the browsers' audio.
 // Chromium runs as several processes, as separate machines would.
 //
 //   ROOST_BIN=path/to/roost node calls.test.mjs
@@ -95,7 +97,7 @@ function startRoost(origin, turnUrl) {
     ROOST_TURN_URLS: JSON.stringify([turnUrl]),
     ROOST_TURN_SECRET: TURN_SECRET,
     ROOST_LOG__FORMAT: "json",
-    ROOST_LOG__LEVEL: "info",
+    ROOST_LOG__LEVEL: "info,rtc=warn",
   });
   const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", data], { env });
   let stderr = "";
@@ -108,6 +110,23 @@ function startRoost(origin, turnUrl) {
       if (m) resolve({ child, url: m[1], stderr: () => stderr });
     });
     child.on("exit", (code) => reject(new Error("roost exited " + code + "\n" + stderr)));
+  });
+}
+
+// Runs the aiortc participant for `seconds`; returns what it reports.
+function runAiortc(wsUrl, token, roomId, seconds) {
+  return new Promise((resolve) => {
+    const child = spawn(process.env.PYTHON || "python3", [join(here, "aiortc_participant.py"), wsUrl, token, roomId, String(seconds)]);
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    child.on("exit", (code) => {
+      const last = out.trim().split("\n").pop();
+      if (code !== 0 || !last) fail(`aiortc exited ${code}: ${err}`);
+      if (process.env.AIORTC_DEBUG) console.error(err);
+      resolve(JSON.parse(last));
+    });
   });
 }
 
@@ -160,13 +179,13 @@ async function main() {
     const base = roost.url;
     const wsUrl = base.replace("http://", "ws://") + "/v1/ws";
     const users = [];
-    for (let i = 0; i < 7; i++) {
+    for (let i = 0; i < 8; i++) {
       users.push(await api(base, "/v1/auth/register", {
         email: `caller${i}@example.org`, username: `caller${i}`, password: "a perfectly fine passphrase",
       }));
     }
     const room = await api(base, "/v1/rooms", { name: "call room" }, users[0].access_token);
-    for (const u of users.slice(1, 5)) {
+    for (const u of [...users.slice(1, 5), users[7]]) {
       await api(base, `/v1/rooms/${room.id}/members`, { user_id: u.user.id }, users[0].access_token);
     }
 
@@ -212,6 +231,12 @@ async function main() {
     await rising(pages, "sfu", "SFU call of five");
     const five = await Promise.all(pages.map(stats));
     check(five.every((s) => s.meshPeers === 0), "once the SFU carries the media the peer connections are closed");
+
+    // A sixth participant on another stack.
+    const py = await runAiortc(wsUrl, users[7].access_token, room.id, 8);
+    check(py.topology === "sfu" && py.connection === "connected", "an aiortc participant joins the SFU call: " + JSON.stringify(py));
+    check(py.audio_tracks_receiving >= 5 && py.audio_frames > 500,
+      `aiortc decodes the audio of all five Chromium participants (${py.audio_tracks_receiving} tracks, ${py.audio_frames} frames)`);
 
     // Two leave: back to peer to peer at three, media flowing.
     await leaveCall(3);

@@ -219,7 +219,7 @@ impl Peer {
     fn local_sdp(&self) -> Result<String, MediaError> {
         self.pc
             .local_description()
-            .map(|d| d.sdp)
+            .map(|d| candidates_in_every_section(&d.sdp))
             .ok_or_else(|| MediaError::Sdp("no local description".into()))
     }
 
@@ -485,6 +485,55 @@ impl Peer {
     }
 }
 
+/// Repeats the first media section's candidates in every media section that
+/// has none. `rtc` writes them into the first section only, which is enough
+/// for browsers (the sections are bundled) but not for every stack: aiortc
+/// keeps the candidates of the last section of each transport it bundles.
+fn candidates_in_every_section(sdp: &str) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let lines: Vec<&str> = sdp.lines().collect();
+    let first_media = lines.iter().position(|l| l.starts_with("m="));
+    let Some(first_media) = first_media else {
+        return sdp.to_owned();
+    };
+    let section_end = lines[first_media + 1..]
+        .iter()
+        .position(|l| l.starts_with("m="))
+        .map_or(lines.len(), |i| first_media + 1 + i);
+    let candidates: Vec<&str> = lines[first_media..section_end]
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("a=candidate:") || *l == "a=end-of-candidates")
+        .collect();
+    if candidates.is_empty() {
+        return sdp.to_owned();
+    }
+    let mut out = String::with_capacity(sdp.len() * 2);
+    let mut section: Vec<&str> = Vec::new();
+    let flush = |section: &mut Vec<&str>, out: &mut String| {
+        let is_media = section.first().is_some_and(|l| l.starts_with("m="));
+        let has = section.iter().any(|l| l.starts_with("a=candidate:"));
+        for l in section.drain(..) {
+            out.push_str(l);
+            out.push_str(eol);
+        }
+        if is_media && !has {
+            for c in &candidates {
+                out.push_str(c);
+                out.push_str(eol);
+            }
+        }
+    };
+    for l in lines {
+        if l.starts_with("m=") {
+            flush(&mut section, &mut out);
+        }
+        section.push(l);
+    }
+    flush(&mut section, &mut out);
+    out
+}
+
 fn stack(e: rtc::shared::error::Error) -> MediaError {
     MediaError::Stack(e.to_string())
 }
@@ -550,4 +599,22 @@ impl Interceptor for KeyframeRequests {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_media_section_carries_the_candidates() {
+        let sdp = "v=0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP 111\r\na=mid:0\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n\
+                   m=video 9 UDP 96\r\na=mid:1\r\na=sendrecv\r\n";
+        let out = candidates_in_every_section(sdp);
+        assert_eq!(out.matches("a=candidate:1 1 udp").count(), 2);
+        let video = &out[out.find("m=video").unwrap()..];
+        assert!(video.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n"));
+        assert!(out.ends_with("\r\n") && !out.contains("\r\n\r\n"));
+        assert_eq!(candidates_in_every_section("v=0\r\n"), "v=0\r\n");
+    }
 }

@@ -214,7 +214,8 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: LogFormat::Pretty,
-            level: "info".into(),
+            // The WebRTC stack reports every connection state change at info.
+            level: "info,rtc=warn".into(),
         }
     }
 }
