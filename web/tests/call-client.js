@@ -20,6 +20,7 @@ export class CallClient {
     this.topology = null;
     this.iceServers = [];
     this.log = [];
+    this.heardSpeaking = new Set();
   }
 
   connect() {
@@ -166,6 +167,10 @@ export class CallClient {
         case "sfu.offer":
           await this.onServerOffer(f.sdp);
           break;
+        case "call.speaking":
+          this.speakingFrames = (this.speakingFrames || 0) + 1;
+          for (const sp of f.speakers) this.heardSpeaking.add(sp.participant_id);
+          break;
         case "call.participant_joined":
           this.othersSet.add(f.participant.participant_id);
           break;
@@ -213,7 +218,10 @@ export class CallClient {
     const pcs = [...this.mesh.values(), this.sendPc, this.recvPc].filter(Boolean);
     const candidateTypes = [];
     for (const pc of pcs) candidateTypes.push(...(await selectedCandidateTypes(pc)));
-    return { mesh, sfu, sfuSentPackets, meshPeers: this.mesh.size, topology: this.topology, candidateTypes, log: this.log };
+    return {
+      mesh, sfu, sfuSentPackets, meshPeers: this.mesh.size, topology: this.topology, candidateTypes, log: this.log,
+      speakingFrames: this.speakingFrames || 0, speakersHeard: this.heardSpeaking.size,
+    };
   }
 }
 

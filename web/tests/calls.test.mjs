@@ -231,6 +231,8 @@ async function main() {
     await rising(pages, "sfu", "SFU call of five");
     const five = await Promise.all(pages.map(stats));
     check(five.every((s) => s.meshPeers === 0), "once the SFU carries the media the peer connections are closed");
+    check(five.every((s) => s.speakingFrames > 0 && s.speakersHeard >= 2),
+      "call.speaking names who speaks, from the browsers' audio levels: " + five.map((s) => s.speakersHeard));
 
     // A sixth participant on another stack.
     const py = await runAiortc(wsUrl, users[7].access_token, room.id, 8);

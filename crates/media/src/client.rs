@@ -43,6 +43,7 @@ enum Cmd {
         ts: u32,
         payload: Bytes,
         marker: bool,
+        audio_level: Option<u8>,
     },
     Lose(usize),
     Nack {
@@ -137,11 +138,17 @@ impl Client {
 
     /// Sends one RTP packet on the client's track.
     pub fn send(&self, seq: u16, ts: u32, payload: impl Into<Bytes>) {
+        self.send_with_level(seq, ts, payload, None);
+    }
+
+    /// Sends one RTP packet with an audio level (RFC 6464, -dBov: 0 is loudest).
+    pub fn send_with_level(&self, seq: u16, ts: u32, payload: impl Into<Bytes>, level: Option<u8>) {
         let _ = self.cmd.send(Cmd::Send {
             seq,
             ts,
             payload: payload.into(),
             marker: false,
+            audio_level: level,
         });
     }
 
@@ -219,9 +226,9 @@ async fn drive(
                     Some(Cmd::Offer(reply)) => { let _ = reply.send(peer.offer(now).and_then(|o| o.ok_or(MediaError::Conflict("an offer is already out".into())))); }
                     Some(Cmd::AcceptAnswer(sdp, reply)) => { let _ = reply.send(peer.accept_answer(sdp, now)); }
                     Some(Cmd::Answer(sdp, reply)) => { let _ = reply.send(peer.answer(sdp, now)); }
-                    Some(Cmd::Send { seq, ts, payload, marker }) => {
+                    Some(Cmd::Send { seq, ts, payload, marker, audio_level }) => {
                         if let (Some((id, mime)), Some(ssrc)) = (&sender, ssrc) {
-                            let packet = Rtp { ssrc, seq, ts, marker, payload_type: 0, payload };
+                            let packet = Rtp { ssrc, seq, ts, marker, payload_type: 0, payload, audio_level };
                             let _ = peer.send_rtp(*id, &packet, mime, now);
                         }
                     }

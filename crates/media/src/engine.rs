@@ -55,7 +55,20 @@ pub enum EngineEvent {
     TrackPublished { participant: Uuid, kind: Kind },
     /// A participant's media connection failed or closed.
     Disconnected { participant: Uuid },
+    /// Who is speaking in a call now, loudest first, with a loudness from 0
+    /// (silence) to 127; sent when the set changes, at most every 250 ms.
+    Speaking {
+        call: Uuid,
+        speakers: Vec<(Uuid, u8)>,
+    },
 }
+
+/// How often the speakers of each call are looked at.
+const SPEAKING_EVERY: Duration = Duration::from_millis(250);
+/// Loudness (127 minus the RFC 6464 level in -dBov) from which someone speaks: -60 dBov.
+const SPEAKING_LOUDNESS: u8 = 67;
+/// How long a level counts after it arrived.
+const LEVEL_FRESH: Duration = Duration::from_millis(500);
 
 /// Counters of the engine, for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -137,6 +150,7 @@ impl Engine {
             outbox: Vec::new(),
             events,
             stats: EngineStats::default(),
+            speakers: HashMap::new(),
         };
         tokio::spawn(run(socket, rx, state));
         Ok((Engine { commands, local }, events_rx))
@@ -241,6 +255,30 @@ struct Published {
     codec: Codec,
     subscribers: Vec<Uuid>,
     last_keyframe_request: Option<Instant>,
+    /// Smoothed loudness of an audio track, and when a level last came.
+    loudness: u8,
+    level_at: Option<Instant>,
+}
+
+impl Published {
+    /// Takes a level (RFC 6464, -dBov): rises at once, falls gently, so the
+    /// pauses between words do not end a turn.
+    fn observe_level(&mut self, level: u8, now: Instant) {
+        let loud = 127 - level.min(127);
+        self.loudness = if loud >= self.loudness {
+            loud
+        } else {
+            self.loudness - (self.loudness - loud).div_ceil(16)
+        };
+        self.level_at = Some(now);
+    }
+
+    fn speaking(&self, now: Instant) -> Option<u8> {
+        let fresh = self
+            .level_at
+            .is_some_and(|at| now.duration_since(at) < LEVEL_FRESH);
+        (fresh && self.loudness >= SPEAKING_LOUDNESS).then_some(self.loudness)
+    }
 }
 
 struct Sfu {
@@ -257,10 +295,14 @@ struct Sfu {
     outbox: Vec<(SocketAddr, BytesMut)>,
     events: mpsc::UnboundedSender<EngineEvent>,
     stats: EngineStats,
+    /// The speakers last announced, per call.
+    speakers: HashMap<Uuid, Vec<Uuid>>,
 }
 
 async fn run(socket: UdpSocket, mut commands: mpsc::UnboundedReceiver<Command>, mut sfu: Sfu) {
     let mut buf = vec![0u8; 2048];
+    let mut speaking = tokio::time::interval(SPEAKING_EVERY);
+    speaking.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         for (to, datagram) in sfu.outbox.drain(..) {
             if let Err(e) = socket.send_to(&datagram, to).await {
@@ -280,6 +322,7 @@ async fn run(socket: UdpSocket, mut commands: mpsc::UnboundedReceiver<Command>, 
                 Err(e) => tracing::debug!(error = %e, "receiving a datagram failed"),
             },
             _ = tokio::time::sleep_until(deadline.into()) => sfu.timeouts(Instant::now()),
+            _ = speaking.tick() => sfu.announce_speakers(Instant::now()),
         }
     }
     for slot in sfu.peers.values_mut() {
@@ -626,6 +669,8 @@ impl Sfu {
                             codec,
                             subscribers: Vec::new(),
                             last_keyframe_request: None,
+                            loudness: 0,
+                            level_at: None,
                         },
                     );
                     let call = self.participants.get(&participant).map(|p| p.call);
@@ -675,12 +720,43 @@ impl Sfu {
         }
     }
 
+    /// Tells signaling who speaks in each call, when that changed.
+    fn announce_speakers(&mut self, now: Instant) {
+        let mut by_call: HashMap<Uuid, Vec<(Uuid, u8)>> = HashMap::new();
+        for ((participant, _), track) in &self.tracks {
+            let Some(call) = self.participants.get(participant).map(|p| p.call) else {
+                continue;
+            };
+            let speakers = by_call.entry(call).or_default();
+            if let Some(loudness) = track.speaking(now) {
+                match speakers.iter_mut().find(|(p, _)| p == participant) {
+                    Some(s) => s.1 = s.1.max(loudness),
+                    None => speakers.push((*participant, loudness)),
+                }
+            }
+        }
+        self.speakers.retain(|call, _| by_call.contains_key(call));
+        for (call, mut speakers) in by_call {
+            speakers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut ids: Vec<Uuid> = speakers.iter().map(|s| s.0).collect();
+            ids.sort();
+            let last = self.speakers.entry(call).or_default();
+            if *last != ids {
+                *last = ids;
+                let _ = self.events.send(EngineEvent::Speaking { call, speakers });
+            }
+        }
+    }
+
     /// Sends a publisher's packet to every subscriber of the track.
     fn forward(&mut self, key: &TrackKey, packet: &Rtp) {
+        let now = Instant::now();
+        if let (Some(level), Some(track)) = (packet.audio_level, self.tracks.get_mut(key)) {
+            track.observe_level(level, now);
+        }
         let Some(track) = self.tracks.get(key) else {
             return;
         };
-        let now = Instant::now();
         for subscriber in &track.subscribers {
             let Some(p) = self.participants.get_mut(subscriber) else {
                 continue;
@@ -765,6 +841,7 @@ mod tests {
             outbox: Vec::new(),
             events,
             stats: EngineStats::default(),
+            speakers: HashMap::new(),
         };
         (sfu, rx)
     }

@@ -62,7 +62,13 @@ pub struct Rtp {
     pub marker: bool,
     pub payload_type: u8,
     pub payload: Bytes,
+    /// The audio level (RFC 6464) in -dBov, 0 (loudest) to 127 (silence),
+    /// when the sender put one in.
+    pub audio_level: Option<u8>,
 }
+
+/// The header extension carrying audio levels.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// A track received from the remote side, by the id `rtc` gave it.
 pub type TrackId = String;
@@ -128,6 +134,8 @@ pub struct Peer {
     receivers: HashMap<TrackId, (rtc::rtp_transceiver::RTCRtpReceiverId, u32)>,
     /// Our tracks' SSRC by sender.
     senders: HashMap<SenderId, u32>,
+    /// The negotiated id of the audio level extension, per remote track.
+    level_ids: HashMap<TrackId, u8>,
     awaiting_answer: bool,
 }
 
@@ -137,6 +145,15 @@ impl Peer {
     pub fn new(setup: &PeerSetup, now: Instant) -> Result<Peer, MediaError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs().map_err(stack)?;
+        media
+            .register_header_extension(
+                rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+                    uri: AUDIO_LEVEL_URI.to_owned(),
+                },
+                RtpCodecKind::Audio,
+                None,
+            )
+            .map_err(stack)?;
         let registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
         let registry = register_default_interceptors(registry, &mut media).map_err(stack)?;
         let settings = match setup.mode {
@@ -176,6 +193,7 @@ impl Peer {
             events: VecDeque::new(),
             receivers: HashMap::new(),
             senders: HashMap::new(),
+            level_ids: HashMap::new(),
             awaiting_answer: false,
         })
     }
@@ -279,24 +297,37 @@ impl Peer {
             .pc
             .rtp_sender(id)
             .ok_or_else(|| MediaError::Stack("no such sender".into()))?;
-        let payload_type = sender
-            .get_parameters()
-            .rtp_parameters
+        let parameters = &sender.get_parameters().rtp_parameters;
+        let payload_type = parameters
             .codecs
             .iter()
             .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
             .map(|c| c.payload_type)
             .ok_or_else(|| MediaError::Stack("codec not negotiated".into()))?;
+        let level_id = packet.audio_level.and_then(|_| {
+            parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == AUDIO_LEVEL_URI)
+                .and_then(|e| u8::try_from(e.id).ok())
+        });
+        let mut header = rtc::rtp::header::Header {
+            version: 2,
+            marker: packet.marker,
+            payload_type,
+            sequence_number: packet.seq,
+            timestamp: packet.ts,
+            ssrc: packet.ssrc,
+            ..Default::default()
+        };
+        if let (Some(id), Some(level)) = (level_id, packet.audio_level) {
+            header.extension = true;
+            header.extension_profile = rtc::rtp::header::EXTENSION_PROFILE_ONE_BYTE;
+            // Voice activity is left to the receiver, which reads the level.
+            let _ = header.set_extension(id, Bytes::copy_from_slice(&[level & 0x7f]));
+        }
         let out = rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                marker: packet.marker,
-                payload_type,
-                sequence_number: packet.seq,
-                timestamp: packet.ts,
-                ssrc: packet.ssrc,
-                ..Default::default()
-            },
+            header,
             payload: packet.payload.clone(),
         };
         sender.write_rtp(now, out).map_err(stack)
@@ -429,6 +460,16 @@ impl Peer {
                     let Some(codec) = codec else {
                         continue;
                     };
+                    let level_id = receiver
+                        .get_parameters()
+                        .rtp_parameters
+                        .header_extensions
+                        .iter()
+                        .find(|e| e.uri == AUDIO_LEVEL_URI)
+                        .and_then(|e| u8::try_from(e.id).ok());
+                    if let Some(id) = level_id {
+                        self.level_ids.insert(init.track_id.clone(), id);
+                    }
                     self.receivers
                         .insert(init.track_id.clone(), (init.receiver_id, init.ssrc));
                     self.events.push_back(PeerEvent::TrackOpened {
@@ -452,17 +493,25 @@ impl Peer {
         }
         while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
             match message {
-                RTCMessage::RtpPacket(track, p) => self.events.push_back(PeerEvent::Rtp {
-                    track,
-                    packet: Rtp {
-                        ssrc: p.header.ssrc,
-                        seq: p.header.sequence_number,
-                        ts: p.header.timestamp,
-                        marker: p.header.marker,
-                        payload_type: p.header.payload_type,
-                        payload: p.payload,
-                    },
-                }),
+                RTCMessage::RtpPacket(track, p) => {
+                    let audio_level = self
+                        .level_ids
+                        .get(&track)
+                        .and_then(|id| p.header.get_extension(*id))
+                        .and_then(|ext| ext.first().map(|b| b & 0x7f));
+                    self.events.push_back(PeerEvent::Rtp {
+                        track,
+                        packet: Rtp {
+                            ssrc: p.header.ssrc,
+                            seq: p.header.sequence_number,
+                            ts: p.header.timestamp,
+                            marker: p.header.marker,
+                            payload_type: p.header.payload_type,
+                            payload: p.payload,
+                            audio_level,
+                        },
+                    })
+                }
                 RTCMessage::RtcpPacket(_, packets) => {
                     for p in packets {
                         let any = p.as_any();

@@ -256,3 +256,56 @@ async fn a_lost_packet_is_resent_when_the_subscriber_asks() {
         "resent under its own number"
     );
 }
+
+#[tokio::test]
+async fn audio_levels_tell_who_speaks_at_a_bounded_rate() {
+    let (engine, mut events) = engine().await;
+    let call = Uuid::new_v4();
+    let (speaker, publisher) = publisher(&engine, call, Kind::Audio).await;
+    let mut seq: u16 = 1;
+    let mut speak = |level: u8, packets: u32| {
+        for _ in 0..packets {
+            publisher.send_with_level(seq, u32::from(seq) * 960, vec![0xF8; 60], Some(level));
+            seq = seq.wrapping_add(1);
+        }
+    };
+    // Loud (-20 dBov) for a second, in 20 ms packets.
+    let mut announced = Vec::new();
+    let started = Instant::now();
+    for _ in 0..50 {
+        speak(20, 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok(e) = events.try_recv() {
+            if let EngineEvent::Speaking { call: c, speakers } = e {
+                assert_eq!(c, call);
+                announced.push((started.elapsed(), speakers));
+            }
+        }
+    }
+    assert!(!announced.is_empty(), "the speaker was announced");
+    assert_eq!(announced[0].1.len(), 1);
+    assert_eq!(announced[0].1[0].0, speaker);
+    assert!(
+        announced[0].1[0].1 >= 100,
+        "loudness {}",
+        announced[0].1[0].1
+    );
+    assert_eq!(
+        announced.len(),
+        1,
+        "one announcement while nothing changes: {announced:?}"
+    );
+
+    // Silence: the turn ends, announced once.
+    for _ in 0..50 {
+        speak(127, 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut after = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let EngineEvent::Speaking { speakers, .. } = e {
+            after.push(speakers);
+        }
+    }
+    assert_eq!(after, vec![vec![]], "the end of the turn, once");
+}

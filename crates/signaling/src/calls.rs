@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::hub::{ConnKey, Hub};
-use crate::protocol::{CallJoined, CallParticipantInfo, MediaKind, ServerFrame, Topology};
+use crate::protocol::{CallJoined, CallParticipantInfo, MediaKind, ServerFrame, Speaker, Topology};
 
 /// How calls are carried.
 #[derive(Debug, Clone)]
@@ -538,6 +538,29 @@ impl CallHub {
                     {
                         p.in_engine = false;
                     }
+                }
+            }
+            EngineEvent::Speaking { call, speakers } => {
+                let keys: Vec<ConnKey> = {
+                    let s = self.lock();
+                    s.by_room
+                        .values()
+                        .find(|c| c.call_id == call)
+                        .map(|c| c.participants.values().map(|p| p.key).collect())
+                        .unwrap_or_default()
+                };
+                let frame = ServerFrame::CallSpeaking {
+                    call_id: call,
+                    speakers: speakers
+                        .into_iter()
+                        .map(|(participant_id, level)| Speaker {
+                            participant_id,
+                            level,
+                        })
+                        .collect(),
+                };
+                for key in keys {
+                    self.hub.send_to(key, &frame);
                 }
             }
             EngineEvent::TrackPublished { .. } => {}

@@ -177,6 +177,13 @@ pub struct CallParticipantInfo {
     pub video_muted: bool,
 }
 
+/// A participant speaking, with its loudness from 0 (silence) to 127.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Speaker {
+    pub participant_id: Uuid,
+    pub level: u8,
+}
+
 /// What `call.join` is acknowledged with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CallJoined {
@@ -307,6 +314,12 @@ pub enum ServerFrame {
     /// SFU: the server offers the receiving connection (the others' tracks); answer with `sfu.answer`.
     #[serde(rename = "sfu.offer")]
     SfuOfferFromServer { call_id: Uuid, sdp: String },
+    /// SFU: who speaks now, loudest first; sent when that changes.
+    #[serde(rename = "call.speaking")]
+    CallSpeaking {
+        call_id: Uuid,
+        speakers: Vec<Speaker>,
+    },
     #[serde(rename = "call.mute")]
     CallMuted {
         call_id: Uuid,
