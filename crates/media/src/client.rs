@@ -50,6 +50,11 @@ enum Cmd {
         track: TrackId,
         seq: u16,
     },
+    KeyframeRequest {
+        track: TrackId,
+    },
+    /// Stop at once, without a word to the other side.
+    Vanish,
 }
 
 /// A running client.
@@ -90,6 +95,7 @@ impl Client {
             pwd: String::new(),
             local,
             advertised: vec![local],
+            ice_timeouts: (Duration::from_secs(5), Duration::from_secs(25)),
         };
         let mut peer = Peer::new(&setup, Instant::now())?;
         let mut sender = None;
@@ -160,6 +166,17 @@ impl Client {
     /// Asks the sender of `track` to send packet `seq` again.
     pub fn nack(&self, track: TrackId, seq: u16) {
         let _ = self.cmd.send(Cmd::Nack { track, seq });
+    }
+
+    /// Asks the sender of `track` for a keyframe (a PLI).
+    pub fn request_keyframe(&self, track: TrackId) {
+        let _ = self.cmd.send(Cmd::KeyframeRequest { track });
+    }
+
+    /// Goes silent without closing anything, as a client whose network
+    /// vanished does.
+    pub fn vanish(&self) {
+        let _ = self.cmd.send(Cmd::Vanish);
     }
 
     /// The next event within `wait`.
@@ -234,6 +251,8 @@ async fn drive(
                     }
                     Some(Cmd::Lose(n)) => lose = n,
                     Some(Cmd::Nack { track, seq }) => { let _ = peer.nack(&track, seq, now); }
+                    Some(Cmd::KeyframeRequest { track }) => { let _ = peer.request_keyframe(&track, now); }
+                    Some(Cmd::Vanish) => return,
                 }
             }
             r = socket.recv_from(&mut buf) => {

@@ -33,6 +33,10 @@ pub struct EngineConfig {
     pub advertised_ips: Vec<IpAddr>,
     /// Keyframe requests forwarded to a publisher per track, at most one per this interval.
     pub keyframe_interval: Duration,
+    /// A peer silent this long counts as disconnected, and after
+    /// `peer_failed` more as gone: it leaves the call.
+    pub peer_disconnected: Duration,
+    pub peer_failed: Duration,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +45,8 @@ impl Default for EngineConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7882)),
             advertised_ips: Vec::new(),
             keyframe_interval: Duration::from_millis(500),
+            peer_disconnected: Duration::from_secs(5),
+            peer_failed: Duration::from_secs(10),
         }
     }
 }
@@ -141,6 +147,7 @@ impl Engine {
             local: advertised[0],
             advertised,
             keyframe_interval: config.keyframe_interval,
+            ice_timeouts: (config.peer_disconnected, config.peer_failed),
             demux: Demux::new(8),
             peers: HashMap::new(),
             next_peer: 0,
@@ -285,6 +292,7 @@ struct Sfu {
     local: SocketAddr,
     advertised: Vec<SocketAddr>,
     keyframe_interval: Duration,
+    ice_timeouts: (Duration, Duration),
     demux: Demux<PeerKey>,
     peers: HashMap<PeerKey, PeerSlot>,
     next_peer: PeerKey,
@@ -379,6 +387,7 @@ impl Sfu {
             pwd,
             local: self.local,
             advertised: self.advertised.clone(),
+            ice_timeouts: self.ice_timeouts,
         };
         let peer = Peer::new(&setup, Instant::now())?;
         let key = self.next_peer;
@@ -832,6 +841,7 @@ mod tests {
             local,
             advertised: vec![local],
             keyframe_interval: Duration::from_millis(500),
+            ice_timeouts: (Duration::from_secs(5), Duration::from_secs(10)),
             demux: Demux::new(8),
             peers: HashMap::new(),
             next_peer: 0,

@@ -123,6 +123,9 @@ pub struct PeerSetup {
     pub local: SocketAddr,
     /// Addresses put in the SDP as host candidates (public or NAT 1:1 addresses).
     pub advertised: Vec<SocketAddr>,
+    /// How long without a sign of life before the connection counts as
+    /// disconnected, and then as failed.
+    pub ice_timeouts: (std::time::Duration, std::time::Duration),
 }
 
 /// One peer connection.
@@ -156,13 +159,18 @@ impl Peer {
             .map_err(stack)?;
         let registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
         let registry = register_default_interceptors(registry, &mut media).map_err(stack)?;
+        let (disconnected, failed) = setup.ice_timeouts;
+        let keepalive = (disconnected / 3).max(std::time::Duration::from_millis(200));
         let settings = match setup.mode {
             Mode::Server => SettingEngineBuilder::new()
+                .with_ice_timeouts(Some(disconnected), Some(failed), Some(keepalive))
                 .with_lite(true)
                 .with_ice_credentials(setup.ufrag.clone(), setup.pwd.clone())
                 .with_answering_dtls_role(RTCDtlsRole::Server)
                 .build(),
-            Mode::Client => SettingEngineBuilder::new().build(),
+            Mode::Client => SettingEngineBuilder::new()
+                .with_ice_timeouts(Some(disconnected), Some(failed), Some(keepalive))
+                .build(),
         };
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())

@@ -309,3 +309,120 @@ async fn audio_levels_tell_who_speaks_at_a_bounded_rate() {
     }
     assert_eq!(after, vec![vec![]], "the end of the turn, once");
 }
+
+/// A video publisher and `n` subscribers, negotiated and connected, the
+/// publisher's early keyframe requests drained.
+async fn video_call(
+    engine: &Engine,
+    events: &mut UnboundedReceiver<EngineEvent>,
+    n: usize,
+) -> (Client, HashMap<Uuid, Client>, u16) {
+    let call = Uuid::new_v4();
+    let (_, mut publisher) = publisher(engine, call, Kind::Video).await;
+    let mut subs = HashMap::new();
+    for _ in 0..n {
+        let id = Uuid::new_v4();
+        engine.join(call, id).await.unwrap();
+        subs.insert(id, client(None).await);
+    }
+    let mut seq: u16 = 1;
+    negotiate(engine, events, &subs, || {
+        publisher.send(seq, u32::from(seq) * 3000, numbered(0, 1000));
+        seq += 1;
+    })
+    .await;
+    for s in subs.values_mut() {
+        assert!(s.connected(Duration::from_secs(10)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    while publisher.next(Duration::from_millis(100)).await.is_some() {}
+    (publisher, subs, seq)
+}
+
+#[tokio::test]
+async fn subscribers_keyframe_requests_reach_the_publisher_merged() {
+    let (engine, mut events) = engine().await;
+    let (mut publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
+    // Each subscriber learns its track's id from a packet, then asks ten times at once.
+    let mut tracks = Vec::new();
+    for s in subs.values_mut() {
+        publisher.send(seq, u32::from(seq) * 3000, numbered(1, 1000));
+        seq += 1;
+        loop {
+            match s.next(Duration::from_secs(2)).await {
+                Some(ClientEvent::Rtp { track, .. }) => break tracks.push(track),
+                Some(_) => continue,
+                None => panic!("no packet reached a subscriber"),
+            }
+        }
+    }
+    for (s, track) in subs.values().zip(&tracks) {
+        for _ in 0..10 {
+            s.request_keyframe(track.clone());
+        }
+    }
+    let mut requests = 0;
+    let until = Instant::now() + Duration::from_millis(400);
+    while Instant::now() < until {
+        if let Some(ClientEvent::KeyframeRequested { .. }) =
+            publisher.next(Duration::from_millis(50)).await
+        {
+            requests += 1;
+        }
+    }
+    assert!(
+        (1..=2).contains(&requests),
+        "20 requests within 400 ms reach the publisher as {requests}"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_vanishes_leaves_and_the_others_go_on() {
+    let (engine, mut events) = Engine::start(EngineConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        // Shorter than the default, longer than the clients' keepalives and reports.
+        peer_disconnected: Duration::from_secs(2),
+        peer_failed: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
+    let ids: Vec<Uuid> = subs.keys().copied().collect();
+    let gone = ids[0];
+    subs[&gone].vanish();
+    let started = Instant::now();
+    let left = loop {
+        publisher.send(seq, u32::from(seq) * 3000, numbered(2, 1000));
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match events.try_recv() {
+            Ok(EngineEvent::Disconnected { participant }) => break participant,
+            _ => assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the vanished peer was never noticed"
+            ),
+        }
+    };
+    assert_eq!(left, gone);
+    assert_eq!(engine.stats().await.unwrap().participants, 2);
+    // The one still there keeps receiving.
+    let stays = subs.get_mut(&ids[1]).unwrap();
+    while stays.next(Duration::from_millis(50)).await.is_some() {}
+    for n in 0..20u32 {
+        publisher.send(seq, u32::from(seq) * 3000, numbered(100 + n, 1000));
+        seq += 1;
+    }
+    let mut got = 0;
+    while let Some(e) = stays.next(Duration::from_secs(2)).await {
+        if let ClientEvent::Rtp { packet, .. } = e {
+            if number_of(&packet.payload).is_some_and(|n| n >= 100) {
+                got += 1;
+                if got == 20 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(got, 20);
+}
