@@ -214,7 +214,11 @@ impl TestServer {
             .await
             .expect("connecting");
         assert_eq!(res.headers()["sec-websocket-protocol"], "roost.v1");
-        Client { ws, next_id: 0 }
+        Client {
+            ws,
+            next_id: 0,
+            backlog: Default::default(),
+        }
     }
 
     /// Connects and says hello with `resume`; returns the client and the welcome.
@@ -234,6 +238,8 @@ pub fn redis_url() -> String {
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u64,
+    /// Frames that arrived while a request waited for its answer, in order.
+    backlog: std::collections::VecDeque<Value>,
 }
 
 impl Client {
@@ -247,13 +253,19 @@ impl Client {
         let id = format!("r{}", self.next_id);
         frame["id"] = json!(id);
         self.send_raw(&frame.to_string()).await;
+        let mut skipped = Vec::new();
         loop {
-            let f = self.next().await;
+            let f = self
+                .read_within(Duration::from_secs(5))
+                .await
+                .expect("an answer within 5 s");
             if f["id"] == json!(id)
                 && (f["type"] == "ack" || f["type"] == "nack" || f["type"] == "pong")
             {
+                self.backlog.extend(skipped);
                 return f;
             }
+            skipped.push(f);
         }
     }
 
@@ -265,6 +277,14 @@ impl Client {
     }
 
     pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        if let Some(f) = self.backlog.pop_front() {
+            return Some(f);
+        }
+        self.read_within(wait).await
+    }
+
+    /// The next frame from the socket itself.
+    async fn read_within(&mut self, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let msg = tokio::time::timeout_at(deadline, self.ws.next())
