@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -67,7 +67,7 @@ pub struct Client {
 }
 
 /// Opus and VP8, the codecs the client sends.
-fn codec(kind: Kind) -> Codec {
+pub(crate) fn codec(kind: Kind) -> Codec {
     match kind {
         Kind::Audio => Codec {
             mime_type: "audio/opus".into(),
@@ -103,7 +103,7 @@ impl Client {
         if let Some(kind) = send {
             let s: u32 = rand::random();
             let c = codec(kind);
-            let id = peer.add_sender(kind, &c, s, "roost-client", &format!("client-{s}"))?;
+            let id = peer.add_sender(kind, &c, s, None, "roost-client", &format!("client-{s}"))?;
             sender = Some((id, c.mime_type));
             ssrc = Some(s);
         }
@@ -264,7 +264,7 @@ async fn drive(
                     lose -= 1;
                     continue;
                 }
-                let _ = peer.handle_datagram(datagram, from, Instant::now());
+                let _ = peer.handle_datagram(BytesMut::from(datagram), from, Instant::now());
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let _ = peer.handle_timeout(Instant::now());

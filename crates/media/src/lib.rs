@@ -3,8 +3,10 @@
 //! SQL or accounts: participants and calls are opaque ids from signaling.
 //!
 //! # Layout
-//! - [`engine`]: the socket, the loop that owns every peer, and forwarding
-//!   between publishers and subscribers.
+//! - [`engine`]: the socket, the receive loop that routes datagrams, the
+//!   handle signaling holds, and which media loop holds which call.
+//! - `sfu`: one media loop: the peers of its calls and forwarding between
+//!   publishers and subscribers.
 //! - [`peer`]: one peer connection; the only module that touches the `rtc`
 //!   stack.
 //! - [`demux`]: which peer a datagram on the shared port belongs to.
@@ -16,7 +18,10 @@ pub mod client;
 pub mod demux;
 pub mod engine;
 pub mod forwarder;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod peer;
+mod sfu;
 
 pub use engine::{Engine, EngineConfig, EngineEvent, EngineStats};
 pub use peer::Kind;

@@ -29,7 +29,8 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
@@ -66,6 +67,26 @@ pub struct Rtp {
     /// when the sender put one in.
     pub audio_level: Option<u8>,
 }
+
+/// Codecs offered beside a track's own (mime type, clock rate, channels,
+/// fmtp); the stack gives each the payload type it registered.
+const OTHER_AUDIO_CODECS: &[(&str, u32, u16, &str)] = &[
+    ("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1"),
+    ("audio/G722", 8_000, 0, ""),
+    ("audio/PCMU", 8_000, 0, ""),
+    ("audio/PCMA", 8_000, 0, ""),
+];
+const OTHER_VIDEO_CODECS: &[(&str, u32, u16, &str)] = &[
+    ("video/VP8", 90_000, 0, ""),
+    (
+        "video/H264",
+        90_000,
+        0,
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+    ),
+    ("video/VP9", 90_000, 0, "profile-id=0"),
+    ("video/AV1", 90_000, 0, ""),
+];
 
 /// The header extension carrying audio levels.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -249,12 +270,16 @@ impl Peer {
             .ok_or_else(|| MediaError::Sdp("no local description".into()))
     }
 
-    /// Adds a track this side sends with its own SSRC.
+    /// Adds a track this side sends with its own SSRC, and with `rtx` a
+    /// retransmission stream (RFC 4588) on that SSRC: where the other side
+    /// negotiates RTX, resent packets go there instead of repeating the
+    /// original stream's numbers.
     pub fn add_sender(
         &mut self,
         kind: Kind,
         codec: &Codec,
         ssrc: u32,
+        rtx: Option<u32>,
         stream_id: &str,
         track_id: &str,
     ) -> Result<SenderId, MediaError> {
@@ -270,6 +295,7 @@ impl Peer {
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
+                    rtx: rtx.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                     ..Default::default()
                 },
                 codec: RTCRtpCodec {
@@ -283,8 +309,65 @@ impl Peer {
             }],
         );
         let id = self.pc.add_track(track).map_err(stack)?;
+        self.offer_every_codec(id, kind, codec);
         self.senders.insert(id, ssrc);
         Ok(id)
+    }
+
+    /// Lists every codec of the kind the other side takes in the track's
+    /// media section, the track's own first. Otherwise the first answer
+    /// would settle the connection on the codecs of the first tracks
+    /// (VP8, say), and a later track in another codec (H264 from another
+    /// publisher) could not be offered at all. After negotiation only codecs
+    /// the other side accepted are kept.
+    fn offer_every_codec(&mut self, id: SenderId, kind: RtpCodecKind, first: &Codec) {
+        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
+        let Some(mut transceiver) = transceivers
+            .into_iter()
+            .find_map(|t| {
+                let transceiver = self.pc.rtp_transceiver(t)?;
+                (transceiver.sender() == Some(id)).then_some(t)
+            })
+            .and_then(|t| self.pc.rtp_transceiver(t))
+        else {
+            return;
+        };
+        let own = RTCRtpCodec {
+            mime_type: first.mime_type.clone(),
+            clock_rate: first.clock_rate,
+            channels: first.channels,
+            sdp_fmtp_line: first.fmtp.clone(),
+            rtcp_feedback: vec![],
+        };
+        let mut preferences = vec![RTCRtpCodecParameters {
+            rtp_codec: own,
+            payload_type: 0,
+        }];
+        let others = match kind {
+            RtpCodecKind::Audio => OTHER_AUDIO_CODECS,
+            _ => OTHER_VIDEO_CODECS,
+        };
+        for &(mime_type, clock_rate, channels, fmtp) in others {
+            if mime_type.eq_ignore_ascii_case(&first.mime_type) {
+                continue;
+            }
+            let mut candidate = preferences.clone();
+            candidate.push(RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: mime_type.to_owned(),
+                    clock_rate,
+                    channels,
+                    sdp_fmtp_line: fmtp.to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: 0,
+            });
+            // Refused when the other side did not take this codec earlier.
+            if transceiver.set_codec_preferences(candidate.clone()).is_ok() {
+                preferences = candidate;
+            }
+        }
+        let _ = transceiver.set_codec_preferences(preferences);
     }
 
     /// Stops sending a track (takes effect with the next offer).
@@ -387,7 +470,7 @@ impl Peer {
     /// datagram was bad; the connection goes on.
     pub fn handle_datagram(
         &mut self,
-        datagram: &[u8],
+        datagram: BytesMut,
         from: SocketAddr,
         now: Instant,
     ) -> Result<(), MediaError> {
@@ -400,7 +483,7 @@ impl Peer {
                     ecn: None,
                     transport_protocol: TransportProtocol::UDP,
                 },
-                message: BytesMut::from(datagram),
+                message: datagram,
             })
             .map_err(stack)?;
         self.drain();

@@ -59,14 +59,25 @@ async fn publisher(engine: &Engine, call: Uuid, kind: Kind) -> (Uuid, Client) {
 
 /// Answers every subscriber offer the engine makes until each of `clients`
 /// has answered at least once, while `tick` runs between checks (a publisher
-/// keeps sending so its track opens).
+/// keeps sending so its track opens). Returns when each answered, and the
+/// last offer each was made.
 async fn negotiate(
     engine: &Engine,
     events: &mut UnboundedReceiver<EngineEvent>,
     clients: &HashMap<Uuid, Client>,
-    mut tick: impl FnMut(),
+    tick: impl FnMut(),
 ) -> HashMap<Uuid, Instant> {
+    negotiate_offers(engine, events, clients, tick).await.0
+}
+
+async fn negotiate_offers(
+    engine: &Engine,
+    events: &mut UnboundedReceiver<EngineEvent>,
+    clients: &HashMap<Uuid, Client>,
+    mut tick: impl FnMut(),
+) -> (HashMap<Uuid, Instant>, HashMap<Uuid, String>) {
     let mut answered = HashMap::new();
+    let mut offers = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while answered.len() < clients.len() {
         assert!(Instant::now() < deadline, "offers did not come");
@@ -74,15 +85,16 @@ async fn negotiate(
         while let Ok(event) = events.try_recv() {
             if let EngineEvent::SubscriberOffer { participant, sdp } = event {
                 if let Some(client) = clients.get(&participant) {
-                    let answer = client.answer(sdp).await.unwrap();
+                    let answer = client.answer(sdp.clone()).await.unwrap();
                     engine.subscriber_answer(participant, answer).await.unwrap();
                     answered.insert(participant, Instant::now());
+                    offers.insert(participant, sdp);
                 }
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    answered
+    (answered, offers)
 }
 
 #[tokio::test]
@@ -204,12 +216,18 @@ async fn a_lost_packet_is_resent_when_the_subscriber_asks() {
     clients.insert(sub, client(None).await);
     let mut seq: u16 = 100;
     let mut ts: u32 = 0;
-    negotiate(&engine, &mut events, &clients, || {
+    let (_, offers) = negotiate_offers(&engine, &mut events, &clients, || {
         publisher.send(seq, ts, Bytes::from_static(b"warm-up"));
         seq += 1;
         ts += 3000;
     })
     .await;
+    // The video is offered with a retransmission stream (RFC 4588), which the client takes.
+    let offer = &offers[&sub];
+    assert!(
+        offer.contains("a=ssrc-group:FID ") && offer.contains(" rtx/90000"),
+        "the offer pairs the video with an RTX stream:\n{offer}"
+    );
     let client = clients.get_mut(&sub).unwrap();
     assert!(client.connected(Duration::from_secs(10)).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -425,4 +443,71 @@ async fn a_peer_that_vanishes_leaves_and_the_others_go_on() {
         }
     }
     assert_eq!(got, 20);
+}
+
+#[tokio::test]
+async fn calls_on_different_loops_each_get_only_their_own_media() {
+    let (engine, mut events) = Engine::start(EngineConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        loops: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Two calls, each a publisher and a subscriber; the second call goes to the idle loop.
+    let mut calls = Vec::new();
+    let mut subscribers = HashMap::new();
+    for _ in 0..2 {
+        let call = Uuid::new_v4();
+        let (_, publisher) = publisher(&engine, call, Kind::Audio).await;
+        let id = Uuid::new_v4();
+        engine.join(call, id).await.unwrap();
+        subscribers.insert(id, client(None).await);
+        calls.push((id, publisher));
+    }
+    let mut seq = 1u16;
+    negotiate(&engine, &mut events, &subscribers, || {
+        for (_, publisher) in &calls {
+            publisher.send(seq, u32::from(seq) * 960, Bytes::from_static(b"warm-up"));
+        }
+        seq = seq.wrapping_add(1);
+    })
+    .await;
+    for client in subscribers.values_mut() {
+        assert!(client.connected(Duration::from_secs(10)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Call i numbers its packets from i * 1000.
+    for n in 0..100u32 {
+        for (i, (_, publisher)) in calls.iter().enumerate() {
+            publisher.send(
+                seq,
+                u32::from(seq) * 960,
+                numbered(i as u32 * 1000 + n, 160),
+            );
+        }
+        seq = seq.wrapping_add(1);
+        if n % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for (i, (id, _)) in calls.iter().enumerate() {
+        let client = subscribers.get_mut(id).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            match client.next(Duration::from_secs(5)).await {
+                Some(ClientEvent::Rtp { packet, .. }) => got.extend(number_of(&packet.payload)),
+                Some(_) => {}
+                None => panic!("call {i}'s subscriber received {} of 100", got.len()),
+            }
+        }
+        let base = i as u32 * 1000;
+        assert_eq!(
+            got,
+            (base..base + 100).collect::<Vec<_>>(),
+            "call {i}: its own packets, in order"
+        );
+    }
+    let stats = engine.stats().await.unwrap();
+    assert_eq!((stats.loops, stats.participants), (2, 4), "{stats:?}");
 }

@@ -99,6 +99,8 @@ pub struct MediaSection {
     /// address). Empty: the listening address, or when that is every
     /// interface, the address of the interface with the default route.
     pub public_ips: Vec<std::net::IpAddr>,
+    /// Media loops, each holding whole calls; 0: one per core.
+    pub loops: usize,
 }
 
 impl Default for MediaSection {
@@ -107,6 +109,7 @@ impl Default for MediaSection {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 7882)),
             public_ips: Vec::new(),
+            loops: 0,
         }
     }
 }
@@ -345,6 +348,9 @@ impl Config {
         }
         if self.database_max_connections == 0 {
             bail!("invalid configuration: database_max_connections must be at least 1");
+        }
+        if self.media.loops > 256 {
+            bail!("invalid configuration: media.loops must be at most 256 (0: one per core)");
         }
         let p = &self.pagination;
         if p.max_limit == 0 || p.default_limit == 0 || p.default_limit > p.max_limit {

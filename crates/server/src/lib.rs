@@ -211,6 +211,7 @@ async fn start_media(
     let (engine, events) = roost_media::Engine::start(roost_media::EngineConfig {
         listen: config.media.listen,
         advertised_ips: advertised.clone(),
+        loops: config.media.loops,
         ..Default::default()
     })
     .await
