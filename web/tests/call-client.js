@@ -4,7 +4,8 @@
 // uses nothing but the documented WebSocket protocol and WebRTC.
 
 export class CallClient {
-  constructor({ wsUrl, token, roomId, stream, iceTransportPolicy }) {
+  constructor({ wsUrl, token, roomId, stream, iceTransportPolicy, videoCodec }) {
+    this.videoCodec = videoCodec || null;
     this.wsUrl = wsUrl;
     this.token = token;
     this.roomId = roomId;
@@ -32,7 +33,20 @@ export class CallClient {
     });
   }
 
-  request(frame) {
+  // A request, sent again after a pause when the connection's rate limit
+  // answers `rate_limited` (ICE candidates come in bursts).
+  async request(frame) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.requestOnce(frame);
+      } catch (e) {
+        if (e.message !== "rate_limited" || attempt >= 5) throw e;
+        await new Promise((r) => setTimeout(r, 250 * (attempt + 1)));
+      }
+    }
+  }
+
+  requestOnce(frame) {
     const id = String(++this.nextId);
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -99,7 +113,15 @@ export class CallClient {
     if (this.sendPc) return;
     const pc = new RTCPeerConnection(this.pcConfig());
     this.sendPc = pc;
-    for (const track of this.stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [this.stream] });
+    for (const track of this.stream.getTracks()) {
+      const t = pc.addTransceiver(track, { direction: "sendonly", streams: [this.stream] });
+      if (track.kind === "video" && this.videoCodec) {
+        const want = "video/" + this.videoCodec.toLowerCase();
+        const codecs = RTCRtpSender.getCapabilities("video").codecs
+          .filter((c) => c.mimeType.toLowerCase() === want || c.mimeType.toLowerCase() === "video/rtx");
+        t.setCodecPreferences(codecs);
+      }
+    }
     await pc.setLocalDescription(await pc.createOffer());
     const r = await this.request({ type: "sfu.offer", call_id: this.callId, sdp: pc.localDescription.sdp });
     await pc.setRemoteDescription({ type: "answer", sdp: r.sdp });
@@ -117,6 +139,7 @@ export class CallClient {
     const pc = this.recvPc;
     await pc.setRemoteDescription({ type: "offer", sdp });
     await pc.setLocalDescription(await pc.createAnswer());
+    (this.sdpLog ||= []).push({ offer: sdp, answer: pc.localDescription.sdp });
     await this.request({ type: "sfu.answer", call_id: this.callId, sdp: pc.localDescription.sdp });
   }
 
@@ -210,9 +233,17 @@ export class CallClient {
     const sfu = { audioPackets: 0, videoFrames: 0, tracks: 0 };
     if (this.recvPc) add(sfu, await inbound(this.recvPc));
     let sfuSentPackets = 0;
+    // RTCP from the server: receiver reports on what we send, sender reports on what we receive.
+    const reports = { receiverReports: 0, senderReports: 0 };
     if (this.sendPc) {
       for (const r of (await this.sendPc.getStats()).values()) {
         if (r.type === "outbound-rtp") sfuSentPackets += r.packetsSent || 0;
+        if (r.type === "remote-inbound-rtp") reports.receiverReports += 1;
+      }
+    }
+    if (this.recvPc) {
+      for (const r of (await this.recvPc.getStats()).values()) {
+        if (r.type === "remote-outbound-rtp") reports.senderReports += 1;
       }
     }
     const pcs = [...this.mesh.values(), this.sendPc, this.recvPc].filter(Boolean);
@@ -220,7 +251,7 @@ export class CallClient {
     for (const pc of pcs) candidateTypes.push(...(await selectedCandidateTypes(pc)));
     return {
       mesh, sfu, sfuSentPackets, meshPeers: this.mesh.size, topology: this.topology, candidateTypes, log: this.log,
-      speakingFrames: this.speakingFrames || 0, speakersHeard: this.heardSpeaking.size,
+      speakingFrames: this.speakingFrames || 0, speakersHeard: this.heardSpeaking.size, reports,
     };
   }
 }
@@ -231,11 +262,13 @@ function add(into, s) {
   into.tracks += s.tracks;
   into.videoTracksDecoding = (into.videoTracksDecoding || 0) + s.videoTracksDecoding;
   into.audioTracksReceiving = (into.audioTracksReceiving || 0) + s.audioTracksReceiving;
+  into.videoCodecsDecoding = [...(into.videoCodecsDecoding || []), ...s.videoCodecsDecoding];
 }
 
 async function inbound(pc) {
-  const s = { audioPackets: 0, videoFrames: 0, tracks: 0, videoTracksDecoding: 0, audioTracksReceiving: 0 };
-  for (const r of (await pc.getStats()).values()) {
+  const s = { audioPackets: 0, videoFrames: 0, tracks: 0, videoTracksDecoding: 0, audioTracksReceiving: 0, videoCodecsDecoding: [] };
+  const report = await pc.getStats();
+  for (const r of report.values()) {
     if (r.type !== "inbound-rtp") continue;
     s.tracks += 1;
     if (r.kind === "audio") {
@@ -243,7 +276,11 @@ async function inbound(pc) {
       if ((r.packetsReceived || 0) > 0) s.audioTracksReceiving += 1;
     } else {
       s.videoFrames += r.framesDecoded || 0;
-      if ((r.framesDecoded || 0) > 0) s.videoTracksDecoding += 1;
+      if ((r.framesDecoded || 0) > 0) {
+        s.videoTracksDecoding += 1;
+        const codec = report.get(r.codecId);
+        if (codec) s.videoCodecsDecoding.push(codec.mimeType);
+      }
     }
   }
   return s;

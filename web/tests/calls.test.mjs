@@ -97,7 +97,7 @@ function startRoost(origin, turnUrl) {
     ROOST_TURN_URLS: JSON.stringify([turnUrl]),
     ROOST_TURN_SECRET: TURN_SECRET,
     ROOST_LOG__FORMAT: "json",
-    ROOST_LOG__LEVEL: "info,rtc=warn",
+    ROOST_LOG__LEVEL: process.env.ROOST_TEST_LOG || "info,rtc=warn",
   });
   const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", data], { env });
   let stderr = "";
@@ -154,6 +154,13 @@ async function waitAll(pages, pred, ms, what) {
     if (last.every(pred)) return last;
     await sleep(500);
   }
+  if (process.env.ROOST_DEBUG_SDP) {
+    const log = await pages[0].evaluate(() => window.participant.sdpLog);
+    for (const { offer, answer } of log || []) {
+      console.error("OFFER " + offer.split("\r\n").filter((l) => /^(m=|a=rtpmap|a=mid|a=send|a=recv|a=fmtp:\d+ .*profile-level)/.test(l)).join(" | "));
+      console.error("ANSWER " + answer.split("\r\n").filter((l) => /^(m=|a=rtpmap|a=mid|a=send|a=recv)/.test(l)).join(" | "));
+    }
+  }
   fail(`${what} within ${ms / 1000} s; last stats: ${JSON.stringify(last, null, 1)}`);
 }
 
@@ -202,8 +209,9 @@ async function main() {
       page.on("console", (m) => m.type() === "error" && console.error(`[page ${i}] ${m.text()}`));
       await page.goto(`${origin}/harness.html`);
       await page.waitForFunction(() => window.ready === true);
+      // Participant 2 sends H264 to the SFU, the others VP8.
       await page.evaluate((o) => window.startParticipant(o), {
-        wsUrl, token: users[i].access_token, roomId: room.id,
+        wsUrl, token: users[i].access_token, roomId: room.id, videoCodec: i === 2 ? "H264" : undefined,
       });
     }
     const joinCall = (i) => pages[i].evaluate(() => window.participant.join());
@@ -231,6 +239,13 @@ async function main() {
     await rising(pages, "sfu", "SFU call of five");
     const five = await Promise.all(pages.map(stats));
     check(five.every((s) => s.meshPeers === 0), "once the SFU carries the media the peer connections are closed");
+    const codecs = five.map((s) => s.sfu.videoCodecsDecoding);
+    check(codecs.every((c, i) => i === 2 || c.filter((m) => m === "video/H264").length === 1),
+      "the SFU forwards H264 as it was sent, and the others decode it: " + JSON.stringify(codecs));
+    check(codecs.every((c, i) => c.filter((m) => m === "video/VP8").length === (i === 2 ? 4 : 3)),
+      "and VP8 from the other four: " + JSON.stringify(codecs));
+    check(five.every((s) => s.reports.receiverReports > 0 && s.reports.senderReports > 0),
+      "the server sends receiver reports on what it receives and sender reports on what it sends");
     check(five.every((s) => s.speakingFrames > 0 && s.speakersHeard >= 2),
       "call.speaking names who speaks, from the browsers' audio levels: " + five.map((s) => s.speakersHeard));
 
