@@ -117,9 +117,18 @@ impl EngineStats {
 pub(crate) struct Placement {
     /// The loop of each call, and how many of its participants are in the engine.
     calls: HashMap<Uuid, (usize, usize)>,
-    participants: HashMap<Uuid, (usize, Uuid)>,
+    participants: HashMap<Uuid, Placed>,
     /// Participants per loop.
     load: Vec<usize>,
+    /// Numbers placements, so a stale removal can be told from a current one.
+    next: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    at: usize,
+    call: Uuid,
+    id: u64,
 }
 
 impl Placement {
@@ -130,8 +139,9 @@ impl Placement {
         }
     }
 
-    /// Places a participant on its call's loop, or the call on the least loaded one.
-    fn place(&mut self, call: Uuid, participant: Uuid) -> Result<usize, MediaError> {
+    /// Places a participant on its call's loop, or the call on the least
+    /// loaded one; returns the loop and the placement's number.
+    fn place(&mut self, call: Uuid, participant: Uuid) -> Result<(usize, u64), MediaError> {
         if self.participants.contains_key(&participant) {
             return Err(MediaError::Conflict("already in a call".into()));
         }
@@ -151,19 +161,32 @@ impl Placement {
         if let Some(load) = self.load.get_mut(at) {
             *load += 1;
         }
-        self.participants.insert(participant, (at, call));
-        Ok(at)
+        self.next += 1;
+        let id = self.next;
+        self.participants
+            .insert(participant, Placed { at, call, id });
+        Ok((at, id))
     }
 
     fn loop_of(&self, participant: Uuid) -> Option<usize> {
-        self.participants.get(&participant).map(|(at, _)| *at)
+        self.participants.get(&participant).map(|p| p.at)
     }
 
-    /// Forgets a participant, and its call once the last one is gone.
-    pub(crate) fn remove(&mut self, participant: Uuid) {
-        let Some((at, call)) = self.participants.remove(&participant) else {
-            return;
-        };
+    /// Forgets the placement `id` of a participant, unless a newer one replaced it.
+    pub(crate) fn remove_placed(&mut self, participant: Uuid, id: u64) {
+        if self
+            .participants
+            .get(&participant)
+            .is_some_and(|p| p.id == id)
+        {
+            self.remove(participant);
+        }
+    }
+
+    /// Forgets a participant, and its call once the last one is gone;
+    /// returns the loop it was on.
+    pub(crate) fn remove(&mut self, participant: Uuid) -> Option<usize> {
+        let Placed { at, call, .. } = self.participants.remove(&participant)?;
         if let Some(load) = self.load.get_mut(at) {
             *load = load.saturating_sub(1);
         }
@@ -173,6 +196,7 @@ impl Placement {
                 self.calls.remove(&call);
             }
         }
+        Some(at)
     }
 }
 
@@ -285,17 +309,18 @@ impl Engine {
 
     /// Adds a participant to a call; the others' tracks will be offered to it.
     pub async fn join(&self, call: Uuid, participant: Uuid) -> Result<(), MediaError> {
-        let at = self.placement.lock().place(call, participant)?;
+        let (at, placement) = self.placement.lock().place(call, participant)?;
         let joined = self
             .ask(at, |reply| Command::Join {
                 call,
                 participant,
+                placement,
                 reply,
             })
             .await
             .and_then(|r| r);
         if joined.is_err() {
-            self.placement.lock().remove(participant);
+            self.placement.lock().remove_placed(participant, placement);
         }
         joined
     }
@@ -326,11 +351,28 @@ impl Engine {
         .await?
     }
 
-    /// Removes a participant and its tracks at once.
+    /// Removes a participant and its tracks at once. It may join again
+    /// straight away, with new connections.
     pub fn leave(&self, participant: Uuid) {
-        if let Ok(at) = self.loop_of(participant) {
+        self.leave_all(&[participant]);
+    }
+
+    /// Removes participants and their tracks at once; those who stay are
+    /// offered the change once, and none of those leaving is offered
+    /// anything more.
+    pub fn leave_all(&self, participants: &[Uuid]) {
+        let mut by_loop: HashMap<usize, Vec<Uuid>> = HashMap::new();
+        {
+            let mut placement = self.placement.lock();
+            for participant in participants {
+                if let Some(at) = placement.remove(*participant) {
+                    by_loop.entry(at).or_default().push(*participant);
+                }
+            }
+        }
+        for (at, participants) in by_loop {
             if let Some(commands) = self.loops.get(at) {
-                let _ = commands.send(Command::Leave { participant });
+                let _ = commands.send(Command::Leave { participants });
             }
         }
     }
@@ -410,16 +452,23 @@ mod tests {
         let mut placement = Placement::new(2);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let people: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
-        let first = placement.place(a, people[0]).unwrap();
-        assert_eq!(placement.place(a, people[1]).unwrap(), first);
-        assert_eq!(placement.place(a, people[2]).unwrap(), first);
-        let second = placement.place(b, people[3]).unwrap();
+        let first = placement.place(a, people[0]).unwrap().0;
+        assert_eq!(placement.place(a, people[1]).unwrap().0, first);
+        let (_, third) = placement.place(a, people[2]).unwrap();
+        let second = placement.place(b, people[3]).unwrap().0;
         assert_ne!(first, second, "a new call goes to the idle loop");
         assert!(matches!(
             placement.place(b, people[0]),
             Err(MediaError::Conflict(_))
         ));
-        for p in &people[..3] {
+        // Left and placed again at once: the old placement's late removal changes nothing.
+        placement.remove(people[2]);
+        let (_, again) = placement.place(a, people[2]).unwrap();
+        placement.remove_placed(people[2], third);
+        assert_eq!(placement.loop_of(people[2]), Some(first));
+        placement.remove_placed(people[2], again);
+        assert_eq!(placement.loop_of(people[2]), None);
+        for p in &people[..2] {
             placement.remove(*p);
         }
         assert!(
@@ -428,6 +477,6 @@ mod tests {
         );
         assert_eq!(placement.load[first], 0);
         let c = Uuid::new_v4();
-        assert_eq!(placement.place(c, people[4]).unwrap(), first);
+        assert_eq!(placement.place(c, people[4]).unwrap().0, first);
     }
 }

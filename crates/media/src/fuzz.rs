@@ -48,9 +48,9 @@ impl Harness {
         let call = Uuid::new_v4();
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
         // Both are new to a fresh loop: joining cannot conflict.
-        sfu.join(call, alice)
+        sfu.join(call, alice, 1)
             .expect("a fresh loop takes a participant");
-        sfu.join(call, bob)
+        sfu.join(call, bob, 2)
             .expect("a fresh loop takes a participant");
         if let Some(offer) = client_offer() {
             let _ = sfu.publish(alice, offer);
@@ -86,7 +86,7 @@ impl Harness {
 
     /// Adds someone to the call.
     pub fn join(&mut self, participant: Uuid) -> Result<(), crate::MediaError> {
-        self.sfu.join(self.call, participant)
+        self.sfu.join(self.call, participant, 0)
     }
 
     /// Takes one datagram from `from` as the engine would.

@@ -161,6 +161,9 @@ pub struct Peer {
     /// The negotiated id of the audio level extension, per remote track.
     level_ids: HashMap<TrackId, u8>,
     awaiting_answer: bool,
+    /// The codecs the answer accepted for the media section of each of our
+    /// SSRCs, in the answer's order.
+    payload_types: HashMap<u32, Vec<SdpCodec>>,
 }
 
 impl Peer {
@@ -224,6 +227,7 @@ impl Peer {
             senders: HashMap::new(),
             level_ids: HashMap::new(),
             awaiting_answer: false,
+            payload_types: HashMap::new(),
         })
     }
 
@@ -253,9 +257,13 @@ impl Peer {
         if !self.awaiting_answer {
             return Err(MediaError::Sdp("no offer is waiting for an answer".into()));
         }
-        let answer = RTCSessionDescription::answer(answer_sdp).map_err(sdp)?;
+        let answer = RTCSessionDescription::answer(answer_sdp.clone()).map_err(sdp)?;
         self.pc.set_remote_description(now, answer).map_err(sdp)?;
         self.awaiting_answer = false;
+        if let Some(offer) = self.pc.local_description() {
+            self.payload_types = codecs_by_ssrc(&offer.sdp, &answer_sdp);
+        }
+        self.send_as_answered();
         Ok(())
     }
 
@@ -312,6 +320,34 @@ impl Peer {
         self.offer_every_codec(id, kind, codec);
         self.senders.insert(id, ssrc);
         Ok(id)
+    }
+
+    /// Gives each sender the codecs, with their payload types, that the
+    /// answer accepted in its own media section. The stack otherwise keeps
+    /// the numbers of the first section that negotiated a codec, and checks
+    /// every packet against them.
+    fn send_as_answered(&mut self) {
+        let senders: Vec<(SenderId, u32)> = self.senders.iter().map(|(k, v)| (*k, *v)).collect();
+        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
+        for (id, ssrc) in senders {
+            let Some(codecs) = self.payload_types.get(&ssrc) else {
+                continue;
+            };
+            let codecs: Vec<RTCRtpCodecParameters> =
+                codecs.iter().map(SdpCodec::parameters).collect();
+            let Some(t) = transceivers.iter().copied().find(|t| {
+                self.pc
+                    .rtp_transceiver(*t)
+                    .is_some_and(|t| t.sender() == Some(id))
+            }) else {
+                continue;
+            };
+            if let Some(mut transceiver) = self.pc.rtp_transceiver(t) {
+                if let Err(e) = transceiver.set_codec_preferences(codecs) {
+                    tracing::debug!(error = %e, ssrc, "keeping a sender's codecs");
+                }
+            }
+        }
     }
 
     /// Lists every codec of the kind the other side takes in the track's
@@ -384,16 +420,24 @@ impl Peer {
         mime_type: &str,
         now: Instant,
     ) -> Result<(), MediaError> {
+        let answered = self
+            .payload_types
+            .get(&packet.ssrc)
+            .and_then(|codecs| codec_payload_type(codecs, mime_type));
         let mut sender = self
             .pc
             .rtp_sender(id)
             .ok_or_else(|| MediaError::Stack("no such sender".into()))?;
         let parameters = &sender.get_parameters().rtp_parameters;
-        let payload_type = parameters
-            .codecs
-            .iter()
-            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
-            .map(|c| c.payload_type)
+        // Until the answer is in, what the stack would offer.
+        let payload_type = answered
+            .or_else(|| {
+                parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
+                    .map(|c| c.payload_type)
+            })
             .ok_or_else(|| MediaError::Stack("codec not negotiated".into()))?;
         let level_id = packet.audio_level.and_then(|_| {
             parameters
@@ -674,6 +718,150 @@ fn candidates_in_every_section(sdp: &str) -> String {
     out
 }
 
+/// A codec of a media section as the SDP gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SdpCodec {
+    payload_type: u8,
+    /// `video/H264`
+    mime_type: String,
+    clock_rate: u32,
+    channels: u16,
+    fmtp: String,
+}
+
+impl SdpCodec {
+    fn parameters(&self) -> RTCRtpCodecParameters {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: self.mime_type.clone(),
+                clock_rate: self.clock_rate,
+                channels: self.channels,
+                sdp_fmtp_line: self.fmtp.clone(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: self.payload_type,
+        }
+    }
+}
+
+/// The payload type of `mime_type` (`video/H264`) among a section's codecs.
+fn codec_payload_type(codecs: &[SdpCodec], mime_type: &str) -> Option<u8> {
+    codecs
+        .iter()
+        .find(|c| c.mime_type.eq_ignore_ascii_case(mime_type))
+        .map(|c| c.payload_type)
+}
+
+/// Which codecs the answer gave each of our SSRCs: the offer says which
+/// media section (mid) an SSRC is in, the answer which codecs that section
+/// took, with their payload types. Each section has its own: the same codec
+/// may have another number elsewhere (two H264 profiles in two sections,
+/// say), and a packet sent with another section's number is dropped.
+fn codecs_by_ssrc(offer: &str, answer: &str) -> HashMap<u32, Vec<SdpCodec>> {
+    let answered: HashMap<String, Vec<SdpCodec>> = media_sections(answer)
+        .into_iter()
+        .filter_map(|s| Some((s.mid?, s.codecs)))
+        .collect();
+    let mut by_ssrc = HashMap::new();
+    for section in media_sections(offer) {
+        let Some(codecs) = section.mid.as_ref().and_then(|mid| answered.get(mid)) else {
+            continue;
+        };
+        for ssrc in section.ssrcs {
+            by_ssrc.insert(ssrc, codecs.clone());
+        }
+    }
+    by_ssrc
+}
+
+struct MediaSection {
+    mid: Option<String>,
+    ssrcs: Vec<u32>,
+    /// In the order of the `m=` line.
+    codecs: Vec<SdpCodec>,
+}
+
+fn media_sections(sdp: &str) -> Vec<MediaSection> {
+    struct Building {
+        section: MediaSection,
+        kind: String,
+        order: Vec<u8>,
+        maps: HashMap<u8, (String, u32, u16)>,
+        fmtps: HashMap<u8, String>,
+    }
+    fn finish(b: Building) -> MediaSection {
+        let Building {
+            mut section,
+            kind,
+            order,
+            maps,
+            mut fmtps,
+        } = b;
+        section.codecs = order
+            .into_iter()
+            .filter_map(|pt| {
+                let (name, clock_rate, channels) = maps.get(&pt)?.clone();
+                Some(SdpCodec {
+                    payload_type: pt,
+                    mime_type: format!("{kind}/{name}"),
+                    clock_rate,
+                    channels,
+                    fmtp: fmtps.remove(&pt).unwrap_or_default(),
+                })
+            })
+            .collect();
+        section
+    }
+    let mut sections = Vec::new();
+    let mut current: Option<Building> = None;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            sections.extend(current.take().map(finish));
+            let mut fields = m.split(' ');
+            current = Some(Building {
+                section: MediaSection {
+                    mid: None,
+                    ssrcs: Vec::new(),
+                    codecs: Vec::new(),
+                },
+                kind: fields.next().unwrap_or_default().to_owned(),
+                order: fields.skip(2).filter_map(|pt| pt.parse().ok()).collect(),
+                maps: HashMap::new(),
+                fmtps: HashMap::new(),
+            });
+        } else if let Some(b) = current.as_mut() {
+            if let Some(mid) = line.strip_prefix("a=mid:") {
+                b.section.mid = Some(mid.trim().to_owned());
+            } else if let Some(ssrc) = line.strip_prefix("a=ssrc:") {
+                if let Some(ssrc) = ssrc.split(' ').next().and_then(|s| s.parse().ok()) {
+                    if !b.section.ssrcs.contains(&ssrc) {
+                        b.section.ssrcs.push(ssrc);
+                    }
+                }
+            } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                // a=rtpmap:<pt> <name>/<clock rate>[/<channels>]
+                let (pt, encoding) = map.split_once(' ').unwrap_or((map, ""));
+                let mut parts = encoding.trim().split('/');
+                let name = parts.next().unwrap_or_default().to_owned();
+                let clock_rate = parts.next().and_then(|c| c.parse().ok());
+                let channels = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+                if let (Ok(pt), Some(clock_rate), false) = (pt.parse(), clock_rate, name.is_empty())
+                {
+                    b.maps.insert(pt, (name, clock_rate, channels));
+                }
+            } else if let Some(fmtp) = line.strip_prefix("a=fmtp:") {
+                if let Some((pt, params)) = fmtp.split_once(' ') {
+                    if let Ok(pt) = pt.parse() {
+                        b.fmtps.insert(pt, params.trim().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    sections.extend(current.take().map(finish));
+    sections
+}
+
 fn stack(e: rtc::shared::error::Error) -> MediaError {
     MediaError::Stack(e.to_string())
 }
@@ -744,6 +932,32 @@ impl Interceptor for KeyframeRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_ssrc_sends_with_the_numbers_of_its_own_section() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 125 97\r\na=mid:0\r\n\
+                     a=rtpmap:96 VP8/90000\r\na=rtpmap:125 H264/90000\r\na=rtpmap:97 rtx/90000\r\n\
+                     a=ssrc-group:FID 11 12\r\na=ssrc:11 cname:x\r\na=ssrc:12 cname:x\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=mid:1\r\n\
+                     a=rtpmap:102 H264/90000\r\na=rtpmap:96 VP8/90000\r\na=ssrc:21 cname:y\r\n";
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 125 97\r\na=mid:0\r\n\
+                      a=rtpmap:96 VP8/90000\r\na=rtpmap:125 H264/90000\r\na=rtpmap:97 rtx/90000\r\n\
+                      m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=mid:1\r\n\
+                      a=rtpmap:102 H264/90000\r\na=rtpmap:96 VP8/90000\r\n";
+        let by_ssrc = codecs_by_ssrc(offer, answer);
+        assert_eq!(codec_payload_type(&by_ssrc[&11], "video/VP8"), Some(96));
+        assert_eq!(codec_payload_type(&by_ssrc[&11], "video/H264"), Some(125));
+        assert_eq!(codec_payload_type(&by_ssrc[&21], "video/H264"), Some(102));
+        assert_eq!(codec_payload_type(&by_ssrc[&21], "video/AV1"), None);
+        assert_eq!(by_ssrc[&21][0].mime_type, "video/H264");
+        assert_eq!(by_ssrc[&21][0].clock_rate, 90_000);
+        assert!(codecs_by_ssrc("garbage", "m=\r\na=rtpmap:x\r\n").is_empty());
+        assert!(
+            media_sections("m=\r\na=rtpmap:1 /\r\na=fmtp:\r\na=ssrc:\r\n")[0]
+                .codecs
+                .is_empty()
+        );
+    }
 
     #[test]
     fn every_media_section_carries_the_candidates() {

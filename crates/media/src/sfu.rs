@@ -31,6 +31,9 @@ pub(crate) enum Command {
     Join {
         call: Uuid,
         participant: Uuid,
+        /// Names this placement, so that leaving on its own (a failed
+        /// connection) never forgets a newer one.
+        placement: u64,
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
     Publish {
@@ -44,7 +47,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
     Leave {
-        participant: Uuid,
+        participants: Vec<Uuid>,
     },
     Stats {
         reply: oneshot::Sender<EngineStats>,
@@ -90,6 +93,8 @@ struct PeerSlot {
 
 struct Participant {
     call: Uuid,
+    /// The handle's placement of this participant.
+    placement: u64,
     publisher: Option<PeerKey>,
     subscriber: PeerKey,
     /// The subscriber connection changed while an offer was out: offer again.
@@ -256,9 +261,10 @@ impl Sfu {
             Command::Join {
                 call,
                 participant,
+                placement,
                 reply,
             } => {
-                let _ = reply.send(self.join(call, participant));
+                let _ = reply.send(self.join(call, participant, placement));
             }
             Command::Publish {
                 participant,
@@ -274,7 +280,7 @@ impl Sfu {
             } => {
                 let _ = reply.send(self.subscriber_answer(participant, answer));
             }
-            Command::Leave { participant } => self.leave(participant),
+            Command::Leave { participants } => self.leave_all(&participants),
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
@@ -317,7 +323,12 @@ impl Sfu {
         Ok(key)
     }
 
-    pub(crate) fn join(&mut self, call: Uuid, participant: Uuid) -> Result<(), MediaError> {
+    pub(crate) fn join(
+        &mut self,
+        call: Uuid,
+        participant: Uuid,
+        placement: u64,
+    ) -> Result<(), MediaError> {
         if self.participants.contains_key(&participant) {
             return Err(MediaError::Conflict("already in a call".into()));
         }
@@ -326,6 +337,7 @@ impl Sfu {
             participant,
             Participant {
                 call,
+                placement,
                 publisher: None,
                 subscriber,
                 renegotiate: false,
@@ -402,32 +414,44 @@ impl Sfu {
     }
 
     fn leave(&mut self, participant: Uuid) {
-        let Some(p) = self.participants.remove(&participant) else {
-            return;
-        };
-        self.placement.lock().remove(participant);
-        if let Some(members) = self.calls.get_mut(&p.call) {
-            members.remove(&participant);
-            if members.is_empty() {
-                self.calls.remove(&p.call);
-            }
-        }
-        for key in [Some(p.subscriber), p.publisher].into_iter().flatten() {
-            self.drop_peer(key);
-        }
-        // Its tracks leave every subscriber.
-        let published: Vec<TrackKey> = self
-            .tracks
-            .keys()
-            .filter(|(publisher, _)| *publisher == participant)
-            .cloned()
+        self.leave_all(&[participant]);
+    }
+
+    /// Removes participants and their tracks. All of them go before anyone
+    /// is offered the change, so none of them is sent an offer for a
+    /// connection that is about to close.
+    fn leave_all(&mut self, participants: &[Uuid]) {
+        let gone: Vec<(Uuid, Participant)> = participants
+            .iter()
+            .filter_map(|id| self.participants.remove(id).map(|p| (*id, p)))
             .collect();
-        for key in published {
-            self.unpublish(&key);
-        }
-        // And it leaves the subscriber lists of others' tracks.
-        for track in self.tracks.values_mut() {
-            track.subscribers.retain(|s| *s != participant);
+        for (participant, p) in gone {
+            self.placement
+                .lock()
+                .remove_placed(participant, p.placement);
+            if let Some(members) = self.calls.get_mut(&p.call) {
+                members.remove(&participant);
+                if members.is_empty() {
+                    self.calls.remove(&p.call);
+                }
+            }
+            for key in [Some(p.subscriber), p.publisher].into_iter().flatten() {
+                self.drop_peer(key);
+            }
+            // Its tracks leave every subscriber.
+            let published: Vec<TrackKey> = self
+                .tracks
+                .keys()
+                .filter(|(publisher, _)| *publisher == participant)
+                .cloned()
+                .collect();
+            for key in published {
+                self.unpublish(&key);
+            }
+            // And it leaves the subscriber lists of others' tracks.
+            for track in self.tracks.values_mut() {
+                track.subscribers.retain(|s| *s != participant);
+            }
         }
     }
 

@@ -228,6 +228,11 @@ async fn a_lost_packet_is_resent_when_the_subscriber_asks() {
         offer.contains("a=ssrc-group:FID ") && offer.contains(" rtx/90000"),
         "the offer pairs the video with an RTX stream:\n{offer}"
     );
+    let vp8: u8 = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=rtpmap:")?.strip_suffix(" VP8/90000"))
+        .and_then(|pt| pt.parse().ok())
+        .expect("VP8 in the offer");
     let client = clients.get_mut(&sub).unwrap();
     assert!(client.connected(Duration::from_secs(10)).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -250,6 +255,10 @@ async fn a_lost_packet_is_resent_when_the_subscriber_asks() {
         {
             if let Some(n) = number_of(&packet.payload) {
                 got.insert(n, packet.seq);
+                assert_eq!(
+                    packet.payload_type, vp8,
+                    "sent with the payload type the offer gave VP8"
+                );
                 stream = track;
             }
         }

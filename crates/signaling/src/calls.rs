@@ -218,6 +218,7 @@ impl CallHub {
             call.participants.insert(participant, me);
             let count = call.participants.len();
             let topology = self.topology_for(call.topology, count);
+            let moved_to_sfu = topology == Topology::Sfu && call.topology != Topology::Sfu;
             if topology != call.topology {
                 call.topology = topology;
                 call.epoch += 1;
@@ -227,14 +228,19 @@ impl CallHub {
                     }
                 }
             }
-            // On the SFU, everyone not yet in the engine goes in.
-            let to_engine: Vec<Uuid> = if topology == Topology::Sfu {
+            // On the SFU, everyone not yet in the engine goes in. On a move to
+            // the SFU everyone starts afresh: connections the engine still
+            // holds from the last time (a return within the grace period)
+            // are let go first, as their clients closed them once the mesh
+            // played, and clients open new ones on `call.topology`.
+            let to_engine: Vec<(Uuid, bool)> = if topology == Topology::Sfu {
                 call.participants
                     .iter_mut()
-                    .filter(|(_, p)| !p.in_engine)
+                    .filter(|(_, p)| moved_to_sfu || !p.in_engine)
                     .map(|(id, p)| {
+                        let renew = p.in_engine;
                         p.in_engine = true;
-                        *id
+                        (*id, renew)
                     })
                     .collect()
             } else {
@@ -256,7 +262,13 @@ impl CallHub {
             (joined, to_engine, count)
         };
         if let Some(engine) = &self.engine {
-            for id in to_engine {
+            let renew: Vec<Uuid> = to_engine
+                .iter()
+                .filter(|(_, renew)| *renew)
+                .map(|(id, _)| *id)
+                .collect();
+            engine.leave_all(&renew);
+            for (id, _) in to_engine {
                 if let Err(e) = engine.join(joined.call_id, id).await {
                     tracing::warn!(error = %e, participant = %id, "the media engine refused a participant");
                 }
@@ -384,9 +396,7 @@ impl CallHub {
                 .collect()
         };
         if let Some(engine) = &self.engine {
-            for id in ids {
-                engine.leave(id);
-            }
+            engine.leave_all(&ids);
         }
     }
 
