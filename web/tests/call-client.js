@@ -179,6 +179,9 @@ export class CallClient {
           this.topology = f.topology;
           if (f.topology === "sfu") {
             // The new path first; the old one goes when the new one plays.
+            // Every move to the SFU starts with new connections (the server
+            // let go of any it held from an earlier time on the SFU).
+            this.closeSfu();
             await this.startSfu();
             this.whenFlowing(() => this.recvPc, () => this.topology === "sfu" && this.closeMesh());
           } else {
@@ -263,6 +266,7 @@ function add(into, s) {
   into.videoTracksDecoding = (into.videoTracksDecoding || 0) + s.videoTracksDecoding;
   into.audioTracksReceiving = (into.audioTracksReceiving || 0) + s.audioTracksReceiving;
   into.videoCodecsDecoding = [...(into.videoCodecsDecoding || []), ...s.videoCodecsDecoding];
+  if (s.videoStalled) into.videoStalled = [...(into.videoStalled || []), ...s.videoStalled];
 }
 
 async function inbound(pc) {
@@ -276,10 +280,17 @@ async function inbound(pc) {
       if ((r.packetsReceived || 0) > 0) s.audioTracksReceiving += 1;
     } else {
       s.videoFrames += r.framesDecoded || 0;
+      const codec = report.get(r.codecId);
       if ((r.framesDecoded || 0) > 0) {
         s.videoTracksDecoding += 1;
-        const codec = report.get(r.codecId);
         if (codec) s.videoCodecsDecoding.push(codec.mimeType);
+      } else {
+        // What a video track that decodes nothing did receive, for the failure message.
+        (s.videoStalled ||= []).push({
+          codec: codec && `${codec.mimeType} ${codec.payloadType} ${codec.sdpFmtpLine || ""}`,
+          packets: r.packetsReceived, frames: r.framesReceived, plis: r.pliCount, nacks: r.nackCount,
+          keyframes: r.keyFramesDecoded, decoder: r.decoderImplementation,
+        });
       }
     }
   }

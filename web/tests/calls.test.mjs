@@ -92,7 +92,7 @@ function startRoost(origin, turnUrl) {
   Object.assign(env, {
     ROOST_MEDIA__LISTEN: "127.0.0.1:0",
     ROOST_CALLS__MESH_MAX: "4",
-    ROOST_CALLS__SFU_GRACE_SECS: "3",
+    ROOST_CALLS__SFU_GRACE_SECS: "60",
     ROOST_GATEWAY__ALLOWED_ORIGINS: JSON.stringify([origin]),
     ROOST_TURN_URLS: JSON.stringify([turnUrl]),
     ROOST_TURN_SECRET: TURN_SECRET,
@@ -155,10 +155,13 @@ async function waitAll(pages, pred, ms, what) {
     await sleep(500);
   }
   if (process.env.ROOST_DEBUG_SDP) {
-    const log = await pages[0].evaluate(() => window.participant.sdpLog);
-    for (const { offer, answer } of log || []) {
+    for (const [i, page] of pages.entries()) {
+    const log = await page.evaluate(() => window.participant.sdpLog);
+    console.error(`page ${i}: ${(log || []).length} server offers`);
+    for (const { offer, answer } of (log || []).slice(-1)) {
       console.error("OFFER " + offer.split("\r\n").filter((l) => /^(m=|a=rtpmap|a=mid|a=send|a=recv|a=fmtp:\d+ .*profile-level)/.test(l)).join(" | "));
       console.error("ANSWER " + answer.split("\r\n").filter((l) => /^(m=|a=rtpmap|a=mid|a=send|a=recv)/.test(l)).join(" | "));
+    }
     }
   }
   fail(`${what} within ${ms / 1000} s; last stats: ${JSON.stringify(last, null, 1)}`);
@@ -262,6 +265,16 @@ async function main() {
     await waitAll(three, (s) => s.topology === "mesh" && s.meshPeers === 2 && s.mesh.videoFrames > 0,
       30000, "three participants are peer to peer again");
     await rising(three, "mesh", "mesh of three after the SFU");
+
+    // Two come back while the server still holds the SFU connections (the
+    // grace period is a minute here): the call moves to the SFU again on new ones.
+    await joinCall(3);
+    check((await joinCall(4)).topology === "sfu", "the fifth again moves the call back to the SFU");
+    await waitAll(pages, (s) => s.topology === "sfu" && s.meshPeers === 0 && s.sfu.videoTracksDecoding >= 4
+      && s.sfu.audioTracksReceiving >= 4, 30000, "all five decode the others through the SFU again");
+    await rising(pages, "sfu", "SFU call of five, the second time");
+    await leaveCall(3);
+    await leaveCall(4);
     const logs = (await Promise.all(pages.map(stats))).flatMap((s) => s.log);
     check(logs.length === 0, "no signalling step failed in any page: " + JSON.stringify(logs));
 
