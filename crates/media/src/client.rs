@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::peer::{Codec, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp, SenderId, TrackId};
+use crate::peer::{Codec, Kind, Peer, PeerEvent, PeerSetup, Rtp, SenderId, TrackId};
 use crate::MediaError;
 
 /// What the client saw.
@@ -89,15 +89,7 @@ impl Client {
     pub async fn start(ip: std::net::IpAddr, send: Option<Kind>) -> Result<Client, MediaError> {
         let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
         let local = socket.local_addr()?;
-        let setup = PeerSetup {
-            mode: Mode::Client,
-            ufrag: String::new(),
-            pwd: String::new(),
-            local,
-            advertised: vec![local],
-            ice_timeouts: (Duration::from_secs(5), Duration::from_secs(25)),
-        };
-        let mut peer = Peer::new(&setup, Instant::now())?;
+        let mut peer = Peer::new(&PeerSetup::client(local), Instant::now())?;
         let mut sender = None;
         let mut ssrc = None;
         if let Some(kind) = send {

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::demux::Demux;
 use crate::engine::{EngineConfig, EngineEvent, SharedPlacement};
-use crate::peer::{Kind, Mode, Peer, PeerSetup};
+use crate::peer::{Kind, Peer, PeerSetup};
 use crate::sfu::{PeerKey, RouteUpdate, Sfu};
 
 /// One media loop with a call of two: one has published audio and video
@@ -134,15 +134,7 @@ impl Default for Harness {
 /// An offer of audio and video from a client on the same stack.
 fn client_offer() -> Option<String> {
     let local = SocketAddr::from(([127, 0, 0, 1], 40_000));
-    let setup = PeerSetup {
-        mode: Mode::Client,
-        ufrag: String::new(),
-        pwd: String::new(),
-        local,
-        advertised: vec![local],
-        ice_timeouts: (Duration::from_secs(5), Duration::from_secs(25)),
-    };
-    let mut peer = Peer::new(&setup, Instant::now()).ok()?;
+    let mut peer = Peer::new(&PeerSetup::client(local), Instant::now()).ok()?;
     for (kind, codec) in [
         (Kind::Audio, crate::client::codec(Kind::Audio)),
         (Kind::Video, crate::client::codec(Kind::Video)),

@@ -149,6 +149,23 @@ pub struct PeerSetup {
     pub ice_timeouts: (std::time::Duration, std::time::Duration),
 }
 
+impl PeerSetup {
+    /// A client's side: full ICE with credentials of its own, sending from `local`.
+    pub fn client(local: SocketAddr) -> PeerSetup {
+        PeerSetup {
+            mode: Mode::Client,
+            ufrag: String::new(),
+            pwd: String::new(),
+            local,
+            advertised: vec![local],
+            ice_timeouts: (
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(25),
+            ),
+        }
+    }
+}
+
 /// One peer connection.
 pub struct Peer {
     pc: RTCPeerConnection,

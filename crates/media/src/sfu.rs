@@ -401,14 +401,7 @@ impl Sfu {
         slot.peer.accept_answer(answer, Instant::now())?;
         self.pump(key);
         // New subscriptions start with a keyframe.
-        let sources: Vec<TrackKey> = self
-            .participants
-            .get(&participant)
-            .map(|p| p.down.keys().cloned().collect())
-            .unwrap_or_default();
-        for source in sources {
-            self.request_keyframe(&source, true);
-        }
+        self.keyframes_for(participant);
         self.offer_if_needed(participant);
         Ok(())
     }
@@ -653,14 +646,7 @@ impl Sfu {
                     }
                 }
                 PeerEvent::Connected if role == Role::Subscriber => {
-                    let sources: Vec<TrackKey> = self
-                        .participants
-                        .get(&participant)
-                        .map(|p| p.down.keys().cloned().collect())
-                        .unwrap_or_default();
-                    for source in sources {
-                        self.request_keyframe(&source, true);
-                    }
+                    self.keyframes_for(participant);
                 }
                 PeerEvent::Failed => {
                     let _ = self.events.send(EngineEvent::Disconnected { participant });
@@ -736,6 +722,19 @@ impl Sfu {
             while let Some(out) = slot.peer.poll_transmit() {
                 self.outbox.push(out);
             }
+        }
+    }
+
+    /// Asks the publishers of everything a participant receives for a
+    /// keyframe now, so its decoders start at once.
+    fn keyframes_for(&mut self, participant: Uuid) {
+        let sources: Vec<TrackKey> = self
+            .participants
+            .get(&participant)
+            .map(|p| p.down.keys().cloned().collect())
+            .unwrap_or_default();
+        for source in sources {
+            self.request_keyframe(&source, true);
         }
     }
 
