@@ -1,5 +1,6 @@
-//! Several nodes through Redis: the bus relayed over pub/sub, and a Redis
-//! connection for shared state (presence).
+//! Several nodes through Redis: the bus relayed over pub/sub, a Redis
+//! connection for shared state (presence), messages addressed to one node,
+//! and leases that say which node holds something (a call).
 //!
 //! Each node publishes its bus events to one channel and delivers the events
 //! other nodes published there. Redis is not the source of truth: events are
@@ -172,6 +173,181 @@ impl Cluster {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         });
+    }
+}
+
+/// How long a lease or a node's sign of life lasts unrenewed.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How often holders renew their leases and nodes their sign of life.
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+
+/// Deletes a lease only if this node still holds it.
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+impl Cluster {
+    fn node_channel(&self, node: Uuid) -> String {
+        format!("{}node:{node}", self.prefix)
+    }
+
+    fn lease_key(&self, name: &str) -> String {
+        format!("{}lease:{name}", self.prefix)
+    }
+
+    fn alive_key(&self, node: Uuid) -> String {
+        format!("{}alive:{node}", self.prefix)
+    }
+
+    /// Messages other nodes address to this one, in the order each sent
+    /// them. Messages sent while the subscription is down are lost; callers
+    /// answer them with timeouts.
+    pub fn node_inbox(&self) -> mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = self.client.clone();
+        let channel = self.node_channel(self.node_id);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let pubsub = async {
+                    let mut ps = client.get_async_pubsub().await?;
+                    ps.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(ps)
+                };
+                if let Ok(Ok(ps)) = tokio::time::timeout(Duration::from_secs(5), pubsub).await {
+                    backoff = Duration::from_millis(100);
+                    let mut messages = ps.into_on_message();
+                    while let Some(msg) = messages.next().await {
+                        if let Ok(payload) = msg.get_payload::<String>() {
+                            if tx.send(payload).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+        rx
+    }
+
+    /// A sender of messages to other nodes; what one sender sends arrives in order.
+    pub fn node_outbox(&self) -> NodeOutbox {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Uuid, String)>();
+        let mut conn = self.conn.clone();
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            while let Some((node, payload)) = rx.recv().await {
+                let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                    .arg(cluster.node_channel(node))
+                    .arg(payload)
+                    .query_async(&mut conn)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, %node, "a message to another node was lost");
+                }
+            }
+        });
+        NodeOutbox { tx }
+    }
+
+    /// Takes the lease `name` for this node unless another node holds it;
+    /// returns the holder.
+    pub async fn claim(&self, name: &str) -> Result<Uuid> {
+        let mut conn = self.conn.clone();
+        let key = self.lease_key(name);
+        for _ in 0..3 {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(self.node_id.to_string())
+                .arg("NX")
+                .arg("PX")
+                .arg(LEASE_TTL.as_millis() as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            if set.is_some() {
+                return Ok(self.node_id);
+            }
+            let holder: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            // Gone between the two commands: try again.
+            if let Some(holder) = holder.and_then(|h| h.parse().ok()) {
+                return Ok(holder);
+            }
+        }
+        Err(CoreError::Internal("a lease kept changing hands".into()))
+    }
+
+    /// Renews leases this node holds, and its own sign of life.
+    pub async fn renew(&self, names: &[String]) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        let ttl = LEASE_TTL.as_millis() as u64;
+        pipe.cmd("SET")
+            .arg(self.alive_key(self.node_id))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .ignore();
+        for name in names {
+            pipe.cmd("SET")
+                .arg(self.lease_key(name))
+                .arg(self.node_id.to_string())
+                .arg("PX")
+                .arg(ttl)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.map_err(redis_error)
+    }
+
+    /// Gives up a lease, if this node still holds it.
+    pub async fn release(&self, name: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(self.lease_key(name))
+            .arg(self.node_id.to_string())
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(redis_error)
+    }
+
+    /// Whether `node` has shown a sign of life within the lease time.
+    pub async fn alive(&self, node: Uuid) -> Result<bool> {
+        if node == self.node_id {
+            return Ok(true);
+        }
+        let mut conn = self.conn.clone();
+        redis::cmd("EXISTS")
+            .arg(self.alive_key(node))
+            .query_async::<bool>(&mut conn)
+            .await
+            .map_err(redis_error)
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> CoreError {
+    CoreError::Internal(format!("Redis: {e}").into())
+}
+
+/// Sends messages to other nodes, in order.
+#[derive(Clone)]
+pub struct NodeOutbox {
+    tx: mpsc::UnboundedSender<(Uuid, String)>,
+}
+
+impl NodeOutbox {
+    pub fn send(&self, node: Uuid, payload: String) {
+        let _ = self.tx.send((node, payload));
     }
 }
 

@@ -19,11 +19,15 @@ use std::time::Duration;
 use roost_core::auth::Actor;
 use roost_core::{Core, CoreError};
 use roost_media::{Engine, EngineEvent};
+use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::hub::{ConnKey, Hub};
-use crate::protocol::{CallJoined, CallParticipantInfo, MediaKind, ServerFrame, Speaker, Topology};
+use crate::nodes::{lease, NodeLink, NodeMessage, Relayed, WireError};
+use crate::protocol::{
+    CallJoined, CallParticipantInfo, ClientFrame, MediaKind, ServerFrame, Speaker, Topology,
+};
 
 /// How calls are carried.
 #[derive(Debug, Clone)]
@@ -50,6 +54,16 @@ pub struct CallHub {
     engine: Option<Engine>,
     config: CallsConfig,
     state: Mutex<State>,
+    /// With several nodes: calls held elsewhere, and this node's held for others.
+    link: Option<Arc<NodeLink>>,
+}
+
+/// Where a participant's frames go: a connection of this node, or one of
+/// another node that relays this call's signalling (ADR 0007).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Local(ConnKey),
+    Remote { node: Uuid, conn: Uuid },
 }
 
 #[derive(Default)]
@@ -70,7 +84,7 @@ struct LiveCall {
 
 struct Participant {
     user_id: Uuid,
-    key: ConnKey,
+    key: Endpoint,
     audio_muted: bool,
     video_muted: bool,
     /// Whether the media engine has this participant.
@@ -89,7 +103,7 @@ impl Participant {
 }
 
 /// Who to tell what, gathered under the lock and sent after it.
-type Outbox = Vec<(ConnKey, ServerFrame)>;
+type Outbox = Vec<(Endpoint, ServerFrame)>;
 
 impl CallHub {
     /// Starts the hub; with an engine, its events (the server's offers) are
@@ -104,13 +118,20 @@ impl CallHub {
             Some((engine, events)) => (Some(engine), Some(events)),
             None => (None, None),
         };
+        let link = core.cluster.clone().map(|c| Arc::new(NodeLink::new(c)));
         let calls = Arc::new(CallHub {
             core,
             hub,
             engine,
             config,
             state: Mutex::new(State::default()),
+            link,
         });
+        if let Some(link) = &calls.link {
+            let inbox = link.cluster.node_inbox();
+            tokio::spawn(listen(Arc::downgrade(&calls), inbox));
+            tokio::spawn(sweep(Arc::downgrade(&calls)));
+        }
         if let Some(mut events) = events {
             let weak = Arc::downgrade(&calls);
             tokio::spawn(async move {
@@ -129,8 +150,21 @@ impl CallHub {
     }
 
     fn send(&self, outbox: Outbox) {
-        for (key, frame) in outbox {
-            self.hub.send_to(key, &frame);
+        for (to, frame) in outbox {
+            self.deliver(to, frame);
+        }
+    }
+
+    /// Sends a frame to a participant, on this node or through its own.
+    fn deliver(&self, to: Endpoint, frame: ServerFrame) {
+        match (to, &self.link) {
+            (Endpoint::Local(key), _) => {
+                self.hub.send_to(key, &frame);
+            }
+            (Endpoint::Remote { node, conn }, Some(link)) => {
+                link.send(node, &NodeMessage::Frame { conn, frame })
+            }
+            (Endpoint::Remote { .. }, None) => {}
         }
     }
 
@@ -155,7 +189,7 @@ impl CallHub {
     pub async fn join(
         self: &Arc<Self>,
         actor: &Actor,
-        key: ConnKey,
+        key: Endpoint,
         participant: Uuid,
         room_id: Uuid,
     ) -> Result<CallJoined, CoreError> {
@@ -292,6 +326,191 @@ impl CallHub {
         Ok(joined)
     }
 
+    /// A call request of connection `participant` (registered in the hub as
+    /// `key`): handled here, or carried to the node that holds its call.
+    pub async fn request(
+        self: &Arc<Self>,
+        actor: &Actor,
+        key: ConnKey,
+        participant: Uuid,
+        frame: ClientFrame,
+    ) -> Result<serde_json::Value, CoreError> {
+        let Some(link) = self.link.clone() else {
+            return self
+                .handle(actor, Endpoint::Local(key), participant, frame)
+                .await;
+        };
+        if let Some(relayed) = link.relayed(participant) {
+            let leaving = matches!(frame, ClientFrame::CallLeave { .. });
+            let answer = link
+                .request(relayed.holder, actor, participant, frame)
+                .await;
+            if leaving && answer.is_ok() {
+                link.forget(participant);
+            }
+            return answer;
+        }
+        if let ClientFrame::CallJoin { room_id, .. } = &frame {
+            let room_id = *room_id;
+            if let Some(holder) = self.holder_elsewhere(&link, room_id).await {
+                // Set first: the holder's frames may arrive before its answer.
+                link.set_relayed(
+                    participant,
+                    Relayed {
+                        holder,
+                        key,
+                        call_id: None,
+                    },
+                );
+                let answer = link.request(holder, actor, participant, frame).await;
+                match &answer {
+                    Ok(joined) => {
+                        let call_id = joined["call_id"].as_str().and_then(|c| c.parse().ok());
+                        link.set_relayed(
+                            participant,
+                            Relayed {
+                                holder,
+                                key,
+                                call_id,
+                            },
+                        );
+                    }
+                    Err(_) => {
+                        link.forget(participant);
+                    }
+                }
+                return answer;
+            }
+        }
+        self.handle(actor, Endpoint::Local(key), participant, frame)
+            .await
+    }
+
+    /// The node holding the room's call, when it is another one. A call
+    /// live here is held here; otherwise the lease says, and is taken when
+    /// free. Without Redis every call is served where it is asked for.
+    async fn holder_elsewhere(&self, link: &NodeLink, room_id: Uuid) -> Option<Uuid> {
+        if self.lock().by_room.contains_key(&room_id) {
+            return None;
+        }
+        match link.cluster.claim(&lease(room_id)).await {
+            Ok(holder) if holder != link.node() => match link.cluster.alive(holder).await {
+                Ok(true) => Some(holder),
+                // A holder with no sign of life: its lease is about to lapse.
+                _ => None,
+            },
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "no call lease from Redis; serving the call here");
+                None
+            }
+        }
+    }
+
+    /// Runs a call request on this node, for a connection of its own or one
+    /// of another node.
+    async fn handle(
+        self: &Arc<Self>,
+        actor: &Actor,
+        endpoint: Endpoint,
+        me: Uuid,
+        frame: ClientFrame,
+    ) -> Result<serde_json::Value, CoreError> {
+        match frame {
+            ClientFrame::CallJoin { room_id, .. } => {
+                let joined = self.join(actor, endpoint, me, room_id).await?;
+                Ok(serde_json::to_value(joined).expect("protocol types serialise"))
+            }
+            ClientFrame::CallLeave { call_id, .. } => {
+                if self.leave_checked(me, call_id).await {
+                    Ok(json!({}))
+                } else {
+                    // Leaving a call one is not in is answered as not found.
+                    Err(CoreError::NotFound("call"))
+                }
+            }
+            ClientFrame::CallOffer {
+                call_id, to, sdp, ..
+            } => self
+                .relay(
+                    me,
+                    call_id,
+                    to,
+                    ServerFrame::CallOfferRelayed {
+                        call_id,
+                        from: me,
+                        sdp,
+                    },
+                )
+                .map(|()| json!({})),
+            ClientFrame::CallAnswer {
+                call_id, to, sdp, ..
+            } => self
+                .relay(
+                    me,
+                    call_id,
+                    to,
+                    ServerFrame::CallAnswerRelayed {
+                        call_id,
+                        from: me,
+                        sdp,
+                    },
+                )
+                .map(|()| json!({})),
+            ClientFrame::CallIce {
+                call_id,
+                to,
+                candidate,
+                ..
+            } => self
+                .relay(
+                    me,
+                    call_id,
+                    to,
+                    ServerFrame::CallIceRelayed {
+                        call_id,
+                        from: me,
+                        candidate,
+                    },
+                )
+                .map(|()| json!({})),
+            ClientFrame::SfuOffer { call_id, sdp, .. } => self
+                .sfu_offer(me, call_id, sdp)
+                .await
+                .map(|answer| json!({"type": "answer", "sdp": answer})),
+            ClientFrame::SfuAnswer { call_id, sdp, .. } => {
+                self.sfu_answer(me, call_id, sdp).await.map(|()| json!({}))
+            }
+            ClientFrame::SfuIce { call_id, .. } => self.sfu_ice(me, call_id).map(|()| json!({})),
+            ClientFrame::CallMute {
+                call_id,
+                kind,
+                muted,
+                ..
+            } => self.mute(me, call_id, kind, muted).map(|()| json!({})),
+            other => Err(CoreError::Internal(
+                format!("{} is not a call request", other.id()).into(),
+            )),
+        }
+    }
+
+    /// The connection went away: it leaves its call, here or on the node holding it.
+    pub async fn disconnect(self: &Arc<Self>, participant: Uuid) {
+        if let Some(link) = &self.link {
+            if let Some(relayed) = link.forget(participant) {
+                link.send(
+                    relayed.holder,
+                    &NodeMessage::Gone {
+                        from: link.node(),
+                        conn: participant,
+                    },
+                );
+                return;
+            }
+        }
+        self.leave(participant).await;
+    }
+
     /// `call.leave`, or the connection went away. Returns whether it was in a call.
     pub async fn leave(self: &Arc<Self>, participant: Uuid) -> bool {
         let mut outbox = Outbox::new();
@@ -335,6 +554,13 @@ impl CallHub {
             }
             (room_id, call_id, me.in_engine, remaining, teardown)
         };
+        if remaining == 0 {
+            if let Some(link) = &self.link {
+                if let Err(e) = link.cluster.release(&lease(room_id)).await {
+                    tracing::debug!(error = %e, "releasing a call's lease failed; it lapses");
+                }
+            }
+        }
         if was_in_engine {
             if let Some(engine) = &self.engine {
                 engine.leave(participant);
@@ -430,7 +656,7 @@ impl CallHub {
                 .map(|p| p.key)
                 .ok_or(CoreError::NotFound("participant"))?
         };
-        self.hub.send_to(key, &frame);
+        self.deliver(key, frame);
         Ok(())
     }
 
@@ -533,8 +759,7 @@ impl CallHub {
                     })
                 };
                 if let Some((key, call_id)) = target {
-                    self.hub
-                        .send_to(key, &ServerFrame::SfuOfferFromServer { call_id, sdp });
+                    self.deliver(key, ServerFrame::SfuOfferFromServer { call_id, sdp });
                 }
             }
             EngineEvent::Disconnected { participant } => {
@@ -551,7 +776,7 @@ impl CallHub {
                 }
             }
             EngineEvent::Speaking { call, speakers } => {
-                let keys: Vec<ConnKey> = {
+                let keys: Vec<Endpoint> = {
                     let s = self.lock();
                     s.by_room
                         .values()
@@ -570,7 +795,7 @@ impl CallHub {
                         .collect(),
                 };
                 for key in keys {
-                    self.hub.send_to(key, &frame);
+                    self.deliver(key, frame.clone());
                 }
             }
             EngineEvent::TrackPublished { .. } => {}
@@ -580,5 +805,115 @@ impl CallHub {
     /// Participants in calls on this node.
     pub fn participants(&self) -> usize {
         self.lock().rooms_of.len()
+    }
+}
+
+/// Messages from other nodes: their connections' requests for calls held
+/// here, answers to this node's, and frames for its relayed connections.
+/// Requests are run one at a time, so each connection's stay in order.
+async fn listen(calls: std::sync::Weak<CallHub>, mut inbox: mpsc::UnboundedReceiver<String>) {
+    while let Some(payload) = inbox.recv().await {
+        let Some(calls) = calls.upgrade() else { return };
+        let Some(link) = calls.link.clone() else {
+            return;
+        };
+        let message = match serde_json::from_str::<NodeMessage>(&payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "an unreadable message from another node");
+                continue;
+            }
+        };
+        match message {
+            NodeMessage::Request {
+                id,
+                from,
+                conn,
+                actor,
+                frame,
+            } => {
+                let actor = Actor::from(actor);
+                let result = calls
+                    .handle(&actor, Endpoint::Remote { node: from, conn }, conn, frame)
+                    .await
+                    .map_err(|e| WireError::from(&e));
+                link.send(from, &NodeMessage::Reply { id, result });
+            }
+            NodeMessage::Reply { id, result } => link.answered(id, result),
+            NodeMessage::Frame { conn, frame } => {
+                if let Some(relayed) = link.relayed(conn) {
+                    calls.hub.send_to(relayed.key, &frame);
+                }
+            }
+            NodeMessage::Gone { conn, .. } => {
+                calls.leave(conn).await;
+            }
+        }
+    }
+}
+
+/// Every few seconds: renews the leases of the calls held here (and this
+/// node's sign of life), removes participants whose node has died, and
+/// ends the relayed calls whose holder has.
+async fn sweep(calls: std::sync::Weak<CallHub>) {
+    let mut tick = tokio::time::interval(roost_core::cluster::RENEW_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(calls) = calls.upgrade() else { return };
+        let Some(link) = calls.link.clone() else {
+            return;
+        };
+        let (held, remote): (Vec<String>, Vec<(Uuid, Uuid)>) = {
+            let s = calls.lock();
+            let held = s.by_room.keys().map(|room| lease(*room)).collect();
+            let remote = s
+                .by_room
+                .values()
+                .flat_map(|c| c.participants.iter())
+                .filter_map(|(id, p)| match p.key {
+                    Endpoint::Remote { node, .. } => Some((node, *id)),
+                    Endpoint::Local(_) => None,
+                })
+                .collect();
+            (held, remote)
+        };
+        if let Err(e) = link.cluster.renew(&held).await {
+            tracing::debug!(error = %e, "renewing call leases failed");
+            continue;
+        }
+        let mut dead: HashMap<Uuid, bool> = HashMap::new();
+        for (node, participant) in remote {
+            let gone = match dead.get(&node) {
+                Some(gone) => *gone,
+                None => {
+                    let gone = matches!(link.cluster.alive(node).await, Ok(false));
+                    dead.insert(node, gone);
+                    gone
+                }
+            };
+            if gone {
+                tracing::info!(%node, %participant, "a participant's node is gone; it leaves its call");
+                calls.leave(participant).await;
+            }
+        }
+        for (conn, relayed) in link.all_relayed() {
+            let gone = match dead.get(&relayed.holder) {
+                Some(gone) => *gone,
+                None => {
+                    let gone = matches!(link.cluster.alive(relayed.holder).await, Ok(false));
+                    dead.insert(relayed.holder, gone);
+                    gone
+                }
+            };
+            if gone {
+                link.forget(conn);
+                if let Some(call_id) = relayed.call_id {
+                    tracing::info!(%call_id, holder = %relayed.holder, "the node holding a call is gone; the call ends");
+                    if let Err(e) = calls.core.calls.end(call_id).await {
+                        tracing::debug!(error = %e, "ending a call whose node is gone failed");
+                    }
+                }
+            }
+        }
     }
 }

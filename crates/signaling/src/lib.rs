@@ -6,6 +6,8 @@
 //! - [`session`]: one connection: requests, acks, resume, heartbeats, limits.
 //! - [`calls`]: who is in each call on this node, topology, mesh relaying,
 //!   and the media engine when a call goes through the server.
+//! - `nodes`: calls held by another node: requests carried there, frames
+//!   carried back (ADR 0007).
 //! - this file: configuration, the upgrade (authentication, origin check) and the router.
 //!
 //! Every request goes to the same `core` services REST uses; every change
@@ -13,6 +15,7 @@
 
 pub mod calls;
 pub mod hub;
+mod nodes;
 pub mod protocol;
 pub mod session;
 

@@ -103,7 +103,7 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
     // a shutting-down server waits for that before it exits.
     gw.hub.unregister(key);
     // A dropped connection leaves its call at once.
-    gw.calls.leave(connection_id).await;
+    gw.calls.disconnect(connection_id).await;
     gw.core
         .presence
         .disconnect(actor.user_id, connection_id)
@@ -441,86 +441,9 @@ impl Session {
         frame: ClientFrame,
     ) -> Result<serde_json::Value, CoreError> {
         let calls = self.gw.calls.clone();
-        let me = self.connection_id;
-        match frame {
-            ClientFrame::CallJoin { room_id, .. } => {
-                let joined = calls.join(&self.actor, self.key, me, room_id).await?;
-                Ok(serde_json::to_value(joined).expect("protocol types serialise"))
-            }
-            ClientFrame::CallLeave { call_id, .. } => {
-                let in_it = {
-                    // Leaving a call one is not in is answered as not found.
-                    calls.leave_checked(me, call_id).await
-                };
-                if in_it {
-                    Ok(json!({}))
-                } else {
-                    Err(CoreError::NotFound("call"))
-                }
-            }
-            ClientFrame::CallOffer {
-                call_id, to, sdp, ..
-            } => calls
-                .relay(
-                    me,
-                    call_id,
-                    to,
-                    ServerFrame::CallOfferRelayed {
-                        call_id,
-                        from: me,
-                        sdp,
-                    },
-                )
-                .map(|()| json!({})),
-            ClientFrame::CallAnswer {
-                call_id, to, sdp, ..
-            } => calls
-                .relay(
-                    me,
-                    call_id,
-                    to,
-                    ServerFrame::CallAnswerRelayed {
-                        call_id,
-                        from: me,
-                        sdp,
-                    },
-                )
-                .map(|()| json!({})),
-            ClientFrame::CallIce {
-                call_id,
-                to,
-                candidate,
-                ..
-            } => calls
-                .relay(
-                    me,
-                    call_id,
-                    to,
-                    ServerFrame::CallIceRelayed {
-                        call_id,
-                        from: me,
-                        candidate,
-                    },
-                )
-                .map(|()| json!({})),
-            ClientFrame::SfuOffer { call_id, sdp, .. } => calls
-                .sfu_offer(me, call_id, sdp)
-                .await
-                .map(|answer| json!({"type": "answer", "sdp": answer})),
-            ClientFrame::SfuAnswer { call_id, sdp, .. } => {
-                calls.sfu_answer(me, call_id, sdp).await.map(|()| json!({}))
-            }
-            ClientFrame::SfuIce { call_id, .. } => calls.sfu_ice(me, call_id).map(|()| json!({})),
-            ClientFrame::CallMute {
-                call_id,
-                kind,
-                muted,
-                ..
-            } => calls.mute(me, call_id, kind, muted).map(|()| json!({})),
-            other => Err(CoreError::Internal(
-                format!("{} is not a call request", other.id()).into(),
-            )),
-        }
+        calls
+            .request(&self.actor, self.key, self.connection_id, frame)
+            .await
     }
 
     fn nack(&self, id: &str, code: &str, message: &str) -> Result<(), Stop> {

@@ -303,9 +303,6 @@ async fn a_full_call_refuses_one_more_and_the_record_keeps_who_was_there() {
 
 #[tokio::test]
 async fn media_flows_through_the_sfu_with_its_signalling_on_the_socket() {
-    use roost_media::client::{Client as MediaClient, ClientEvent};
-    use roost_media::Kind;
-    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
     let server = TestServer::with_media(CallsConfig {
         mesh_max: 0,
         ..Default::default()
@@ -316,83 +313,9 @@ async fn media_flows_through_the_sfu_with_its_signalling_on_the_socket() {
     for client in c.iter_mut() {
         call_id = join_call(client, &room).await["call_id"].clone();
     }
-
-    // The first participant sends audio: it offers its sending connection.
-    let mut speaker = MediaClient::start(loopback, Some(Kind::Audio))
-        .await
-        .unwrap();
-    let offer = speaker.offer().await.unwrap();
-    let ack = c[0]
-        .request(json!({"type": "sfu.offer", "call_id": call_id, "sdp": offer}))
-        .await;
-    assert_eq!(ack["result"]["type"], "answer", "{ack}");
-    speaker
-        .accept_answer(ack["result"]["sdp"].as_str().unwrap().to_owned())
-        .await
-        .unwrap();
-    assert!(speaker.connected(Duration::from_secs(10)).await);
-
-    // Once its track flows, the server offers it to the other two.
-    let mut listeners = Vec::new();
-    for _ in 0..2 {
-        listeners.push(MediaClient::start(loopback, None).await.unwrap());
-    }
-    let mut answered = [false, false];
-    let mut seq: u16 = 1;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while answered.contains(&false) {
-        assert!(std::time::Instant::now() < deadline, "no sfu.offer came");
-        speaker.send(seq, u32::from(seq) * 960, b"warm-up".to_vec());
-        seq += 1;
-        for (i, done) in answered.iter_mut().enumerate() {
-            if *done {
-                continue;
-            }
-            while let Some(f) = c[i + 1].next_within(Duration::from_millis(20)).await {
-                if f["type"] == "sfu.offer" {
-                    assert_eq!(f["call_id"], call_id);
-                    let sdp = listeners[i]
-                        .answer(f["sdp"].as_str().unwrap().to_owned())
-                        .await
-                        .unwrap();
-                    let ack = c[i + 1]
-                        .request(json!({"type": "sfu.answer", "call_id": call_id, "sdp": sdp}))
-                        .await;
-                    assert_eq!(ack["type"], "ack", "{ack}");
-                    *done = true;
-                    break;
-                }
-            }
-        }
-    }
-    for l in listeners.iter_mut() {
-        assert!(
-            l.connected(Duration::from_secs(10)).await,
-            "a listener connects"
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for n in 0..50u16 {
-        let mut payload = b"voice#".to_vec();
-        payload.extend_from_slice(&n.to_be_bytes());
-        speaker.send(seq, u32::from(seq) * 960, payload);
-        seq += 1;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    for l in listeners.iter_mut() {
-        let mut heard = std::collections::BTreeSet::new();
-        while heard.len() < 50 {
-            match l.next(Duration::from_secs(5)).await {
-                Some(ClientEvent::Rtp { packet, .. }) => {
-                    if let Some(rest) = packet.payload.strip_prefix(b"voice#") {
-                        heard.insert(u16::from_be_bytes([rest[0], rest[1]]));
-                    }
-                }
-                Some(_) => {}
-                None => panic!("a listener heard {} of 50 packets", heard.len()),
-            }
-        }
-    }
+    let (speaker, rest) = c.split_first_mut().unwrap();
+    let mut listeners: Vec<&mut Client> = rest.iter_mut().collect();
+    common::sfu_audio_reaches(speaker, &mut listeners, &call_id).await;
 
     // The speaker leaves; the others stay in the call.
     c[0].request(json!({"type": "call.leave", "call_id": call_id}))

@@ -62,7 +62,21 @@ impl TestServer {
         TestServer::pair_on(&redis).await
     }
 
+    /// Two nodes over Redis, each with a media engine on loopback.
+    pub async fn pair_with_calls(
+        calls: roost_signaling::calls::CallsConfig,
+    ) -> (TestServer, TestServer) {
+        TestServer::pair_of(&redis_url(), Some(calls)).await
+    }
+
     pub async fn pair_on(redis: &str) -> (TestServer, TestServer) {
+        TestServer::pair_of(redis, None).await
+    }
+
+    async fn pair_of(
+        redis: &str,
+        calls: Option<roost_signaling::calls::CallsConfig>,
+    ) -> (TestServer, TestServer) {
         let url = testing::fresh_postgres_url().await;
         let prefix = format!("roost-test-{}:", uuid::Uuid::new_v4().simple());
         let config = roost_core::cluster::ClusterConfig {
@@ -75,7 +89,7 @@ impl TestServer {
             Some(&config),
             |_| {},
             |_| {},
-            None,
+            calls.clone(),
         )
         .await;
         let b = TestServer::node(
@@ -84,7 +98,7 @@ impl TestServer {
             Some(&config),
             |_| {},
             |_| {},
-            None,
+            calls,
         )
         .await;
         (a, b)
@@ -318,6 +332,14 @@ impl Client {
         out
     }
 
+    /// Closes the socket from the client's side, as a user closing the page.
+    pub async fn close(&mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(Duration::from_secs(5), self.ws.next()).await
+        {}
+    }
+
     /// Waits for the server to close; returns the close code.
     pub async fn closed(&mut self) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -406,6 +428,94 @@ impl SilentClient {
                 Err(_) => panic!("no close within {wait:?}"),
                 Ok(Ok(0)) | Ok(Err(_)) => return None,
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// Media through the SFU with its signalling on the sockets: `speaker`
+/// offers audio, each listener answers the server's offer, and every
+/// listener hears all of 50 numbered packets.
+pub async fn sfu_audio_reaches(
+    speaker: &mut Client,
+    listeners: &mut [&mut Client],
+    call_id: &Value,
+) {
+    use roost_media::client::{Client as MediaClient, ClientEvent};
+    use roost_media::Kind;
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut voice = MediaClient::start(loopback, Some(Kind::Audio))
+        .await
+        .unwrap();
+    let offer = voice.offer().await.unwrap();
+    let ack = speaker
+        .request(json!({"type": "sfu.offer", "call_id": call_id, "sdp": offer}))
+        .await;
+    assert_eq!(ack["result"]["type"], "answer", "{ack}");
+    voice
+        .accept_answer(ack["result"]["sdp"].as_str().unwrap().to_owned())
+        .await
+        .unwrap();
+    assert!(voice.connected(Duration::from_secs(10)).await);
+
+    // Once its track flows, the server offers it to the others.
+    let mut ears = Vec::new();
+    for _ in 0..listeners.len() {
+        ears.push(MediaClient::start(loopback, None).await.unwrap());
+    }
+    let mut answered = vec![false; listeners.len()];
+    let mut seq: u16 = 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while answered.contains(&false) {
+        assert!(std::time::Instant::now() < deadline, "no sfu.offer came");
+        voice.send(seq, u32::from(seq) * 960, b"warm-up".to_vec());
+        seq += 1;
+        for (i, done) in answered.iter_mut().enumerate() {
+            if *done {
+                continue;
+            }
+            while let Some(f) = listeners[i].next_within(Duration::from_millis(20)).await {
+                if f["type"] == "sfu.offer" {
+                    assert_eq!(&f["call_id"], call_id);
+                    let sdp = ears[i]
+                        .answer(f["sdp"].as_str().unwrap().to_owned())
+                        .await
+                        .unwrap();
+                    let ack = listeners[i]
+                        .request(json!({"type": "sfu.answer", "call_id": call_id, "sdp": sdp}))
+                        .await;
+                    assert_eq!(ack["type"], "ack", "{ack}");
+                    *done = true;
+                    break;
+                }
+            }
+        }
+    }
+    for ear in ears.iter_mut() {
+        assert!(
+            ear.connected(Duration::from_secs(10)).await,
+            "a listener connects"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 0..50u16 {
+        let mut payload = b"voice#".to_vec();
+        payload.extend_from_slice(&n.to_be_bytes());
+        voice.send(seq, u32::from(seq) * 960, payload);
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for ear in ears.iter_mut() {
+        let mut heard = std::collections::BTreeSet::new();
+        while heard.len() < 50 {
+            match ear.next(Duration::from_secs(5)).await {
+                Some(ClientEvent::Rtp { packet, .. }) => {
+                    if let Some(rest) = packet.payload.strip_prefix(b"voice#") {
+                        heard.insert(u16::from_be_bytes([rest[0], rest[1]]));
+                    }
+                }
+                Some(_) => {}
+                None => panic!("a listener heard {} of 50 packets", heard.len()),
             }
         }
     }
