@@ -417,3 +417,90 @@ async fn without_redis_each_node_serves_its_own_and_catches_up_when_it_returns()
         Some("and live again")
     );
 }
+
+/// The next frame of type `ty` within `wait`, skipping others.
+async fn within(ws: &mut Ws, ty: &str, wait: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.next_within(left).await {
+            Some(f) if f["type"] == ty => return f,
+            Some(_) => continue,
+            None => panic!("no {ty} within {wait:?}"),
+        }
+    }
+}
+
+async fn join_call(ws: &mut Ws, id: &str, room: &str) -> Value {
+    ws.send(json!({"type": "call.join", "id": id, "room_id": room}))
+        .await;
+    let ack = ws.next_of_any(&["ack", "nack"]).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    ack["result"].clone()
+}
+
+// A call lives on the node where it started (ADR 0007). The leases and
+// signs of life behind it last 30 s, renewed every 10 s: a dead node is
+// noticed within 40 s.
+const NOTICED_WITHIN: Duration = Duration::from_secs(50);
+
+#[tokio::test]
+async fn a_dead_nodes_participants_leave_the_call_held_by_another() {
+    let db = roost_core::store::testing::fresh_postgres_url().await;
+    let redis =
+        std::env::var("ROOST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = prefix();
+    let a = Node::start(&db, &redis, &prefix);
+    let b = Node::start(&db, &redis, &prefix);
+    let (ada, bob, room) = setup(&a).await;
+    let mut on_a = a.socket(&ada).await;
+    let mut on_b = b.socket(&bob).await;
+    let first = join_call(&mut on_a, "j1", &room).await;
+    let second = join_call(&mut on_b, "j2", &room).await;
+    assert_eq!(first["call_id"], second["call_id"]);
+    let joined = within(
+        &mut on_a,
+        "call.participant_joined",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        joined["participant"]["participant_id"],
+        second["participant_id"]
+    );
+
+    // Node B dies without a word: its participant leaves the call on node A.
+    drop(b);
+    let left = within(&mut on_a, "call.participant_left", NOTICED_WITHIN).await;
+    assert_eq!(left["participant_id"], second["participant_id"]);
+}
+
+#[tokio::test]
+async fn a_call_whose_node_dies_ends_for_the_others() {
+    let db = roost_core::store::testing::fresh_postgres_url().await;
+    let redis =
+        std::env::var("ROOST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = prefix();
+    let a = Node::start(&db, &redis, &prefix);
+    let b = Node::start(&db, &redis, &prefix);
+    let (ada, bob, room) = setup(&a).await;
+    let mut on_a = a.socket(&ada).await;
+    let mut on_b = b.socket(&bob).await;
+    let first = join_call(&mut on_a, "j1", &room).await;
+    let second = join_call(&mut on_b, "j2", &room).await;
+    assert_eq!(first["call_id"], second["call_id"]);
+
+    // Node A holds the call and dies: node B ends it, and bob hears so.
+    drop(a);
+    loop {
+        let state = within(&mut on_b, "call.state", NOTICED_WITHIN).await;
+        if state["state"] == "ended" {
+            assert_eq!(state["call_id"], first["call_id"]);
+            break;
+        }
+    }
+    // A new call can start, now on node B.
+    let again = join_call(&mut on_b, "j3", &room).await;
+    assert_ne!(again["call_id"], first["call_id"]);
+    assert_eq!(again["participants"], json!([]));
+}
