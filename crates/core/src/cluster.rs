@@ -181,6 +181,10 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// How often holders renew their leases and nodes their sign of life.
 pub const RENEW_EVERY: Duration = Duration::from_secs(10);
 
+/// Hands a lease to this node only if the holder is still the one named.
+const TAKE_OVER: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else return false end";
+
 /// Deletes a lease only if this node still holds it.
 const RELEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -285,6 +289,27 @@ impl Cluster {
         Err(CoreError::Internal("a lease kept changing hands".into()))
     }
 
+    /// Takes the lease `name` from `holder`, a node that has stopped showing
+    /// signs of life; returns the holder afterwards (someone else may have
+    /// been quicker).
+    pub async fn take_over(&self, name: &str, holder: Uuid) -> Result<Uuid> {
+        let mut conn = self.conn.clone();
+        let taken: Option<String> = redis::cmd("EVAL")
+            .arg(TAKE_OVER)
+            .arg(1)
+            .arg(self.lease_key(name))
+            .arg(holder.to_string())
+            .arg(self.node_id.to_string())
+            .arg(LEASE_TTL.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        match taken {
+            Some(_) => Ok(self.node_id),
+            None => self.claim(name).await,
+        }
+    }
+
     /// Renews leases this node holds, and its own sign of life.
     pub async fn renew(&self, names: &[String]) -> Result<()> {
         let mut conn = self.conn.clone();
@@ -378,5 +403,80 @@ impl Relay for RedisRelay {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn node(prefix: &str) -> Cluster {
+        let url = std::env::var("ROOST_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        Cluster::connect(&ClusterConfig {
+            url: url.clone(),
+            prefix: prefix.to_owned(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {url} does not answer: {e}"))
+    }
+
+    #[tokio::test]
+    async fn a_lease_has_one_holder_until_it_is_released_or_its_node_dies() {
+        let prefix = format!("roost-test-{}:", Uuid::new_v4().simple());
+        let (a, b) = (node(&prefix).await, node(&prefix).await);
+        assert_eq!(a.claim("call:1").await.unwrap(), a.node_id());
+        assert_eq!(b.claim("call:1").await.unwrap(), a.node_id(), "held by A");
+        // A node with no sign of life yet counts as gone; one that renewed, as alive.
+        assert!(!b.alive(a.node_id()).await.unwrap());
+        a.renew(&["call:1".to_owned()]).await.unwrap();
+        assert!(b.alive(a.node_id()).await.unwrap());
+        // B cannot release A's lease, nor take it from a node other than its holder.
+        b.release("call:1").await.unwrap();
+        assert_eq!(b.claim("call:1").await.unwrap(), a.node_id());
+        assert_eq!(
+            b.take_over("call:1", Uuid::new_v4()).await.unwrap(),
+            a.node_id()
+        );
+        // Taken from its named holder, it is B's.
+        assert_eq!(
+            b.take_over("call:1", a.node_id()).await.unwrap(),
+            b.node_id()
+        );
+        assert_eq!(a.claim("call:1").await.unwrap(), b.node_id());
+        b.release("call:1").await.unwrap();
+        assert_eq!(a.claim("call:1").await.unwrap(), a.node_id(), "free again");
+    }
+
+    #[tokio::test]
+    async fn messages_reach_the_node_they_are_addressed_to_in_order() {
+        let prefix = format!("roost-test-{}:", Uuid::new_v4().simple());
+        let (a, b) = (node(&prefix).await, node(&prefix).await);
+        let mut inbox = b.node_inbox();
+        let outbox = a.node_outbox();
+        // The subscription takes a moment; send until the first arrives.
+        let first = loop {
+            outbox.send(b.node_id(), "ping".into());
+            if let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(200), inbox.recv()).await
+            {
+                break m;
+            }
+        };
+        assert_eq!(first, "ping");
+        for n in 0..100 {
+            outbox.send(b.node_id(), n.to_string());
+        }
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            let m = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+                .await
+                .expect("messages arrive")
+                .unwrap();
+            if m != "ping" {
+                got.push(m.parse::<u32>().unwrap());
+            }
+        }
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
     }
 }

@@ -393,13 +393,16 @@ impl CallHub {
         if self.lock().by_room.contains_key(&room_id) {
             return None;
         }
-        match link.cluster.claim(&lease(room_id)).await {
-            Ok(holder) if holder != link.node() => match link.cluster.alive(holder).await {
-                Ok(true) => Some(holder),
-                // A holder with no sign of life: its lease is about to lapse.
-                _ => None,
-            },
-            Ok(_) => None,
+        let name = lease(room_id);
+        let mut holder = link.cluster.claim(&name).await;
+        if let Ok(h) = holder {
+            if h != link.node() && matches!(link.cluster.alive(h).await, Ok(false)) {
+                // Its node has stopped showing signs of life: the call starts again here.
+                holder = link.cluster.take_over(&name, h).await;
+            }
+        }
+        match holder {
+            Ok(holder) => (holder != link.node()).then_some(holder),
             Err(e) => {
                 tracing::warn!(error = %e, "no call lease from Redis; serving the call here");
                 None
