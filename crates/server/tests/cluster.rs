@@ -224,8 +224,18 @@ fn prefix() -> String {
     format!("roost-e2e-{}-{nanos:x}:", std::process::id())
 }
 
-#[tokio::test]
-async fn two_processes_serve_one_room_and_sigterm_sends_clients_elsewhere() {
+/// Two nodes over one database and one Redis; ada on the first and bob on
+/// the second, in one room.
+struct TwoNodes {
+    a: Node,
+    b: Node,
+    ada: String,
+    room: String,
+    on_a: Ws,
+    on_b: Ws,
+}
+
+async fn two_nodes() -> TwoNodes {
     let db = roost_core::store::testing::fresh_postgres_url().await;
     let redis =
         std::env::var("ROOST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -233,8 +243,28 @@ async fn two_processes_serve_one_room_and_sigterm_sends_clients_elsewhere() {
     let a = Node::start(&db, &redis, &prefix);
     let b = Node::start(&db, &redis, &prefix);
     let (ada, bob, room) = setup(&a).await;
-    let mut on_a = a.socket(&ada).await;
-    let mut on_b = b.socket(&bob).await;
+    let on_a = a.socket(&ada).await;
+    let on_b = b.socket(&bob).await;
+    TwoNodes {
+        a,
+        b,
+        ada,
+        room,
+        on_a,
+        on_b,
+    }
+}
+
+#[tokio::test]
+async fn two_processes_serve_one_room_and_sigterm_sends_clients_elsewhere() {
+    let TwoNodes {
+        a,
+        b,
+        ada,
+        room,
+        mut on_a,
+        mut on_b,
+    } = two_nodes().await;
     assert_eq!(b.readyz().await["redis"], "ok");
 
     on_a.send(json!({"type": "message.send", "id": "1", "room_id": room, "body": "from A", "client_msg_id": "a1"})).await;
@@ -444,20 +474,26 @@ async fn join_call(ws: &mut Ws, id: &str, room: &str) -> Value {
 // noticed within 40 s.
 const NOTICED_WITHIN: Duration = Duration::from_secs(50);
 
-#[tokio::test]
-async fn a_dead_nodes_participants_leave_the_call_held_by_another() {
-    let db = roost_core::store::testing::fresh_postgres_url().await;
-    let redis =
-        std::env::var("ROOST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = prefix();
-    let a = Node::start(&db, &redis, &prefix);
-    let b = Node::start(&db, &redis, &prefix);
-    let (ada, bob, room) = setup(&a).await;
-    let mut on_a = a.socket(&ada).await;
-    let mut on_b = b.socket(&bob).await;
+/// Two nodes, and a call started by ada on the first and joined by bob from
+/// the second; returns the room and both join answers.
+async fn a_call_across_two_nodes() -> (Node, Node, Ws, Ws, String, Value, Value) {
+    let TwoNodes {
+        a,
+        b,
+        room,
+        mut on_a,
+        mut on_b,
+        ..
+    } = two_nodes().await;
     let first = join_call(&mut on_a, "j1", &room).await;
     let second = join_call(&mut on_b, "j2", &room).await;
-    assert_eq!(first["call_id"], second["call_id"]);
+    assert_eq!(first["call_id"], second["call_id"], "one call");
+    (a, b, on_a, on_b, room, first, second)
+}
+
+#[tokio::test]
+async fn a_dead_nodes_participants_leave_the_call_held_by_another() {
+    let (_a, b, mut on_a, _on_b, _, _, second) = a_call_across_two_nodes().await;
     let joined = within(
         &mut on_a,
         "call.participant_joined",
@@ -477,18 +513,7 @@ async fn a_dead_nodes_participants_leave_the_call_held_by_another() {
 
 #[tokio::test]
 async fn a_call_whose_node_dies_ends_for_the_others() {
-    let db = roost_core::store::testing::fresh_postgres_url().await;
-    let redis =
-        std::env::var("ROOST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = prefix();
-    let a = Node::start(&db, &redis, &prefix);
-    let b = Node::start(&db, &redis, &prefix);
-    let (ada, bob, room) = setup(&a).await;
-    let mut on_a = a.socket(&ada).await;
-    let mut on_b = b.socket(&bob).await;
-    let first = join_call(&mut on_a, "j1", &room).await;
-    let second = join_call(&mut on_b, "j2", &room).await;
-    assert_eq!(first["call_id"], second["call_id"]);
+    let (a, _b, _on_a, mut on_b, room, first, _) = a_call_across_two_nodes().await;
 
     // Node A holds the call and dies: node B ends it, and bob hears so.
     drop(a);
@@ -496,6 +521,7 @@ async fn a_call_whose_node_dies_ends_for_the_others() {
         let state = within(&mut on_b, "call.state", NOTICED_WITHIN).await;
         if state["state"] == "ended" {
             assert_eq!(state["call_id"], first["call_id"]);
+            assert_eq!(state["room_id"], room.as_str());
             break;
         }
     }

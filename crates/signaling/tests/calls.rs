@@ -5,19 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer, User};
+use common::{join_call, Client, TestServer, User};
 use roost_signaling::calls::CallsConfig;
 use serde_json::{json, Value};
 
 /// Joins the room's call; returns the `call.join` result.
-async fn join_call(c: &mut Client, room: &str) -> Value {
-    let ack = c
-        .request(json!({"type": "call.join", "room_id": room}))
-        .await;
-    assert_eq!(ack["type"], "ack", "{ack}");
-    ack["result"].clone()
-}
-
 /// `n` users in one room, each connected; the first owns the room.
 async fn people(server: &TestServer, n: usize) -> (Vec<User>, Vec<Client>, String) {
     let mut users = Vec::new();

@@ -6,17 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer};
+use common::{join_call, TestServer};
 use roost_signaling::calls::CallsConfig;
-use serde_json::{json, Value};
-
-async fn join_call(c: &mut Client, room: &str) -> Value {
-    let ack = c
-        .request(json!({"type": "call.join", "room_id": room}))
-        .await;
-    assert_eq!(ack["type"], "ack", "{ack}");
-    ack["result"].clone()
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn a_mesh_call_reaches_participants_on_both_nodes() {

@@ -520,3 +520,12 @@ pub async fn sfu_audio_reaches(
         }
     }
 }
+
+/// Joins the room's call; returns the answer.
+pub async fn join_call(c: &mut Client, room: &str) -> Value {
+    let ack = c
+        .request(json!({"type": "call.join", "room_id": room}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    ack["result"].clone()
+}
