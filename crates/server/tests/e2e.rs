@@ -707,3 +707,39 @@ async fn logs_are_json_when_asked_and_never_hold_passwords_or_tokens() {
         );
     }
 }
+
+#[tokio::test]
+async fn pretty_logs_written_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = roost()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("ROOST_LOG__FORMAT", "pretty")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Roost is listening on ")
+        .unwrap()
+        .to_owned();
+    let server = Server {
+        child,
+        url,
+        client: reqwest::Client::new(),
+    };
+    assert_eq!(server.terminate(), Some(0));
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("INFO roost: serving"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in a log file: {text:?}"
+    );
+}
