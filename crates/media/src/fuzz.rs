@@ -1,127 +1,76 @@
 //! The engine's network entry point without a socket, for the fuzz target
 //! (`crates/media/fuzz`) and the property test below: datagrams go through
-//! the same demux and into the same media loop as on the wire, from known
-//! and unknown addresses, as STUN, DTLS, RTP, RTCP and noise.
+//! the same demux and into the same media loop as on the wire (a
+//! [`Loop`]), from known and unknown addresses, as STUN, DTLS, RTP, RTCP and
+//! noise.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::demux::Demux;
-use crate::engine::{EngineConfig, EngineEvent, SharedPlacement};
+use crate::harness::Loop;
 use crate::peer::{Kind, Peer, PeerSetup};
-use crate::sfu::{PeerKey, RouteUpdate, Sfu};
 
 /// One media loop with a call of two: one has published audio and video
 /// (its offer answered), the other only subscribes.
 pub struct Harness {
-    sfu: Sfu,
+    lp: Loop,
     call: Uuid,
-    demux: Demux<(usize, PeerKey)>,
-    routes: mpsc::UnboundedReceiver<RouteUpdate>,
-    _events: mpsc::UnboundedReceiver<EngineEvent>,
-    /// The ICE ufrags of the loop's peers, to aim binding requests at.
-    ufrags: Vec<String>,
-    now: Instant,
-    /// Datagrams the demux found no peer for.
-    unrouted: u64,
 }
-
-const LOCAL: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7882);
 
 impl Harness {
     pub fn new() -> Harness {
-        let (events, events_rx) = mpsc::unbounded_channel();
-        let (routes, routes_rx) = mpsc::unbounded_channel();
-        let mut sfu = Sfu::new(
-            0,
-            vec![LOCAL],
-            &EngineConfig::default(),
-            events,
-            routes,
-            SharedPlacement::default(),
-        );
+        let mut lp = Loop::new();
         let call = Uuid::new_v4();
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
         // Both are new to a fresh loop: joining cannot conflict.
-        sfu.join(call, alice, 1)
+        lp.join(call, alice)
             .expect("a fresh loop takes a participant");
-        sfu.join(call, bob, 2)
+        lp.join(call, bob)
             .expect("a fresh loop takes a participant");
         if let Some(offer) = client_offer() {
-            let _ = sfu.publish(alice, offer);
+            let _ = lp.publish(alice, offer);
         }
-        let mut harness = Harness {
-            sfu,
-            call,
-            demux: Demux::new(8),
-            routes: routes_rx,
-            _events: events_rx,
-            ufrags: Vec::new(),
-            now: Instant::now(),
-            unrouted: 0,
-        };
-        harness.apply_routes();
-        harness
-    }
-
-    fn apply_routes(&mut self) {
-        while let Ok(update) = self.routes.try_recv() {
-            match update {
-                RouteUpdate::Add { ufrag, at, key } => {
-                    self.demux.add(&ufrag, (at, key));
-                    self.ufrags.push(ufrag);
-                }
-                RouteUpdate::Remove { ufrag, at, key } => {
-                    self.demux.remove(&ufrag, (at, key));
-                    self.ufrags.retain(|u| *u != ufrag);
-                }
-            }
-        }
+        Harness { lp, call }
     }
 
     /// Adds someone to the call.
     pub fn join(&mut self, participant: Uuid) -> Result<(), crate::MediaError> {
-        self.sfu.join(self.call, participant, 0)
+        self.lp.join(self.call, participant)
     }
 
     /// Takes one datagram from `from` as the engine would.
     pub fn datagram(&mut self, datagram: &[u8], from: SocketAddr) {
-        self.apply_routes();
-        match self.demux.route(datagram, from) {
-            Some((_, key)) => self.sfu.datagram(key, BytesMut::from(datagram), from),
-            None => self.unrouted += 1,
-        }
+        self.lp.datagram(BytesMut::from(datagram), from);
+        self.lp.take_outbox();
     }
 
     /// Lets the peers' timers run, `by` later than the last time.
     pub fn advance(&mut self, by: Duration) {
-        self.now += by;
-        self.sfu.timeouts(self.now);
+        self.lp.advance(by);
+        self.lp.take_outbox();
     }
 
     /// The ICE ufrags of the peers still in the loop.
     pub fn ufrags(&self) -> &[String] {
-        &self.ufrags
+        self.lp.ufrags()
     }
 
     /// Participants still in the call.
     pub fn participants(&self) -> usize {
-        self.sfu.participants()
+        self.lp.participants()
     }
 
     /// Addresses the demux has learnt.
     pub fn addresses(&self) -> usize {
-        self.demux.addresses()
+        self.lp.addresses()
     }
 
     /// Datagrams that reached no peer, and those a peer refused.
     pub fn dropped(&self) -> (u64, u64) {
-        (self.unrouted, self.sfu.stats().datagrams_dropped)
+        self.lp.dropped()
     }
 }
 

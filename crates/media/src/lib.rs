@@ -14,12 +14,16 @@
 //!   timestamps), as pure arithmetic.
 //! - [`client`]: a WebRTC client on the same stack, for tests and the load tool.
 
+#[doc(hidden)]
+pub mod bench;
 pub mod client;
 pub mod demux;
 pub mod engine;
 pub mod forwarder;
 #[doc(hidden)]
 pub mod fuzz;
+#[doc(hidden)]
+pub mod harness;
 pub mod peer;
 mod sfu;
 

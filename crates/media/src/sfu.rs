@@ -244,6 +244,17 @@ impl Sfu {
         }
     }
 
+    pub(crate) fn take_outbox(&mut self) -> Vec<(SocketAddr, BytesMut)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Forgets what waits to be sent; returns how many datagrams it was.
+    pub(crate) fn drop_outbox(&mut self) -> usize {
+        let n = self.outbox.len();
+        self.outbox.clear();
+        n
+    }
+
     pub(crate) fn participants(&self) -> usize {
         self.participants.len()
     }
@@ -389,7 +400,11 @@ impl Sfu {
         Ok(answer)
     }
 
-    fn subscriber_answer(&mut self, participant: Uuid, answer: String) -> Result<(), MediaError> {
+    pub(crate) fn subscriber_answer(
+        &mut self,
+        participant: Uuid,
+        answer: String,
+    ) -> Result<(), MediaError> {
         let Some(p) = self.participants.get(&participant) else {
             return Err(MediaError::NotFound("participant"));
         };
