@@ -51,14 +51,27 @@ impl Server {
     }
 
     fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = roost()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut cmd = roost();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting roost");
+            .stderr(Stdio::null());
+        Server::spawned(cmd)
+    }
+
+    /// `roost serve` on the embedded defaults with `env` set, its log written to `log`.
+    fn start_logging(data_dir: &Path, env: &[(&str, &str)], log: std::fs::File) -> Server {
+        let mut cmd = roost();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .envs(env.iter().copied())
+            .stderr(log);
+        Server::spawned(cmd)
+    }
+
+    /// Starts `cmd` and waits for the line that says where it listens.
+    fn spawned(mut cmd: std::process::Command) -> Server {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("starting roost");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout)
@@ -609,29 +622,11 @@ async fn logs_are_json_when_asked_and_never_hold_passwords_or_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("stderr.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = roost()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("ROOST_LOG__FORMAT", "json")
-        .env("ROOST_LOG__LEVEL", "trace")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("Roost is listening on ")
-        .unwrap()
-        .to_owned();
-    let server = Server {
-        child,
-        url,
-        client: reqwest::Client::new(),
-    };
+    let server = Server::start_logging(
+        dir.path(),
+        &[("ROOST_LOG__FORMAT", "json"), ("ROOST_LOG__LEVEL", "trace")],
+        log,
+    );
 
     let (_, reg) = server
         .post(
@@ -713,28 +708,7 @@ async fn pretty_logs_written_to_a_file_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("stderr.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = roost()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("ROOST_LOG__FORMAT", "pretty")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("Roost is listening on ")
-        .unwrap()
-        .to_owned();
-    let server = Server {
-        child,
-        url,
-        client: reqwest::Client::new(),
-    };
+    let server = Server::start_logging(dir.path(), &[("ROOST_LOG__FORMAT", "pretty")], log);
     assert_eq!(server.terminate(), Some(0));
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(text.contains("INFO roost: serving"), "{text}");
