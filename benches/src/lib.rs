@@ -2,10 +2,20 @@
 //!
 //! - `fanout`: chat fan-out through the WebSocket gateway: deliveries per
 //!   second, send-to-delivery latency, memory per idle connection.
+//! - `sfu`: calls through the SFU with real WebRTC peers: packets in and
+//!   out, loss, latency, server CPU per forwarded packet, memory per
+//!   participant.
+//! - `benches/hot_path.rs`: criterion benches of the media engine's
+//!   per-packet work, without sockets.
 
 use std::io::{BufRead, BufReader};
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use tokio_tungstenite::tungstenite::Message;
 
 /// A `roost serve` started for a run, on a free port and a fresh data directory.
 pub struct Server {
@@ -89,6 +99,53 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Registers a user; returns its access token and id.
+pub async fn register(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+) -> anyhow::Result<(String, String)> {
+    let body = json!({"email": format!("{name}@bench.example"), "username": name, "password": "a benchmark passphrase"});
+    let res: Value = http
+        .post(format!("{url}/v1/auth/register"))
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = res["access_token"]
+        .as_str()
+        .context("registering")?
+        .to_owned();
+    let id = res["user"]["id"]
+        .as_str()
+        .context("registering")?
+        .to_owned();
+    Ok((token, id))
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the gateway's socket and says hello.
+pub async fn open(url: &str, token: &str) -> anyhow::Result<Ws> {
+    let ws_url = format!(
+        "{}/v1/ws?access_token={token}",
+        url.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(ws_url, None, true).await?;
+    ws.send(Message::Text(r#"{"type":"hello","id":"h"}"#.into()))
+        .await?;
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(t) = msg? {
+            if t.contains(r#""id":"h""#) {
+                return Ok(ws);
+            }
+        }
+    }
+    anyhow::bail!("the socket closed before hello was acknowledged")
 }
 
 /// The `p`th percentile (0..=100) of sorted values.

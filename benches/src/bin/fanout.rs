@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use roost_bench::{percentile, Server};
+use roost_bench::{open, percentile, register, Server};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -47,51 +47,6 @@ fn now_nanos() -> u128 {
         .duration_since(UNIX_EPOCH)
         .expect("the clock is after 1970")
         .as_nanos()
-}
-
-async fn register(
-    http: &reqwest::Client,
-    url: &str,
-    name: &str,
-) -> anyhow::Result<(String, String)> {
-    let body = json!({"email": format!("{name}@bench.example"), "username": name, "password": "a benchmark passphrase"});
-    let res: Value = http
-        .post(format!("{url}/v1/auth/register"))
-        .json(&body)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = res["access_token"]
-        .as_str()
-        .context("registering")?
-        .to_owned();
-    let id = res["user"]["id"]
-        .as_str()
-        .context("registering")?
-        .to_owned();
-    Ok((token, id))
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open(url: &str, token: &str) -> anyhow::Result<Ws> {
-    let ws_url = format!(
-        "{}/v1/ws?access_token={token}",
-        url.replace("http://", "ws://")
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(ws_url, None, true).await?;
-    ws.send(Message::Text(r#"{"type":"hello","id":"h"}"#.into()))
-        .await?;
-    while let Some(msg) = ws.next().await {
-        if let Message::Text(t) = msg? {
-            if t.contains(r#""id":"h""#) {
-                return Ok(ws);
-            }
-        }
-    }
-    anyhow::bail!("the socket closed before hello was acknowledged")
 }
 
 #[tokio::main]
