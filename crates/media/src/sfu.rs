@@ -182,7 +182,14 @@ pub(crate) async fn run(
     speaking.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         for (to, datagram) in sfu.outbox.drain(..) {
-            if let Err(e) = socket.send_to(&datagram, to).await {
+            // Straight into the socket's buffer; wait only when it is full.
+            let sent = match socket.try_send_to(&datagram, to) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    socket.send_to(&datagram, to).await
+                }
+                other => other,
+            };
+            if let Err(e) = sent {
                 tracing::debug!(error = %e, %to, "sending a datagram failed");
             }
         }
