@@ -178,9 +178,6 @@ pub struct Peer {
     /// The negotiated id of the audio level extension, per remote track.
     level_ids: HashMap<TrackId, u8>,
     awaiting_answer: bool,
-    /// The codecs the answer accepted for the media section of each of our
-    /// SSRCs, in the answer's order.
-    payload_types: HashMap<u32, Vec<SdpCodec>>,
 }
 
 impl Peer {
@@ -244,7 +241,6 @@ impl Peer {
             senders: HashMap::new(),
             level_ids: HashMap::new(),
             awaiting_answer: false,
-            payload_types: HashMap::new(),
         })
     }
 
@@ -277,10 +273,12 @@ impl Peer {
         let answer = RTCSessionDescription::answer(answer_sdp.clone()).map_err(sdp)?;
         self.pc.set_remote_description(now, answer).map_err(sdp)?;
         self.awaiting_answer = false;
-        if let Some(offer) = self.pc.local_description() {
-            self.payload_types = codecs_by_ssrc(&offer.sdp, &answer_sdp);
-        }
-        self.send_as_answered();
+        let answered = self
+            .pc
+            .local_description()
+            .map(|offer| codecs_by_ssrc(&offer.sdp, &answer_sdp))
+            .unwrap_or_default();
+        self.send_as_answered(&answered);
         Ok(())
     }
 
@@ -343,28 +341,34 @@ impl Peer {
     /// answer accepted in its own media section. The stack otherwise keeps
     /// the numbers of the first section that negotiated a codec, and checks
     /// every packet against them.
-    fn send_as_answered(&mut self) {
+    fn send_as_answered(&mut self, answered: &HashMap<u32, Vec<SdpCodec>>) {
         let senders: Vec<(SenderId, u32)> = self.senders.iter().map(|(k, v)| (*k, *v)).collect();
-        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
         for (id, ssrc) in senders {
-            let Some(codecs) = self.payload_types.get(&ssrc) else {
+            let Some(codecs) = answered.get(&ssrc) else {
                 continue;
             };
             let codecs: Vec<RTCRtpCodecParameters> =
                 codecs.iter().map(SdpCodec::parameters).collect();
-            let Some(t) = transceivers.iter().copied().find(|t| {
-                self.pc
-                    .rtp_transceiver(*t)
-                    .is_some_and(|t| t.sender() == Some(id))
-            }) else {
-                continue;
-            };
-            if let Some(mut transceiver) = self.pc.rtp_transceiver(t) {
+            if let Some(mut transceiver) = self.transceiver_of(id) {
                 if let Err(e) = transceiver.set_codec_preferences(codecs) {
                     tracing::debug!(error = %e, ssrc, "keeping a sender's codecs");
                 }
             }
         }
+    }
+
+    /// The transceiver that carries a sender.
+    fn transceiver_of(
+        &mut self,
+        id: SenderId,
+    ) -> Option<rtc::rtp_transceiver::RTCRtpTransceiver<'_>> {
+        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
+        let t = transceivers.into_iter().find(|t| {
+            self.pc
+                .rtp_transceiver(*t)
+                .is_some_and(|t| t.sender() == Some(id))
+        })?;
+        self.pc.rtp_transceiver(t)
     }
 
     /// Lists every codec of the kind the other side takes in the track's
@@ -374,15 +378,7 @@ impl Peer {
     /// publisher) could not be offered at all. After negotiation only codecs
     /// the other side accepted are kept.
     fn offer_every_codec(&mut self, id: SenderId, kind: RtpCodecKind, first: &Codec) {
-        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
-        let Some(mut transceiver) = transceivers
-            .into_iter()
-            .find_map(|t| {
-                let transceiver = self.pc.rtp_transceiver(t)?;
-                (transceiver.sender() == Some(id)).then_some(t)
-            })
-            .and_then(|t| self.pc.rtp_transceiver(t))
-        else {
+        let Some(mut transceiver) = self.transceiver_of(id) else {
             return;
         };
         let own = RTCRtpCodec {
@@ -437,24 +433,18 @@ impl Peer {
         mime_type: &str,
         now: Instant,
     ) -> Result<(), MediaError> {
-        let answered = self
-            .payload_types
-            .get(&packet.ssrc)
-            .and_then(|codecs| codec_payload_type(codecs, mime_type));
         let mut sender = self
             .pc
             .rtp_sender(id)
             .ok_or_else(|| MediaError::Stack("no such sender".into()))?;
         let parameters = &sender.get_parameters().rtp_parameters;
-        // Until the answer is in, what the stack would offer.
-        let payload_type = answered
-            .or_else(|| {
-                parameters
-                    .codecs
-                    .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
-                    .map(|c| c.payload_type)
-            })
+        // Once answered, the sender's codecs are its own section's (see
+        // `send_as_answered`); before, what the stack would offer.
+        let payload_type = parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
+            .map(|c| c.payload_type)
             .ok_or_else(|| MediaError::Stack("codec not negotiated".into()))?;
         let level_id = packet.audio_level.and_then(|_| {
             parameters
@@ -761,14 +751,6 @@ impl SdpCodec {
     }
 }
 
-/// The payload type of `mime_type` (`video/H264`) among a section's codecs.
-fn codec_payload_type(codecs: &[SdpCodec], mime_type: &str) -> Option<u8> {
-    codecs
-        .iter()
-        .find(|c| c.mime_type.eq_ignore_ascii_case(mime_type))
-        .map(|c| c.payload_type)
-}
-
 /// Which codecs the answer gave each of our SSRCs: the offer says which
 /// media section (mid) an SSRC is in, the answer which codecs that section
 /// took, with their payload types. Each section has its own: the same codec
@@ -949,6 +931,14 @@ impl Interceptor for KeyframeRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The payload type of `mime_type` (`video/H264`) among a section's codecs.
+    fn codec_payload_type(codecs: &[SdpCodec], mime_type: &str) -> Option<u8> {
+        codecs
+            .iter()
+            .find(|c| c.mime_type.eq_ignore_ascii_case(mime_type))
+            .map(|c| c.payload_type)
+    }
 
     #[test]
     fn each_ssrc_sends_with_the_numbers_of_its_own_section() {
