@@ -126,6 +126,35 @@ pub async fn register(
     Ok((token, id))
 }
 
+/// Creates a room owned by the first account, with the others as members;
+/// returns its id.
+pub async fn create_room(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    accounts: &[(String, String)],
+) -> anyhow::Result<String> {
+    let owner = &accounts.first().context("a room needs an owner")?.0;
+    let room: Value = http
+        .post(format!("{url}/v1/rooms"))
+        .bearer_auth(owner)
+        .json(&json!({"name": name}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let room_id = room["id"].as_str().context("creating a room")?.to_owned();
+    for (_, id) in &accounts[1..] {
+        http.post(format!("{url}/v1/rooms/{room_id}/members"))
+            .bearer_auth(owner)
+            .json(&json!({"user_id": id}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    Ok(room_id)
+}
+
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

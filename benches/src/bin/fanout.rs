@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use roost_bench::{open, percentile, register, Server};
+use roost_bench::{create_room, open, percentile, register, Server};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -67,24 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let mut room_of = Vec::with_capacity(users);
     for r in 0..args.rooms {
         let members = &accounts[r * args.room_size..(r + 1) * args.room_size];
-        let owner = &members[0].0;
-        let room: Value = http
-            .post(format!("{}/v1/rooms", server.url))
-            .bearer_auth(owner)
-            .json(&json!({"name": format!("bench room {r}")}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let room_id = room["id"].as_str().context("creating a room")?.to_owned();
-        for (_, id) in &members[1..] {
-            http.post(format!("{}/v1/rooms/{room_id}/members", server.url))
-                .bearer_auth(owner)
-                .json(&json!({"user_id": id}))
-                .send()
-                .await?
-                .error_for_status()?;
-        }
+        let room_id = create_room(&http, &server.url, &format!("bench room {r}"), members).await?;
         room_of.extend(std::iter::repeat_n(room_id, args.room_size));
     }
 

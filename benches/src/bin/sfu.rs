@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
-use roost_bench::{open, percentile, register, Server, Ws};
+use roost_bench::{create_room, open, percentile, register, Server, Ws};
 use roost_media::client::{Client, ClientEvent};
 use roost_media::Kind;
 use serde_json::{json, Value};
@@ -284,24 +284,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..people {
         accounts.push(register(&http, &server.url, &format!("caller{i}")).await?);
     }
-    let owner = &accounts[0].0;
-    let room: Value = http
-        .post(format!("{}/v1/rooms", server.url))
-        .bearer_auth(owner)
-        .json(&json!({"name": "bench call"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let room_id = room["id"].as_str().context("creating the room")?.to_owned();
-    for (_, id) in &accounts[1..] {
-        http.post(format!("{}/v1/rooms/{room_id}/members", server.url))
-            .bearer_auth(owner)
-            .json(&json!({"user_id": id}))
-            .send()
-            .await?
-            .error_for_status()?;
-    }
+    let room_id = create_room(&http, &server.url, "bench call", &accounts).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = server.rss_kib()?;
 

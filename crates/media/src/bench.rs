@@ -174,10 +174,6 @@ impl Call {
         self.lp.datagram(datagram, self.publisher.addr);
         self.lp.drop_outbox()
     }
-
-    pub fn subscribers(&self) -> usize {
-        self.subscribers.len()
-    }
 }
 
 #[cfg(test)]
