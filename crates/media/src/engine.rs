@@ -118,8 +118,8 @@ pub(crate) struct Placement {
     /// The loop of each call, and how many of its participants are in the engine.
     calls: HashMap<Uuid, (usize, usize)>,
     participants: HashMap<Uuid, Placed>,
-    /// Participants per loop.
-    load: Vec<usize>,
+    /// How many loops there are.
+    loops: usize,
     /// Numbers placements, so a stale removal can be told from a current one.
     next: u64,
 }
@@ -134,9 +134,18 @@ struct Placed {
 impl Placement {
     fn new(loops: usize) -> Self {
         Placement {
-            load: vec![0; loops],
+            loops,
             ..Default::default()
         }
+    }
+
+    /// Participants on loop `at`.
+    fn load(&self, at: usize) -> usize {
+        self.calls
+            .values()
+            .filter(|(on, _)| *on == at)
+            .map(|(_, count)| count)
+            .sum()
     }
 
     /// Places a participant on its call's loop, or the call on the least
@@ -151,16 +160,11 @@ impl Placement {
                 *at
             }
             None => {
-                let at = (0..self.load.len())
-                    .min_by_key(|&i| self.load[i])
-                    .unwrap_or(0);
+                let at = (0..self.loops).min_by_key(|&i| self.load(i)).unwrap_or(0);
                 self.calls.insert(call, (at, 1));
                 at
             }
         };
-        if let Some(load) = self.load.get_mut(at) {
-            *load += 1;
-        }
         self.next += 1;
         let id = self.next;
         self.participants
@@ -187,9 +191,6 @@ impl Placement {
     /// returns the loop it was on.
     pub(crate) fn remove(&mut self, participant: Uuid) -> Option<usize> {
         let Placed { at, call, .. } = self.participants.remove(&participant)?;
-        if let Some(load) = self.load.get_mut(at) {
-            *load = load.saturating_sub(1);
-        }
         if let Some((_, count)) = self.calls.get_mut(&call) {
             *count -= 1;
             if *count == 0 {
@@ -475,7 +476,7 @@ mod tests {
             !placement.calls.contains_key(&a),
             "an empty call is forgotten"
         );
-        assert_eq!(placement.load[first], 0);
+        assert_eq!(placement.load(first), 0);
         let c = Uuid::new_v4();
         assert_eq!(placement.place(c, people[4]).unwrap().0, first);
     }
