@@ -886,29 +886,13 @@ async fn sweep(calls: std::sync::Weak<CallHub>) {
         }
         let mut dead: HashMap<Uuid, bool> = HashMap::new();
         for (node, participant) in remote {
-            let gone = match dead.get(&node) {
-                Some(gone) => *gone,
-                None => {
-                    let gone = matches!(link.cluster.alive(node).await, Ok(false));
-                    dead.insert(node, gone);
-                    gone
-                }
-            };
-            if gone {
+            if is_gone(&link.cluster, &mut dead, node).await {
                 tracing::info!(%node, %participant, "a participant's node is gone; it leaves its call");
                 calls.leave(participant).await;
             }
         }
         for (conn, relayed) in link.all_relayed() {
-            let gone = match dead.get(&relayed.holder) {
-                Some(gone) => *gone,
-                None => {
-                    let gone = matches!(link.cluster.alive(relayed.holder).await, Ok(false));
-                    dead.insert(relayed.holder, gone);
-                    gone
-                }
-            };
-            if gone {
+            if is_gone(&link.cluster, &mut dead, relayed.holder).await {
                 link.forget(conn);
                 if let Some(call_id) = relayed.call_id {
                     tracing::info!(%call_id, holder = %relayed.holder, "the node holding a call is gone; the call ends");
@@ -919,4 +903,20 @@ async fn sweep(calls: std::sync::Weak<CallHub>) {
             }
         }
     }
+}
+
+/// Whether `node` has stopped showing signs of life, asked of Redis once
+/// per sweep (`known`). Redis out of reach counts as alive: nobody is
+/// removed for an outage of Redis alone.
+async fn is_gone(
+    cluster: &roost_core::cluster::Cluster,
+    known: &mut HashMap<Uuid, bool>,
+    node: Uuid,
+) -> bool {
+    if let Some(gone) = known.get(&node) {
+        return *gone;
+    }
+    let gone = matches!(cluster.alive(node).await, Ok(false));
+    known.insert(node, gone);
+    gone
 }

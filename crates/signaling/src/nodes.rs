@@ -128,12 +128,15 @@ pub(crate) struct Relayed {
     pub call_id: Option<Uuid>,
 }
 
+/// A request waiting for the holder's answer.
+type Waiter = oneshot::Sender<Result<serde_json::Value, WireError>>;
+
 /// This node's side of calls across nodes.
 pub(crate) struct NodeLink {
     pub cluster: Cluster,
     outbox: NodeOutbox,
     next_id: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<serde_json::Value, WireError>>>>,
+    waiting: Mutex<HashMap<u64, Waiter>>,
     relayed: Mutex<HashMap<Uuid, Relayed>>,
 }
 
@@ -164,6 +167,11 @@ impl NodeLink {
         self.relayed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn waiting_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+        // Only map updates happen under the lock.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn relayed(&self, conn: Uuid) -> Option<Relayed> {
         self.relayed_map().get(&conn).copied()
     }
@@ -191,10 +199,7 @@ impl NodeLink {
     ) -> Result<serde_json::Value, CoreError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        self.waiting_map().insert(id, tx);
         self.send(
             holder,
             &NodeMessage::Request {
@@ -206,10 +211,7 @@ impl NodeLink {
             },
         );
         let answer = tokio::time::timeout(ANSWER_WITHIN, rx).await;
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.waiting_map().remove(&id);
         match answer {
             Ok(Ok(result)) => result.map_err(CoreError::from),
             _ => Err(CoreError::Unavailable(
@@ -220,11 +222,7 @@ impl NodeLink {
 
     /// Hands an answer to the request waiting for it.
     pub fn answered(&self, id: u64, result: Result<serde_json::Value, WireError>) {
-        let waiting = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        let waiting = self.waiting_map().remove(&id);
         if let Some(tx) = waiting {
             let _ = tx.send(result);
         }
