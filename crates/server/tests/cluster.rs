@@ -515,8 +515,18 @@ async fn a_dead_nodes_participants_leave_the_call_held_by_another() {
 async fn a_call_whose_node_dies_ends_for_the_others() {
     let (a, _b, _on_a, mut on_b, room, first, _) = a_call_across_two_nodes().await;
 
-    // Node A holds the call and dies: node B ends it, and bob hears so.
+    // Node A holds the call and dies. Until its sign of life lapses, bob's
+    // call requests go to it and are refused as unavailable after 5 s.
     drop(a);
+    on_b.send(json!({"type": "call.mute", "id": "m1", "call_id": first["call_id"], "kind": "audio", "muted": true}))
+        .await;
+    let refused = on_b.next_of_any(&["ack", "nack"]).await;
+    assert_eq!(
+        (refused["id"].as_str(), refused["code"].as_str()),
+        (Some("m1"), Some("unavailable")),
+        "{refused}"
+    );
+    // Then node B ends the call, and bob hears so.
     loop {
         let state = within(&mut on_b, "call.state", NOTICED_WITHIN).await;
         if state["state"] == "ended" {
