@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use roost_bench::{create_room, open, percentile, register, Server};
+use roost_bench::{cpu_secs, create_room, open, percentile, register, rss_kib, Server};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -73,14 +73,14 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("opening {} idle connections", args.idle);
     // Measured first, on a fresh server, so memory freed by other phases cannot hide the cost.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = server.rss_kib()?;
+    let rss_before = rss_kib(server.pid())?;
     let (idle_token, _) = register(&http, &server.url, "idle").await?;
     let mut idle = Vec::with_capacity(args.idle);
     for _ in 0..args.idle {
         idle.push(open(&server.url, &idle_token).await?);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = server.rss_kib()?;
+    let rss_after = rss_kib(server.pid())?;
     let per_idle_kib = (rss_after.saturating_sub(rss_before)) as f64 / args.idle.max(1) as f64;
     drop(idle);
 
@@ -147,13 +147,13 @@ async fn main() -> anyhow::Result<()> {
 
     // Two seconds of warm-up, then the measured window.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_start = server.cpu_secs()?;
+    let cpu_start = cpu_secs(server.pid())?;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     measuring.store(false, Ordering::Relaxed);
     let window = started.elapsed().as_secs_f64();
-    let cpu = server.cpu_secs()? - cpu_start;
+    let cpu = cpu_secs(server.pid())? - cpu_start;
 
     let mut sinks = Vec::new();
     for s in senders {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
-use roost_bench::{create_room, open, percentile, register, Server, Ws};
+use roost_bench::{cpu_secs, create_room, janus, open, percentile, register, rss_kib, Server, Ws};
 use roost_media::client::{Client, ClientEvent};
 use roost_media::Kind;
 use serde_json::{json, Value};
@@ -58,9 +58,27 @@ struct Args {
     /// A few peers for a few seconds: checks the tool, measures nothing.
     #[arg(long)]
     smoke: bool,
-    /// Write the results as JSON here too.
+    /// Write the results (a JSON array, one object per run) here too.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Running Roost nodes to use instead of starting one; participants
+    /// are spread over them in turn. Their rate limits must allow the
+    /// tool's registrations (see `Server::start`).
+    #[arg(long)]
+    url: Vec<String>,
+    /// Processes whose CPU and memory are measured, with `--url`.
+    #[arg(long)]
+    pid: Vec<u32>,
+    /// Janus's HTTP API (`http://127.0.0.1:8088/janus`): each turn runs the
+    /// scenario against Roost, then against Janus's VideoRoom.
+    #[arg(long)]
+    janus: Option<String>,
+    /// Janus's processes, whose CPU and memory are measured.
+    #[arg(long)]
+    janus_pid: Vec<u32>,
+    /// Runs of each server, alternated, so both see the same machine.
+    #[arg(long, default_value_t = 1)]
+    turns: usize,
 }
 
 /// What the receivers saw, shared by every participant's task.
@@ -150,28 +168,31 @@ fn rand_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+#[derive(Clone, Copy)]
 struct Plan {
     kind: Kind,
     rate: f64,
     size: usize,
 }
 
-/// One participant, until `stop`: joins the call, publishes if asked, answers
-/// the server's offers, counts what it receives.
-#[allow(clippy::too_many_arguments)]
-async fn participant(
-    url: String,
-    token: String,
-    room: String,
+/// One participant's peers once set up: what it sends with, if it
+/// publishes, and what it receives with.
+struct Peers {
+    sender: Option<(Client, Plan)>,
+    receiver: Client,
+}
+
+/// Joins a Roost call over the gateway, publishes if asked; returns the
+/// peers and the socket, which must go on answering the server's offers.
+async fn join_roost(
+    url: &str,
+    token: &str,
+    room: &str,
     publishes: Option<Plan>,
-    base: Instant,
-    tally: Arc<Tally>,
-    ready: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Peers, Ws)> {
     let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
-    let mut ws = open(&url, &token).await?;
-    let mut receiver = Client::start(loopback, None).await?;
+    let mut ws = open(url, token).await?;
+    let receiver = Client::start(loopback, None).await?;
     let mut call = None;
     send(
         &mut ws,
@@ -187,10 +208,9 @@ async fn participant(
         joined["topology"] == "sfu",
         "the call is not on the SFU: {joined}"
     );
-
     let mut sender = None;
-    if let Some(plan) = &publishes {
-        let client = Client::start(loopback, Some(plan.kind)).await?;
+    if let Some(plan) = publishes {
+        let mut client = Client::start(loopback, Some(plan.kind)).await?;
         let offer = client.offer().await?;
         send(
             &mut ws,
@@ -201,24 +221,97 @@ async fn participant(
         client
             .accept_answer(answer["sdp"].as_str().context("no answer sdp")?.to_owned())
             .await?;
-        let mut client = client;
         anyhow::ensure!(
             client.connected(Duration::from_secs(20)).await,
             "the publisher did not connect"
         );
-        sender = Some(client);
+        sender = Some((client, plan));
     }
-    ready.fetch_add(1, Ordering::Relaxed);
+    Ok((Peers { sender, receiver }, ws))
+}
 
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(
-        1.0 / publishes.as_ref().map_or(1.0, |p| p.rate),
-    ));
+/// Publishes one track into a Janus VideoRoom; returns the session, the
+/// connected sender and its feed id.
+async fn publish_janus(
+    http: &reqwest::Client,
+    api: &str,
+    room: u64,
+    plan: Plan,
+) -> anyhow::Result<(janus::Session, Client, u64)> {
+    let session = janus::Session::create(http, api).await?;
+    let handle = session.attach().await?;
+    let mut client = Client::start(std::net::IpAddr::from([127, 0, 0, 1]), Some(plan.kind)).await?;
+    let offer = client.offer().await?;
+    let joined = session
+        .message(
+            handle,
+            json!({"request": "joinandconfigure", "ptype": "publisher", "room": room}),
+            Some(janus::jsep("offer", &offer)),
+        )
+        .await?;
+    let feed = joined["plugindata"]["data"]["id"]
+        .as_u64()
+        .context("no publisher id")?;
+    client.accept_answer(janus::sdp_of(&joined)?).await?;
+    anyhow::ensure!(
+        client.connected(Duration::from_secs(20)).await,
+        "the publisher did not connect to Janus"
+    );
+    Ok((session, client, feed))
+}
+
+/// Subscribes to `feeds` on a new handle of `session`; returns the receiver.
+async fn subscribe_janus(
+    session: &janus::Session,
+    room: u64,
+    feeds: &[u64],
+) -> anyhow::Result<Client> {
+    let receiver = Client::start(std::net::IpAddr::from([127, 0, 0, 1]), None).await?;
+    if feeds.is_empty() {
+        return Ok(receiver);
+    }
+    let handle = session.attach().await?;
+    let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
+    let attached = session
+        .message(
+            handle,
+            json!({"request": "join", "ptype": "subscriber", "room": room, "streams": streams}),
+            None,
+        )
+        .await?;
+    let answer = receiver.answer(janus::sdp_of(&attached)?).await?;
+    session
+        .message(
+            handle,
+            json!({"request": "start"}),
+            Some(janus::jsep("answer", &answer)),
+        )
+        .await?;
+    Ok(receiver)
+}
+
+/// The measured part of one participant, until `stop`: sends its track if it
+/// publishes, counts what it receives, and keeps Roost's socket answering.
+async fn media(
+    peers: Peers,
+    mut ws: Option<Ws>,
+    base: Instant,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let Peers {
+        sender,
+        mut receiver,
+    } = peers;
+    let rate = sender.as_ref().map_or(1.0, |(_, plan)| plan.rate);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut seq: u16 = 0;
+    let mut call = None;
     while !stop.load(Ordering::Relaxed) {
         tokio::select! {
             _ = tick.tick(), if sender.is_some() => {
-                if let (Some(client), Some(plan)) = (&sender, &publishes) {
+                if let Some((client, plan)) = &sender {
                     seq = seq.wrapping_add(1);
                     let counted = tally.counting.load(Ordering::Relaxed);
                     let sent_ns = base.elapsed().as_nanos() as u64;
@@ -232,97 +325,159 @@ async fn participant(
                 if let Some(ClientEvent::Rtp { packet, at, .. }) = event {
                     if let Some((true, sent_ns)) = read_payload(&packet.payload) {
                         tally.received.fetch_add(1, Ordering::Relaxed);
-                        let latency = at.duration_since(base).as_nanos() as u64 - sent_ns.min(at.duration_since(base).as_nanos() as u64);
-                        tally.latencies_us.lock().expect("not poisoned").push(latency / 1_000);
+                        let at_ns = at.duration_since(base).as_nanos() as u64;
+                        tally.latencies_us.lock().expect("not poisoned").push(at_ns.saturating_sub(sent_ns) / 1_000);
                     }
                 }
             }
-            msg = ws.next() => {
-                let Some(Ok(Message::Text(text))) = msg else { break };
+            msg = next_frame(ws.as_mut()) => {
+                let (Some(ws), Some(Ok(Message::Text(text)))) = (ws.as_mut(), msg) else { break };
                 let frame: Value = serde_json::from_str(&text)?;
-                offer_answered(&mut ws, &frame, &receiver, &mut call).await?;
+                offer_answered(ws, &frame, &receiver, &mut call).await?;
             }
         }
     }
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut args = Args::parse();
-    if args.smoke {
-        args.publishers = args.publishers.min(2);
-        args.listeners = args.listeners.min(3);
-        args.secs = args.secs.min(2);
+/// The next frame of Roost's socket; never, without one.
+async fn next_frame(
+    ws: Option<&mut Ws>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
     }
-    let kind = match args.kind {
-        Media::Audio => Kind::Audio,
-        Media::Video => Kind::Video,
-    };
-    let rate = args.rate.unwrap_or(match args.kind {
-        Media::Audio => 50.0,
-        Media::Video => 100.0,
-    });
-    let size = args.size.unwrap_or(match args.kind {
-        Media::Audio => 160,
-        Media::Video => 1200,
-    });
-    let server = Server::start(
-        &args.roost,
-        &[
-            ("ROOST_CALLS__MESH_MAX", "0"),
-            ("ROOST_CALLS__MAX_PARTICIPANTS", "1000"),
-            ("ROOST_ROOMS__MAX_CALL_PARTICIPANTS_LIMIT", "1000"),
-            // Packets that race the DTLS handshake are the stack's business.
-            ("ROOST_LOG__LEVEL", "warn,rtc=error"),
-        ],
-    )?;
-    let http = reqwest::Client::new();
-    let people = args.publishers + args.listeners;
-    eprintln!("registering {people} participants");
-    let mut accounts = Vec::with_capacity(people);
-    for i in 0..people {
-        accounts.push(register(&http, &server.url, &format!("caller{i}")).await?);
-    }
-    let room_id = create_room(&http, &server.url, "bench call", &accounts).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before = server.rss_kib()?;
+}
 
+/// Which SFU a run measures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Target {
+    Roost,
+    Janus,
+}
+
+/// One measured run against `target`.
+async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
+    let people = args.publishers + args.listeners;
+    let http = reqwest::Client::new();
     let base = Instant::now();
     let tally = Arc::new(Tally::default());
-    let ready = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    // Kept until the end of the run: the server, Janus's sessions.
+    let mut _server = None;
+    let mut keepalives = Vec::new();
+    let mut setups = Vec::new();
+    let pids: Vec<u32>;
+    let rss_before;
+    match target {
+        Target::Roost => {
+            let urls = if args.url.is_empty() {
+                let server = Server::start(
+                    &args.roost,
+                    &[
+                        ("ROOST_CALLS__MESH_MAX", "0"),
+                        ("ROOST_CALLS__MAX_PARTICIPANTS", "1000"),
+                        ("ROOST_ROOMS__MAX_CALL_PARTICIPANTS_LIMIT", "1000"),
+                        // Packets that race the DTLS handshake are the stack's business.
+                        ("ROOST_LOG__LEVEL", "warn,rtc=error"),
+                    ],
+                )?;
+                let url = server.url.clone();
+                _server = Some(server);
+                vec![url]
+            } else {
+                args.url.clone()
+            };
+            pids = match &_server {
+                Some(server) => vec![server.pid()],
+                None => args.pid.clone(),
+            };
+            eprintln!("roost: registering {people} participants");
+            let mut accounts = Vec::with_capacity(people);
+            for i in 0..people {
+                let url = &urls[i % urls.len()];
+                let name = format!("caller{i}-{}", rand_id());
+                accounts.push(register(&http, url, &name).await?);
+            }
+            let room = create_room(&http, &urls[0], "bench call", &accounts).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            rss_before = memory(&pids)?;
+            for (i, (token, _)) in accounts.into_iter().enumerate() {
+                let url = urls[i % urls.len()].clone();
+                let room = room.clone();
+                let publishes = (i < args.publishers).then_some(plan);
+                setups.push(tokio::spawn(async move {
+                    let (peers, ws) = join_roost(&url, &token, &room, publishes).await?;
+                    Ok::<_, anyhow::Error>((peers, Some(ws), None))
+                }));
+            }
+        }
+        Target::Janus => {
+            let api = args
+                .janus
+                .clone()
+                .context("--janus names Janus's API for a Janus run")?;
+            pids = args.janus_pid.clone();
+            rss_before = memory(&pids)?;
+            let admin = janus::Session::create(&http, &api).await?;
+            let handle = admin.attach().await?;
+            let room = admin.create_room(handle, args.publishers).await?;
+            eprintln!("janus: room {room}, {people} participants");
+            let mut published = Vec::new();
+            for _ in 0..args.publishers {
+                let (http, api) = (http.clone(), api.clone());
+                published.push(tokio::spawn(async move {
+                    publish_janus(&http, &api, room, plan).await
+                }));
+            }
+            let mut sessions = Vec::new();
+            for p in published {
+                sessions.push(p.await??);
+            }
+            let feeds: Vec<u64> = sessions.iter().map(|(_, _, feed)| *feed).collect();
+            let mut sessions = sessions.into_iter();
+            for _ in 0..people {
+                let (session, sender, own) = match sessions.next() {
+                    Some((session, client, feed)) => (session, Some((client, plan)), Some(feed)),
+                    None => (janus::Session::create(&http, &api).await?, None, None),
+                };
+                let others: Vec<u64> = feeds.iter().copied().filter(|f| Some(*f) != own).collect();
+                setups.push(tokio::spawn(async move {
+                    let receiver = subscribe_janus(&session, room, &others).await?;
+                    // From now on the long-poll only keeps the session alive.
+                    let keepalive =
+                        tokio::spawn(async move { while session.poll().await.is_ok() {} });
+                    Ok::<_, anyhow::Error>((Peers { sender, receiver }, None, Some(keepalive)))
+                }));
+            }
+            keepalives.push(tokio::spawn(
+                async move { while admin.poll().await.is_ok() {} },
+            ));
+        }
+    }
+
     let mut tasks = Vec::new();
-    for (i, (token, _)) in accounts.iter().enumerate() {
-        let plan = (i < args.publishers).then_some(Plan { kind, rate, size });
-        tasks.push(tokio::spawn(participant(
-            server.url.clone(),
-            token.clone(),
-            room_id.clone(),
-            plan,
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for setup in setups {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (peers, ws, keepalive) = tokio::time::timeout(left, setup)
+            .await
+            .context("the participants were not ready within 60 s")???;
+        keepalives.extend(keepalive);
+        tasks.push(tokio::spawn(media(
+            peers,
+            ws,
             base,
             tally.clone(),
-            ready.clone(),
             stop.clone(),
         )));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ready.load(Ordering::Relaxed) < people as u64 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {people} participants were ready in 60 s",
-            ready.load(Ordering::Relaxed)
-        );
-        if let Some(t) = tasks.iter().find(|t| t.is_finished()) {
-            anyhow::bail!("a participant stopped early: {t:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!("{people} participants in the call; warming up");
+    eprintln!("{target:?}: {people} participants in the call; warming up");
     tokio::time::sleep(Duration::from_secs(if args.smoke { 1 } else { 3 })).await;
-    let rss_after = server.rss_kib()?;
+    let rss_after = memory(&pids)?;
 
-    let cpu_before = server.cpu_secs()?;
+    let cpu_before = cpu(&pids)?;
     let started = Instant::now();
     tally.counting.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
@@ -330,10 +485,13 @@ async fn main() -> anyhow::Result<()> {
     let window = started.elapsed().as_secs_f64();
     // What was sent in the window arrives within a second.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cpu_secs = server.cpu_secs()? - cpu_before;
+    let cpu_secs = cpu(&pids)? - cpu_before;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await??;
+    }
+    for k in keepalives {
+        k.abort();
     }
 
     let sent = tally.sent.load(Ordering::Relaxed);
@@ -347,46 +505,115 @@ async fn main() -> anyhow::Result<()> {
     } else {
         1.0 - received as f64 / expected as f64
     };
-    let result = json!({
+    Ok(json!({
+        "server": format!("{target:?}").to_lowercase(),
         "kind": format!("{:?}", args.kind).to_lowercase(),
         "publishers": args.publishers,
         "listeners": args.listeners,
-        "payload_bytes": size,
-        "rate_per_publisher": rate,
+        "payload_bytes": plan.size,
+        "rate_per_publisher": plan.rate,
         "seconds": window,
         "packets_in_per_sec": sent as f64 / window,
         "packets_out_per_sec": received as f64 / window,
         "loss": loss,
         "latency_p50_us": percentile(&latencies, 50.0),
         "latency_p99_us": percentile(&latencies, 99.0),
-        "server_cpu_us_per_packet_out": if received == 0 { 0.0 } else { cpu_secs * 1e6 / received as f64 },
-        "server_kib_per_participant": rss_after.saturating_sub(rss_before) as f64 / people as f64,
-    });
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&result)?)?;
-    }
-    eprintln!("{}", serde_json::to_string_pretty(&result)?);
-    println!("| kind | publishers | listeners | in/s | out/s | loss | p50 ms | p99 ms | server µs/packet out | KiB/participant |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {} | {} | {} | {:.0} | {:.0} | {:.2}% | {:.2} | {:.2} | {:.2} | {:.0} |",
-        result["kind"].as_str().unwrap_or_default(),
-        args.publishers,
-        args.listeners,
-        sent as f64 / window,
-        received as f64 / window,
-        loss * 100.0,
-        percentile(&latencies, 50.0) as f64 / 1000.0,
-        percentile(&latencies, 99.0) as f64 / 1000.0,
-        result["server_cpu_us_per_packet_out"]
-            .as_f64()
-            .unwrap_or_default(),
-        result["server_kib_per_participant"]
-            .as_f64()
-            .unwrap_or_default(),
-    );
+        "server_cpu_us_per_packet_out": if received == 0 || pids.is_empty() { Value::Null } else { json!(cpu_secs * 1e6 / received as f64) },
+        "server_kib_per_participant": if pids.is_empty() { Value::Null } else { json!(rss_after.saturating_sub(rss_before) as f64 / people as f64) },
+    }))
+}
+
+/// The summed resident memory of `pids`, in KiB.
+fn memory(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|p| rss_kib(*p)).sum()
+}
+
+/// The summed CPU time of `pids`, in seconds.
+fn cpu(pids: &[u32]) -> anyhow::Result<f64> {
+    pids.iter().map(|p| cpu_secs(*p)).sum()
+}
+
+fn row(r: &Value) -> String {
+    let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2}% | {:.2} | {:.2} | {:.2} | {:.0} |",
+        r["server"].as_str().unwrap_or_default(),
+        r["kind"].as_str().unwrap_or_default(),
+        r["publishers"],
+        r["listeners"],
+        num("packets_in_per_sec"),
+        num("packets_out_per_sec"),
+        num("loss") * 100.0,
+        num("latency_p50_us") / 1000.0,
+        num("latency_p99_us") / 1000.0,
+        num("server_cpu_us_per_packet_out"),
+        num("server_kib_per_participant"),
+    )
+}
+
+/// The mean CPU per packet of `target`'s runs.
+fn mean_cpu(results: &[Value], target: &str) -> Option<f64> {
+    let v: Vec<f64> = results
+        .iter()
+        .filter(|r| r["server"] == target)
+        .filter_map(|r| r["server_cpu_us_per_packet_out"].as_f64())
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
     if args.smoke {
-        anyhow::ensure!(received > 0, "no packet went through the SFU");
+        args.publishers = args.publishers.min(2);
+        args.listeners = args.listeners.min(3);
+        args.secs = args.secs.min(2);
+        args.turns = 1;
+    }
+    let kind = match args.kind {
+        Media::Audio => Kind::Audio,
+        Media::Video => Kind::Video,
+    };
+    let plan = Plan {
+        kind,
+        rate: args.rate.unwrap_or(match args.kind {
+            Media::Audio => 50.0,
+            Media::Video => 100.0,
+        }),
+        size: args.size.unwrap_or(match args.kind {
+            Media::Audio => 160,
+            Media::Video => 1200,
+        }),
+    };
+    let mut results = Vec::new();
+    for _ in 0..args.turns.max(1) {
+        results.push(run(&args, Target::Roost, plan).await?);
+        if args.janus.is_some() {
+            results.push(run(&args, Target::Janus, plan).await?);
+        }
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+    }
+    eprintln!("{}", serde_json::to_string_pretty(&results)?);
+    println!("| server | kind | publishers | listeners | in/s | out/s | loss | p50 ms | p99 ms | server µs/packet out | KiB/participant |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &results {
+        println!("{}", row(r));
+    }
+    if let (Some(roost), Some(janus)) = (mean_cpu(&results, "roost"), mean_cpu(&results, "janus")) {
+        println!(
+            "\nCPU per packet out: Roost {roost:.2} µs, Janus {janus:.2} µs, ratio {:.2}",
+            roost / janus
+        );
+    }
+    if args.smoke {
+        anyhow::ensure!(
+            results
+                .iter()
+                .all(|r| r["packets_out_per_sec"].as_f64() > Some(0.0)),
+            "no packet went through the SFU"
+        );
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //!   handle signaling holds, and which media loop holds which call.
 //! - `sfu`: one media loop: the peers of its calls and forwarding between
 //!   publishers and subscribers.
+//! - `udp`: sending a loop's datagrams in groups (`sendmmsg`).
 //! - [`peer`]: one peer connection; the only module that touches the `rtc`
 //!   stack.
 //! - [`demux`]: which peer a datagram on the shared port belongs to.
@@ -26,6 +27,7 @@ pub mod fuzz;
 pub mod harness;
 pub mod peer;
 mod sfu;
+mod udp;
 
 pub use engine::{Engine, EngineConfig, EngineEvent, EngineStats};
 pub use peer::Kind;

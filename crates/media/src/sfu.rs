@@ -181,18 +181,7 @@ pub(crate) async fn run(
     let mut speaking = tokio::time::interval(SPEAKING_EVERY);
     speaking.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        for (to, datagram) in sfu.outbox.drain(..) {
-            // Straight into the socket's buffer; wait only when it is full.
-            let sent = match socket.try_send_to(&datagram, to) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    socket.send_to(&datagram, to).await
-                }
-                other => other,
-            };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, %to, "sending a datagram failed");
-            }
-        }
+        crate::udp::send_all(&socket, &mut sfu.outbox).await;
         let deadline = sfu
             .next_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
@@ -216,9 +205,7 @@ pub(crate) async fn run(
     for key in sfu.peers.keys().copied().collect::<Vec<_>>() {
         sfu.drop_peer(key);
     }
-    for (to, datagram) in sfu.outbox.drain(..) {
-        let _ = socket.send_to(&datagram, to).await;
-    }
+    crate::udp::send_all(&socket, &mut sfu.outbox).await;
 }
 
 impl Sfu {
