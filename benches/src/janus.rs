@@ -112,6 +112,20 @@ impl Session {
         }
     }
 
+    /// Waits for Janus's `webrtcup` on `handle`: the connection is up on
+    /// its side too, so the feed can be subscribed to.
+    pub async fn webrtc_up(&self, handle: u64) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
+            for event in self.poll().await? {
+                if event["janus"] == "webrtcup" && event["sender"] == handle {
+                    return Ok(());
+                }
+            }
+        }
+        anyhow::bail!("Janus did not report handle {handle} up within 20 s")
+    }
+
     /// The session's next events (the long-poll); also its keepalive.
     pub async fn poll(&self) -> anyhow::Result<Vec<Value>> {
         let events: Value = self

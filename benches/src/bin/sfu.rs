@@ -128,7 +128,11 @@ async fn answer_of(
             .await
             .context("no answer from the server within 20 s")?
             .context("the socket closed")??;
-        let Message::Text(text) = msg else { continue };
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Close(close) => anyhow::bail!("the server closed the socket: {close:?}"),
+            _ => continue,
+        };
         let frame: Value = serde_json::from_str(&text)?;
         if frame["id"] == id && (frame["type"] == "ack" || frame["type"] == "nack") {
             anyhow::ensure!(frame["type"] == "ack", "{id} refused: {frame}");
@@ -257,6 +261,7 @@ async fn publish_janus(
         client.connected(Duration::from_secs(20)).await,
         "the publisher did not connect to Janus"
     );
+    session.webrtc_up(handle).await?;
     Ok((session, client, feed))
 }
 
@@ -367,7 +372,10 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
     // Kept until the end of the run: the server, Janus's sessions.
     let mut _server = None;
     let mut keepalives = Vec::new();
-    let mut setups = Vec::new();
+    // Each participant's task sets it up, counts it ready and goes on
+    // into the measured part at once, so no socket goes unread.
+    let mut tasks = Vec::new();
+    let ready = Arc::new(AtomicU64::new(0));
     let pids: Vec<u32>;
     let rss_before;
     match target {
@@ -378,6 +386,8 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
                     &[
                         ("ROOST_CALLS__MESH_MAX", "0"),
                         ("ROOST_CALLS__MAX_PARTICIPANTS", "1000"),
+                        // Every join is announced to everyone: a large room joining at once is a burst.
+                        ("ROOST_GATEWAY__OUTBOUND_QUEUE", "8192"),
                         ("ROOST_ROOMS__MAX_CALL_PARTICIPANTS_LIMIT", "1000"),
                         // Packets that race the DTLS handshake are the stack's business.
                         ("ROOST_LOG__LEVEL", "warn,rtc=error"),
@@ -407,9 +417,11 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
                 let url = urls[i % urls.len()].clone();
                 let room = room.clone();
                 let publishes = (i < args.publishers).then_some(plan);
-                setups.push(tokio::spawn(async move {
+                let (tally, ready, stop) = (tally.clone(), ready.clone(), stop.clone());
+                tasks.push(tokio::spawn(async move {
                     let (peers, ws) = join_roost(&url, &token, &room, publishes).await?;
-                    Ok::<_, anyhow::Error>((peers, Some(ws), None))
+                    ready.fetch_add(1, Ordering::Relaxed);
+                    media(peers, Some(ws), base, tally, stop).await
                 }));
             }
         }
@@ -443,12 +455,16 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
                     None => (janus::Session::create(&http, &api).await?, None, None),
                 };
                 let others: Vec<u64> = feeds.iter().copied().filter(|f| Some(*f) != own).collect();
-                setups.push(tokio::spawn(async move {
+                let (tally, ready, stop) = (tally.clone(), ready.clone(), stop.clone());
+                tasks.push(tokio::spawn(async move {
                     let receiver = subscribe_janus(&session, room, &others).await?;
                     // From now on the long-poll only keeps the session alive.
                     let keepalive =
                         tokio::spawn(async move { while session.poll().await.is_ok() {} });
-                    Ok::<_, anyhow::Error>((Peers { sender, receiver }, None, Some(keepalive)))
+                    ready.fetch_add(1, Ordering::Relaxed);
+                    let done = media(Peers { sender, receiver }, None, base, tally, stop).await;
+                    keepalive.abort();
+                    done
                 }));
             }
             keepalives.push(tokio::spawn(
@@ -457,21 +473,20 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
         }
     }
 
-    let mut tasks = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for setup in setups {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (peers, ws, keepalive) = tokio::time::timeout(left, setup)
-            .await
-            .context("the participants were not ready within 60 s")???;
-        keepalives.extend(keepalive);
-        tasks.push(tokio::spawn(media(
-            peers,
-            ws,
-            base,
-            tally.clone(),
-            stop.clone(),
-        )));
+    // A minute, and more for large rooms.
+    let ready_within = Duration::from_secs(60 + people as u64 / 4);
+    let deadline = Instant::now() + ready_within;
+    while ready.load(Ordering::Relaxed) < people as u64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {people} participants were ready within {ready_within:?}",
+            ready.load(Ordering::Relaxed)
+        );
+        if let Some(i) = tasks.iter().position(|t| t.is_finished()) {
+            tasks.swap_remove(i).await??;
+            anyhow::bail!("a participant stopped early");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("{target:?}: {people} participants in the call; warming up");
     tokio::time::sleep(Duration::from_secs(if args.smoke { 1 } else { 3 })).await;

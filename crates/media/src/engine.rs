@@ -45,6 +45,11 @@ pub struct EngineConfig {
     /// Datagrams queued for one media loop before the receive loop drops
     /// more (UDP semantics: a loop that falls behind loses, never blocks).
     pub loop_queue: usize,
+    /// The socket's send and receive buffers, in bytes (the kernel caps them).
+    pub socket_buffer: usize,
+    /// Packets kept per forwarded video stream to resend on a subscriber's
+    /// NACK: a power of two from 64 to 32,768.
+    pub retransmit_history: u16,
     /// Keyframe requests forwarded to a publisher per track, at most one per this interval.
     pub keyframe_interval: Duration,
     /// A peer silent this long counts as disconnected, and after
@@ -60,6 +65,8 @@ impl Default for EngineConfig {
             advertised_ips: Vec::new(),
             loops: 0,
             loop_queue: 4096,
+            socket_buffer: 4 << 20,
+            retransmit_history: 512,
             keyframe_interval: Duration::from_millis(500),
             peer_disconnected: Duration::from_secs(5),
             peer_failed: Duration::from_secs(10),
@@ -228,7 +235,14 @@ impl Engine {
     pub async fn start(
         config: EngineConfig,
     ) -> Result<(Engine, mpsc::UnboundedReceiver<EngineEvent>), MediaError> {
+        let history = config.retransmit_history;
+        if !(64..=32_768).contains(&history) || !history.is_power_of_two() {
+            return Err(MediaError::Config(format!(
+                "the retransmission history must be a power of two from 64 to 32768, not {history}"
+            )));
+        }
         let socket = Arc::new(UdpSocket::bind(config.listen).await?);
+        crate::udp::size_buffers(&socket, config.socket_buffer);
         let local = socket.local_addr()?;
         let ips = if config.advertised_ips.is_empty() {
             if local.ip().is_unspecified() {

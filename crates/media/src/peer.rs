@@ -12,7 +12,11 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet,
+    ReceiverReportBuilder, Registry, SenderReportBuilder, Slot, StreamInfo, TaggedPacket,
+    TwccReceiverBuilder,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -133,10 +137,26 @@ pub enum Mode {
     Client,
 }
 
+/// Which way media flows on a connection. Each interceptor an outgoing or
+/// incoming packet walks through costs time on the hot path, so a
+/// connection carries only those of its direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Media both ways (clients).
+    Both,
+    /// Sends only (the engine's subscriber connections): answering NACKs
+    /// with retransmissions, sender reports.
+    Sends,
+    /// Receives only (the engine's publisher connections): NACKs for lost
+    /// packets, receiver reports, transport-wide congestion feedback.
+    Receives,
+}
+
 /// How a peer connection is set up.
 #[derive(Debug, Clone)]
 pub struct PeerSetup {
     pub mode: Mode,
+    pub flow: Flow,
     /// ICE credentials of this side (servers); the ufrag names the peer in the demux.
     pub ufrag: String,
     pub pwd: String,
@@ -147,6 +167,9 @@ pub struct PeerSetup {
     /// How long without a sign of life before the connection counts as
     /// disconnected, and then as failed.
     pub ice_timeouts: (std::time::Duration, std::time::Duration),
+    /// Packets kept per sent video stream to answer NACKs from (a power
+    /// of two, 64 to 32,768).
+    pub retransmit_history: u16,
 }
 
 impl PeerSetup {
@@ -154,10 +177,12 @@ impl PeerSetup {
     pub fn client(local: SocketAddr) -> PeerSetup {
         PeerSetup {
             mode: Mode::Client,
+            flow: Flow::Both,
             ufrag: String::new(),
             pwd: String::new(),
             local,
             advertised: vec![local],
+            retransmit_history: 512,
             ice_timeouts: (
                 std::time::Duration::from_secs(5),
                 std::time::Duration::from_secs(25),
@@ -195,8 +220,26 @@ impl Peer {
                 None,
             )
             .map_err(stack)?;
-        let registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
-        let registry = register_default_interceptors(registry, &mut media).map_err(stack)?;
+        // The default set registers the feedback and header extensions the
+        // SDP offers; the chain itself holds only what this flow needs.
+        register_default_interceptors(Registry::new(), &mut media).map_err(stack)?;
+        let mut registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
+        if setup.flow != Flow::Receives {
+            registry = registry
+                .with(
+                    Slot::NackResponder,
+                    NackResponderBuilder::new()
+                        .with_size(setup.retransmit_history)
+                        .build(),
+                )
+                .with(Slot::SenderReport, SenderReportBuilder::new().build());
+        }
+        if setup.flow != Flow::Sends {
+            registry = registry
+                .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+                .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
+        }
         let (disconnected, failed) = setup.ice_timeouts;
         let keepalive = (disconnected / 3).max(std::time::Duration::from_millis(200));
         let settings = match setup.mode {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::engine::{EngineConfig, EngineEvent, EngineStats, SharedPlacement};
 use crate::forwarder::DownTrack;
-use crate::peer::{Codec, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp, SenderId, TrackId};
+use crate::peer::{Codec, Flow, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp, SenderId, TrackId};
 use crate::MediaError;
 
 /// How often the speakers of each call are looked at.
@@ -151,6 +151,7 @@ pub(crate) struct Sfu {
     advertised: Vec<SocketAddr>,
     keyframe_interval: Duration,
     ice_timeouts: (Duration, Duration),
+    retransmit_history: u16,
     peers: HashMap<PeerKey, PeerSlot>,
     next_peer: PeerKey,
     participants: HashMap<Uuid, Participant>,
@@ -224,6 +225,7 @@ impl Sfu {
             advertised,
             keyframe_interval: config.keyframe_interval,
             ice_timeouts: (config.peer_disconnected, config.peer_failed),
+            retransmit_history: config.retransmit_history,
             peers: HashMap::new(),
             next_peer: 0,
             participants: HashMap::new(),
@@ -302,11 +304,16 @@ impl Sfu {
             .collect();
         let setup = PeerSetup {
             mode: Mode::Server,
+            flow: match role {
+                Role::Publisher => Flow::Receives,
+                Role::Subscriber => Flow::Sends,
+            },
             ufrag: ufrag.clone(),
             pwd,
             local: self.local,
             advertised: self.advertised.clone(),
             ice_timeouts: self.ice_timeouts,
+            retransmit_history: self.retransmit_history,
         };
         let peer = Peer::new(&setup, Instant::now())?;
         let key = self.next_peer;

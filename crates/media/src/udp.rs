@@ -13,6 +13,22 @@ use tokio::net::UdpSocket;
 #[cfg(target_os = "linux")]
 pub(crate) const GROUP: usize = 64;
 
+/// Asks for `bytes` of send and receive buffer on `socket`; the kernel
+/// grants up to its maximum (`net.core.wmem_max`, `net.core.rmem_max`).
+pub(crate) fn size_buffers(socket: &UdpSocket, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let sent = setsockopt(socket, sockopt::SndBuf, &bytes);
+        let received = setsockopt(socket, sockopt::RcvBuf, &bytes);
+        if let Err(e) = sent.and(received) {
+            tracing::warn!(error = %e, bytes, "the media socket's buffers could not be sized");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, bytes);
+}
+
 /// Sends every datagram of `out` and empties it. A datagram the kernel
 /// refuses (an unreachable address, say) is logged and skipped.
 pub(crate) async fn send_all(socket: &UdpSocket, out: &mut Vec<(SocketAddr, BytesMut)>) {
@@ -74,6 +90,26 @@ fn send_some(socket: &UdpSocket, datagrams: &[(SocketAddr, BytesMut)]) -> io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn buffers_grow_as_far_as_the_kernel_allows() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let before = getsockopt(&socket, sockopt::SndBuf).unwrap();
+        let max = |name: &str| -> usize {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let asked = 4 * before;
+        size_buffers(&socket, asked);
+        // The kernel doubles what it grants, for its own bookkeeping.
+        assert!(getsockopt(&socket, sockopt::SndBuf).unwrap() >= asked.min(max("wmem_max")));
+        assert!(getsockopt(&socket, sockopt::RcvBuf).unwrap() >= asked.min(max("rmem_max")));
+    }
 
     /// More datagrams than one group, to two receivers, one of them an
     /// address nobody can send to: every deliverable one arrives, in order.

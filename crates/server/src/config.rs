@@ -101,6 +101,14 @@ pub struct MediaSection {
     pub public_ips: Vec<std::net::IpAddr>,
     /// Media loops, each holding whole calls; 0: one per core.
     pub loops: usize,
+    /// The media socket's send and receive buffers, in bytes: room for the
+    /// bursts of a large room's fan-out. The kernel caps them at
+    /// `net.core.wmem_max` and `net.core.rmem_max`.
+    pub socket_buffer_bytes: usize,
+    /// Packets kept per forwarded video stream to resend when a subscriber
+    /// reports a loss (NACK): a power of two from 64 to 32768. 512 is 1.3 s
+    /// of a 3.8 Mbit/s stream.
+    pub retransmit_history: u16,
 }
 
 impl Default for MediaSection {
@@ -110,6 +118,8 @@ impl Default for MediaSection {
             listen: SocketAddr::from(([0, 0, 0, 0], 7882)),
             public_ips: Vec::new(),
             loops: 0,
+            socket_buffer_bytes: 4 << 20,
+            retransmit_history: 512,
         }
     }
 }
@@ -351,6 +361,10 @@ impl Config {
         }
         if self.media.loops > 256 {
             bail!("invalid configuration: media.loops must be at most 256 (0: one per core)");
+        }
+        let history = self.media.retransmit_history;
+        if !(64..=32_768).contains(&history) || !history.is_power_of_two() {
+            bail!("invalid configuration: media.retransmit_history must be a power of two from 64 to 32768");
         }
         let p = &self.pagination;
         if p.max_limit == 0 || p.default_limit == 0 || p.default_limit > p.max_limit {

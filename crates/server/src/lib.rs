@@ -215,6 +215,8 @@ async fn start_media(
         listen: config.media.listen,
         advertised_ips: advertised.clone(),
         loops: config.media.loops,
+        socket_buffer: config.media.socket_buffer_bytes,
+        retransmit_history: config.media.retransmit_history,
         ..Default::default()
     })
     .await

@@ -475,9 +475,13 @@ fn config_check_layers_sources_and_redacts_secrets() {
 
 #[test]
 fn invalid_configuration_exits_non_zero_naming_the_key() {
-    let cases: [(&[(&str, &str)], &str); 7] = [
+    let cases: [(&[(&str, &str)], &str); 8] = [
         (&[("ROOST_LISTEN", "not an address")], "listen"),
         (&[("ROOST_MEDIA__LOOPS", "1000")], "media.loops"),
+        (
+            &[("ROOST_MEDIA__RETRANSMIT_HISTORY", "1000")],
+            "media.retransmit_history",
+        ),
         (&[("ROOST_JWT_SECRET", "too-short")], "jwt_secret"),
         (
             &[("ROOST_AUTH__ACCESS_TOKEN_TTL_SECS", "3600")],
