@@ -72,6 +72,22 @@ pub struct Rtp {
     pub audio_level: Option<u8>,
 }
 
+/// The one-byte audio-level extension's body for `level` (the V bit
+/// clear), without an allocation for each packet and subscriber.
+fn audio_level_bytes(level: u8) -> Bytes {
+    static LEVELS: [u8; 128] = {
+        let mut all = [0u8; 128];
+        let mut i = 0;
+        while i < 128 {
+            all[i] = i as u8;
+            i += 1;
+        }
+        all
+    };
+    let level = usize::from(level & 0x7f);
+    Bytes::from_static(&LEVELS[level..=level])
+}
+
 /// Codecs offered beside a track's own (mime type, clock rate, channels,
 /// fmtp); the stack gives each the payload type it registered.
 const OTHER_AUDIO_CODECS: &[(&str, u32, u16, &str)] = &[
@@ -509,7 +525,7 @@ impl Peer {
             header.extension = true;
             header.extension_profile = rtc::rtp::header::EXTENSION_PROFILE_ONE_BYTE;
             // Voice activity is left to the receiver, which reads the level.
-            let _ = header.set_extension(id, Bytes::copy_from_slice(&[level & 0x7f]));
+            let _ = header.set_extension(id, audio_level_bytes(level));
         }
         let out = rtc::rtp::Packet {
             header,
@@ -974,6 +990,14 @@ impl Interceptor for KeyframeRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audio_levels_keep_their_value_and_drop_the_voice_bit() {
+        for level in 0..=127u8 {
+            assert_eq!(&audio_level_bytes(level)[..], &[level]);
+            assert_eq!(&audio_level_bytes(level | 0x80)[..], &[level]);
+        }
+    }
 
     /// The payload type of `mime_type` (`video/H264`) among a section's codecs.
     fn codec_payload_type(codecs: &[SdpCodec], mime_type: &str) -> Option<u8> {
