@@ -30,6 +30,7 @@ pub struct Call {
     subscribers: Vec<Member>,
     sender: SenderId,
     mime_type: String,
+    kind: Kind,
     ssrc: u32,
     seq: u16,
 }
@@ -80,6 +81,7 @@ impl Call {
             subscribers: members,
             sender,
             mime_type: codec.mime_type,
+            kind,
             ssrc,
             seq: 0,
         };
@@ -152,7 +154,8 @@ impl Call {
             marker: false,
             payload_type: 0,
             payload: Bytes::copy_from_slice(payload),
-            audio_level: None,
+            // Browsers put a level in every audio packet (RFC 6464).
+            audio_level: (self.kind == Kind::Audio).then_some(30),
         };
         let now = Instant::now();
         let _ = self
