@@ -336,9 +336,15 @@ async fn media(
                 }
             }
             msg = next_frame(ws.as_mut()) => {
-                let (Some(ws), Some(Ok(Message::Text(text)))) = (ws.as_mut(), msg) else { break };
-                let frame: Value = serde_json::from_str(&text)?;
-                offer_answered(ws, &frame, &receiver, &mut call).await?;
+                let (Some(ws), Some(Ok(msg))) = (ws.as_mut(), msg) else { break };
+                match msg {
+                    Message::Text(text) => {
+                        let frame: Value = serde_json::from_str(&text)?;
+                        offer_answered(ws, &frame, &receiver, &mut call).await?;
+                    }
+                    Message::Close(close) => anyhow::bail!("the server closed the socket: {close:?}"),
+                    _ => {}
+                }
             }
         }
     }
