@@ -58,6 +58,14 @@ pub struct EngineConfig {
     pub peer_failed: Duration,
 }
 
+impl EngineConfig {
+    /// Whether `packets` is a history the NACK responder can keep: a power
+    /// of two from 64 to 32,768 (anything else would silently keep none).
+    pub fn retransmit_history_valid(packets: u16) -> bool {
+        (64..=32_768).contains(&packets) && packets.is_power_of_two()
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -235,10 +243,10 @@ impl Engine {
     pub async fn start(
         config: EngineConfig,
     ) -> Result<(Engine, mpsc::UnboundedReceiver<EngineEvent>), MediaError> {
-        let history = config.retransmit_history;
-        if !(64..=32_768).contains(&history) || !history.is_power_of_two() {
+        if !EngineConfig::retransmit_history_valid(config.retransmit_history) {
             return Err(MediaError::Config(format!(
-                "the retransmission history must be a power of two from 64 to 32768, not {history}"
+                "the retransmission history must be a power of two from 64 to 32768, not {}",
+                config.retransmit_history
             )));
         }
         let socket = Arc::new(UdpSocket::bind(config.listen).await?);
@@ -461,6 +469,16 @@ async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retransmit_histories_are_powers_of_two_in_range() {
+        for ok in [64, 512, 32_768] {
+            assert!(EngineConfig::retransmit_history_valid(ok), "{ok}");
+        }
+        for bad in [0, 32, 63, 100, 1000, 65_535] {
+            assert!(!EngineConfig::retransmit_history_valid(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn calls_go_to_the_least_loaded_loop_and_stay_whole() {

@@ -362,8 +362,7 @@ impl Config {
         if self.media.loops > 256 {
             bail!("invalid configuration: media.loops must be at most 256 (0: one per core)");
         }
-        let history = self.media.retransmit_history;
-        if !(64..=32_768).contains(&history) || !history.is_power_of_two() {
+        if !roost_media::EngineConfig::retransmit_history_valid(self.media.retransmit_history) {
             bail!("invalid configuration: media.retransmit_history must be a power of two from 64 to 32768");
         }
         let p = &self.pagination;
