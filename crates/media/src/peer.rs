@@ -239,23 +239,7 @@ impl Peer {
         // The default set registers the feedback and header extensions the
         // SDP offers; the chain itself holds only what this flow needs.
         register_default_interceptors(Registry::new(), &mut media).map_err(stack)?;
-        let mut registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
-        if setup.flow != Flow::Receives {
-            registry = registry
-                .with(
-                    Slot::NackResponder,
-                    NackResponderBuilder::new()
-                        .with_size(setup.retransmit_history)
-                        .build(),
-                )
-                .with(Slot::SenderReport, SenderReportBuilder::new().build());
-        }
-        if setup.flow != Flow::Sends {
-            registry = registry
-                .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-                .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
-        }
+        let registry = interceptors(setup);
         let (disconnected, failed) = setup.ice_timeouts;
         let keepalive = (disconnected / 3).max(std::time::Duration::from_millis(200));
         let settings = match setup.mode {
@@ -784,6 +768,29 @@ fn candidates_in_every_section(sdp: &str) -> String {
     out
 }
 
+/// The interceptor chain of a connection: Roost's keyframe requests, and
+/// webrtc-rs's interceptors of the connection's direction only.
+fn interceptors(setup: &PeerSetup) -> Registry {
+    let mut registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
+    if setup.flow != Flow::Receives {
+        registry = registry
+            .with(
+                Slot::NackResponder,
+                NackResponderBuilder::new()
+                    .with_size(setup.retransmit_history)
+                    .build(),
+            )
+            .with(Slot::SenderReport, SenderReportBuilder::new().build());
+    }
+    if setup.flow != Flow::Sends {
+        registry = registry
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+            .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
+    }
+    registry
+}
+
 /// A codec of a media section as the SDP gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SdpCodec {
@@ -990,6 +997,42 @@ impl Interceptor for KeyframeRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_flow_carries_only_its_own_interceptors() {
+        let slots = |flow| {
+            let setup = PeerSetup {
+                flow,
+                ..PeerSetup::client("127.0.0.1:9".parse().unwrap())
+            };
+            interceptors(&setup)
+                .slots()
+                .into_iter()
+                .map(|(slot, _)| slot)
+                .collect::<Vec<_>>()
+        };
+        let sending = [Slot::NackResponder, Slot::SenderReport];
+        let receiving = [
+            Slot::NackGenerator,
+            Slot::ReceiverReport,
+            Slot::TwccReceiver,
+        ];
+        let sends = slots(Flow::Sends);
+        let receives = slots(Flow::Receives);
+        let both = slots(Flow::Both);
+        for slot in sending {
+            assert!(sends.contains(&slot) && both.contains(&slot), "{slot:?}");
+            assert!(!receives.contains(&slot), "{slot:?}");
+        }
+        for slot in receiving {
+            assert!(receives.contains(&slot) && both.contains(&slot), "{slot:?}");
+            assert!(!sends.contains(&slot), "{slot:?}");
+        }
+        // Keyframe requests reach the engine on every connection.
+        for chain in [&sends, &receives, &both] {
+            assert!(chain.contains(&Slot::from(14_000)));
+        }
+    }
 
     #[test]
     fn audio_levels_keep_their_value_and_drop_the_voice_bit() {
