@@ -172,6 +172,9 @@ fn rand_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Where the tool's peers bind.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 #[derive(Clone, Copy)]
 struct Plan {
     kind: Kind,
@@ -194,9 +197,8 @@ async fn join_roost(
     room: &str,
     publishes: Option<Plan>,
 ) -> anyhow::Result<(Peers, Ws)> {
-    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
     let mut ws = open(url, token).await?;
-    let receiver = Client::start(loopback, None).await?;
+    let receiver = Client::start(LOOPBACK, None).await?;
     let mut call = None;
     send(
         &mut ws,
@@ -214,7 +216,7 @@ async fn join_roost(
     );
     let mut sender = None;
     if let Some(plan) = publishes {
-        let mut client = Client::start(loopback, Some(plan.kind)).await?;
+        let mut client = Client::start(LOOPBACK, Some(plan.kind)).await?;
         let offer = client.offer().await?;
         send(
             &mut ws,
@@ -244,7 +246,7 @@ async fn publish_janus(
 ) -> anyhow::Result<(janus::Session, Client, u64)> {
     let session = janus::Session::create(http, api).await?;
     let handle = session.attach().await?;
-    let mut client = Client::start(std::net::IpAddr::from([127, 0, 0, 1]), Some(plan.kind)).await?;
+    let mut client = Client::start(LOOPBACK, Some(plan.kind)).await?;
     let offer = client.offer().await?;
     let joined = session
         .message(
@@ -271,7 +273,7 @@ async fn subscribe_janus(
     room: u64,
     feeds: &[u64],
 ) -> anyhow::Result<Client> {
-    let receiver = Client::start(std::net::IpAddr::from([127, 0, 0, 1]), None).await?;
+    let receiver = Client::start(LOOPBACK, None).await?;
     if feeds.is_empty() {
         return Ok(receiver);
     }
@@ -375,9 +377,9 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
     let base = Instant::now();
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
-    // Kept until the end of the run: the server, Janus's sessions.
+    // Kept until the end of the run: the server, the Janus room's session.
     let mut _server = None;
-    let mut keepalives = Vec::new();
+    let mut admin_keepalive = None;
     // Each participant's task sets it up, counts it ready and goes on
     // into the measured part at once, so no socket goes unread.
     let mut tasks = Vec::new();
@@ -473,7 +475,7 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
                     done
                 }));
             }
-            keepalives.push(tokio::spawn(
+            admin_keepalive = Some(tokio::spawn(
                 async move { while admin.poll().await.is_ok() {} },
             ));
         }
@@ -511,7 +513,7 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
     for t in tasks {
         t.await??;
     }
-    for k in keepalives {
+    if let Some(k) = admin_keepalive {
         k.abort();
     }
 
