@@ -4,7 +4,11 @@
 //!   second, send-to-delivery latency, memory per idle connection.
 //! - `sfu`: calls through the SFU with real WebRTC peers: packets in and
 //!   out, loss, latency, server CPU per forwarded packet, memory per
-//!   participant.
+//!   participant; with `--janus`, the same against Janus's VideoRoom
+//!   ([`janus`]) in the same run.
+//! - `udp_floor`: the kernel's cost of one loopback send, the floor under
+//!   any SFU's CPU per packet measured here.
+//! - `plot`: SVG charts of `sfu` results against room size.
 //! - `benches/hot_path.rs`: criterion benches of the media engine's
 //!   per-packet work, without sockets.
 
@@ -15,9 +19,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use tokio_tungstenite::tungstenite::Message;
 
 pub mod janus;
-use tokio_tungstenite::tungstenite::Message;
 
 /// A `roost serve` started for a run, on a free port and a fresh data directory.
 pub struct Server {
