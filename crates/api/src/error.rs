@@ -100,6 +100,18 @@ impl From<CoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, code, message)
             }
             CoreError::Gone { message, .. } => ApiError::new(StatusCode::GONE, code, message),
+            CoreError::TooLarge { message, .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+            }
+            CoreError::UnsupportedType { message, .. } => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code, message)
+            }
+            CoreError::Unprocessable { message, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+            CoreError::BadRequest { message, .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, code, message)
+            }
             CoreError::Unavailable(message) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
             }

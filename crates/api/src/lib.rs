@@ -46,6 +46,9 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// A request still running after this long gets 408.
     pub request_timeout_secs: u64,
+    /// The same for file uploads and for the start of a download, which
+    /// carry much more than other requests.
+    pub transfer_timeout_secs: u64,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_proxy_headers: bool,
     pub rate_limits: RateLimits,
@@ -57,6 +60,7 @@ impl Default for ApiConfig {
             cors_allowed_origins: Vec::new(),
             max_body_bytes: 64 * 1024,
             request_timeout_secs: 30,
+            transfer_timeout_secs: 600,
             trust_proxy_headers: false,
             rate_limits: RateLimits::default(),
         }
@@ -93,16 +97,26 @@ pub fn router(state: AppState) -> Router {
 /// middleware: request ids, tracing, panics caught.
 pub fn router_with(state: AppState, extra: Router) -> Router {
     let config = state.config.clone();
-    let api = Router::new()
+    let short = Duration::from_secs(config.request_timeout_secs);
+    let requests = Router::new()
         .merge(routes::health::router())
         .merge(routes::auth::router())
         .merge(routes::users::router())
         .merge(routes::admin::router())
         .merge(routes::rooms::router())
         .merge(routes::messages::router())
+        .merge(routes::search::router())
         .merge(routes::presence::router())
         .merge(routes::calls::router())
         .merge(openapi::router())
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    // Files stream their bodies and enforce their own limits, over a longer time.
+    let transfers = routes::files::router().layer(DefaultBodyLimit::disable());
+    let api = with_timeout(requests, short)
+        .merge(with_timeout(
+            transfers,
+            Duration::from_secs(config.transfer_timeout_secs),
+        ))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -112,17 +126,9 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             )
         })
         .with_state(state)
-        .merge(extra);
+        .merge(with_timeout(extra, short));
 
-    api.layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(cors(&config.cors_allowed_origins))
-                .layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
-                    ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the request took too long")
-                }))
-                .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(config.request_timeout_secs))),
-        )
+    api.layer(cors(&config.cors_allowed_origins))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on the server")
                 .into_response()
@@ -141,6 +147,23 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// Answers 408 when the routes of `router` take longer than `limit` to respond.
+fn with_timeout<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: Duration) -> Router<S> {
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                |_: tower::BoxError| async {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "timeout",
+                        "the request took too long",
+                    )
+                },
+            ))
+            .layer(tower::timeout::TimeoutLayer::new(limit)),
+    )
+}
+
 fn cors(origins: &[String]) -> CorsLayer {
     let allowed: Vec<HeaderValue> = origins
         .iter()
@@ -155,7 +178,20 @@ fn cors(origins: &[String]) -> CorsLayer {
             Method::PUT,
             Method::DELETE,
         ])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
-        .expose_headers([REQUEST_ID, header::RETRY_AFTER])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_RANGE,
+            REQUEST_ID,
+        ])
+        .expose_headers([
+            REQUEST_ID,
+            header::RETRY_AFTER,
+            header::CONTENT_RANGE,
+            header::CONTENT_DISPOSITION,
+            header::ETAG,
+        ])
         .max_age(Duration::from_secs(600))
 }

@@ -10,7 +10,8 @@ use uuid::Uuid;
 use crate::auth::{parse_id, Actor};
 use crate::error::{CoreError, Result};
 use crate::events::{Bus, BusEvent, EventLog, RoomEvent, RoomEventBody};
-use crate::model::{MemberRole, Message, MessageKind};
+use crate::files::file_from_row;
+use crate::model::{File, MemberRole, Message, MessageKind};
 use crate::store::{MessageRow, NewMessage, Sent, Store};
 use crate::users::time;
 
@@ -25,6 +26,10 @@ pub struct ChatConfig {
     pub typing_ttl: Duration,
     /// The largest history page.
     pub max_history_limit: u32,
+    /// The most files on one message.
+    pub max_attachments: usize,
+    /// Messages older than this many days are deleted, with their files; 0 keeps everything.
+    pub message_retention_days: u32,
 }
 
 impl Default for ChatConfig {
@@ -33,6 +38,8 @@ impl Default for ChatConfig {
             max_body_chars: 4000,
             typing_ttl: Duration::from_secs(6),
             max_history_limit: 100,
+            max_attachments: 10,
+            message_retention_days: 0,
         }
     }
 }
@@ -40,9 +47,12 @@ impl Default for ChatConfig {
 /// A message to send.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
+    /// May be empty when the message carries attachments.
     pub body: String,
     pub client_msg_id: String,
     pub reply_to: Option<Uuid>,
+    /// The sender's own uploaded files, in order.
+    pub attachments: Vec<Uuid>,
 }
 
 /// A page of history in ascending order.
@@ -153,7 +163,10 @@ impl Chat {
                 format!("must be 1 to {MAX_CLIENT_MSG_ID_CHARS} characters"),
             ));
         }
-        self.check_body(&out.body)?;
+        if out.attachments.is_empty() || !out.body.is_empty() {
+            self.check_body(&out.body)?;
+        }
+        let (kind, attachments) = self.attachable(actor, &out.attachments).await?;
         let room = room_id.to_string();
         if let Some(reply) = out.reply_to {
             let target = self.store.message(&reply.to_string()).await?;
@@ -174,7 +187,9 @@ impl Chat {
                 room_id: &room,
                 sender_id: &sender,
                 client_msg_id: cid,
-                body: &out.body,
+                kind: kind.as_str(),
+                body: (!out.body.is_empty()).then_some(out.body.as_str()),
+                attachments: &attachments,
                 reply_to: reply_to.as_deref(),
                 now: Utc::now().timestamp_millis(),
             })
@@ -182,14 +197,81 @@ impl Chat {
         match sent {
             Sent::Created(row) => {
                 self.publish.sequenced(room_id, &[row.seq]).await;
-                Ok((message_from_row(row)?, true))
+                Ok((self.hydrate_one(row).await?, true))
             }
-            Sent::Existing(row) if row.room_id == room => Ok((message_from_row(row)?, false)),
+            Sent::Existing(row) if row.room_id == room => Ok((self.hydrate_one(row).await?, false)),
             Sent::Existing(_) => Err(CoreError::conflict(
                 "client_msg_id_reused",
                 "this client_msg_id was already used for a message in another room",
             )),
         }
+    }
+
+    /// Checks that the files to attach are the sender's own, at most the
+    /// configured number and none twice; gives the message's kind.
+    async fn attachable(&self, actor: &Actor, ids: &[Uuid]) -> Result<(MessageKind, Vec<String>)> {
+        if ids.is_empty() {
+            return Ok((MessageKind::Text, Vec::new()));
+        }
+        if ids.len() > self.config.max_attachments {
+            return Err(CoreError::validation(
+                "attachments",
+                format!("at most {} files per message", self.config.max_attachments),
+            ));
+        }
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) {
+            return Err(CoreError::validation("attachments", "lists a file twice"));
+        }
+        let files = self
+            .store
+            .files_of_uploader(&actor.user_id.to_string(), &ids)
+            .await?;
+        if files.len() != ids.len() {
+            return Err(CoreError::validation(
+                "attachments",
+                "each must be a file you uploaded",
+            ));
+        }
+        let kind = if files.iter().all(|f| f.mime.starts_with("image/")) {
+            MessageKind::Image
+        } else {
+            MessageKind::File
+        };
+        Ok((kind, ids))
+    }
+
+    async fn hydrate_one(&self, row: MessageRow) -> Result<Message> {
+        let mut all = hydrate(&self.store, vec![row]).await?;
+        all.pop().ok_or(CoreError::NotFound("message"))
+    }
+
+    /// Deletes messages older than the retention, oldest first in batches
+    /// of `batch`, with their attachments (their files go at the next
+    /// collection) and the log's events up to then, so a resume from before
+    /// is told to reload. Returns how many messages went.
+    pub async fn apply_retention(&self, batch: i64) -> Result<u64> {
+        if self.config.message_retention_days == 0 {
+            return Ok(0);
+        }
+        let before = Utc::now().timestamp_millis()
+            - i64::from(self.config.message_retention_days) * 86_400_000;
+        self.expire_before(before, batch).await
+    }
+
+    /// Deletes the messages created before `before` (Unix ms) and the log's
+    /// events up to then, in batches of `batch`. Returns how many messages went.
+    pub async fn expire_before(&self, before: i64, batch: i64) -> Result<u64> {
+        let mut removed = 0;
+        loop {
+            let n = self.store.delete_messages_before(before, batch).await?;
+            removed += n;
+            if n < batch.max(1) as u64 {
+                break;
+            }
+        }
+        while self.store.prune_events(before, batch).await? >= batch.max(1) as u64 {}
+        Ok(removed)
     }
 
     /// History in ascending order: the `limit` newest before `before`, the
@@ -239,10 +321,7 @@ impl Chat {
         } else {
             rows.into_iter().skip(1).collect()
         };
-        let items = rows
-            .into_iter()
-            .map(message_from_row)
-            .collect::<Result<Vec<_>>>()?;
+        let items = hydrate(&self.store, rows).await?;
         Ok(History { items, has_more })
     }
 
@@ -272,7 +351,7 @@ impl Chat {
     ) -> Result<Message> {
         let (_, row) = self.own_message(actor, room_id, message_id).await?;
         if row.sender_id.as_deref() != Some(actor.user_id.to_string().as_str())
-            || row.kind != "text"
+            || row.kind == "system"
         {
             return Err(CoreError::forbidden("only the sender may edit a message"));
         }
@@ -292,7 +371,7 @@ impl Chat {
                 CoreError::conflict("message_deleted", "a deleted message cannot be edited")
             })?;
         self.publish.sequenced(room_id, &[seq]).await;
-        message_from_row(row)
+        self.hydrate_one(row).await
     }
 
     /// Deletes a message: one's own, or anyone's for moderators and the owner.
@@ -306,7 +385,7 @@ impl Chat {
             ));
         }
         if row.deleted_at.is_some() {
-            return message_from_row(row);
+            return message_from_row(row, Vec::new());
         }
         let now = Utc::now().timestamp_millis();
         match self
@@ -316,13 +395,14 @@ impl Chat {
         {
             Some((row, seq)) => {
                 self.publish.sequenced(room_id, &[seq]).await;
-                message_from_row(row)
+                message_from_row(row, Vec::new())
             }
             None => message_from_row(
                 self.store
                     .message(&row.id)
                     .await?
                     .ok_or(CoreError::NotFound("message"))?,
+                Vec::new(),
             ),
         }
     }
@@ -350,7 +430,7 @@ impl Chat {
                 },
             );
         }
-        Ok((message_from_row(row)?, moved))
+        Ok((self.hydrate_one(row).await?, moved))
     }
 
     /// Tells the room the caller is typing.
@@ -367,21 +447,39 @@ impl Chat {
     }
 }
 
-pub(crate) fn message_from_row(r: MessageRow) -> Result<Message> {
+/// Messages from their rows, with their attachments loaded in one query.
+pub(crate) async fn hydrate(store: &Store, rows: Vec<MessageRow>) -> Result<Vec<Message>> {
+    let ids: Vec<String> = rows
+        .iter()
+        .filter(|r| r.kind == "image" || r.kind == "file")
+        .map(|r| r.id.clone())
+        .collect();
+    let mut attachments = store.attachments_of(&ids).await?;
+    rows.into_iter()
+        .map(|row| {
+            let mine: Vec<File> = attachments
+                .iter()
+                .filter(|a| a.message_id == row.id)
+                .map(|a| file_from_row(&a.file))
+                .collect::<Result<_>>()?;
+            attachments.retain(|a| a.message_id != row.id);
+            message_from_row(row, mine)
+        })
+        .collect()
+}
+
+pub(crate) fn message_from_row(r: MessageRow, attachments: Vec<File>) -> Result<Message> {
     Ok(Message {
         id: parse_id(&r.id)?,
         room_id: parse_id(&r.room_id)?,
         seq: r.seq.max(0) as u64,
-        kind: if r.kind == "system" {
-            MessageKind::System
-        } else {
-            MessageKind::Text
-        },
+        kind: MessageKind::from_db(&r.kind),
         sender_id: r.sender_id.as_deref().map(parse_id).transpose()?,
         client_msg_id: r.client_msg_id,
         body: r.body,
         data: r.data.as_deref().and_then(|d| serde_json::from_str(d).ok()),
         reply_to: r.reply_to.as_deref().map(parse_id).transpose()?,
+        attachments,
         created_at: time(r.created_at),
         edited_at: r.edited_at.map(time),
         deleted_at: r.deleted_at.map(time),

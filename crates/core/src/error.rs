@@ -36,6 +36,33 @@ pub enum CoreError {
         code: &'static str,
         message: Cow<'static, str>,
     },
+    /// A body larger than a limit allows (`file_too_large`, `quota_exceeded`).
+    #[error("{message}")]
+    TooLarge {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
+    /// Content of a type not accepted, or not the type it claims to be.
+    #[error("{message}")]
+    UnsupportedType {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
+    /// Well-formed input that cannot be processed (an image too large to decode).
+    #[error("{message}")]
+    Unprocessable {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
+    /// A request that broke off or is malformed (an upload that ended early).
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
+    /// File storage failed; details are logged, never shown.
+    #[error("storage error: {0}")]
+    Storage(#[from] object_store::Error),
     /// The database failed; details are logged, never shown.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -72,6 +99,34 @@ impl CoreError {
         CoreError::Forbidden(message.into())
     }
 
+    pub fn too_large(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        CoreError::TooLarge {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unsupported_type(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        CoreError::UnsupportedType {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        CoreError::Unprocessable {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        CoreError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn unauthorized(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
         CoreError::Unauthorized {
             code,
@@ -99,8 +154,15 @@ impl CoreError {
             CoreError::NotFound(_) => "not_found",
             CoreError::Conflict { code, .. } => code,
             CoreError::Gone { code, .. } => code,
+            CoreError::TooLarge { code, .. } => code,
+            CoreError::UnsupportedType { code, .. } => code,
+            CoreError::Unprocessable { code, .. } => code,
+            CoreError::BadRequest { code, .. } => code,
             CoreError::Unavailable(_) => "unavailable",
-            CoreError::Database(_) | CoreError::Migrate(_) | CoreError::Internal(_) => "internal",
+            CoreError::Database(_)
+            | CoreError::Migrate(_)
+            | CoreError::Storage(_)
+            | CoreError::Internal(_) => "internal",
         }
     }
 }

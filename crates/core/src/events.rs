@@ -93,6 +93,9 @@ pub struct RoomEvent {
 }
 
 /// What travels on the bus.
+// Each event is allocated once and shared behind an `Arc`: the room
+// variant's size costs nothing per subscriber.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BusEvent {
@@ -234,10 +237,13 @@ impl EventLog {
 
     async fn materialise(&self, room_id: Uuid, rows: Vec<EventRow>) -> Result<Vec<RoomEvent>> {
         let ids: Vec<String> = rows.iter().filter_map(|r| r.message_id.clone()).collect();
-        let messages = self
-            .store
-            .messages_by_id(&room_id.to_string(), &ids)
-            .await?;
+        let messages = crate::chat::hydrate(
+            &self.store,
+            self.store
+                .messages_by_id(&room_id.to_string(), &ids)
+                .await?,
+        )
+        .await?;
         let mut room_cache: Option<Room> = None;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -252,12 +258,12 @@ impl EventLog {
                     let Some(m) = row
                         .message_id
                         .as_ref()
-                        .and_then(|id| messages.iter().find(|m| &m.id == id))
+                        .and_then(|id| messages.iter().find(|m| m.id.to_string() == *id))
                     else {
                         // The message is gone (its room's retention removed it): nothing to show.
                         continue;
                     };
-                    let message = crate::chat::message_from_row(m.clone())?;
+                    let message = m.clone();
                     match kind {
                         "message.new" => RoomEventBody::MessageNew { message },
                         "message.updated" => RoomEventBody::MessageUpdated { message },

@@ -7,6 +7,9 @@
 //! - [`users`]: profiles and account administration.
 //! - [`rooms`]: rooms, members, invites, direct messages.
 //! - [`pagination`]: cursor pages.
+//! - [`search`]: full-text search of messages.
+//! - [`chat`]: messages, history, read markers, typing and retention.
+//! - [`files`]: uploads, downloads, thumbnails and the collection of orphaned files.
 //! - [`calls`]: call records, limits and `call.state`.
 //! - [`turn`]: time-limited TURN credentials for coturn.
 //!
@@ -19,10 +22,12 @@ pub mod chat;
 pub mod cluster;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod model;
 pub mod pagination;
 pub mod presence;
 pub mod rooms;
+pub mod search;
 pub mod store;
 pub mod turn;
 pub mod users;
@@ -33,6 +38,7 @@ use auth::{Auth, AuthConfig};
 use calls::{Calls, CallsConfig};
 use chat::{Chat, ChatConfig, Publisher};
 use events::{Bus, EventLog};
+use files::{Files, FilesConfig};
 use pagination::PageLimits;
 use rooms::{Rooms, RoomsConfig};
 use store::Store;
@@ -48,6 +54,7 @@ pub struct CoreConfig {
     pub pages: PageLimits,
     pub turn: TurnConfig,
     pub calls: CallsConfig,
+    pub files: FilesConfig,
 }
 
 /// The services, wired to one store. Cheap to clone.
@@ -58,6 +65,8 @@ pub struct Core {
     pub users: Users,
     pub rooms: Rooms,
     pub chat: Chat,
+    pub search: search::Search,
+    pub files: Files,
     pub calls: Calls,
     pub events: EventLog,
     pub bus: Bus,
@@ -110,7 +119,9 @@ impl Core {
                 config.rooms.max_call_participants_limit,
             ),
             rooms: Rooms::new(store.clone(), publish.clone(), config.rooms),
+            search: search::Search::new(store.clone()),
             chat: Chat::new(store.clone(), publish, config.chat),
+            files: Files::new(store.clone(), config.files)?,
             events,
             presence: presence::Presence::local(store.clone(), bus.clone(), presence::DEFAULT_TTL),
             turn: Turn::new(config.turn),

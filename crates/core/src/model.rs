@@ -170,12 +170,71 @@ pub struct RoomView {
     pub unread_count: Option<u64>,
 }
 
-/// `text` is written by a person; `system` records what happened in the room.
+/// `text` is written by a person; `image` carries only images and `file`
+/// any other attachment (each with an optional caption in `body`); `system`
+/// records what happened in the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     Text,
+    Image,
+    File,
     System,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Image => "image",
+            MessageKind::File => "file",
+            MessageKind::System => "system",
+        }
+    }
+
+    pub(crate) fn from_db(s: &str) -> MessageKind {
+        match s {
+            "image" => MessageKind::Image,
+            "file" => MessageKind::File,
+            "system" => MessageKind::System,
+            _ => MessageKind::Text,
+        }
+    }
+}
+
+/// An uploaded file: what `POST /v1/files` returns and what a message's
+/// `attachments` list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct File {
+    pub id: Uuid,
+    /// The uploader's name for it, for display only.
+    pub name: String,
+    /// The type sniffed from the content.
+    pub mime: String,
+    /// Bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the content; also its `ETag`.
+    pub sha256: String,
+    /// Pixels, for images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Where to download it (with the same bearer token).
+    pub url: String,
+    /// A preview of an image, at most 320 pixels on its longer side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<Thumbnail>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An image's preview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, JsonSchema)]
+pub struct Thumbnail {
+    pub url: String,
+    pub mime: String,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// A chat message. A deleted message stays as a tombstone: `deleted_at` set, no body.
@@ -196,6 +255,9 @@ pub struct Message {
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
     pub reply_to: Option<Uuid>,
+    /// Files sent with the message, in order; empty for tombstones.
+    #[serde(default)]
+    pub attachments: Vec<File>,
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,

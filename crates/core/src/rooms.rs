@@ -9,7 +9,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::auth::{parse_id, token::random_token, Actor};
-use crate::chat::{message_from_row, Publisher};
+use crate::chat::{hydrate, Publisher};
 use crate::error::{CoreError, Result};
 use crate::events::RoomEventBody;
 use crate::model::{
@@ -257,12 +257,10 @@ impl Rooms {
             .await?;
         let mut views = Vec::with_capacity(rows.len());
         for (room, role, unread) in rows {
-            let last = self
-                .store
-                .last_message(&room.id)
-                .await?
-                .map(message_from_row)
-                .transpose()?;
+            let last = match self.store.last_message(&room.id).await? {
+                Some(row) => hydrate(&self.store, vec![row]).await?.pop(),
+                None => None,
+            };
             let mut v = view(room, Some(role.parse()?))?;
             v.last_message = last;
             v.unread_count = Some(unread.max(0) as u64);

@@ -64,6 +64,63 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub calls: CallsSection,
     pub media: MediaSection,
+    pub files: FilesSection,
+}
+
+/// Where uploaded files are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStorage {
+    /// A directory: `files.dir`, by default `files` in `data_dir`.
+    Local,
+    /// An S3-compatible bucket: `files.s3`.
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesSection {
+    pub storage: FileStorage,
+    /// The directory of `local` storage; default: `files` in `data_dir`.
+    pub dir: Option<PathBuf>,
+    /// The bucket of `s3` storage. Set the secret in the environment
+    /// (`ROOST_FILES__S3__SECRET_ACCESS_KEY`).
+    pub s3: roost_core::files::S3Config,
+    /// The largest upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Bytes one user's files may take in all, thumbnails included; 0: no limit.
+    pub quota_bytes_per_user: u64,
+    /// Types accepted, as sniffed from the content (exact MIME types).
+    pub allowed_types: Vec<String>,
+    /// The most files on one message.
+    pub max_attachments: usize,
+    /// The most pixels (width × height) of an image that is decoded for its thumbnail.
+    pub max_image_pixels: u64,
+    /// The most memory one image decode may take, in bytes.
+    pub max_decode_bytes: u64,
+    /// Images decoded at once.
+    pub decode_concurrency: usize,
+    /// Seconds an uploaded file waits to be attached to a message before it is removed.
+    pub unattached_ttl_secs: u64,
+}
+
+impl Default for FilesSection {
+    fn default() -> Self {
+        let d = roost_core::files::FilesConfig::default();
+        FilesSection {
+            storage: FileStorage::Local,
+            dir: None,
+            s3: Default::default(),
+            max_upload_bytes: d.max_upload_bytes,
+            quota_bytes_per_user: d.quota_bytes_per_user,
+            allowed_types: d.allowed_types,
+            max_attachments: ChatConfig::default().max_attachments,
+            max_image_pixels: d.max_image_pixels,
+            max_decode_bytes: d.max_decode_bytes,
+            decode_concurrency: d.decode_concurrency,
+            unattached_ttl_secs: d.unattached_ttl.as_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +229,9 @@ pub struct ChatSection {
     /// Days the room event log keeps events for resume; 0 keeps them forever.
     /// A client resuming from further back gets `resume.reset`.
     pub event_retention_days: u32,
+    /// Days messages are kept, with their attachments and files; 0 keeps
+    /// them forever. The event log goes with them.
+    pub message_retention_days: u32,
 }
 
 impl Default for ChatSection {
@@ -182,6 +242,7 @@ impl Default for ChatSection {
             typing_ttl_ms: d.typing_ttl.as_millis() as u64,
             max_history_limit: d.max_history_limit,
             event_retention_days: 30,
+            message_retention_days: d.message_retention_days,
         }
     }
 }
@@ -219,6 +280,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             calls: CallsSection::default(),
             media: MediaSection::default(),
+            files: FilesSection::default(),
         }
     }
 }
@@ -435,6 +497,37 @@ impl Config {
                 anyhow::anyhow!("invalid configuration: super_admin_email is not an email address")
             })?;
         }
+        let f = &self.files;
+        if f.max_upload_bytes == 0 || f.decode_concurrency == 0 || f.max_image_pixels == 0 {
+            bail!("invalid configuration: files.max_upload_bytes, files.decode_concurrency and files.max_image_pixels must be positive");
+        }
+        if f.max_attachments == 0 || f.max_attachments > 100 {
+            bail!("invalid configuration: files.max_attachments must be between 1 and 100");
+        }
+        if f.allowed_types.is_empty() {
+            bail!("invalid configuration: files.allowed_types must name at least one type");
+        }
+        for t in &f.allowed_types {
+            let ok = t.split_once('/').is_some_and(|(a, b)| {
+                !a.is_empty() && !b.is_empty() && !t.contains(['*', ';', ' '])
+            });
+            if !ok {
+                bail!("invalid configuration: files.allowed_types: {t:?} is not an exact MIME type like image/png");
+            }
+        }
+        if f.storage == FileStorage::S3 {
+            if f.s3.bucket.is_empty() || f.s3.region.is_empty() {
+                bail!("invalid configuration: files.s3.bucket and files.s3.region are needed for s3 storage");
+            }
+            if f.s3
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"))
+                && !f.s3.allow_http
+            {
+                bail!("invalid configuration: files.s3.endpoint is http:// but files.s3.allow_http is false");
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| anyhow::anyhow!("invalid configuration: log.level: {e}"))?;
         Ok(())
@@ -472,6 +565,27 @@ impl Config {
                 max_body_chars: self.chat.max_body_chars,
                 typing_ttl: Duration::from_millis(self.chat.typing_ttl_ms),
                 max_history_limit: self.chat.max_history_limit,
+                max_attachments: self.files.max_attachments,
+                message_retention_days: self.chat.message_retention_days,
+            },
+            files: roost_core::files::FilesConfig {
+                storage: match self.files.storage {
+                    FileStorage::Local => roost_core::files::StorageConfig::Local {
+                        root: self
+                            .files
+                            .dir
+                            .clone()
+                            .unwrap_or_else(|| self.data_dir.join("files")),
+                    },
+                    FileStorage::S3 => roost_core::files::StorageConfig::S3(self.files.s3.clone()),
+                },
+                max_upload_bytes: self.files.max_upload_bytes,
+                quota_bytes_per_user: self.files.quota_bytes_per_user,
+                allowed_types: self.files.allowed_types.clone(),
+                max_image_pixels: self.files.max_image_pixels,
+                max_decode_bytes: self.files.max_decode_bytes,
+                decode_concurrency: self.files.decode_concurrency,
+                unattached_ttl: Duration::from_secs(self.files.unattached_ttl_secs),
             },
             pages: PageLimits {
                 default: self.pagination.default_limit,
@@ -496,6 +610,9 @@ impl Config {
         }
         if shown.turn_secret.is_some() {
             shown.turn_secret = Some("<redacted>".into());
+        }
+        if shown.files.s3.secret_access_key.is_some() {
+            shown.files.s3.secret_access_key = Some("<redacted>".into());
         }
         shown.database_url = Some(redact_url(&self.database_url()));
         shown.redis_url = self.redis_url.as_deref().map(redact_url);

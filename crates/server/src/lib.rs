@@ -113,6 +113,8 @@ pub async fn run(
     let sweeper = {
         let presence = core.presence.clone();
         let store = core.store.clone();
+        let chat = core.chat.clone();
+        let files = core.files.clone();
         let retention_days = config.chat.event_retention_days;
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(10));
@@ -120,16 +122,41 @@ pub async fn run(
             loop {
                 every.tick().await;
                 presence.sweep().await;
-                // Once a minute: events older than the retention leave the log, in bounded batches.
-                if retention_days > 0 && ticks % 6 == 0 {
-                    let before = chrono::Utc::now().timestamp_millis()
-                        - i64::from(retention_days) * 86_400_000;
+                // Once a minute, in bounded batches: events and messages past their
+                // retention, then files nothing references any more.
+                if ticks % 6 == 0 {
+                    if retention_days > 0 {
+                        let before = chrono::Utc::now().timestamp_millis()
+                            - i64::from(retention_days) * 86_400_000;
+                        loop {
+                            match store.prune_events(before, 5_000).await {
+                                Ok(5_000) => continue,
+                                Ok(_) => break,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "pruning the event log failed");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    match chat.apply_retention(1_000).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(messages = n, "deleted messages past their retention")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "applying message retention failed"),
+                    }
                     loop {
-                        match store.prune_events(before, 5_000).await {
-                            Ok(5_000) => continue,
-                            Ok(_) => break,
+                        match files.collect_garbage(500).await {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                tracing::info!(files = n, "removed files nothing references");
+                                if n < 500 {
+                                    break;
+                                }
+                            }
                             Err(e) => {
-                                tracing::warn!(error = %e, "pruning the event log failed");
+                                tracing::warn!(error = %e, "collecting orphaned files failed");
                                 break;
                             }
                         }

@@ -51,9 +51,14 @@ pub enum ClientFrame {
     MessageSend {
         id: String,
         room_id: Uuid,
+        /// May be empty (or absent) when `attachments` are given.
+        #[serde(default)]
         body: String,
         client_msg_id: String,
         reply_to: Option<Uuid>,
+        /// Ids of the sender's uploaded files (`POST /v1/files`).
+        #[serde(default)]
+        attachments: Vec<Uuid>,
     },
     #[serde(rename = "message.edit")]
     MessageEdit {

@@ -341,6 +341,7 @@ impl Session {
                 body,
                 client_msg_id,
                 reply_to,
+                attachments,
                 ..
             } => chat
                 .send(
@@ -350,6 +351,7 @@ impl Session {
                         body,
                         client_msg_id,
                         reply_to,
+                        attachments,
                     },
                 )
                 .await

@@ -52,6 +52,7 @@ async fn messages_typing_reads_and_presence_cross_nodes() {
                 body: "dup".into(),
                 client_msg_id: "x1".into(),
                 reply_to: None,
+                attachments: Vec::new(),
             },
         )
         .await

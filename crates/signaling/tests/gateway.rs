@@ -254,6 +254,7 @@ async fn messages_reach_every_member_once_with_sequence_numbers() {
                 body: "dup".into(),
                 client_msg_id: "m1".into(),
                 reply_to: None,
+                attachments: Vec::new(),
             },
         )
         .await
@@ -650,7 +651,9 @@ async fn an_event_lost_on_the_way_is_read_from_the_log_before_later_ones() {
             room_id: &room,
             sender_id: &ada.id,
             client_msg_id: "lost",
-            body: "never published",
+            kind: "text",
+            body: Some("never published"),
+            attachments: &[],
             reply_to: None,
             now: chrono::Utc::now().timestamp_millis(),
         })
@@ -701,7 +704,9 @@ async fn events_published_out_of_order_are_delivered_in_order() {
                 room_id: &room,
                 sender_id: &ada.id,
                 client_msg_id: &format!("c{i}"),
-                body,
+                kind: "text",
+                body: Some(body),
+                attachments: &[],
                 reply_to: None,
                 now: chrono::Utc::now().timestamp_millis(),
             })
@@ -756,7 +761,9 @@ async fn reconciling_with_the_store_recovers_what_the_bus_lost() {
             room_id: &room,
             sender_id: &ada.id,
             client_msg_id: "quiet",
-            body: "the last word",
+            kind: "text",
+            body: Some("the last word"),
+            attachments: &[],
             reply_to: None,
             now: chrono::Utc::now().timestamp_millis(),
         })

@@ -43,6 +43,7 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_others() {
             body: body.clone(),
             client_msg_id: format!("f{sent}"),
             reply_to: None,
+            attachments: Vec::new(),
         };
         server
             .core

@@ -28,13 +28,20 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
-    /// 1 to 4,000 characters (configurable), not only whitespace.
+    /// 1 to 4,000 characters (configurable), not only whitespace; may be
+    /// empty or absent when `attachments` are given (a caption, then).
+    #[serde(default)]
     pub body: String,
     /// The client's idempotency key, 1 to 128 characters: sending again with the
     /// same key returns the first message and creates nothing.
     pub client_msg_id: String,
     /// A message of the same room this one answers.
     pub reply_to: Option<Uuid>,
+    /// Ids of the caller's own files (`POST /v1/files`), at most 10
+    /// (configurable). The message's kind becomes `image` when all are
+    /// images, `file` otherwise.
+    #[serde(default)]
+    pub attachments: Vec<Uuid>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -87,6 +94,7 @@ pub async fn send(
         body: req.body,
         client_msg_id: req.client_msg_id,
         reply_to: req.reply_to,
+        attachments: req.attachments,
     };
     let (message, created) = state.core.chat.send(&actor, room_id, out).await?;
     Ok((

@@ -3,10 +3,12 @@
 pub mod admin;
 pub mod auth;
 pub mod calls;
+pub mod files;
 pub mod health;
 pub mod messages;
 pub mod presence;
 pub mod rooms;
+pub mod search;
 pub mod users;
 
 use serde::Deserialize;

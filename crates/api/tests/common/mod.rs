@@ -66,6 +66,9 @@ impl TestApp {
         store.migrate().await.expect("migrating");
         let mut core_config = CoreConfig::default();
         core_config.auth.hash_concurrency = 2;
+        core_config.files.storage = roost_core::files::StorageConfig::Local {
+            root: dir.path().join("files"),
+        };
         let mut api_config = ApiConfig::default();
         // Tests register many users from one address; the limit tests set their own.
         let generous = roost_api::ratelimit::RateLimit {
@@ -123,6 +126,25 @@ impl TestApp {
             None => req.body(Body::empty()),
         };
         self.send_raw_from(ip, req.unwrap()).await
+    }
+
+    /// Where this app keeps uploaded files (unless the test chose other storage).
+    pub fn files_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("files")
+    }
+
+    /// Sends a request and keeps the response body as bytes.
+    pub async fn send_bytes(
+        &self,
+        mut req: Request<Body>,
+    ) -> (StatusCode, HeaderMap, axum::body::Bytes) {
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, bytes)
     }
 
     pub async fn send_raw(&self, req: Request<Body>) -> Response {

@@ -23,13 +23,18 @@ pub struct MessageRow {
     pub deleted_at: Option<i64>,
 }
 
-/// What a new text message needs.
+/// What a new message needs.
 pub struct NewMessage<'a> {
     pub id: &'a str,
     pub room_id: &'a str,
     pub sender_id: &'a str,
     pub client_msg_id: &'a str,
-    pub body: &'a str,
+    /// `text`, `image` or `file`.
+    pub kind: &'a str,
+    /// Absent for attachments without a caption.
+    pub body: Option<&'a str>,
+    /// Ids of the sender's files, in order.
+    pub attachments: &'a [String],
     pub reply_to: Option<&'a str>,
     pub now: i64,
 }
@@ -77,7 +82,7 @@ pub(crate) async fn insert_system(
 }
 
 impl Store {
-    /// Stores a text message and its `message.new` event, unless this sender
+    /// Stores a message, its attachments and its `message.new` event, unless this sender
     /// already sent one with this client id, which is then returned as it is.
     pub async fn insert_message(&self, m: &NewMessage<'_>) -> Result<Sent> {
         if let Some(existing) = self
@@ -96,7 +101,7 @@ impl Store {
             )
             .await?;
             let row: MessageRow = sqlx::query_as(&format!(
-                "INSERT INTO messages ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, 'text', $6, NULL, $7, $8, NULL, NULL) \
+                "INSERT INTO messages ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, NULL, NULL) \
                  RETURNING {COLUMNS}"
             ))
             .bind(m.id)
@@ -104,11 +109,13 @@ impl Store {
             .bind(seq)
             .bind(m.sender_id)
             .bind(m.client_msg_id)
+            .bind(m.kind)
             .bind(m.body)
             .bind(m.reply_to)
             .bind(m.now)
             .fetch_one(&mut *tx.tx)
             .await?;
+            super::files::attach(&mut tx, m.id, m.attachments, m.now).await?;
             Ok::<_, CoreError>(row)
         }
         .await;
@@ -234,7 +241,9 @@ impl Store {
         Ok(Some((row, seq)))
     }
 
-    /// Turns a message into a tombstone (no body, no data), with its `message.deleted` event.
+    /// Turns a message into a tombstone (no body, no data, no attachments),
+    /// with its `message.deleted` event. Files it leaves unreferenced are
+    /// collected later.
     pub async fn delete_message(
         &self,
         id: &str,
@@ -251,6 +260,10 @@ impl Store {
         .fetch_optional(&mut *tx.tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        sqlx::query("DELETE FROM message_attachments WHERE message_id = $1")
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?;
         let seq = append(
             &mut tx,
             room_id,

@@ -7,8 +7,10 @@
 
 mod calls;
 mod events;
+mod files;
 mod messages;
 mod rooms;
+mod search;
 mod sessions;
 mod users;
 
@@ -17,8 +19,10 @@ pub mod testing;
 
 pub use calls::{CallParticipantRow, CallRow};
 pub use events::EventRow;
+pub use files::{AttachmentRow, FileRow, RemovedFile};
 pub use messages::{MessageRow, NewMessage, Sent};
 pub use rooms::{Departure, InviteRow, MemberRow, RoomRow};
+pub use search::{SearchPage, SearchRow, SearchScope};
 pub use sessions::{RefreshOutcome, SessionRow};
 pub use users::{NewUser, UserFilter, UserRow};
 
