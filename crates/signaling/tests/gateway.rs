@@ -291,6 +291,55 @@ async fn messages_reach_every_member_once_with_sequence_numbers() {
 }
 
 #[tokio::test]
+async fn attachments_sent_over_the_socket_arrive_with_their_files() {
+    let server = TestServer::start().await;
+    let ada = server.user("ada").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&ada, &[&bob]).await;
+    let (mut a, _) = server.join(&ada, json!({})).await;
+    let (mut b, _) = server.join(&bob, json!({})).await;
+    let actor = server.actor(&ada).await;
+    let file = server
+        .core
+        .files
+        .upload(
+            &actor,
+            roost_core::files::Upload {
+                name: "minutes.txt".into(),
+                declared_type: Some("text/plain".into()),
+                declared_len: None,
+            },
+            futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                b"we met",
+            ))]),
+        )
+        .await
+        .unwrap();
+
+    let ack = a
+        .request(json!({"type": "message.send", "room_id": room, "client_msg_id": "f1", "attachments": [file.id]}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["result"]["message"]["kind"], "file");
+    let got = b.next_of("message.new").await;
+    let att = &got["message"]["attachments"][0];
+    assert_eq!(att["name"], "minutes.txt");
+    assert_eq!(att["size"], 6);
+    assert_eq!(att["url"], format!("/v1/files/{}", file.id));
+
+    // Someone else's file is refused on the field, and the connection stays.
+    let nack = b
+        .request(json!({"type": "message.send", "room_id": room, "client_msg_id": "f2", "attachments": [file.id]}))
+        .await;
+    assert_eq!(nack["type"], "nack");
+    assert_eq!(nack["code"], "validation_failed");
+    let ok = b
+        .request(json!({"type": "message.send", "room_id": room, "body": "still here", "client_msg_id": "f3"}))
+        .await;
+    assert_eq!(ok["type"], "ack");
+}
+
+#[tokio::test]
 async fn typing_and_read_receipts_reach_the_room() {
     let server = TestServer::start().await;
     let ada = server.user("ada").await;

@@ -193,4 +193,24 @@ mod tests {
             assert!(preview(&[0xFF, 0xD8, 0xFF, 0, 1, 2], mime, LIMITS).is_err());
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Bytes from the network, behind each image signature, never panic the decoder.
+        #[test]
+        fn any_bytes_are_an_image_or_a_refusal(
+            kind in 0usize..4,
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+        ) {
+            let (mime, magic): (&str, &[u8]) = [
+                ("image/png", b"\x89PNG\r\n\x1a\n".as_slice()),
+                ("image/jpeg", b"\xff\xd8\xff".as_slice()),
+                ("image/gif", b"GIF89a".as_slice()),
+                ("image/webp", b"RIFF\0\0\0\0WEBPVP8 ".as_slice()),
+            ][kind];
+            let mut bytes = magic.to_vec();
+            bytes.extend_from_slice(&tail);
+            let _ = preview(&bytes, mime, LIMITS);
+        }
+    }
 }

@@ -276,4 +276,26 @@ mod tests {
             MAX_NAME_CHARS
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_upload_head_and_declaration_gets_an_answer(
+            head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            complete in proptest::prelude::any::<bool>(),
+            declared in proptest::option::of(".{0,40}"),
+        ) {
+            let sniffed = sniff(&head, complete);
+            let _ = decide(&sniffed, declared.as_deref(), &allowed());
+        }
+
+        #[test]
+        fn any_name_becomes_one_safe_to_show(raw in ".{0,400}") {
+            let name = sanitise_name(&raw);
+            proptest::prop_assert!(!name.is_empty());
+            proptest::prop_assert!(name.chars().count() <= MAX_NAME_CHARS);
+            proptest::prop_assert!(!name.contains(['/', '\\']));
+            proptest::prop_assert!(!name.starts_with('.'));
+            proptest::prop_assert!(!name.chars().any(char::is_control));
+        }
+    }
 }

@@ -122,6 +122,9 @@ impl TestServer {
         store.migrate().await.unwrap();
         let mut cc = CoreConfig::default();
         cc.auth.hash_concurrency = 2;
+        cc.files.storage = roost_core::files::StorageConfig::Local {
+            root: dir.path().join("files"),
+        };
         tune_core(&mut cc);
         let secret = b"a test secret that is at least thirty-two bytes";
         let core = match cluster {
