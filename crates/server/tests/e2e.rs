@@ -722,3 +722,101 @@ async fn pretty_logs_written_to_a_file_carry_no_colour_codes() {
         "escape codes in a log file: {text:?}"
     );
 }
+
+/// Sends raw HTTP and returns what the server answers (its writes may stop
+/// part way: the server answers and closes once it has refused the body).
+async fn raw_http(addr: &str, head: &str, body_chunks: usize, chunk: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..body_chunks {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+        if tcp.write_all(&framed).await.is_err() {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn uploads_over_the_limit_are_refused_on_the_wire_and_files_land_in_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = database_args().await;
+    let mut cmd = roost();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .args(&db)
+        .env("ROOST_FILES__MAX_UPLOAD_BYTES", "1048576")
+        .stderr(Stdio::null());
+    let server = Server::spawned(cmd);
+    let (_, ada) = server
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}),
+        )
+        .await;
+    let token = ada["access_token"].as_str().unwrap().to_owned();
+    let addr = server.url.trim_start_matches("http://").to_owned();
+
+    // An honest length over the limit: answered from the headers, with no body sent at all.
+    let head = format!(
+        "POST /v1/files?name=big.txt HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 30000000\r\n\r\n"
+    );
+    let answer = raw_http(&addr, &head, 0, b"").await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("file_too_large"), "{answer}");
+
+    // No length (chunked), 4 MiB sent: cut off past 1 MiB.
+    let head = format!(
+        "POST /v1/files?name=big.txt HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw_http(&addr, &head, 64, &[b'a'; 65536]).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // One that fits lands under the data directory, and comes back the same.
+    let content = "roost ".repeat(10_000);
+    let res = server
+        .client
+        .post(format!("{}/v1/files?name=notes.txt", server.url))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body(content.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+    let file: Value = res.json().await.unwrap();
+    let back = server
+        .client
+        .get(format!("{}{}", server.url, file["url"].as_str().unwrap()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status().as_u16(), 200);
+    assert_eq!(back.text().await.unwrap(), content);
+    let stored: Vec<_> = walk(&data.join("files"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(
+        std::fs::metadata(&stored[0]).unwrap().len(),
+        content.len() as u64
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
