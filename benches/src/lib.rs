@@ -6,6 +6,8 @@
 //!   out, loss, latency, server CPU per forwarded packet, memory per
 //!   participant; with `--janus`, the same against Janus's VideoRoom
 //!   ([`janus`]) in the same run.
+//! - `files`: uploads and downloads of files of growing size: MiB/s each
+//!   way, server CPU per GiB, and the server's peak memory per transfer.
 //! - `udp_floor`: the kernel's cost of one loopback send, the floor under
 //!   any SFU's CPU per packet measured here.
 //! - `plot`: SVG charts of `sfu` results against room size.
