@@ -299,6 +299,16 @@ async fn oversize_uploads_get_413_and_leave_nothing_whatever_length_they_declare
     let (_, _, body) = download(&app, &ada, res.body["url"].as_str().unwrap(), &[]).await;
     assert_eq!(body.len() as u64, limit);
     assert!(body.iter().all(|&b| b == b'b'));
+    // A range across several of the server's reads comes back exact.
+    let (status, _, part) = download(
+        &app,
+        &ada,
+        res.body["url"].as_str().unwrap(),
+        &[("range", "bytes=262000-800000")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.len(), 538_001);
 }
 
 #[tokio::test]

@@ -14,8 +14,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::error::{CoreError, Result};
 
@@ -23,6 +24,10 @@ use crate::error::{CoreError, Result};
 const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Parts uploading at once per file.
 const PARTS_IN_FLIGHT: usize = 2;
+/// Bytes per read of a local file when serving it. `object_store` reads
+/// 8 KiB at a time, each a trip to the blocking pool: three times the CPU of
+/// an upload per byte (docs/benchmarks.md).
+const LOCAL_READ_BYTES: usize = 256 * 1024;
 
 /// Where files are kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,7 +146,10 @@ impl Blobs {
             ..Default::default()
         };
         let got = self.store.get_opts(&Path::from(key), opts).await?;
-        Ok(got.into_stream().map_err(CoreError::from).boxed())
+        Ok(match got.payload {
+            GetResultPayload::File(file, _) => local_file_stream(file, got.range),
+            GetResultPayload::Stream(s) => s.map_err(CoreError::from).boxed(),
+        })
     }
 
     /// Deletes an object; one already gone is not an error.
@@ -151,6 +159,43 @@ impl Blobs {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The bytes `range` of a local file, in reads of [`LOCAL_READ_BYTES`].
+fn local_file_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
+    struct Reading {
+        file: tokio::fs::File,
+        left: u64,
+        seek_to: Option<u64>,
+    }
+    let failed =
+        |e: std::io::Error| CoreError::Internal(format!("reading a stored file: {e}").into());
+    let start = Reading {
+        file: tokio::fs::File::from_std(file),
+        left: range.end.saturating_sub(range.start),
+        seek_to: Some(range.start),
+    };
+    futures_util::stream::unfold(Some(start), move |state| async move {
+        let mut r = state?;
+        if let Some(at) = r.seek_to.take() {
+            if let Err(e) = r.file.seek(std::io::SeekFrom::Start(at)).await {
+                return Some((Err(failed(e)), None));
+            }
+        }
+        if r.left == 0 {
+            return None;
+        }
+        let mut buf = BytesMut::with_capacity(LOCAL_READ_BYTES.min(r.left as usize));
+        match r.file.read_buf(&mut buf).await {
+            Ok(0) => Some((Err(failed(std::io::ErrorKind::UnexpectedEof.into())), None)),
+            Ok(n) => {
+                r.left = r.left.saturating_sub(n as u64);
+                Some((Ok(buf.freeze()), Some(r)))
+            }
+            Err(e) => Some((Err(failed(e)), None)),
+        }
+    })
+    .boxed()
 }
 
 /// An object being written. Nothing is visible under its key until
