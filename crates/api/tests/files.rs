@@ -596,6 +596,10 @@ async fn messages_carry_their_attachments_in_events_history_and_kind() {
     assert_eq!(items[1]["attachments"][1]["name"], "notes.txt");
     let rooms = app.get("/v1/rooms", &bob.token).await;
     assert_eq!(
+        rooms.body["items"][0]["unread_count"], 2,
+        "messages with files count as unread"
+    );
+    assert_eq!(
         rooms.body["items"][0]["last_message"]["attachments"][1]["mime"],
         "text/plain"
     );

@@ -205,16 +205,6 @@ impl Files {
         }
     }
 
-    /// Refuses an upload whose declared length is already over the limit or
-    /// the quota, before any of it is read.
-    pub async fn check_declared(&self, actor: &Actor, declared_len: u64) -> Result<()> {
-        let (room, quota_bound) = self.room_for(actor).await?;
-        if declared_len > room {
-            return Err(self.over(quota_bound));
-        }
-        Ok(())
-    }
-
     /// Streams an upload into storage. The limits hold on the bytes that
     /// arrive, whatever length was declared; on any refusal or failure
     /// nothing stays behind.

@@ -143,7 +143,7 @@ impl Store {
         let sql = format!(
             "SELECT {ROOM_COLUMNS}, me.role AS my_role, \
              (SELECT COUNT(*) FROM messages m WHERE m.room_id = r.id AND m.seq > me.last_read_seq \
-                AND m.kind = 'text' AND m.deleted_at IS NULL AND m.sender_id <> $1) AS unread \
+                AND m.kind <> 'system' AND m.deleted_at IS NULL AND m.sender_id <> $1) AS unread \
              FROM rooms r JOIN room_members me ON me.room_id = r.id AND me.user_id = $1 \
              WHERE ($2 IS NULL OR r.id > $2) ORDER BY r.id LIMIT $3"
         );
