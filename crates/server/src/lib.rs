@@ -6,11 +6,13 @@
 //! - [`cli`]: the commands (`serve`, `migrate`, `config check`, `user create`).
 //! - [`config`]: layered configuration and its validation.
 //! - [`secret`]: the generated signing secret.
+//! - [`web`]: the built-in web client, embedded and served at `/`.
 //! - [`run`]: opening the store and serving until a shutdown signal.
 
 pub mod cli;
 pub mod config;
 pub mod secret;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -168,7 +170,7 @@ pub async fn run(
     };
     let app = roost_api::router_with(
         roost_api::AppState::new(core, config.http.clone()),
-        roost_signaling::router(gateway.clone()),
+        roost_signaling::router(gateway.clone()).merge(web::router()),
     );
     let addr = listener.local_addr()?;
     // The one line on stdout: scripts and tests read the address from it.

@@ -274,6 +274,65 @@ async fn a_newcomer_walks_through_accounts_rooms_and_invites() {
 }
 
 #[tokio::test]
+async fn the_web_client_is_served_at_the_root_under_a_strict_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let get = |path: &str| server.client.get(format!("{}{path}", server.url)).send();
+
+    let index = get("/").await.unwrap();
+    assert_eq!(index.status(), 200);
+    let header = |res: &reqwest::Response, name: &str| {
+        res.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(header(&index, "content-type").starts_with("text/html"));
+    let csp = header(&index, "content-security-policy");
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(header(&index, "cache-control"), "no-cache");
+    let etag = header(&index, "etag");
+    assert!(index.text().await.unwrap().contains("/app/js/app.js"));
+
+    // Unchanged files cost a 304.
+    let again = server
+        .client
+        .get(format!("{}/", server.url))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    let script = get("/app/js/app.js").await.unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(header(&script, "content-type").starts_with("text/javascript"));
+    let style = get("/app/style.css").await.unwrap();
+    assert!(header(&style, "content-type").starts_with("text/css"));
+
+    // Missing assets, paths out of the client's folder and unknown API paths are JSON 404s.
+    for path in [
+        "/app/nope.js",
+        "/app/..%2f..%2fCargo.toml",
+        "/v1/no-such-route",
+    ] {
+        let res = get(path).await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+}
+
+#[tokio::test]
 async fn the_signing_secret_is_generated_once_private_and_reused() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

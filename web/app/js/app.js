@@ -1,0 +1,793 @@
+// The web client: sign-in, the rooms list and the room view, over the
+// documented REST API and WebSocket. No framework: a little state and
+// functions that bring the DOM in line with it.
+
+import { api, session, clearBlobs, ApiError } from "./api.js";
+import { attachmentElement, wireUploads } from "./attachments.js";
+import { Live } from "./live.js";
+import { h, $, formatTime, newClientMsgId, showError } from "./dom.js";
+
+const PAGE = 50;
+const TYPING_EVERY_MS = 3000;
+
+const state = {
+  rooms: new Map(), // id -> room view from GET /v1/rooms, kept current by events
+  users: new Map(), // user id -> public user
+  current: null, // id of the room on screen
+  rooms_loaded: false,
+  // Per room: messages by id, whether older history remains, pending sends, typers, read markers.
+  chat: new Map(),
+};
+
+const live = new Live();
+window.roost = { state, live }; // for debugging and tests
+
+function chatOf(roomId) {
+  if (!state.chat.has(roomId)) {
+    state.chat.set(roomId, {
+      messages: new Map(),
+      loaded: false,
+      hasMore: true,
+      loadingOlder: false,
+      pending: new Map(), // client_msg_id -> {body}
+      typers: new Map(), // user id -> expiry (ms)
+      reads: new Map(), // user id -> message seq
+      membersLoaded: false,
+    });
+  }
+  return state.chat.get(roomId);
+}
+
+const me = () => session.user;
+
+function nameOf(userId) {
+  const u = state.users.get(userId);
+  return u ? u.display_name || u.username : "someone";
+}
+
+function roomName(room) {
+  if (room.name) return room.name;
+  if (room.kind === "dm") {
+    const other = room.dm_other && state.users.get(room.dm_other);
+    return other ? other.display_name || other.username : "Direct message";
+  }
+  return "Room";
+}
+
+function preview(message) {
+  if (!message) return "No messages yet";
+  if (message.deleted_at) return "Message deleted";
+  if (message.kind === "system") return systemText(message);
+  const who = message.sender_id === me()?.id ? "You" : nameOf(message.sender_id);
+  const text = message.body || (message.kind === "image" ? "sent an image" : message.kind === "file" ? "sent a file" : "");
+  return `${who}: ${text}`;
+}
+
+function systemText(message) {
+  const d = message.data || {};
+  switch (d.event) {
+    case "member_joined":
+      return `${nameOf(d.user_id)} joined`;
+    case "member_left":
+      return d.reason === "kicked" ? `${nameOf(d.user_id)} was removed` : `${nameOf(d.user_id)} left`;
+    case "room_renamed":
+      return `${nameOf(d.by)} renamed the room to ${d.name}`;
+    case "call_started":
+      return "A call started";
+    case "call_ended":
+      return "The call ended";
+    default:
+      return d.event ? d.event.replaceAll("_", " ") : "";
+  }
+}
+
+// ---------------------------------------------------------------- sign in
+
+function showAuth(which = "login") {
+  $("#shell").hidden = true;
+  $("#auth").hidden = false;
+  $("#login-form").hidden = which !== "login";
+  $("#register-form").hidden = which !== "register";
+  $(which === "login" ? "#login-form input[name=email]" : "#register-form input[name=email]").focus();
+}
+
+for (const b of document.querySelectorAll("[data-show]")) {
+  b.addEventListener("click", () => showAuth(b.dataset.show));
+}
+
+async function submitting(form, fn) {
+  const error = form.querySelector(".error") || form.closest(".actions").querySelector(".error");
+  const button = form.querySelector("button[type=submit]");
+  error.hidden = true;
+  button.disabled = true;
+  try {
+    await fn(new FormData(form));
+    form.reset();
+  } catch (e) {
+    showError(error, e);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+$("#login-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  submitting(e.target, (f) => session.login(f.get("email"), f.get("password")));
+});
+
+$("#register-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  submitting(e.target, (f) => session.register(f.get("email"), f.get("username"), f.get("password"), f.get("display_name")));
+});
+
+$("#logout").addEventListener("click", () => session.logout());
+
+session.onChange((user) => {
+  if (user) start();
+  else stop();
+});
+
+// ---------------------------------------------------------------- start and stop
+
+async function start() {
+  $("#auth").hidden = true;
+  $("#shell").hidden = false;
+  const user = me();
+  state.users.set(user.id, user);
+  $("#me").textContent = user.display_name || user.username;
+  live.start();
+  await loadRooms();
+  route();
+}
+
+function stop() {
+  live.stop();
+  clearBlobs();
+  state.users.clear();
+  state.rooms.clear();
+  state.chat.clear();
+  state.current = null;
+  state.rooms_loaded = false;
+  $("#room-list").replaceChildren();
+  $("#message-list").replaceChildren();
+  banner(null);
+  showAuth("login");
+}
+
+async function loadRooms() {
+  try {
+    const rooms = [];
+    let cursor = null;
+    do {
+      const page = await api("GET", "/v1/rooms?limit=100" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+      rooms.push(...page.items);
+      cursor = page.next_cursor;
+    } while (cursor);
+    for (const r of rooms) {
+      const old = state.rooms.get(r.id);
+      state.rooms.set(r.id, { ...r, dm_other: old?.dm_other });
+    }
+    for (const id of [...state.rooms.keys()]) if (!rooms.some((r) => r.id === id)) state.rooms.delete(id);
+    state.rooms_loaded = true;
+    renderRooms();
+    await Promise.all(rooms.filter((r) => r.kind === "dm" && !r.dm_other).map((r) => loadMembers(r.id)));
+    renderRooms();
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) console.error(e);
+  }
+}
+
+async function loadMembers(roomId) {
+  const chat = chatOf(roomId);
+  const members = [];
+  let cursor = null;
+  do {
+    const page = await api("GET", `/v1/rooms/${roomId}/members?limit=100` + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+    members.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  for (const m of members) state.users.set(m.user.id, m.user);
+  chat.membersLoaded = true;
+  const room = state.rooms.get(roomId);
+  if (room && room.kind === "dm") room.dm_other = members.find((m) => m.user.id !== me().id)?.user.id;
+  return members;
+}
+
+// ---------------------------------------------------------------- banner
+
+let bannerTimer = null;
+function banner(text) {
+  clearTimeout(bannerTimer);
+  const b = $("#banner");
+  if (!text) {
+    b.hidden = true;
+    return;
+  }
+  b.textContent = text;
+  b.hidden = false;
+}
+
+live.addEventListener("down", () => {
+  // A blip that heals at once is not worth a flash of yellow.
+  clearTimeout(bannerTimer);
+  bannerTimer = setTimeout(() => banner("Reconnecting…"), 400);
+});
+
+live.addEventListener("ready", (e) => {
+  banner(null);
+  const listed = new Set(e.detail.rooms.map((r) => r.room_id));
+  // A room joined or left while away: the list is reloaded to match.
+  const known = new Set(state.rooms.keys());
+  if (state.rooms_loaded && (listed.size !== known.size || [...listed].some((id) => !known.has(id)))) loadRooms();
+  // History fetched before the stream began may miss a message sent in
+  // between; the newest page is merged again (by id, so nothing doubles).
+  if (state.current && chatOf(state.current).loaded) mergeNewest(state.current);
+});
+
+async function mergeNewest(roomId) {
+  try {
+    const page = await api("GET", `/v1/rooms/${roomId}/messages?limit=${PAGE}`);
+    const chat = chatOf(roomId);
+    for (const m of page.items) {
+      const held = chat.messages.get(m.id);
+      // An event may have brought a newer state of the message meanwhile.
+      if (!held || ((held.edited_at || "") <= (m.edited_at || "") && !held.deleted_at)) chat.messages.set(m.id, m);
+      if (m.client_msg_id) chat.pending.delete(m.client_msg_id);
+    }
+    if (state.current === roomId) renderMessages();
+  } catch (e) {
+    console.error(e);
+  }
+}
+
+addEventListener("online", () => live.kick());
+
+// ---------------------------------------------------------------- live events
+
+live.addEventListener("frame", (e) => {
+  const f = e.detail;
+  switch (f.type) {
+    case "message.new":
+    case "message.updated":
+    case "message.deleted":
+      return onMessage(f.message, f.type === "message.new");
+    case "typing":
+      return onTyping(f);
+    case "message.read":
+      return onRead(f);
+    case "resume.reset":
+      return onReset(f.room_id);
+    case "room.member_joined":
+      state.users.set(f.member.user.id, f.member.user);
+      if (f.member.user.id === me().id && !state.rooms.has(f.room_id)) loadRooms();
+      return;
+    case "room.member_left":
+      if (f.user_id === me().id) {
+        state.rooms.delete(f.room_id);
+        if (state.current === f.room_id) location.hash = "#/";
+        renderRooms();
+      }
+      return;
+    case "room.updated": {
+      const r = state.rooms.get(f.room_id);
+      if (r) {
+        Object.assign(r, f.room);
+        renderRooms();
+        if (state.current === f.room_id) $("#room-title").textContent = roomName(r);
+      }
+      return;
+    }
+    case "room.deleted":
+      state.rooms.delete(f.room_id);
+      state.chat.delete(f.room_id);
+      if (state.current === f.room_id) location.hash = "#/";
+      renderRooms();
+      return;
+    case "reconnect":
+      return; // the close that follows reconnects
+  }
+});
+
+function onMessage(message, isNew) {
+  const roomId = message.room_id;
+  const room = state.rooms.get(roomId);
+  if (!room) {
+    loadRooms();
+    return;
+  }
+  const chat = chatOf(roomId);
+  const known = chat.messages.has(message.id);
+  if (chat.loaded || state.current === roomId) chat.messages.set(message.id, message);
+  if (message.client_msg_id) chat.pending.delete(message.client_msg_id);
+  chat.typers.delete(message.sender_id);
+  if (!room.last_message || message.seq >= room.last_message.seq) room.last_message = message;
+  if (isNew && !known && message.sender_id !== me().id && message.kind !== "system") {
+    if (state.current === roomId && document.visibilityState === "visible") markRead(roomId);
+    else room.unread_count = (room.unread_count || 0) + 1;
+  }
+  renderRooms();
+  if (state.current === roomId) {
+    renderMessages();
+    renderTyping();
+  }
+}
+
+function onTyping(f) {
+  if (f.user_id === me().id) return;
+  const chat = chatOf(f.room_id);
+  chat.typers.set(f.user_id, Date.now() + f.expires_in_ms);
+  if (!state.users.has(f.user_id) && !chat.membersLoaded) loadMembers(f.room_id).then(renderTyping, () => {});
+  if (state.current === f.room_id) renderTyping();
+  setTimeout(() => state.current === f.room_id && renderTyping(), f.expires_in_ms + 50);
+}
+
+function onRead(f) {
+  const chat = chatOf(f.room_id);
+  if (f.user_id === me().id) {
+    const room = state.rooms.get(f.room_id);
+    // Read on another device: nothing left unread here either.
+    if (room && room.last_message && f.message_seq >= room.last_message.seq) {
+      room.unread_count = 0;
+      renderRooms();
+    }
+    return;
+  }
+  if ((chat.reads.get(f.user_id) || 0) < f.message_seq) chat.reads.set(f.user_id, f.message_seq);
+  if (state.current === f.room_id) renderMessages();
+}
+
+async function onReset(roomId) {
+  // The server no longer holds what was missed: the room is loaded afresh.
+  const chat = chatOf(roomId);
+  chat.messages.clear();
+  chat.loaded = false;
+  chat.hasMore = true;
+  await loadRooms();
+  if (state.current === roomId) await loadHistory(roomId);
+}
+
+// ---------------------------------------------------------------- rooms list
+
+function renderRooms() {
+  const list = $("#room-list");
+  const rooms = [...state.rooms.values()].sort((a, b) => {
+    const ta = a.last_message?.created_at || a.created_at;
+    const tb = b.last_message?.created_at || b.created_at;
+    return tb.localeCompare(ta);
+  });
+  $("#no-rooms").hidden = rooms.length > 0 || !state.rooms_loaded;
+  list.replaceChildren(
+    ...rooms.map((room) => {
+      const unread = room.unread_count || 0;
+      const link = h(
+        "a",
+        { href: "#/room/" + room.id, "data-room": room.id },
+        h("span", { class: "name" }, roomName(room)),
+        unread ? h("span", { class: "badge", "aria-label": `${unread} unread` }, String(unread)) : h("span"),
+        h("span", { class: "last" }, preview(room.last_message)),
+      );
+      if (room.id === state.current) link.setAttribute("aria-current", "page");
+      return h("li", {}, link);
+    }),
+  );
+}
+
+const sidebarError = $(".actions .error");
+
+function sidebarAction(form, fn) {
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    submitting(form, fn);
+  });
+}
+
+sidebarAction($("#create-room"), async (f) => {
+  const room = await api("POST", "/v1/rooms", { name: f.get("name"), visibility: f.get("public") ? "public" : "private" });
+  await loadRooms();
+  location.hash = "#/room/" + room.id;
+});
+
+sidebarAction($("#start-dm"), async (f) => {
+  const wanted = String(f.get("username")).trim().toLowerCase().replace(/^@/, "");
+  const userId = await findUser(wanted);
+  if (!userId) throw new Error(`No one called ${wanted} shares a room with you. Invite them to a room first.`);
+  const room = await api("POST", "/v1/dms", { user_id: userId });
+  await loadRooms();
+  location.hash = "#/room/" + room.id;
+});
+
+// The API looks people up only by id, so a username is found among the
+// members of the caller's rooms (or taken as an id if it is one).
+async function findUser(username) {
+  if (/^[0-9a-f-]{36}$/.test(username)) return username;
+  for (const u of state.users.values()) if (u.username === username) return u.id;
+  for (const room of state.rooms.values()) {
+    const members = await loadMembers(room.id);
+    const m = members.find((m) => m.user.username === username);
+    if (m) return m.user.id;
+  }
+  return null;
+}
+
+sidebarAction($("#join-room"), async (f) => {
+  const m = String(f.get("room")).match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i);
+  if (!m) throw new Error("That is not a room id or link.");
+  await api("POST", `/v1/rooms/${m[0]}/join`);
+  await loadRooms();
+  location.hash = "#/room/" + m[0];
+});
+
+sidebarAction($("#accept-invite"), async (f) => {
+  const code = String(f.get("code")).trim().split("/").pop();
+  await acceptInvite(code);
+});
+
+async function acceptInvite(code) {
+  const result = await api("POST", `/v1/invites/${encodeURIComponent(code)}/accept`);
+  const roomId = result.room_id || result.id || result.room?.id;
+  await loadRooms();
+  location.hash = roomId ? "#/room/" + roomId : "#/";
+}
+
+// ---------------------------------------------------------------- routing
+
+async function route() {
+  if (!session.signedIn) {
+    const m = location.hash.match(/^#\/invite\/(.+)$/);
+    if (m) sessionStorage.setItem("roost.invite", decodeURIComponent(m[1]));
+    showAuth("login");
+    return;
+  }
+  const invite = location.hash.match(/^#\/invite\/(.+)$/)?.[1] || sessionStorage.getItem("roost.invite");
+  if (invite) {
+    sessionStorage.removeItem("roost.invite");
+    try {
+      await acceptInvite(decodeURIComponent(invite));
+    } catch (e) {
+      location.hash = "#/";
+      showError(sidebarError, e);
+      $(".actions").open = true;
+    }
+    return;
+  }
+  const roomId = location.hash.match(/^#\/room\/([0-9a-f-]+)$/)?.[1] || null;
+  openRoom(roomId);
+}
+
+addEventListener("hashchange", route);
+
+// ---------------------------------------------------------------- room view
+
+function openRoom(roomId) {
+  if (roomId && !state.rooms.has(roomId)) {
+    if (state.rooms_loaded) location.hash = "#/";
+    return;
+  }
+  state.current = roomId;
+  $("#shell").classList.toggle("in-room", !!roomId);
+  $("#room").hidden = !roomId;
+  $("#placeholder").hidden = !!roomId;
+  $("#invite-box").hidden = true;
+  renderRooms();
+  if (!roomId) return;
+  const room = state.rooms.get(roomId);
+  $("#room-title").textContent = roomName(room);
+  $("#invite").hidden = room.kind === "dm" || !["owner", "moderator"].includes(room.my_role);
+  $("#message-list").replaceChildren();
+  rendered.clear();
+  const chat = chatOf(roomId);
+  if (!chat.membersLoaded) loadMembers(roomId).then(() => state.current === roomId && renderMessages(), () => {});
+  if (!chat.loaded) loadHistory(roomId);
+  else {
+    renderMessages(true);
+    markRead(roomId);
+  }
+  renderTyping();
+  $("#composer-input").focus();
+}
+
+async function loadHistory(roomId) {
+  const chat = chatOf(roomId);
+  $("#history-state").textContent = "Loading…";
+  try {
+    const page = await api("GET", `/v1/rooms/${roomId}/messages?limit=${PAGE}`);
+    for (const m of page.items) chat.messages.set(m.id, m);
+    chat.hasMore = page.has_more;
+    chat.loaded = true;
+    if (state.current === roomId) {
+      renderMessages(true);
+      markRead(roomId);
+      fillScreen();
+    }
+  } catch (e) {
+    $("#history-state").textContent = "Could not load the history.";
+    console.error(e);
+  }
+}
+
+async function loadOlder() {
+  const roomId = state.current;
+  const chat = chatOf(roomId);
+  if (!chat.loaded || !chat.hasMore || chat.loadingOlder) return;
+  const oldest = sorted(chat)[0];
+  if (!oldest) return;
+  chat.loadingOlder = true;
+  $("#history-state").textContent = "Loading older messages…";
+  try {
+    const page = await api("GET", `/v1/rooms/${roomId}/messages?limit=${PAGE}&before=${oldest.id}`);
+    for (const m of page.items) if (!chat.messages.has(m.id)) chat.messages.set(m.id, m);
+    chat.hasMore = page.has_more;
+    if (state.current === roomId) {
+      const box = $("#messages");
+      const fromBottom = box.scrollHeight - box.scrollTop;
+      renderMessages();
+      box.scrollTop = box.scrollHeight - fromBottom;
+    }
+  } finally {
+    chat.loadingOlder = false;
+  }
+}
+
+// A first page shorter than the screen cannot be scrolled: load more until it fills.
+async function fillScreen() {
+  const box = $("#messages");
+  for (let i = 0; i < 5 && state.current && chatOf(state.current).hasMore; i++) {
+    if (box.scrollHeight > box.clientHeight + 80) return;
+    await loadOlder();
+  }
+}
+
+$("#messages").addEventListener("scroll", () => {
+  if ($("#messages").scrollTop < 80) loadOlder();
+});
+
+function sorted(chat) {
+  return [...chat.messages.values()].sort((a, b) => a.seq - b.seq);
+}
+
+function markRead(roomId) {
+  const chat = chatOf(roomId);
+  const room = state.rooms.get(roomId);
+  const newest = sorted(chat).at(-1);
+  if (room) room.unread_count = 0;
+  renderRooms();
+  if (!newest || chat.readSent === newest.id) return;
+  chat.readSent = newest.id;
+  live.request({ type: "read", room_id: roomId, message_id: newest.id }, { retry: true }).catch(() => {
+    chat.readSent = null;
+  });
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && state.current) markRead(state.current);
+});
+
+// Message elements, kept between renders so that an edit in progress and
+// loaded images survive new messages arriving.
+const rendered = new Map(); // key -> {el, version}
+
+function renderMessages(toBottom = false) {
+  const roomId = state.current;
+  if (!roomId) return;
+  const chat = chatOf(roomId);
+  const box = $("#messages");
+  const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 120;
+  const list = sorted(chat);
+  // "Seen": under the newest message others have read up to.
+  const seenSeq = Math.max(0, ...chat.reads.values());
+  const seenBy = [...chat.reads].filter(([, seq]) => seq >= seenSeq).map(([u]) => nameOf(u));
+  const seenMsg = seenSeq ? list.filter((m) => m.seq <= seenSeq && m.kind !== "system").at(-1) : null;
+  const items = [];
+  for (const m of list) {
+    const seen = m === seenMsg ? seenBy.join(", ") : "";
+    const who = m.kind === "system" ? systemText(m) : nameOf(m.sender_id);
+    const version = [m.body, m.edited_at, m.deleted_at, seen, who].join("\u0000");
+    let r = rendered.get(m.id);
+    if (!r || (r.version !== version && r.el.dataset.editing !== "1")) {
+      r = { el: messageElement(m, seen), version };
+      rendered.set(m.id, r);
+    }
+    items.push(r.el);
+  }
+  for (const [cid, p] of chat.pending) {
+    const key = "pending:" + cid;
+    let r = rendered.get(key);
+    if (!r) {
+      r = { el: pendingElement(p), version: "" };
+      rendered.set(key, r);
+    }
+    items.push(r.el);
+  }
+  const ol = $("#message-list");
+  // Bring the list in line without recreating elements that did not change.
+  items.forEach((el, i) => {
+    if (ol.children[i] !== el) ol.insertBefore(el, ol.children[i] || null);
+  });
+  while (ol.children.length > items.length) ol.lastElementChild.remove();
+  $("#history-state").textContent = !chat.loaded ? "Loading…" : chat.hasMore ? "Scroll up for older messages" : "The beginning of the room";
+  if (toBottom || nearBottom) box.scrollTop = box.scrollHeight;
+}
+
+function messageElement(m, seen) {
+  const mine = m.sender_id === me().id;
+  if (m.kind === "system") {
+    return h("li", { class: "msg system", "data-id": m.id }, systemText(m));
+  }
+  const li = h("li", { class: "msg" + (mine ? " mine" : ""), "data-id": m.id, "data-seq": String(m.seq) });
+  li.append(
+    h(
+      "div",
+      { class: "meta" },
+      h("span", { class: "sender" }, mine ? "You" : nameOf(m.sender_id)),
+      h("time", { datetime: m.created_at }, formatTime(m.created_at)),
+      m.edited_at && !m.deleted_at ? h("span", { class: "edited" }, "edited") : null,
+    ),
+  );
+  if (m.deleted_at) {
+    li.append(h("p", { class: "body deleted" }, "This message was deleted."));
+    return li;
+  }
+  if (m.body) li.append(h("p", { class: "body" }, m.body));
+  for (const a of m.attachments || []) li.append(attachmentElement(a, alertError));
+  if (mine) {
+    const tools = h("div", { class: "tools" });
+    if (m.kind === "text" || m.body) {
+      tools.append(h("button", { type: "button", class: "quiet edit", onclick: () => startEdit(li, m) }, "Edit"));
+    }
+    const del = h("button", { type: "button", class: "quiet delete" }, "Delete");
+    del.addEventListener("click", () => {
+      if (del.dataset.armed !== "1") {
+        del.dataset.armed = "1";
+        del.textContent = "Really delete?";
+        setTimeout(() => {
+          del.dataset.armed = "";
+          del.textContent = "Delete";
+        }, 4000);
+        return;
+      }
+      live.request({ type: "message.delete", room_id: m.room_id, message_id: m.id }).catch((e) => alertError(e));
+    });
+    tools.append(del);
+    li.append(tools);
+  }
+  if (seen) li.append(h("p", { class: "seen" }, "Seen by " + seen));
+  return li;
+}
+
+function startEdit(li, m) {
+  li.dataset.editing = "1";
+  const body = li.querySelector(".body");
+  const input = h("textarea", { class: "edit-input", "aria-label": "Edit message", rows: "2" });
+  input.value = m.body || "";
+  const done = () => {
+    li.dataset.editing = "";
+    rendered.delete(m.id);
+    renderMessages();
+  };
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") done();
+    if (e.key === "Enter" && !e.shiftKey) {
+      e.preventDefault();
+      const text = input.value;
+      if (!text.trim() || text === m.body) return done();
+      live
+        .request({ type: "message.edit", room_id: m.room_id, message_id: m.id, body: text })
+        .then(done, (err) => alertError(err));
+    }
+  });
+  if (body) body.replaceWith(input);
+  else li.insertBefore(input, li.querySelector(".tools"));
+  input.focus();
+}
+
+function pendingElement(p) {
+  return h(
+    "li",
+    { class: "msg mine pending", "aria-busy": "true" },
+    h("div", { class: "meta" }, h("span", { class: "sender" }, "You"), h("span", {}, "sending…")),
+    h("p", { class: "body" }, p.body),
+  );
+}
+
+function alertError(e) {
+  banner(e.message || String(e));
+  bannerTimer = setTimeout(() => banner(null), 4000);
+}
+
+function renderTyping() {
+  const chat = state.current && chatOf(state.current);
+  const now = Date.now();
+  const names = chat ? [...chat.typers].filter(([, until]) => until > now).map(([u]) => nameOf(u)) : [];
+  $("#typing").textContent =
+    names.length === 0 ? "" : names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
+}
+
+// ---------------------------------------------------------------- composer
+
+const input = $("#composer-input");
+let lastTyping = 0;
+
+function grow() {
+  input.style.height = "auto";
+  input.style.height = Math.min(input.scrollHeight + 2, 160) + "px";
+}
+
+input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    sendText();
+  }
+});
+
+input.addEventListener("input", () => {
+  grow();
+  const now = Date.now();
+  if (state.current && input.value.trim() && now - lastTyping > TYPING_EVERY_MS && live.ready) {
+    lastTyping = now;
+    live.request({ type: "typing.start", room_id: state.current }).catch(() => {});
+  }
+});
+
+$("#composer").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sendText();
+});
+
+function sendText() {
+  const body = input.value;
+  if (!body.trim() || !state.current) return;
+  input.value = "";
+  grow();
+  lastTyping = 0;
+  send(state.current, { body });
+}
+
+/// Sends a message over the socket with a fresh `client_msg_id`; shown as
+/// pending until the server has it. A send cut off by a reconnect goes again
+/// with the same id, so it is stored once.
+function send(roomId, { body, attachments }) {
+  const chat = chatOf(roomId);
+  const client_msg_id = newClientMsgId();
+  chat.pending.set(client_msg_id, { body: body || (attachments ? "Attachment" : "") });
+  if (state.current === roomId) renderMessages(true);
+  const frame = { type: "message.send", room_id: roomId, client_msg_id, reply_to: null };
+  if (body) frame.body = body;
+  if (attachments) frame.attachments = attachments;
+  live.request(frame, { retry: true }).then(
+    (result) => onMessage(result.message, true),
+    (e) => {
+      chat.pending.delete(client_msg_id);
+      rendered.delete("pending:" + client_msg_id);
+      if (state.current === roomId) renderMessages();
+      alertError(e);
+    },
+  );
+}
+
+wireUploads({
+  target: () => state.current,
+  sent: (roomId, fileId) => send(roomId, { attachments: [fileId] }),
+  failed: alertError,
+});
+
+// ---------------------------------------------------------------- invites
+
+$("#invite").addEventListener("click", async () => {
+  try {
+    const invite = await api("POST", `/v1/rooms/${state.current}/invites`, {});
+    $("#invite-link").value = `${location.origin}/#/invite/${invite.code}`;
+    $("#invite-box").hidden = false;
+    $("#invite-link").select();
+  } catch (e) {
+    alertError(e);
+  }
+});
+
+$("#copy-invite").addEventListener("click", () => {
+  navigator.clipboard?.writeText($("#invite-link").value).catch(() => {});
+});
+
+// ---------------------------------------------------------------- boot
+
+if (session.signedIn) start();
+else route();
