@@ -5,6 +5,7 @@
 import { api, session, clearBlobs, ApiError } from "./api.js";
 import { attachmentElement, wireUploads } from "./attachments.js";
 import { Live } from "./live.js";
+import { Call } from "./call.js";
 import { h, $, formatTime, newClientMsgId, showError } from "./dom.js";
 
 const PAGE = 50;
@@ -17,6 +18,8 @@ const state = {
   rooms_loaded: false,
   // Per room: messages by id, whether older history remains, pending sends, typers, read markers.
   chat: new Map(),
+  call: null, // the Call this page is in, if any
+  callStates: new Map(), // room id -> participants in its call (from call.state)
 };
 
 const live = new Live();
@@ -141,6 +144,7 @@ async function start() {
 }
 
 function stop() {
+  if (state.call) state.call.leave();
   live.stop();
   clearBlobs();
   state.users.clear();
@@ -283,6 +287,10 @@ live.addEventListener("frame", (e) => {
       if (state.current === f.room_id) location.hash = "#/";
       renderRooms();
       return;
+    case "call.state":
+      if (f.state === "active" && f.participants > 0) state.callStates.set(f.room_id, f.participants);
+      else state.callStates.delete(f.room_id);
+      return renderCall();
     case "reconnect":
       return; // the close that follows reconnects
   }
@@ -786,6 +794,161 @@ $("#invite").addEventListener("click", async () => {
 $("#copy-invite").addEventListener("click", () => {
   navigator.clipboard?.writeText($("#invite-link").value).catch(() => {});
 });
+
+// ---------------------------------------------------------------- calls
+
+const TOPOLOGY = { mesh: "peer to peer", sfu: "via server" };
+const tiles = new Map(); // participant id ("me" for us) -> tile element
+
+function callError(text) {
+  const el = $("#call-error");
+  el.textContent = text || "";
+  el.hidden = !text;
+}
+
+$("#call-join").addEventListener("click", async () => {
+  if (state.call || !state.current) return;
+  const call = new Call(live, state.current);
+  state.call = call;
+  callError(null);
+  call.addEventListener("change", renderCall);
+  $("#call-join").disabled = true;
+  try {
+    await call.join();
+    await fillDevices();
+  } catch (e) {
+    call.end(null);
+    state.call = null;
+    callError(e.message || String(e));
+  } finally {
+    $("#call-join").disabled = false;
+    renderCall();
+  }
+});
+
+$("#call-leave").addEventListener("click", () => {
+  state.call?.leave();
+  state.call = null;
+  callError(null);
+  renderCall();
+});
+
+$("#call-mic").addEventListener("click", () => state.call?.setMuted("audio", !state.call.audioMuted));
+$("#call-cam").addEventListener("click", () => state.call?.setMuted("video", !state.call.videoMuted));
+
+for (const [sel, kind] of [["#call-mic-device", "audio"], ["#call-cam-device", "video"]]) {
+  $(sel).addEventListener("change", async (e) => {
+    try {
+      await state.call?.useDevice(kind, e.target.value);
+    } catch (err) {
+      callError(`That device could not be used (${err.name || err.message}).`);
+    }
+  });
+}
+
+async function fillDevices() {
+  const call = state.call;
+  if (!call) return;
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [sel, kind] of [["#call-mic-device", "audio"], ["#call-cam-device", "video"]]) {
+    const list = devices.filter((d) => d.kind === kind + "input");
+    const current = call.currentDevice(kind);
+    $(sel).replaceChildren(...list.map((d, i) =>
+      h("option", { value: d.deviceId, selected: d.deviceId === current }, d.label || `${kind === "audio" ? "Microphone" : "Camera"} ${i + 1}`)));
+    $(sel).closest("label").hidden = list.length < 2 || !call.hasTrack(kind);
+  }
+}
+navigator.mediaDevices?.addEventListener?.("devicechange", () => fillDevices().catch(() => {}));
+
+function tileFor(key) {
+  let tile = tiles.get(key);
+  if (!tile) {
+    const video = h("video", { autoplay: true, playsinline: true });
+    tile = h("li", { class: "tile", "data-participant": key }, video,
+      h("span", { class: "placeholder-name" }), h("span", { class: "label" }));
+    tiles.set(key, tile);
+  }
+  return tile;
+}
+
+function fillTile(tile, { name, stream, local, videoOn, speaking, audioMuted }) {
+  const video = tile.querySelector("video");
+  video.muted = !!local; // our own preview is silent; everyone else is heard
+  if (video.srcObject !== stream) video.srcObject = stream || null;
+  const hasVideo = !!stream && videoOn && stream.getVideoTracks().some((t) => t.readyState === "live");
+  video.classList.toggle("off", !hasVideo);
+  const placeholder = tile.querySelector(".placeholder-name");
+  placeholder.textContent = name;
+  placeholder.hidden = hasVideo;
+  tile.querySelector(".label").textContent = name + (audioMuted ? " (muted)" : "");
+  tile.classList.toggle("speaking", !!speaking);
+  tile.dataset.video = hasVideo ? "on" : "off";
+}
+
+function renderCall() {
+  const call = state.call;
+  if (call && call.ended) {
+    if (call.error) callError(call.error);
+    state.call = null;
+  }
+  const inCall = state.call && state.call.roomId === state.current;
+  const here = state.callStates.get(state.current);
+  const join = $("#call-join");
+  join.hidden = !state.current || !!state.call;
+  join.textContent = here ? `Join call (${here})` : "Start call";
+  $("#call").hidden = !inCall;
+  if (!state.call) {
+    for (const t of tiles.values()) t.querySelector("video").srcObject = null;
+    tiles.clear();
+    $("#call-grid").replaceChildren();
+    return;
+  }
+  if (!inCall) return;
+  const c = state.call;
+  if (c.error) callError(c.error);
+  $("#call-topology").textContent = c.topology
+    ? `${c.participants.size + 1} in call · ${TOPOLOGY[c.topology] || c.topology}`
+    : "Joining…";
+  $("#call-topology").dataset.topology = c.topology || "";
+  const mic = $("#call-mic");
+  mic.textContent = c.audioMuted ? "Unmute mic" : "Mute mic";
+  mic.setAttribute("aria-pressed", String(c.audioMuted));
+  const cam = $("#call-cam");
+  cam.hidden = !c.stream || !c.hasTrack("video");
+  cam.textContent = c.videoMuted ? "Turn camera on" : "Turn camera off";
+  cam.setAttribute("aria-pressed", String(c.videoMuted));
+  const shown = [];
+  if (c.stream) {
+    const t = tileFor("me");
+    fillTile(t, { name: "You", stream: c.stream, local: true, videoOn: !c.videoMuted, audioMuted: c.audioMuted });
+    shown.push(t);
+  }
+  for (const [id, p] of c.participants) {
+    const t = tileFor(id);
+    fillTile(t, {
+      name: nameOf(p.user_id), stream: c.streamOf(id), videoOn: !p.video_muted,
+      speaking: c.speaking.has(id), audioMuted: p.audio_muted,
+    });
+    shown.push(t);
+  }
+  for (const [key, t] of tiles) {
+    if (!shown.includes(t)) {
+      t.querySelector("video").srcObject = null;
+      tiles.delete(key);
+    }
+  }
+  const grid = $("#call-grid");
+  if (shown.some((t, i) => grid.children[i] !== t) || grid.children.length !== shown.length) {
+    grid.replaceChildren(...shown);
+    // A media element taken out of the document pauses: play it again.
+    for (const t of shown) t.querySelector("video").play().catch(() => {});
+  }
+  // Names of people not yet known (joined the room since it was loaded).
+  if ([...c.participants.values()].some((p) => !state.users.has(p.user_id)) && !c.loadingMembers) {
+    c.loadingMembers = true;
+    loadMembers(c.roomId).then(renderCall, () => {});
+  }
+}
 
 // ---------------------------------------------------------------- boot
 
