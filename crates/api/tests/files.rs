@@ -100,21 +100,6 @@ fn stored_objects(app: &TestApp) -> Vec<std::path::PathBuf> {
     out
 }
 
-async fn room_with(app: &TestApp, owner: &TestUser, others: &[&TestUser]) -> String {
-    let id = app.room(owner, "files", "private").await;
-    for u in others {
-        let res = app
-            .post(
-                &format!("/v1/rooms/{id}/members"),
-                &owner.token,
-                json!({"user_id": u.id}),
-            )
-            .await;
-        assert_eq!(res.status, StatusCode::CREATED);
-    }
-    id
-}
-
 async fn send_with(
     app: &TestApp,
     user: &TestUser,
@@ -419,7 +404,7 @@ async fn files_are_private_until_attached_then_visible_to_the_rooms_members_only
     let ada = app.register("ada").await;
     let bob = app.register("bob").await;
     let eve = app.register("eve").await;
-    let room = room_with(&app, &ada, &[&bob]).await;
+    let room = app.room_with(&ada, &[&bob]).await;
     let f = upload(&app, &ada, "plan.txt", "text/plain", b"the plan".to_vec())
         .await
         .body;
@@ -552,7 +537,7 @@ async fn messages_carry_their_attachments_in_events_history_and_kind() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
     let bob = app.register("bob").await;
-    let room = room_with(&app, &ada, &[&bob]).await;
+    let room = app.room_with(&ada, &[&bob]).await;
     let pic = upload(&app, &ada, "cat.png", "image/png", png(400, 300))
         .await
         .body;
@@ -640,7 +625,7 @@ async fn messages_carry_their_attachments_in_events_history_and_kind() {
 async fn files_nothing_references_are_collected_with_their_objects() {
     let app = TestApp::with(|c, _| c.files.unattached_ttl = std::time::Duration::ZERO).await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     let kept = upload(&app, &ada, "kept.png", "image/png", png(500, 500))
         .await
         .body;
@@ -702,7 +687,7 @@ async fn a_fresh_unattached_file_is_not_collected() {
 async fn retention_deletes_old_messages_with_their_files_and_resume_resets() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     let pic = upload(&app, &ada, "old.png", "image/png", png(50, 50))
         .await
         .body;

@@ -31,27 +31,11 @@ fn texts(history: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A room of `owner` with `others` as members.
-async fn room_with(app: &TestApp, owner: &TestUser, others: &[&TestUser]) -> String {
-    let id = app.room(owner, "chat", "private").await;
-    for u in others {
-        let res = app
-            .post(
-                &format!("/v1/rooms/{id}/members"),
-                &owner.token,
-                json!({"user_id": u.id}),
-            )
-            .await;
-        assert_eq!(res.status, StatusCode::CREATED);
-    }
-    id
-}
-
 #[tokio::test]
 async fn a_repeated_client_msg_id_returns_the_first_message() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     let first = send(&app, &ada, &room, "hello", "c-1").await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     assert_eq!(first.body["body"], "hello");
@@ -80,7 +64,7 @@ async fn a_repeated_client_msg_id_returns_the_first_message() {
 async fn racing_sends_with_one_client_msg_id_make_one_message() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     let results =
         futures::future::join_all((0..6).map(|_| send(&app, &ada, &room, "once", "race-1"))).await;
     let ids: std::collections::HashSet<String> = results
@@ -111,7 +95,7 @@ async fn bad_sends_are_refused_and_non_members_see_nothing() {
     let app = TestApp::with(|core, _| core.chat.max_body_chars = 10).await;
     let ada = app.register("ada").await;
     let eve = app.register("eve").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     for (body, field) in [
         (json!({"body": "", "client_msg_id": "a"}), "body"),
         (json!({"body": "   ", "client_msg_id": "a"}), "body"),
@@ -169,7 +153,7 @@ async fn bad_sends_are_refused_and_non_members_see_nothing() {
 async fn history_pages_in_ascending_order() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     let mut ids = Vec::new();
     for i in 0..7 {
         ids.push(
@@ -284,7 +268,7 @@ async fn edits_and_deletes_follow_ownership_and_rank() {
     let ada = app.register("ada").await;
     let bob = app.register("bob").await;
     let cyd = app.register("cyd").await;
-    let room = room_with(&app, &ada, &[&bob, &cyd]).await;
+    let room = app.room_with(&ada, &[&bob, &cyd]).await;
     let msg = send(&app, &bob, &room, "typo", "b-1").await.body["id"]
         .as_str()
         .unwrap()
@@ -385,7 +369,7 @@ async fn read_markers_move_forward_and_drive_unread_counts() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
     let bob = app.register("bob").await;
-    let room = room_with(&app, &ada, &[&bob]).await;
+    let room = app.room_with(&ada, &[&bob]).await;
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(
@@ -442,7 +426,7 @@ async fn presence_is_answered_for_roommates_only() {
     let ada = app.register("ada").await;
     let bob = app.register("bob").await;
     let eve = app.register("eve").await;
-    room_with(&app, &ada, &[&bob]).await;
+    app.room_with(&ada, &[&bob]).await;
     app.core
         .presence
         .connect(bob.id.parse().unwrap(), uuid::Uuid::new_v4())

@@ -22,22 +22,6 @@ async fn send(app: &TestApp, user: &TestUser, room: &str, body: &str) -> String 
     res.body["id"].as_str().unwrap().to_owned()
 }
 
-/// A private room of `owner` with `others` as members.
-async fn room_with(app: &TestApp, owner: &TestUser, others: &[&TestUser]) -> String {
-    let id = app.room(owner, "chat", "private").await;
-    for u in others {
-        let res = app
-            .post(
-                &format!("/v1/rooms/{id}/members"),
-                &owner.token,
-                json!({"user_id": u.id}),
-            )
-            .await;
-        assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
-    }
-    id
-}
-
 /// Percent-encodes a query value, every byte but letters and digits.
 fn encode(q: &str) -> String {
     q.bytes()
@@ -106,7 +90,7 @@ fn field(res: &Response) -> &str {
 async fn better_matches_come_first_and_equal_ones_newest_first() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     for filler in ["lunch at noon", "the build is green", "see you tomorrow"] {
         send(&app, &ada, &room, filler).await;
     }
@@ -153,7 +137,7 @@ async fn better_matches_come_first_and_equal_ones_newest_first() {
 async fn words_are_found_by_their_beginning_in_any_case() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     send(&app, &ada, &room, "The Deployment went fine").await;
     send(&app, &ada, &room, "we redeployed twice").await;
     send(&app, &ada, &room, "nothing to see").await;
@@ -173,7 +157,7 @@ async fn words_are_found_by_their_beginning_in_any_case() {
 async fn every_word_of_the_query_must_match() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     send(&app, &ada, &room, "deploy on friday").await;
     send(&app, &ada, &room, "friday we deploy again").await;
     send(&app, &ada, &room, "deploy on monday").await;
@@ -188,7 +172,7 @@ async fn every_word_of_the_query_must_match() {
 async fn highlights_mark_the_matched_words() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     send(&app, &ada, &room, "we deploy the deployment on friday").await;
     let res = in_room(&app, &ada, &room, "deplo fri").await;
     let hit = &res.body["items"][0];
@@ -237,7 +221,7 @@ async fn highlights_mark_the_matched_words() {
 async fn pages_walk_every_hit_once() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     let mut sent = HashSet::new();
     for i in 0..7 {
         sent.insert(send(&app, &ada, &room, &format!("status report {i}")).await);
@@ -305,8 +289,8 @@ async fn only_members_find_a_rooms_messages() {
     let ada = app.register("ada").await;
     let bob = app.register("bob").await;
     let eve = app.register("eve").await;
-    let ours = room_with(&app, &ada, &[&bob]).await;
-    let hers = room_with(&app, &eve, &[]).await;
+    let ours = app.room_with(&ada, &[&bob]).await;
+    let hers = app.room_with(&eve, &[]).await;
     send(&app, &ada, &ours, "the launch code is tulip").await;
     send(&app, &eve, &hers, "tulips are nice").await;
 
@@ -355,7 +339,7 @@ async fn only_members_find_a_rooms_messages() {
 async fn edits_change_what_is_found_and_deleted_messages_are_gone() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     let draft = send(&app, &ada, &room, "draft wording here").await;
     let secret = send(&app, &ada, &room, "the secret plan").await;
 
@@ -398,7 +382,7 @@ async fn edits_change_what_is_found_and_deleted_messages_are_gone() {
 async fn hostile_queries_are_words_or_refused_never_errors() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     send(
         &app,
         &ada,
@@ -481,7 +465,7 @@ async fn hostile_queries_are_words_or_refused_never_errors() {
 async fn q_limit_and_cursor_are_validated() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     send(&app, &ada, &room, "hello").await;
     let many_words: Vec<String> = (0..17).map(|i| format!("w{i}")).collect();
     let sixteen = many_words[..16].join(" ");
@@ -537,7 +521,7 @@ async fn q_limit_and_cursor_are_validated() {
 async fn search_does_not_shadow_the_message_routes() {
     let app = TestApp::new().await;
     let ada = app.register("ada").await;
-    let room = room_with(&app, &ada, &[]).await;
+    let room = app.room_with(&ada, &[]).await;
     let id = send(&app, &ada, &room, "before").await;
     let res = app
         .call(

@@ -246,6 +246,22 @@ impl TestApp {
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
         res.body["id"].as_str().unwrap().to_owned()
     }
+
+    /// A private room of `owner` with `others` added as members; returns its id.
+    pub async fn room_with(&self, owner: &TestUser, others: &[&TestUser]) -> String {
+        let id = self.room(owner, "chat", "private").await;
+        for u in others {
+            let res = self
+                .post(
+                    &format!("/v1/rooms/{id}/members"),
+                    &owner.token,
+                    json!({"user_id": u.id}),
+                )
+                .await;
+            assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+        }
+        id
+    }
 }
 
 fn user_from(body: &Value) -> TestUser {

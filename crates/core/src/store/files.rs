@@ -46,6 +46,11 @@ pub struct RemovedFile {
 const COLUMNS: &str = "id, uploader_id, name, mime, size, sha256, storage_key, width, height, \
      thumb_key, thumb_mime, thumb_width, thumb_height, thumb_size, created_at, attached_at";
 
+/// Bytes a user's files take, thumbnails included.
+const BYTES_STORED: &str =
+    "SELECT CAST(COALESCE(SUM(size + COALESCE(thumb_size, 0)), 0) AS BIGINT) \
+     FROM files WHERE uploader_id = $1";
+
 /// `$from, $from+1, ...` for `n` values.
 fn placeholders(from: usize, n: usize) -> String {
     (from..from + n)
@@ -82,12 +87,10 @@ pub(crate) async fn attach(
 impl Store {
     /// Bytes a user's files take, thumbnails included.
     pub async fn bytes_stored_by(&self, uploader_id: &str) -> Result<i64> {
-        let used: Option<i64> = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(size + COALESCE(thumb_size, 0)), 0) AS BIGINT) FROM files WHERE uploader_id = $1",
-        )
-        .bind(uploader_id)
-        .fetch_one(self.pool())
-        .await?;
+        let used: Option<i64> = sqlx::query_scalar(BYTES_STORED)
+            .bind(uploader_id)
+            .fetch_one(self.pool())
+            .await?;
         Ok(used.unwrap_or(0))
     }
 
@@ -102,12 +105,10 @@ impl Store {
                 .execute(&mut *tx.tx)
                 .await?;
         }
-        let used: Option<i64> = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(size + COALESCE(thumb_size, 0)), 0) AS BIGINT) FROM files WHERE uploader_id = $1",
-        )
-        .bind(&f.uploader_id)
-        .fetch_one(&mut *tx.tx)
-        .await?;
+        let used: Option<i64> = sqlx::query_scalar(BYTES_STORED)
+            .bind(&f.uploader_id)
+            .fetch_one(&mut *tx.tx)
+            .await?;
         if used.unwrap_or(0) + f.size + f.thumb_size.unwrap_or(0) > quota {
             return Err(CoreError::too_large(
                 "quota_exceeded",
@@ -187,11 +188,7 @@ impl Store {
         if message_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let cols = COLUMNS
-            .split(", ")
-            .map(|c| format!("f.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cols = super::qualified(COLUMNS, "f");
         let sql = format!(
             "SELECT a.message_id, {cols} FROM message_attachments a JOIN files f ON f.id = a.file_id \
              WHERE a.message_id IN ({}) ORDER BY a.message_id, a.position",

@@ -45,7 +45,7 @@ pub enum Sent {
     Existing(MessageRow),
 }
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, room_id, seq, sender_id, client_msg_id, kind, body, data, reply_to, created_at, edited_at, deleted_at";
 
 /// Inserts a system message (`data` says what happened) with its `message.new` event.

@@ -171,6 +171,15 @@ impl Store {
     }
 }
 
+/// `columns` (a `COLUMNS` list) qualified by a table alias: `a, b` → `m.a, m.b`.
+pub(crate) fn qualified(columns: &str, alias: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A LIKE pattern that matches `text` anywhere, with wildcards in it escaped (`\` is the escape).
 pub(crate) fn contains_pattern(text: &str) -> String {
     let mut p = String::with_capacity(text.len() + 2);
@@ -216,6 +225,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn columns_are_qualified_one_by_one() {
+        assert_eq!(
+            qualified("id, room_id,\n  seq", "m"),
+            "m.id, m.room_id, m.seq"
+        );
     }
 
     #[test]

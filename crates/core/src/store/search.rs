@@ -45,11 +45,6 @@ pub struct SearchPage<'a> {
     pub offset: i64,
 }
 
-/// The message columns, qualified: the excerpt's table has a `body` too.
-const MESSAGE_COLUMNS: &str =
-    "m.id, m.room_id, m.seq, m.sender_id, m.client_msg_id, m.kind, m.body, \
-     m.data, m.reply_to, m.created_at, m.edited_at, m.deleted_at";
-
 /// What a search may find: messages people wrote that still have a body.
 const SEARCHABLE: &str = "m.kind <> 'system' AND m.deleted_at IS NULL AND m.body IS NOT NULL";
 
@@ -71,13 +66,15 @@ impl Store {
                 user_id,
             ),
         };
+        // Qualified: the excerpt's table has a `body` too.
+        let columns = super::qualified(super::messages::COLUMNS, "m");
         let rows = match self.backend() {
             Backend::Sqlite => {
                 // bm25 is lower for better matches. snippet() only works in a
                 // query that MATCHes, hence the correlated subquery, which FTS5
                 // answers by rowid.
                 let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS}, \
+                    "SELECT {columns}, \
                        (SELECT snippet(messages_fts, 0, $3, $4, '…', 24) FROM messages_fts \
                         WHERE messages_fts MATCH $1 AND messages_fts.rowid = page.hit) AS snippet \
                      FROM (SELECT messages_fts.rowid AS hit, bm25(messages_fts) AS score, \
@@ -105,7 +102,7 @@ impl Store {
                 // as with bm25, a word in a short message counts for more than in
                 // a long one.
                 let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS}, CAST(NULL AS TEXT) AS snippet FROM messages m \
+                    "SELECT {columns}, CAST(NULL AS TEXT) AS snippet FROM messages m \
                      WHERE {PG_VECTOR} @@ to_tsquery('simple', $1) AND {scope_sql} AND {SEARCHABLE} \
                      ORDER BY ts_rank_cd({PG_VECTOR}, to_tsquery('simple', $1), 1) DESC, \
                        m.created_at DESC, m.id DESC \
