@@ -16,29 +16,9 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { CHROMIUM, check, chromiumArgs, fail, sleep, startRoost as startRoostWith } from "./support.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-  "--allow-loopback-in-peer-connection",
-];
-
-function fail(message) {
-  console.error("FAIL: " + message);
-  process.exitCode = 1;
-  throw new Error(message);
-}
-
-function check(cond, message) {
-  if (!cond) fail(message);
-  console.log("ok - " + message);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
 // The harness page and the call client, served from an origin of their own.
 function serveHarness() {
   const files = { "/harness.html": "text/html", "/call-client.js": "text/javascript" };
@@ -84,33 +64,13 @@ async function startCoturn() {
 }
 
 function startRoost(origin, turnUrl) {
-  const bin = process.env.ROOST_BIN;
-  if (!bin) fail("set ROOST_BIN to the roost binary");
-  const data = mkdtempSync(join(tmpdir(), "roost-browser-"));
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith("ROOST_")) delete env[k];
-  Object.assign(env, {
-    ROOST_MEDIA__LISTEN: "127.0.0.1:0",
+  return startRoostWith({
     ROOST_CALLS__MESH_MAX: "4",
     ROOST_CALLS__SFU_GRACE_SECS: "60",
     ROOST_GATEWAY__ALLOWED_ORIGINS: JSON.stringify([origin]),
     ROOST_TURN_URLS: JSON.stringify([turnUrl]),
     ROOST_TURN_SECRET: TURN_SECRET,
-    ROOST_LOG__FORMAT: "json",
-    ROOST_LOG__LEVEL: process.env.ROOST_TEST_LOG || "info,rtc=warn",
-  });
-  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", data], { env });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/Roost is listening on (http:\/\/\S+)/);
-      if (m) resolve({ child, url: m[1], stderr: () => stderr });
-    });
-    child.on("exit", (code) => reject(new Error("roost exited " + code + "\n" + stderr)));
-  });
+  }, "info,rtc=warn");
 }
 
 // Runs the aiortc participant for `seconds`; returns what it reports.
@@ -203,7 +163,7 @@ async function main() {
     const pages = [];
     for (const count of [2, 2, 1]) {
       const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
-        executablePath: CHROMIUM, headless: true, args: ARGS,
+        executablePath: CHROMIUM, headless: true, args: chromiumArgs(),
       });
       browsers.push(ctx);
       for (let i = 0; i < count; i++) pages.push(await ctx.newPage());
@@ -282,7 +242,7 @@ async function main() {
     const relayRoom = await api(base, "/v1/rooms", { name: "relay room" }, users[5].access_token);
     await api(base, `/v1/rooms/${relayRoom.id}/members`, { user_id: users[6].user.id }, users[5].access_token);
     const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
-      executablePath: CHROMIUM, headless: true, args: ARGS,
+      executablePath: CHROMIUM, headless: true, args: chromiumArgs(),
     });
     browsers.push(ctx);
     const relayed = [];

@@ -11,66 +11,19 @@
 //
 //   ROOST_BIN=path/to/roost [ROOST_SCREENSHOTS=1] [ROOST_STDERR_FILE=roost.log] node client-calls.test.mjs
 
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { CHROMIUM, check, chromiumArgs, fail, sleep, startRoost } from "./support.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const shots = process.env.ROOST_SCREENSHOTS
   ? join(here, "../../docs/screenshots")
   : mkdtempSync(join(tmpdir(), "roost-shots-"));
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--use-fake-device-for-media-stream=fps=10", "--use-fake-ui-for-media-stream",
-  "--allow-loopback-in-peer-connection",
-];
 const PASSWORD = "a perfectly fine passphrase";
 const NAMES = ["ada", "ben", "cleo", "dev", "eve", "fay"];
-
-function fail(message) {
-  console.error("FAIL: " + message);
-  process.exitCode = 1;
-  throw new Error(message);
-}
-
-function check(cond, message) {
-  if (!cond) fail(message);
-  console.log("ok - " + message);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function startRoost() {
-  const bin = process.env.ROOST_BIN;
-  if (!bin) fail("set ROOST_BIN to the roost binary");
-  const data = mkdtempSync(join(tmpdir(), "roost-client-calls-"));
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith("ROOST_")) delete env[k];
-  Object.assign(env, {
-    ROOST_MEDIA__LISTEN: "127.0.0.1:0",
-    ROOST_CALLS__MESH_MAX: "4",
-    ROOST_CALLS__MAX_PARTICIPANTS: "5",
-    ROOST_LOG__FORMAT: "json",
-    ROOST_LOG__LEVEL: process.env.ROOST_TEST_LOG || "warn",
-  });
-  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", data], { env });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/Roost is listening on (http:\/\/\S+)/);
-      if (m) resolve({ child, url: m[1], stderr: () => stderr });
-    });
-    child.on("exit", (code) => reject(new Error("roost exited " + code + "\n" + stderr)));
-  });
-}
 
 async function api(base, path, body, token) {
   const res = await fetch(base + path, {
@@ -87,7 +40,7 @@ async function api(base, path, body, token) {
 // remembered so the test can read its statistics.
 async function browser(name) {
   const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
-    executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1280, height: 800 },
+    executablePath: CHROMIUM, headless: true, args: chromiumArgs(10), viewport: { width: 1280, height: 800 },
   });
   await ctx.addInitScript(() => {
     window.__csp = [];
@@ -195,7 +148,10 @@ async function joinCall(person) {
 
 async function main() {
   mkdirSync(shots, { recursive: true });
-  const roost = await startRoost();
+  const roost = await startRoost({
+    ROOST_CALLS__MESH_MAX: "4",
+    ROOST_CALLS__MAX_PARTICIPANTS: "5",
+  });
   const base = roost.url;
   const contexts = [];
   try {

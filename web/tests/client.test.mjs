@@ -8,66 +8,19 @@
 //
 //   ROOST_BIN=path/to/roost [ROOST_SCREENSHOTS=1] node client.test.mjs
 
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { deflateSync } from "node:zlib";
 import { chromium } from "playwright-core";
+import { CHROMIUM, check, chromiumArgs, fail, sleep, startRoost } from "./support.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const shots = process.env.ROOST_SCREENSHOTS
   ? join(here, "../../docs/screenshots")
   : mkdtempSync(join(tmpdir(), "roost-shots-"));
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-  "--allow-loopback-in-peer-connection",
-];
 const PASSWORD = "a perfectly fine passphrase";
-
-function fail(message) {
-  console.error("FAIL: " + message);
-  process.exitCode = 1;
-  throw new Error(message);
-}
-
-function check(cond, message) {
-  if (!cond) fail(message);
-  console.log("ok - " + message);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function startRoost() {
-  const bin = process.env.ROOST_BIN;
-  if (!bin) fail("set ROOST_BIN to the roost binary");
-  const data = mkdtempSync(join(tmpdir(), "roost-client-"));
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith("ROOST_")) delete env[k];
-  Object.assign(env, {
-    ROOST_MEDIA__LISTEN: "127.0.0.1:0",
-    // Short-lived access tokens, so the client refreshes several times during the test.
-    ROOST_AUTH__ACCESS_TOKEN_TTL_SECS: "6",
-    ROOST_LOG__FORMAT: "json",
-    ROOST_LOG__LEVEL: process.env.ROOST_TEST_LOG || "warn",
-  });
-  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", data], { env });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/Roost is listening on (http:\/\/\S+)/);
-      if (m) resolve({ child, url: m[1], stderr: () => stderr });
-    });
-    child.on("exit", (code) => reject(new Error("roost exited " + code + "\n" + stderr)));
-  });
-}
 
 // A small PNG (a two-colour gradient), encoded here so the test needs no file.
 function png(width, height) {
@@ -114,7 +67,7 @@ function png(width, height) {
 
 async function browser() {
   const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
-    executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1280, height: 800 },
+    executablePath: CHROMIUM, headless: true, args: chromiumArgs(), viewport: { width: 1280, height: 800 },
   });
   // Any Content-Security-Policy violation the client causes is recorded.
   await ctx.addInitScript(() => {
@@ -152,7 +105,10 @@ async function waitText(page, selector, text, what, ms = 10_000) {
 
 async function main() {
   mkdirSync(shots, { recursive: true });
-  const roost = await startRoost();
+  const roost = await startRoost({
+    // Short-lived access tokens, so the client refreshes several times during the test.
+    ROOST_AUTH__ACCESS_TOKEN_TTL_SECS: "6",
+  });
   const base = roost.url;
   const contexts = [];
   try {
