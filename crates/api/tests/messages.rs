@@ -399,6 +399,21 @@ async fn read_markers_move_forward_and_drive_unread_counts() {
         app.get("/v1/rooms", &bob.token).await.body["items"][0]["unread_count"],
         1
     );
+    // Everyone in the room sees where each member has read up to.
+    let members = app
+        .get(&format!("/v1/rooms/{room}/members"), &ada.token)
+        .await;
+    let marker = |name: &str| {
+        members.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user"]["username"] == name)
+            .map(|m| m["last_read_seq"].clone())
+            .unwrap()
+    };
+    assert_eq!(marker("bob"), res.body["message_seq"], "{}", members.body);
+    assert_eq!(marker("ada"), 0, "ada has marked nothing read");
     let res = read(&ids[0]).await;
     assert_eq!(res.body["moved"], false, "the marker never moves back");
     assert_eq!(
@@ -466,4 +481,40 @@ async fn presence_is_answered_for_roommates_only() {
             "{bad}"
         );
     }
+}
+
+#[tokio::test]
+async fn one_message_is_fetched_by_id_by_members_only() {
+    let app = TestApp::new().await;
+    let ada = app.register("ada").await;
+    let bob = app.register("bob").await;
+    let eve = app.register("eve").await;
+    let room = app.room_with(&ada, &[&bob]).await;
+    let other = app.room_with(&ada, &[]).await;
+    let sent = send(&app, &ada, &room, "the original", "o").await;
+    let id = sent.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/rooms/{room}/messages/{id}");
+
+    let res = app.get(&path, &bob.token).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.body["body"], "the original");
+    assert_eq!(res.body["seq"], sent.body["seq"]);
+    for (who, path) in [
+        (&eve, path.clone()),
+        (&ada, format!("/v1/rooms/{other}/messages/{id}")),
+        (
+            &ada,
+            format!("/v1/rooms/{room}/messages/00000000-0000-7000-8000-000000000000"),
+        ),
+    ] {
+        let res = app.get(&path, &who.token).await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND, "{path}: {}", res.body);
+    }
+
+    app.call(Method::DELETE, &path, Some(&ada.token), None)
+        .await;
+    let res = app.get(&path, &bob.token).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(res.body["deleted_at"].is_string(), "{}", res.body);
+    assert!(res.body["body"].is_null(), "a tombstone keeps no text");
 }

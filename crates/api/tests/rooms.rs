@@ -756,3 +756,97 @@ async fn concurrent_dm_requests_give_one_room() {
     let dms = app.get("/v1/rooms", &ada.token).await;
     assert_eq!(dms.body["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_public_directory_lists_public_group_rooms_by_name() {
+    let app = TestApp::new().await;
+    let ada = app.register("ada").await;
+    let bob = app.register("bob").await;
+    let names = [
+        "gardening",
+        "Board games",
+        "Chess_club",
+        "100% cotton",
+        "apiary",
+    ];
+    for name in names {
+        app.room(&ada, name, "public").await;
+    }
+    app.room(&ada, "secret garden", "private").await;
+    app.post("/v1/dms", &ada.token, json!({"user_id": bob.id}))
+        .await;
+
+    let listed = |body: &serde_json::Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Bob belongs to none of them, sees them all, in pages, by name.
+    let first = app.get("/v1/rooms/public?limit=3", &bob.token).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(
+        listed(&first.body),
+        ["100% cotton", "apiary", "Board games"]
+    );
+    assert!(first.body["items"][0]["my_role"].is_null());
+    assert_eq!(first.body["items"][0]["member_count"], 1);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let rest = app
+        .get(
+            &format!("/v1/rooms/public?limit=3&cursor={cursor}"),
+            &bob.token,
+        )
+        .await;
+    assert_eq!(listed(&rest.body), ["Chess_club", "gardening"]);
+    assert!(rest.body["next_cursor"].is_null());
+
+    // A search ignores case and takes % and _ literally.
+    let found = app.get("/v1/rooms/public?q=GARDEN", &bob.token).await;
+    assert_eq!(
+        listed(&found.body),
+        ["gardening"],
+        "private rooms stay hidden"
+    );
+    let found = app.get("/v1/rooms/public?q=0%25", &bob.token).await;
+    assert_eq!(listed(&found.body), ["100% cotton"]);
+    let found = app.get("/v1/rooms/public?q=s_c", &bob.token).await;
+    assert_eq!(listed(&found.body), ["Chess_club"]);
+    let found = app.get("/v1/rooms/public?q=s%25c", &bob.token).await;
+    assert!(listed(&found.body).is_empty());
+
+    // Joining from the directory shows up in the next listing.
+    let apiary = first.body["items"][1]["id"].as_str().unwrap();
+    let joined = app
+        .post(&format!("/v1/rooms/{apiary}/join"), &bob.token, json!({}))
+        .await;
+    assert_eq!(joined.status, StatusCode::OK, "{}", joined.body);
+    let again = app.get("/v1/rooms/public?q=apiary", &bob.token).await;
+    assert_eq!(again.body["items"][0]["my_role"], "member");
+    assert_eq!(again.body["items"][0]["member_count"], 2);
+
+    for bad in [
+        "cursor=nonsense",
+        "limit=0",
+        &format!("q={}", "x".repeat(101)),
+        "sort=name",
+    ] {
+        let res = app
+            .get(&format!("/v1/rooms/public?{bad}"), &bob.token)
+            .await;
+        assert_eq!(
+            res.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            res.body
+        );
+    }
+    assert_eq!(
+        app.call(Method::GET, "/v1/rooms/public", None, None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -4,6 +4,7 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::TestApp;
+use roost_core::model::Role;
 use serde_json::json;
 
 #[tokio::test]
@@ -85,4 +86,50 @@ async fn public_profiles_show_no_private_fields() {
         .call(Method::GET, &format!("/v1/users/{}", ada.id), None, None)
         .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_user_is_found_by_exact_username_to_start_a_dm() {
+    let app = TestApp::new().await;
+    let ada = app.register("ada").await;
+    let stranger = app.register("marguerite").await;
+    let res = app
+        .get("/v1/users/by-username/Marguerite", &ada.token)
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.body["id"], stranger.id.as_str());
+    assert_eq!(res.body["username"], "marguerite");
+    assert!(
+        res.body.get("email").is_none(),
+        "no private fields: {}",
+        res.body
+    );
+    let dm = app
+        .post("/v1/dms", &ada.token, json!({"user_id": res.body["id"]}))
+        .await;
+    assert_eq!(dm.status, StatusCode::CREATED, "{}", dm.body);
+
+    for missing in ["margue", "nobody", "not%20a%20name", "x"] {
+        let res = app
+            .get(&format!("/v1/users/by-username/{missing}"), &ada.token)
+            .await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND, "{missing}: {}", res.body);
+        assert_eq!(res.code(), "not_found");
+    }
+    let admin = app.user_with_role("root", Role::SuperAdmin).await;
+    let res = app
+        .post(
+            &format!("/v1/admin/users/{}/disable", stranger.id),
+            &admin.token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(
+        app.get("/v1/users/by-username/marguerite", &ada.token)
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "disabled accounts are not found"
+    );
 }

@@ -341,6 +341,12 @@ impl Chat {
         Ok((role, row))
     }
 
+    /// One message of a room, for its members (a deleted one as its tombstone).
+    pub async fn get(&self, actor: &Actor, room_id: Uuid, message_id: Uuid) -> Result<Message> {
+        let (_, row) = self.own_message(actor, room_id, message_id).await?;
+        self.hydrate_one(row).await
+    }
+
     /// Edits one's own text message.
     pub async fn edit(
         &self,

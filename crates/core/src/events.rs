@@ -292,6 +292,8 @@ impl EventLog {
                             },
                             role,
                             joined_at: time(row.created_at),
+                            // A member who has just joined has read nothing.
+                            last_read_seq: 0,
                         },
                     }
                 }

@@ -269,6 +269,9 @@ pub struct Member {
     pub user: PublicUser,
     pub role: MemberRole,
     pub joined_at: DateTime<Utc>,
+    /// `seq` of the newest message this member has marked read (0: none);
+    /// `message.read` events move it live.
+    pub last_read_seq: u64,
 }
 
 /// An invite code to a room.

@@ -269,6 +269,59 @@ impl Rooms {
         Ok(page.finish(views, |v| v.room.id.to_string()))
     }
 
+    /// The server's public group rooms, by name, whose name contains `query`
+    /// (ignoring case) when one is given.
+    pub async fn directory(
+        &self,
+        actor: &Actor,
+        query: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<RoomView>> {
+        let query = query.map(str::trim).filter(|q| !q.is_empty());
+        if query.is_some_and(|q| q.chars().count() > MAX_ROOM_NAME_CHARS) {
+            return Err(CoreError::validation(
+                "q",
+                format!("must be at most {MAX_ROOM_NAME_CHARS} characters"),
+            ));
+        }
+        let pattern = query.map(|q| {
+            let mut p = String::from("%");
+            for c in q.to_lowercase().chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    p.push('\\');
+                }
+                p.push(c);
+            }
+            p.push('%');
+            p
+        });
+        let after = match page.after.as_deref() {
+            None => None,
+            Some(key) => Some(key.rsplit_once('/').ok_or_else(|| {
+                CoreError::validation("cursor", "is not a cursor this server issued")
+            })?),
+        };
+        let rows = self
+            .store
+            .public_rooms(
+                &actor.user_id.to_string(),
+                pattern.as_deref(),
+                after,
+                page.fetch_limit(),
+            )
+            .await?;
+        let mut listed = Vec::with_capacity(rows.len());
+        for (room, role, key) in rows {
+            let role = role.as_deref().map(str::parse).transpose()?;
+            listed.push((view(room, role)?, key));
+        }
+        let page = page.finish(listed, |(v, key)| format!("{key}/{}", v.room.id));
+        Ok(Page {
+            items: page.items.into_iter().map(|(v, _)| v).collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
     pub async fn get(&self, actor: &Actor, room_id: Uuid) -> Result<RoomView> {
         let s = self.standing(actor, room_id).await?;
         view(s.room, s.role)
@@ -697,6 +750,7 @@ fn member(r: MemberRow) -> Result<Member> {
         },
         role: r.role.parse()?,
         joined_at: time(r.joined_at),
+        last_read_seq: r.last_read_seq.max(0) as u64,
     })
 }
 

@@ -124,6 +124,17 @@ impl Users {
         Ok(PublicUser::from(&self.get(id).await?))
     }
 
+    /// The enabled account with exactly this username (compared as stored:
+    /// lowercase). Registration already tells whether a name is taken, so an
+    /// exact look-up reveals nothing more; there is no prefix search.
+    pub async fn by_username(&self, username: &str) -> Result<PublicUser> {
+        let username = normalize_username(username).map_err(|_| CoreError::NotFound("user"))?;
+        match self.store.user_by_username(&username).await? {
+            Some(row) if row.disabled == 0 => Ok(PublicUser::from(&user_from_row(row)?)),
+            _ => Err(CoreError::NotFound("user")),
+        }
+    }
+
     pub async fn set_display_name(&self, actor: &Actor, name: &str) -> Result<User> {
         let name = normalize_display_name(name)?;
         let row = self

@@ -219,6 +219,9 @@ pub struct Peer {
     /// The negotiated id of the audio level extension, per remote track.
     level_ids: HashMap<TrackId, u8>,
     awaiting_answer: bool,
+    /// Whether ICE and DTLS have completed once: until then there are no
+    /// SRTP keys, and media for the remote side is dropped here.
+    secured: bool,
 }
 
 impl Peer {
@@ -284,6 +287,7 @@ impl Peer {
             senders: HashMap::new(),
             level_ids: HashMap::new(),
             awaiting_answer: false,
+            secured: false,
         })
     }
 
@@ -476,6 +480,11 @@ impl Peer {
         mime_type: &str,
         now: Instant,
     ) -> Result<(), MediaError> {
+        if !self.secured {
+            // Nothing to encrypt with yet; a subscriber that connects asks
+            // for keyframes, so the media it missed does not matter.
+            return Ok(());
+        }
         let mut sender = self
             .pc
             .rtp_sender(id)
@@ -618,6 +627,7 @@ impl Peer {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
                     RTCPeerConnectionState::Connected => {
+                        self.secured = true;
                         self.events.push_back(PeerEvent::Connected)
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {

@@ -204,6 +204,9 @@ pub struct AuthSection {
     /// At most 900.
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
+    /// How long after its use a refresh token may be exchanged once more, for
+    /// a client that lost the answer; 0 turns it off. At most 300.
+    pub refresh_reuse_grace_secs: u64,
     /// Password hashes computed at once (each takes 19 MiB).
     pub hash_concurrency: usize,
 }
@@ -301,6 +304,7 @@ impl Default for AuthSection {
         AuthSection {
             access_token_ttl_secs: d.access_ttl.as_secs(),
             refresh_token_ttl_secs: d.refresh_ttl.as_secs(),
+            refresh_reuse_grace_secs: d.refresh_reuse_grace.as_secs(),
             hash_concurrency: d.hash_concurrency,
         }
     }
@@ -414,6 +418,9 @@ impl Config {
         }
         if self.auth.refresh_token_ttl_secs < 60 {
             bail!("invalid configuration: auth.refresh_token_ttl_secs must be at least 60");
+        }
+        if self.auth.refresh_reuse_grace_secs > 300 {
+            bail!("invalid configuration: auth.refresh_reuse_grace_secs must be at most 300");
         }
         if self.auth.hash_concurrency == 0 {
             bail!("invalid configuration: auth.hash_concurrency must be at least 1");
@@ -550,6 +557,7 @@ impl Config {
             auth: AuthConfig {
                 access_ttl: Duration::from_secs(self.auth.access_token_ttl_secs),
                 refresh_ttl: Duration::from_secs(self.auth.refresh_token_ttl_secs),
+                refresh_reuse_grace: Duration::from_secs(self.auth.refresh_reuse_grace_secs),
                 super_admin_email: self.super_admin_email.clone(),
                 registration_open: self.registration_open,
                 hash_concurrency: self.auth.hash_concurrency,

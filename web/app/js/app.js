@@ -20,6 +20,9 @@ const state = {
   chat: new Map(),
   call: null, // the Call this page is in, if any
   callStates: new Map(), // room id -> participants in its call (from call.state)
+  presence: new Map(), // user id -> online | away | offline
+  replyTo: null, // the message the composer answers, if any
+  view: "rooms", // or "admin"
 };
 
 const live = new Live();
@@ -35,6 +38,8 @@ function chatOf(roomId) {
       pending: new Map(), // client_msg_id -> {body}
       typers: new Map(), // user id -> expiry (ms)
       reads: new Map(), // user id -> message seq
+      members: [], // from GET /v1/rooms/{id}/members
+      quoted: new Map(), // id -> message replied to outside the loaded pages (null while fetched)
       membersLoaded: false,
     });
   }
@@ -138,9 +143,22 @@ async function start() {
   const user = me();
   state.users.set(user.id, user);
   $("#me").textContent = user.display_name || user.username;
+  showAdminLink(user);
   live.start();
+  // The stored account may be stale (a role changed since sign-in).
+  api("GET", "/v1/auth/me").then((fresh) => {
+    session.setUser(fresh);
+    state.users.set(fresh.id, fresh);
+    showAdminLink(fresh);
+  }, () => {});
   await loadRooms();
   route();
+}
+
+const isAdmin = (user) => user && (user.role === "admin" || user.role === "super_admin");
+
+function showAdminLink(user) {
+  $("#admin-link").hidden = !isAdmin(user);
 }
 
 function stop() {
@@ -152,7 +170,11 @@ function stop() {
   state.chat.clear();
   state.current = null;
   state.rooms_loaded = false;
+  state.presence.clear();
+  state.replyTo = null;
   $("#room-list").replaceChildren();
+  $("#directory").replaceChildren();
+  $("#admin-users").replaceChildren();
   $("#message-list").replaceChildren();
   banner(null);
   showAuth("login");
@@ -176,6 +198,7 @@ async function loadRooms() {
     renderRooms();
     await Promise.all(rooms.filter((r) => r.kind === "dm" && !r.dm_other).map((r) => loadMembers(r.id)));
     renderRooms();
+    loadPresence();
   } catch (e) {
     if (!(e instanceof ApiError && e.status === 401)) console.error(e);
   }
@@ -190,12 +213,71 @@ async function loadMembers(roomId) {
     members.push(...page.items);
     cursor = page.next_cursor;
   } while (cursor);
-  for (const m of members) state.users.set(m.user.id, m.user);
+  for (const m of members) {
+    state.users.set(m.user.id, m.user);
+    // Markers others set before this page opened; live events move them on.
+    if (m.user.id !== me().id && m.last_read_seq > (chat.reads.get(m.user.id) || 0)) {
+      chat.reads.set(m.user.id, m.last_read_seq);
+    }
+  }
+  chat.members = members;
   chat.membersLoaded = true;
   const room = state.rooms.get(roomId);
   if (room && room.kind === "dm") room.dm_other = members.find((m) => m.user.id !== me().id)?.user.id;
+  const unknown = members.map((m) => m.user.id).filter((id) => id !== me().id && !state.presence.has(id));
+  if (unknown.length) loadPresence(unknown);
   return members;
 }
+
+// ---------------------------------------------------------------- presence
+
+/// Asks for the presence of `ids` (default: everyone known), 100 at a time.
+async function loadPresence(ids) {
+  const wanted = (ids || [...state.users.keys()]).filter((id) => id !== me()?.id);
+  for (let i = 0; i < wanted.length; i += 100) {
+    try {
+      const answer = await api("GET", "/v1/presence?user_ids=" + wanted.slice(i, i + 100).join(","));
+      for (const [id, status] of Object.entries(answer.presence)) state.presence.set(id, status);
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 401)) console.error(e);
+    }
+  }
+  renderPresence();
+}
+
+function presenceDot(userId) {
+  const status = state.presence.get(userId) || "offline";
+  return h("span", { class: "presence " + status, "data-user": userId, title: status, role: "img", "aria-label": status });
+}
+
+function renderPresence() {
+  renderRooms();
+  const room = state.current && state.rooms.get(state.current);
+  const dot = $("#room-presence");
+  if (room && room.kind === "dm" && room.dm_other) {
+    const status = state.presence.get(room.dm_other) || "offline";
+    dot.className = "presence " + status;
+    dot.title = status;
+    dot.setAttribute("role", "img");
+    dot.setAttribute("aria-label", status);
+    dot.hidden = false;
+  } else {
+    dot.hidden = true;
+  }
+  if (!$("#members").hidden) renderMembers();
+}
+
+// Away after a while in the background, online again on return.
+let awayTimer = null;
+document.addEventListener("visibilitychange", () => {
+  clearTimeout(awayTimer);
+  if (!session.signedIn) return;
+  if (document.visibilityState === "hidden") {
+    awayTimer = setTimeout(() => live.ready && live.request({ type: "presence.set", status: "away" }).catch(() => {}), 120_000);
+  } else if (live.ready) {
+    live.request({ type: "presence.set", status: "online" }).catch(() => {});
+  }
+});
 
 // ---------------------------------------------------------------- banner
 
@@ -226,6 +308,9 @@ live.addEventListener("ready", (e) => {
   // History fetched before the stream began may miss a message sent in
   // between; the newest page is merged again (by id, so nothing doubles).
   if (state.current && chatOf(state.current).loaded) mergeNewest(state.current);
+  // Presence and calls changed while away are not replayed: ask again.
+  if (state.rooms_loaded) loadPresence();
+  if (state.current) loadCallState(state.current);
 });
 
 async function mergeNewest(roomId) {
@@ -259,6 +344,9 @@ live.addEventListener("frame", (e) => {
       return onTyping(f);
     case "message.read":
       return onRead(f);
+    case "presence.update":
+      state.presence.set(f.user_id, f.status);
+      return renderPresence();
     case "resume.reset":
       return onReset(f.room_id);
     case "room.member_joined":
@@ -370,7 +458,7 @@ function renderRooms() {
       const link = h(
         "a",
         { href: "#/room/" + room.id, "data-room": room.id },
-        h("span", { class: "name" }, roomName(room)),
+        h("span", { class: "name" }, room.kind === "dm" && room.dm_other ? presenceDot(room.dm_other) : null, roomName(room)),
         unread ? h("span", { class: "badge", "aria-label": `${unread} unread` }, String(unread)) : h("span"),
         h("span", { class: "last" }, preview(room.last_message)),
       );
@@ -396,33 +484,59 @@ sidebarAction($("#create-room"), async (f) => {
 });
 
 sidebarAction($("#start-dm"), async (f) => {
-  const wanted = String(f.get("username")).trim().toLowerCase().replace(/^@/, "");
-  const userId = await findUser(wanted);
-  if (!userId) throw new Error(`No one called ${wanted} shares a room with you. Invite them to a room first.`);
-  const room = await api("POST", "/v1/dms", { user_id: userId });
+  const wanted = String(f.get("username")).trim().replace(/^@/, "");
+  let user;
+  try {
+    user = await api("GET", "/v1/users/by-username/" + encodeURIComponent(wanted));
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) throw new Error(`There is no one called ${wanted} here.`);
+    throw e;
+  }
+  if (user.id === me().id) throw new Error("That is you.");
+  state.users.set(user.id, user);
+  const room = await api("POST", "/v1/dms", { user_id: user.id });
   await loadRooms();
   location.hash = "#/room/" + room.id;
 });
 
-// The API looks people up only by id, so a username is found among the
-// members of the caller's rooms (or taken as an id if it is one).
-async function findUser(username) {
-  if (/^[0-9a-f-]{36}$/.test(username)) return username;
-  for (const u of state.users.values()) if (u.username === username) return u.id;
-  for (const room of state.rooms.values()) {
-    const members = await loadMembers(room.id);
-    const m = members.find((m) => m.user.username === username);
-    if (m) return m.user.id;
-  }
-  return null;
+const ROOM_ID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i;
+
+async function joinRoom(roomId) {
+  await api("POST", `/v1/rooms/${roomId}/join`);
+  await loadRooms();
+  location.hash = "#/room/" + roomId;
 }
 
+// A room id or link joins at once; anything else searches the directory.
 sidebarAction($("#join-room"), async (f) => {
-  const m = String(f.get("room")).match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i);
-  if (!m) throw new Error("That is not a room id or link.");
-  await api("POST", `/v1/rooms/${m[0]}/join`);
-  await loadRooms();
-  location.hash = "#/room/" + m[0];
+  const text = String(f.get("room")).trim();
+  const id = text.match(ROOM_ID);
+  if (id) return joinRoom(id[0]);
+  const page = await api("GET", "/v1/rooms/public?limit=50" + (text ? "&q=" + encodeURIComponent(text) : ""));
+  const list = $("#directory");
+  if (!page.items.length) {
+    list.replaceChildren(h("li", { class: "empty" }, text ? `No public room is called anything like “${text}”.` : "There are no public rooms yet."));
+    return;
+  }
+  list.replaceChildren(
+    ...page.items.map((room) =>
+      h(
+        "li",
+        { "data-room": room.id },
+        h("span", { class: "name" }, room.name),
+        h("span", { class: "count" }, `${room.member_count} ${room.member_count === 1 ? "member" : "members"}`),
+        room.my_role
+          ? h("a", { href: "#/room/" + room.id, class: "quiet button" }, "Open")
+          : h("button", { type: "button", class: "quiet", onclick: (e) => {
+              e.target.disabled = true;
+              joinRoom(room.id).catch((err) => {
+                e.target.disabled = false;
+                showError(sidebarError, err);
+              });
+            } }, "Join"),
+      ),
+    ),
+  );
 });
 
 sidebarAction($("#accept-invite"), async (f) => {
@@ -458,6 +572,9 @@ async function route() {
     }
     return;
   }
+  if (location.hash === "#/admin") return openAdmin();
+  $("#admin").hidden = true;
+  state.view = "rooms";
   const roomId = location.hash.match(/^#\/room\/([0-9a-f-]+)$/)?.[1] || null;
   openRoom(roomId);
 }
@@ -476,15 +593,20 @@ function openRoom(roomId) {
   $("#room").hidden = !roomId;
   $("#placeholder").hidden = !!roomId;
   $("#invite-box").hidden = true;
+  $("#members").hidden = true;
+  $("#members-toggle").setAttribute("aria-expanded", "false");
+  if (state.replyTo && state.replyTo.room_id !== roomId) setReply(null);
   renderRooms();
   if (!roomId) return;
   const room = state.rooms.get(roomId);
   $("#room-title").textContent = roomName(room);
+  renderPresence();
   $("#invite").hidden = room.kind === "dm" || !["owner", "moderator"].includes(room.my_role);
   $("#message-list").replaceChildren();
   rendered.clear();
   const chat = chatOf(roomId);
-  if (!chat.membersLoaded) loadMembers(roomId).then(() => state.current === roomId && renderMessages(), () => {});
+  if (!chat.membersLoaded) loadMembers(roomId).then(() => state.current === roomId && (renderMessages(), renderPresence()), () => {});
+  loadCallState(roomId);
   if (!chat.loaded) loadHistory(roomId);
   else {
     renderMessages(true);
@@ -589,7 +711,9 @@ function renderMessages(toBottom = false) {
   for (const m of list) {
     const seen = m === seenMsg ? seenBy.join(", ") : "";
     const who = m.kind === "system" ? systemText(m) : nameOf(m.sender_id);
-    const version = [m.body, m.edited_at, m.deleted_at, seen, who].join("\u0000");
+    const quoted = m.reply_to ? chat.messages.get(m.reply_to) || chat.quoted.get(m.reply_to) : null;
+    const quote = quoted ? [quoted.body, quoted.deleted_at].join("|") : "";
+    const version = [m.body, m.edited_at, m.deleted_at, seen, who, quote].join("\u0000");
     let r = rendered.get(m.id);
     if (!r || (r.version !== version && r.el.dataset.editing !== "1")) {
       r = { el: messageElement(m, seen), version };
@@ -635,10 +759,13 @@ function messageElement(m, seen) {
     li.append(h("p", { class: "body deleted" }, "This message was deleted."));
     return li;
   }
+  if (m.reply_to) li.append(quoteOf(m.room_id, m.reply_to));
   if (m.body) li.append(h("p", { class: "body" }, m.body));
   for (const a of m.attachments || []) li.append(attachmentElement(a, alertError));
+  const tools = h("div", { class: "tools" });
+  tools.append(h("button", { type: "button", class: "quiet reply", onclick: () => setReply(m) }, "Reply"));
+  li.append(tools);
   if (mine) {
-    const tools = h("div", { class: "tools" });
     if (m.kind === "text" || m.body) {
       tools.append(h("button", { type: "button", class: "quiet edit", onclick: () => startEdit(li, m) }, "Edit"));
     }
@@ -656,11 +783,82 @@ function messageElement(m, seen) {
       live.request({ type: "message.delete", room_id: m.room_id, message_id: m.id }).catch((e) => alertError(e));
     });
     tools.append(del);
-    li.append(tools);
   }
   if (seen) li.append(h("p", { class: "seen" }, "Seen by " + seen));
   return li;
 }
+
+/// What a reply quotes: the sender and the start of the message, a link that
+/// scrolls to it when it is loaded.
+function quoteOf(roomId, messageId) {
+  const chat = chatOf(roomId);
+  const target = chat.messages.get(messageId) || chat.quoted.get(messageId);
+  if (!target && !chat.quoted.has(messageId)) fetchQuoted(roomId, messageId);
+  const text = !target
+    ? "an earlier message"
+    : target.deleted_at
+      ? "a deleted message"
+      : `${target.sender_id === me().id ? "You" : nameOf(target.sender_id)}: ${excerpt(target)}`;
+  return h(
+    "a",
+    {
+      class: "quote",
+      href: "#/room/" + roomId,
+      "data-reply-to": messageId,
+      onclick: (e) => {
+        e.preventDefault();
+        jumpTo(roomId, messageId);
+      },
+    },
+    "↩ " + text,
+  );
+}
+
+/// Scrolls to a message, loading older pages until it is among them.
+async function jumpTo(roomId, messageId) {
+  const chat = chatOf(roomId);
+  for (let i = 0; i < 40 && !chat.messages.has(messageId) && chat.hasMore && state.current === roomId; i++) {
+    if (chat.loadingOlder) await new Promise((r) => setTimeout(r, 100)); // a scroll's load is under way
+    else await loadOlder();
+  }
+  const el = document.querySelector(`#message-list [data-id="${messageId}"]`);
+  if (!el) return;
+  el.scrollIntoView({ block: "center" });
+  el.classList.add("flash");
+  setTimeout(() => el.classList.remove("flash"), 1500);
+}
+
+// The original of a reply, fetched on its own: it is kept apart from the
+// loaded pages, whose oldest message anchors the next older page.
+async function fetchQuoted(roomId, messageId) {
+  const chat = chatOf(roomId);
+  chat.quoted.set(messageId, null);
+  try {
+    chat.quoted.set(messageId, await api("GET", `/v1/rooms/${roomId}/messages/${messageId}`));
+    if (state.current === roomId) renderMessages();
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 404)) chat.quoted.delete(messageId);
+  }
+}
+
+function excerpt(m) {
+  const text = m.body || (m.kind === "image" ? "an image" : m.kind === "file" ? "a file" : "");
+  return text.length > 80 ? text.slice(0, 80) + "…" : text;
+}
+
+function setReply(m) {
+  state.replyTo = m;
+  $("#reply-bar").hidden = !m;
+  if (m) {
+    $("#reply-text").textContent = `Replying to ${m.sender_id === me().id ? "yourself" : nameOf(m.sender_id)}: ${excerpt(m)}`;
+    $("#composer-input").focus();
+  }
+}
+
+$("#reply-cancel").addEventListener("click", () => {
+  setReply(null);
+  $("#composer-input").focus();
+});
 
 function startEdit(li, m) {
   li.dataset.editing = "1";
@@ -725,6 +923,7 @@ input.addEventListener("keydown", (e) => {
     e.preventDefault();
     sendText();
   }
+  if (e.key === "Escape" && state.replyTo) setReply(null);
 });
 
 input.addEventListener("input", () => {
@@ -747,18 +946,20 @@ function sendText() {
   input.value = "";
   grow();
   lastTyping = 0;
-  send(state.current, { body });
+  const replyTo = state.replyTo?.room_id === state.current ? state.replyTo.id : null;
+  setReply(null);
+  send(state.current, { body, replyTo });
 }
 
 /// Sends a message over the socket with a fresh `client_msg_id`; shown as
 /// pending until the server has it. A send cut off by a reconnect goes again
 /// with the same id, so it is stored once.
-function send(roomId, { body, attachments }) {
+function send(roomId, { body, attachments, replyTo = null }) {
   const chat = chatOf(roomId);
   const client_msg_id = newClientMsgId();
   chat.pending.set(client_msg_id, { body: body || (attachments ? "Attachment" : "") });
   if (state.current === roomId) renderMessages(true);
-  const frame = { type: "message.send", room_id: roomId, client_msg_id, reply_to: null };
+  const frame = { type: "message.send", room_id: roomId, client_msg_id, reply_to: replyTo };
   if (body) frame.body = body;
   if (attachments) frame.attachments = attachments;
   live.request(frame, { retry: true }).then(
@@ -885,6 +1086,21 @@ function fillTile(tile, { name, stream, local, videoOn, speaking, audioMuted }) 
   tile.dataset.video = hasVideo ? "on" : "off";
 }
 
+// A call already going on when the room opens: `call.state` events tell
+// only of changes, the room's call records of what is.
+async function loadCallState(roomId) {
+  try {
+    const page = await api("GET", `/v1/rooms/${roomId}/calls?limit=1`);
+    const call = page.items[0];
+    const here = call && !call.ended_at ? call.participants.filter((p) => !p.left_at).length : 0;
+    if (here > 0) state.callStates.set(roomId, here);
+    else state.callStates.delete(roomId);
+    if (state.current === roomId) renderCall();
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) console.error(e);
+  }
+}
+
 function renderCall() {
   const call = state.call;
   if (call && call.ended) {
@@ -947,6 +1163,144 @@ function renderCall() {
   if ([...c.participants.values()].some((p) => !state.users.has(p.user_id)) && !c.loadingMembers) {
     c.loadingMembers = true;
     loadMembers(c.roomId).then(renderCall, () => {});
+  }
+}
+
+// ---------------------------------------------------------------- members
+
+$("#members-toggle").addEventListener("click", async () => {
+  const panel = $("#members");
+  const open = panel.hidden;
+  panel.hidden = !open;
+  $("#members-toggle").setAttribute("aria-expanded", String(open));
+  if (!open || !state.current) return;
+  renderMembers();
+  const roomId = state.current;
+  try {
+    await loadMembers(roomId);
+    if (state.current === roomId) renderMembers();
+  } catch (e) {
+    alertError(e);
+  }
+});
+
+const ROLE_ORDER = { owner: 0, moderator: 1, member: 2 };
+
+function renderMembers() {
+  const chat = state.current && chatOf(state.current);
+  if (!chat) return;
+  const members = [...chat.members].sort(
+    (a, b) => ROLE_ORDER[a.role] - ROLE_ORDER[b.role] || nameOf(a.user.id).localeCompare(nameOf(b.user.id)),
+  );
+  $("#members").replaceChildren(
+    ...members.map((m) =>
+      h(
+        "li",
+        { "data-user": m.user.id },
+        m.user.id === me().id ? presenceDotOf("online") : presenceDot(m.user.id),
+        h("span", { class: "name" }, nameOf(m.user.id) + (m.user.id === me().id ? " (you)" : "")),
+        h("span", { class: "handle" }, "@" + m.user.username),
+        m.role === "member" ? null : h("span", { class: "role" }, m.role),
+      ),
+    ),
+  );
+}
+
+function presenceDotOf(status) {
+  return h("span", { class: "presence " + status, title: status, role: "img", "aria-label": status });
+}
+
+// ---------------------------------------------------------------- admin
+
+const admin = { query: "", role: "", cursor: null, loading: false };
+
+function openAdmin() {
+  if (!isAdmin(me())) {
+    location.hash = "#/";
+    return;
+  }
+  state.view = "admin";
+  state.current = null;
+  renderRooms();
+  $("#shell").classList.add("in-room");
+  $("#room").hidden = true;
+  $("#placeholder").hidden = true;
+  $("#admin").hidden = false;
+  loadAdminUsers(true);
+}
+
+$("#admin-search").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const f = new FormData(e.target);
+  admin.query = String(f.get("q") || "").trim();
+  admin.role = String(f.get("role") || "");
+  loadAdminUsers(true);
+});
+
+$("#admin-more").addEventListener("click", () => loadAdminUsers(false));
+
+async function loadAdminUsers(fresh) {
+  if (admin.loading) return;
+  admin.loading = true;
+  $("#admin-error").hidden = true;
+  try {
+    if (fresh) admin.cursor = null;
+    const params = new URLSearchParams({ limit: "50" });
+    if (admin.query) params.set("q", admin.query);
+    if (admin.role) params.set("role", admin.role);
+    if (admin.cursor) params.set("cursor", admin.cursor);
+    const page = await api("GET", "/v1/admin/users?" + params);
+    const rows = page.items.map(adminRow);
+    if (fresh) $("#admin-users").replaceChildren(...rows);
+    else $("#admin-users").append(...rows);
+    admin.cursor = page.next_cursor;
+    $("#admin-more").hidden = !page.next_cursor;
+  } catch (e) {
+    showError($("#admin-error"), e);
+  } finally {
+    admin.loading = false;
+  }
+}
+
+function adminRow(user) {
+  const self = user.id === me().id;
+  const superAdmin = me().role === "super_admin";
+  const actions = h("td", { class: "actions-cell" });
+  // Admins manage users; a super_admin manages anyone; nobody themselves.
+  const mayManage = !self && (superAdmin || user.role === "user");
+  if (superAdmin && !self && user.role !== "super_admin") {
+    const next = user.role === "admin" ? "user" : "admin";
+    actions.append(
+      h("button", { type: "button", class: "quiet", onclick: () => adminAct(user, "role", { role: next }) },
+        next === "admin" ? "Make admin" : "Remove admin"),
+    );
+  }
+  if (mayManage) {
+    actions.append(
+      user.disabled
+        ? h("button", { type: "button", class: "quiet", onclick: () => adminAct(user, "enable") }, "Enable")
+        : h("button", { type: "button", class: "danger", onclick: () => adminAct(user, "disable") }, "Disable"),
+    );
+  }
+  return h(
+    "tr",
+    { "data-user": user.id },
+    h("td", {}, h("span", { class: "name" }, user.display_name), " ", h("span", { class: "handle" }, "@" + user.username)),
+    h("td", { class: "email" }, user.email),
+    h("td", { class: "role" }, user.role),
+    h("td", { class: "status" }, user.disabled ? "disabled" : "active"),
+    actions,
+  );
+}
+
+async function adminAct(user, action, body) {
+  $("#admin-error").hidden = true;
+  try {
+    const updated = await api("POST", `/v1/admin/users/${user.id}/${action}`, body);
+    const row = document.querySelector(`#admin-users tr[data-user="${user.id}"]`);
+    row?.replaceWith(adminRow(updated));
+  } catch (e) {
+    showError($("#admin-error"), e);
   }
 }
 

@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{patch, post};
+use axum::routing::{get, post};
 use axum::Router;
 use roost_core::chat::{History, Outgoing};
 use roost_core::model::Message;
@@ -20,7 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/rooms/{id}/messages", post(send).get(history))
         .route(
             "/v1/rooms/{id}/messages/{message_id}",
-            patch(edit).delete(remove),
+            get(show).patch(edit).delete(remove),
         )
         .route("/v1/rooms/{id}/read", post(read))
 }
@@ -125,6 +125,21 @@ pub async fn history(
             .chat
             .history(&actor, room_id, q.before, q.after, q.limit)
             .await?,
+    ))
+}
+
+/// One message (a deleted one as its tombstone), for the room's members: what
+/// a client shows for a reply whose original is not in the pages it loaded.
+#[utoipa::path(get, path = "/v1/rooms/{id}/messages/{message_id}", tag = "messages", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("message_id" = Uuid, Path)),
+    responses((status = 200, body = Message), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Path((room_id, message_id)): Path<(Uuid, Uuid)>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(
+        state.core.chat.get(&actor, room_id, message_id).await?,
     ))
 }
 

@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use roost_core::model::{Invite, Member, MemberRole, Page, RoomView, Visibility};
+use roost_core::pagination::PageRequest;
 use roost_core::rooms::{NewInvite, NewRoom, RoomPatch};
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{double_option, PageQuery};
@@ -20,6 +21,7 @@ use crate::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/rooms", post(create).get(list))
+        .route("/v1/rooms/public", get(directory))
         .route("/v1/rooms/{id}", get(show).patch(update).delete(remove))
         .route("/v1/rooms/{id}/join", post(join))
         .route("/v1/rooms/{id}/leave", post(leave))
@@ -119,6 +121,37 @@ pub async fn list(
 ) -> ApiResult<Json<Page<RoomView>>> {
     Ok(Json(
         state.core.rooms.mine(&actor, &q.request(&state)?).await?,
+    ))
+}
+
+/// `?q=&limit=&cursor=` of the public room directory.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryQuery {
+    /// Only rooms whose name contains this, ignoring case (up to 100 characters).
+    pub q: Option<String>,
+    /// Items per page (default 50, at most 100 unless configured otherwise).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The server's public group rooms by name, for anyone signed in; `my_role`
+/// tells which the caller is already in.
+#[utoipa::path(get, path = "/v1/rooms/public", tag = "rooms", security(("bearer" = [])), params(DirectoryQuery),
+    responses((status = 200, body = Page<RoomView>), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn directory(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Query(q): Query<DirectoryQuery>,
+) -> ApiResult<Json<Page<RoomView>>> {
+    let page = PageRequest::new(q.limit, q.cursor.as_deref(), state.core.pages)?;
+    Ok(Json(
+        state
+            .core
+            .rooms
+            .directory(&actor, q.q.as_deref(), &page)
+            .await?,
     ))
 }
 

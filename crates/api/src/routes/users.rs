@@ -16,6 +16,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/users/me", patch(update_me))
         .route("/v1/users/{id}", get(profile))
+        .route("/v1/users/by-username/{username}", get(by_username))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -52,4 +53,18 @@ pub async fn profile(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<PublicUser>> {
     Ok(Json(state.core.users.profile(id).await?))
+}
+
+/// The enabled account with exactly this username (ignoring case), to start a
+/// direct message with someone who shares no room with the caller. There is
+/// no prefix search: a name must be known in full.
+#[utoipa::path(get, path = "/v1/users/by-username/{username}", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)),
+    responses((status = 200, body = PublicUser), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn by_username(
+    State(state): State<AppState>,
+    _caller: AuthUser,
+    Path(username): Path<String>,
+) -> ApiResult<Json<PublicUser>> {
+    Ok(Json(state.core.users.by_username(&username).await?))
 }

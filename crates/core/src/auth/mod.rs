@@ -26,6 +26,9 @@ pub struct AuthConfig {
     pub access_ttl: Duration,
     /// A session lapses after this long without a refresh.
     pub refresh_ttl: Duration,
+    /// How long after its use a refresh token may be exchanged again, for a
+    /// client whose refresh answer was lost; zero turns this off.
+    pub refresh_reuse_grace: Duration,
     /// An account registering with this email becomes super_admin.
     pub super_admin_email: Option<String>,
     /// Whether `POST /v1/auth/register` is open to anyone.
@@ -39,6 +42,7 @@ impl Default for AuthConfig {
         AuthConfig {
             access_ttl: Duration::from_secs(token::MAX_ACCESS_TTL_SECS),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(30),
             super_admin_email: None,
             registration_open: true,
             hash_concurrency: 4,
@@ -240,7 +244,9 @@ impl Auth {
         })
     }
 
-    /// Exchanges a refresh token for a new pair. A token used twice revokes its session.
+    /// Exchanges a refresh token for a new pair. A token used twice revokes
+    /// its session, unless the second use comes within the reuse grace and
+    /// nothing issued after the first has been used.
     pub async fn refresh(&self, refresh_token: &str) -> Result<AuthSession> {
         let next = random_token(32);
         let now = Utc::now().timestamp_millis();
@@ -251,6 +257,7 @@ impl Auth {
                 &hash_refresh_token(&next),
                 now,
                 now + self.config.refresh_ttl.as_millis() as i64,
+                self.config.refresh_reuse_grace.as_millis() as i64,
             )
             .await?;
         match outcome {
@@ -397,5 +404,96 @@ mod tests {
             .await
             .unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
+    }
+
+    async fn auth_on_test_database(dir: &std::path::Path) -> (Auth, Store) {
+        let store = Store::connect(&StoreOptions {
+            url: crate::store::testing::fresh_database_url(dir).await,
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let config = AuthConfig {
+            hash_concurrency: 1,
+            ..AuthConfig::default()
+        };
+        let auth = Auth::new(store.clone(), &[9u8; 32], config, Bus::in_process(16))
+            .await
+            .unwrap();
+        (auth, store)
+    }
+
+    async fn registered(auth: &Auth) -> AuthSession {
+        let reg = Registration {
+            email: "ada@example.org".into(),
+            username: "ada".into(),
+            password: "a long enough secret".into(),
+            display_name: None,
+        };
+        auth.register(reg, &ClientInfo::default()).await.unwrap()
+    }
+
+    fn code(err: CoreError) -> &'static str {
+        match err {
+            CoreError::Unauthorized { code, .. } => code,
+            other => panic!("expected an authorization error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_refresh_answer_may_be_retried_only_within_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, store) = auth_on_test_database(dir.path()).await;
+        let session = registered(&auth).await;
+        let first = session.tokens.refresh_token;
+
+        // The answer to this refresh never reached the client.
+        let lost = auth.refresh(&first).await.unwrap().tokens.refresh_token;
+        let retried = auth
+            .refresh(&first)
+            .await
+            .expect("a retry within the grace");
+        let retried = retried.tokens.refresh_token;
+        assert_ne!(retried, lost, "the retry gets a token of its own");
+        let next = auth
+            .refresh(&retried)
+            .await
+            .expect("the retried token works");
+
+        // Now a successor is in use: the first token again is a replay.
+        assert_eq!(
+            code(auth.refresh(&first).await.unwrap_err()),
+            "refresh_token_reused"
+        );
+        assert_eq!(
+            code(auth.refresh(&next.tokens.refresh_token).await.unwrap_err()),
+            "unauthorized",
+            "the replay ended the session"
+        );
+
+        // Past the grace, a used token is a replay even with no successor used.
+        let other = auth
+            .login(
+                "ada@example.org",
+                "a long enough secret",
+                &ClientInfo::default(),
+            )
+            .await
+            .unwrap();
+        let token = other.tokens.refresh_token;
+        auth.refresh(&token).await.unwrap();
+        let grace = auth.config().refresh_reuse_grace.as_millis() as i64;
+        sqlx::query("UPDATE refresh_tokens SET used_at = used_at - $1 WHERE token_hash = $2")
+            .bind(grace + 1)
+            .bind(hash_refresh_token(&token))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            code(auth.refresh(&token).await.unwrap_err()),
+            "refresh_token_reused"
+        );
     }
 }

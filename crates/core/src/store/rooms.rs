@@ -40,6 +40,7 @@ pub struct MemberRow {
     pub user_created_at: i64,
     pub role: String,
     pub joined_at: i64,
+    pub last_read_seq: i64,
 }
 
 /// An `invites` row.
@@ -60,7 +61,7 @@ const ROOM_COLUMNS: &str = "r.id, r.kind, r.name, r.topic, r.visibility, r.max_c
 
 const MEMBER_COLUMNS: &str =
     "m.user_id, u.username, u.display_name, u.created_at AS user_created_at, \
-     m.role, m.joined_at";
+     m.role, m.joined_at, m.last_read_seq";
 
 const INVITE_COLUMNS: &str = "code, room_id, created_by, created_at, expires_at, max_uses, uses";
 
@@ -156,6 +157,45 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|j| (j.room, j.my_role, j.unread))
+            .collect())
+    }
+
+    /// Public group rooms ordered by lowercased name, then id, with
+    /// `user_id`'s role where they are a member and each room's sort key.
+    /// `name_like` is a lowercase `LIKE` pattern with `\\` as its escape.
+    pub async fn public_rooms(
+        &self,
+        user_id: &str,
+        name_like: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<(RoomRow, Option<String>, String)>> {
+        #[derive(FromRow)]
+        struct Listed {
+            #[sqlx(flatten)]
+            room: RoomRow,
+            my_role: Option<String>,
+            sort_key: String,
+        }
+        let sql = format!(
+            "SELECT {ROOM_COLUMNS}, me.role AS my_role, lower(r.name) AS sort_key \
+             FROM rooms r LEFT JOIN room_members me ON me.room_id = r.id AND me.user_id = $1 \
+             WHERE r.kind = 'group' AND r.visibility = 'public' \
+             AND ($2 IS NULL OR lower(r.name) LIKE $2 ESCAPE '\\') \
+             AND ($3 IS NULL OR lower(r.name) > $3 OR (lower(r.name) = $3 AND r.id > $4)) \
+             ORDER BY lower(r.name), r.id LIMIT $5"
+        );
+        let rows: Vec<Listed> = sqlx::query_as(&sql)
+            .bind(user_id)
+            .bind(name_like)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1).unwrap_or(""))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|l| (l.room, l.my_role, l.sort_key))
             .collect())
     }
 

@@ -2,7 +2,11 @@
 //!
 //! A session is one refresh-token family. Each refresh marks the presented
 //! token used and issues the next; presenting a used token again means it was
-//! stolen or replayed, so the whole session is revoked.
+//! stolen or replayed, so the whole session is revoked. The one exception is
+//! a client that never received the answer to its refresh (a reload or a
+//! dropped connection cut it off): for a short grace period after its use, and
+//! only while no token issued after it has been used, a token may be
+//! exchanged again.
 
 use sqlx::FromRow;
 
@@ -68,13 +72,16 @@ impl Store {
         tx.commit().await
     }
 
-    /// Exchanges the refresh token hashed as `token_hash` for `new_hash`.
+    /// Exchanges the refresh token hashed as `token_hash` for `new_hash`. A
+    /// token used at most `grace_ms` ago, none of whose successors has been
+    /// used, is exchanged again rather than treated as replayed.
     pub async fn rotate_refresh_token(
         &self,
         token_hash: &str,
         new_hash: &str,
         now: i64,
         expires_at: i64,
+        grace_ms: i64,
     ) -> Result<RefreshOutcome> {
         let mut tx = self.begin_write().await?;
         let found: Option<(String, Option<i64>, String)> = sqlx::query_as(
@@ -98,7 +105,23 @@ impl Store {
             .await?
             .rows_affected()
                 == 1;
-        if !claimed {
+        let retried = match used_at {
+            Some(used_at) if !claimed && grace_ms > 0 && now - used_at <= grace_ms => {
+                // A successor in use means the client did get its answer.
+                let successors_used: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = $1 \
+                     AND created_at >= $2 AND used_at IS NOT NULL AND token_hash <> $3",
+                )
+                .bind(&session_id)
+                .bind(used_at)
+                .bind(token_hash)
+                .fetch_one(&mut *tx.tx)
+                .await?;
+                successors_used == 0
+            }
+            _ => false,
+        };
+        if !claimed && !retried {
             sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(&session_id)
                 .bind(now)

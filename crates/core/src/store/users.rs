@@ -81,6 +81,14 @@ impl Store {
             .await?)
     }
 
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE username = $1");
+        Ok(sqlx::query_as(&sql)
+            .bind(username)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1");
         Ok(sqlx::query_as(&sql)
