@@ -55,6 +55,7 @@ enum Cmd {
     },
     /// Stop at once, without a word to the other side.
     Vanish,
+    Move,
 }
 
 /// A running client.
@@ -165,6 +166,13 @@ impl Client {
         let _ = self.cmd.send(Cmd::KeyframeRequest { track });
     }
 
+    /// Moves to a new local port, as a browser switching to another of its
+    /// network paths does: the old socket closes, and a binding request that
+    /// nominates the new path (USE-CANDIDATE) goes out from the new one.
+    pub fn move_to_new_port(&self) {
+        let _ = self.cmd.send(Cmd::Move);
+    }
+
     /// Goes silent without closing anything, as a client whose network
     /// vanished does.
     pub fn vanish(&self) {
@@ -199,6 +207,15 @@ async fn drive(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut lose = 0usize;
+    // ICE credentials from the SDPs: ours, and the remote side's (ufrag, pwd).
+    let mut ours: Option<(String, String)> = None;
+    let mut theirs: Option<(String, String)> = None;
+    let mut socket = socket;
+    let mut remote: Option<SocketAddr> = None;
+    // Nominating requests still to send after a move: the server answers one
+    // only once the new pair has passed a check of its own, so, like a
+    // browser's pings on its selected pair, they repeat.
+    let mut nominations = 0u8;
     loop {
         while let Some((to, datagram)) = peer.poll_transmit() {
             let _ = socket.send_to(&datagram, to).await;
@@ -224,17 +241,32 @@ async fn drive(
                 return;
             }
         }
-        let deadline = peer
+        let mut deadline = peer
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        if nominations > 0 {
+            deadline = deadline.min(Instant::now() + Duration::from_millis(100));
+        }
         tokio::select! {
             c = cmd.recv() => {
                 let now = Instant::now();
                 match c {
                     None => break,
-                    Some(Cmd::Offer(reply)) => { let _ = reply.send(peer.offer(now).and_then(|o| o.ok_or(MediaError::Conflict("an offer is already out".into())))); }
-                    Some(Cmd::AcceptAnswer(sdp, reply)) => { let _ = reply.send(peer.accept_answer(sdp, now)); }
-                    Some(Cmd::Answer(sdp, reply)) => { let _ = reply.send(peer.answer(sdp, now)); }
+                    Some(Cmd::Offer(reply)) => {
+                        let offer = peer.offer(now).and_then(|o| o.ok_or(MediaError::Conflict("an offer is already out".into())));
+                        if let Ok(sdp) = &offer { ours = ice_credentials(sdp); }
+                        let _ = reply.send(offer);
+                    }
+                    Some(Cmd::AcceptAnswer(sdp, reply)) => {
+                        theirs = ice_credentials(&sdp);
+                        let _ = reply.send(peer.accept_answer(sdp, now));
+                    }
+                    Some(Cmd::Answer(sdp, reply)) => {
+                        theirs = ice_credentials(&sdp);
+                        let answer = peer.answer(sdp, now);
+                        if let Ok(sdp) = &answer { ours = ice_credentials(sdp); }
+                        let _ = reply.send(answer);
+                    }
                     Some(Cmd::Send { seq, ts, payload, marker, audio_level }) => {
                         if let (Some((id, mime)), Some(ssrc)) = (&sender, ssrc) {
                             let packet = Rtp { ssrc, seq, ts, marker, payload_type: 0, payload, audio_level };
@@ -245,10 +277,16 @@ async fn drive(
                     Some(Cmd::Nack { track, seq }) => { let _ = peer.nack(&track, seq, now); }
                     Some(Cmd::KeyframeRequest { track }) => { let _ = peer.request_keyframe(&track, now); }
                     Some(Cmd::Vanish) => return,
+                    Some(Cmd::Move) => {
+                        let Ok(moved) = UdpSocket::bind(SocketAddr::new(socket.local_addr().map(|a| a.ip()).unwrap_or([127, 0, 0, 1].into()), 0)).await else { break };
+                        socket = moved;
+                        nominations = 10;
+                    }
                 }
             }
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { break };
+                remote = Some(from);
                 let datagram = &buf[..n];
                 // RTP, not RTCP (RFC 5761: RTCP packet types 192-223 in the second byte).
                 let is_rtp = n > 1 && (128..192).contains(&datagram[0]) && !(192..224).contains(&datagram[1]);
@@ -260,8 +298,57 @@ async fn drive(
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 let _ = peer.handle_timeout(Instant::now());
+                if nominations > 0 {
+                    nominations -= 1;
+                    if let (Some(ours), Some(theirs), Some(to)) = (&ours, &theirs, remote) {
+                        if let Some(request) = nominating_request(ours, theirs) {
+                            let _ = socket.send_to(&request, to).await;
+                        }
+                    }
+                }
             }
         }
     }
     peer.close();
+}
+
+/// `a=ice-ufrag` and `a=ice-pwd` of an SDP.
+fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+    let value = |key: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .map(str::to_owned)
+    };
+    Some((value("a=ice-ufrag:")?, value("a=ice-pwd:")?))
+}
+
+/// A binding request that nominates the path it is sent on, as a
+/// controlling agent sends it: USERNAME `theirs:ours`, USE-CANDIDATE,
+/// ICE-CONTROLLING, PRIORITY, MESSAGE-INTEGRITY with their password, FINGERPRINT.
+fn nominating_request(ours: &(String, String), theirs: &(String, String)) -> Option<Vec<u8>> {
+    use rtc::ice::attributes::{
+        control::AttrControlling, priority::PriorityAttr, use_candidate::UseCandidateAttr,
+    };
+    use rtc::stun::{attributes::ATTR_USERNAME, fingerprint::FINGERPRINT};
+    use rtc::stun::{integrity::MessageIntegrity, message, textattrs::Username};
+    let provider = rtc::crypto::default_provider().ok()?;
+    let mut msg = message::Message::new();
+    msg.build(&[
+        Box::new(message::BINDING_REQUEST),
+        Box::new(message::TransactionId::new()),
+        Box::new(Username::new(
+            ATTR_USERNAME,
+            format!("{}:{}", theirs.0, ours.0),
+        )),
+        Box::<UseCandidateAttr>::default(),
+        Box::new(AttrControlling(rand::random())),
+        Box::new(PriorityAttr(2_130_706_431)),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+            theirs.1.clone(),
+            provider.crypto(),
+        )),
+        Box::new(FINGERPRINT),
+    ])
+    .ok()?;
+    Some(msg.raw)
 }

@@ -36,6 +36,14 @@ const HEADER_LEN: usize = 20;
 /// The local ufrag named by a STUN binding request (the part of USERNAME
 /// before the colon), or `None` for anything that is not a well-formed one.
 pub fn binding_request_ufrag(datagram: &[u8]) -> Option<&[u8]> {
+    let username = binding_request_attr(datagram, ATTR_USERNAME)?;
+    let local = username.split(|&b| b == b':').next()?;
+    (!local.is_empty()).then_some(local)
+}
+
+/// The value of the first attribute of type `wanted` in a well-formed STUN
+/// binding request, or `None`.
+pub fn binding_request_attr(datagram: &[u8], wanted: u16) -> Option<&[u8]> {
     if datagram.len() < HEADER_LEN || datagram[4..8] != MAGIC_COOKIE {
         return None;
     }
@@ -49,9 +57,8 @@ pub fn binding_request_ufrag(datagram: &[u8]) -> Option<&[u8]> {
         let ty = u16::from_be_bytes([attrs[0], attrs[1]]);
         let len = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
         let value = attrs.get(4..4 + len)?;
-        if ty == ATTR_USERNAME {
-            let local = value.split(|&b| b == b':').next()?;
-            return (!local.is_empty()).then_some(local);
+        if ty == wanted {
+            return Some(value);
         }
         // Attributes are padded to a multiple of four bytes.
         let padded = 4 + len.div_ceil(4) * 4;

@@ -222,6 +222,89 @@ pub struct Peer {
     /// Whether ICE and DTLS have completed once: until then there are no
     /// SRTP keys, and media for the remote side is dropped here.
     secured: bool,
+    /// On the engine's (ICE-lite) side, where the client is and whether it
+    /// is still there; see [`Presence`].
+    presence: Option<Presence>,
+}
+
+/// Where an ICE-lite peer's client is, and whether it is still there.
+///
+/// `rtc`'s lite agent keeps the first pair the client nominates and judges
+/// liveness by that pair alone. A browser with two working paths to the
+/// server (two interfaces, or a NAT that rebinds) may nominate another pair
+/// later and move its traffic there: the agent would then keep sending to
+/// the old address and, hearing nothing on it, fail a connection that
+/// works. So, as mediasoup does, the engine follows the client's latest
+/// nomination: media and DTLS go to the address of the last binding request
+/// with USE-CANDIDATE that the agent accepted (it answered it, so the
+/// request passed its integrity check), and the connection counts as gone
+/// only when no address the agent has answered has been heard from for
+/// `silence`. A connection the client never reached is left to signaling,
+/// as the agent left it.
+#[derive(Debug)]
+struct Presence {
+    /// A nominating request seen but not yet answered: its source and transaction id.
+    nominating: Option<(SocketAddr, [u8; 12])>,
+    /// The address the client last nominated, once answered.
+    nominated: Option<SocketAddr>,
+    /// Addresses the agent has answered binding requests from (a few).
+    answered: Vec<SocketAddr>,
+    heard: Instant,
+    silence: std::time::Duration,
+    gone: bool,
+}
+
+/// Addresses remembered per peer: its candidate pairs, a handful.
+const MAX_ANSWERED: usize = 8;
+const STUN_BINDING_SUCCESS: u16 = 0x0101;
+const STUN_ATTR_USE_CANDIDATE: u16 = 0x0025;
+
+impl Presence {
+    fn inbound(&mut self, datagram: &[u8], from: SocketAddr, now: Instant) {
+        if self.answered.contains(&from) {
+            self.heard = now;
+        }
+        if let Some(txid) = crate::demux::binding_request_attr(datagram, STUN_ATTR_USE_CANDIDATE)
+            .and_then(|_| transaction_id(datagram))
+        {
+            self.nominating = Some((from, txid));
+        }
+    }
+
+    /// Sees a datagram on its way out; returns where it should go.
+    fn outbound(&mut self, datagram: &[u8], to: SocketAddr, now: Instant) -> SocketAddr {
+        if crate::demux::classify(datagram) != crate::demux::Kind::Stun {
+            return self.nominated.unwrap_or(to);
+        }
+        let success = datagram.len() >= 20
+            && u16::from_be_bytes([datagram[0], datagram[1]]) == STUN_BINDING_SUCCESS;
+        if success {
+            // The agent answers only requests that passed its integrity check.
+            if !self.answered.contains(&to) {
+                if self.answered.len() == MAX_ANSWERED {
+                    self.answered.remove(0);
+                }
+                self.answered.push(to);
+            }
+            self.heard = now;
+            if self
+                .nominating
+                .is_some_and(|(from, txid)| from == to && transaction_id(datagram) == Some(txid))
+            {
+                if self.nominated.is_some_and(|was| was != to) {
+                    tracing::debug!(%to, "a client moved its media to another path");
+                }
+                self.nominated = Some(to);
+                self.nominating = None;
+            }
+        }
+        to
+    }
+}
+
+/// A STUN message's transaction id.
+fn transaction_id(datagram: &[u8]) -> Option<[u8; 12]> {
+    datagram.get(8..20)?.try_into().ok()
 }
 
 impl Peer {
@@ -246,8 +329,13 @@ impl Peer {
         let (disconnected, failed) = setup.ice_timeouts;
         let keepalive = (disconnected / 3).max(std::time::Duration::from_millis(200));
         let settings = match setup.mode {
+            // The agent's own liveness is off: `Presence` judges it.
             Mode::Server => SettingEngineBuilder::new()
-                .with_ice_timeouts(Some(disconnected), Some(failed), Some(keepalive))
+                .with_ice_timeouts(
+                    Some(std::time::Duration::ZERO),
+                    Some(std::time::Duration::ZERO),
+                    Some(keepalive),
+                )
                 .with_lite(true)
                 .with_ice_credentials(setup.ufrag.clone(), setup.pwd.clone())
                 .with_answering_dtls_role(RTCDtlsRole::Server)
@@ -288,6 +376,14 @@ impl Peer {
             level_ids: HashMap::new(),
             awaiting_answer: false,
             secured: false,
+            presence: (setup.mode == Mode::Server).then(|| Presence {
+                nominating: None,
+                nominated: None,
+                answered: Vec::new(),
+                heard: now,
+                silence: setup.ice_timeouts.0 + setup.ice_timeouts.1,
+                gone: false,
+            }),
         })
     }
 
@@ -577,6 +673,9 @@ impl Peer {
         from: SocketAddr,
         now: Instant,
     ) -> Result<(), MediaError> {
+        if let Some(presence) = &mut self.presence {
+            presence.inbound(&datagram, from, now);
+        }
         self.pc
             .handle_read(TaggedBytesMut {
                 now,
@@ -597,19 +696,41 @@ impl Peer {
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), MediaError> {
         self.pc.handle_timeout(now).map_err(stack)?;
         self.drain();
+        if let Some(presence) = &mut self.presence {
+            let reached = !presence.answered.is_empty();
+            if reached
+                && !presence.gone
+                && now.saturating_duration_since(presence.heard) > presence.silence
+            {
+                presence.gone = true;
+                self.events.push_back(PeerEvent::Failed);
+            }
+        }
         Ok(())
     }
 
     /// When the peer next needs [`Peer::handle_timeout`].
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.pc.poll_timeout()
+        let stack = self.pc.poll_timeout();
+        let silence = self
+            .presence
+            .as_ref()
+            .filter(|p| !p.gone && !p.answered.is_empty())
+            .map(|p| p.heard + p.silence + std::time::Duration::from_millis(1));
+        match (stack, silence) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next datagram to send, and where.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
-        self.pc
-            .poll_write()
-            .map(|m| (m.transport.peer_addr, m.message))
+        let m = self.pc.poll_write()?;
+        let to = match &mut self.presence {
+            Some(presence) => presence.outbound(&m.message, m.transport.peer_addr, m.now),
+            None => m.transport.peer_addr,
+        };
+        Some((to, m.message))
     }
 
     pub fn poll_event(&mut self) -> Option<PeerEvent> {

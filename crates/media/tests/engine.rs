@@ -404,6 +404,52 @@ async fn subscribers_keyframe_requests_reach_the_publisher_merged() {
 }
 
 #[tokio::test]
+async fn a_client_that_moves_to_another_path_stays_and_keeps_receiving() {
+    // A browser with two working paths to the server may nominate the other
+    // one mid-call and move its traffic there: the engine follows it.
+    let (engine, mut events) = Engine::start(EngineConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peer_disconnected: Duration::from_secs(2),
+        peer_failed: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
+    let ids: Vec<Uuid> = subs.keys().copied().collect();
+    let mover = subs.get_mut(&ids[0]).unwrap();
+    mover.move_to_new_port();
+    while mover.next(Duration::from_millis(50)).await.is_some() {}
+    // Longer than peer_disconnected + peer_failed: the old path is silent all along.
+    let started = Instant::now();
+    let mut n = 100u32;
+    while started.elapsed() < Duration::from_secs(5) {
+        publisher.send(seq, u32::from(seq) * 3000, numbered(n, 1000));
+        seq += 1;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(EngineEvent::Disconnected { participant }) = events.try_recv() {
+            panic!("{participant} was dropped after a client moved");
+        }
+    }
+    let mut got = Vec::new();
+    while let Some(e) = mover.next(Duration::from_millis(200)).await {
+        if let ClientEvent::Rtp { packet, .. } = e {
+            if let Some(k) = number_of(&packet.payload) {
+                got.push(k);
+            }
+        }
+    }
+    let late = got.iter().filter(|&&k| k + 50 >= n).count();
+    assert!(
+        late >= 20,
+        "the moved client received {} packets, {late} of the last 50 sent",
+        got.len()
+    );
+    assert_eq!(engine.stats().await.unwrap().participants, 3);
+}
+
+#[tokio::test]
 async fn a_peer_that_vanishes_leaves_and_the_others_go_on() {
     let (engine, mut events) = Engine::start(EngineConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
