@@ -195,6 +195,13 @@ async function main() {
     await people[0].page.click("#call-mic");
     await people[1].page.locator("#call-grid .tile .label", { hasText: /^Ada$/ }).waitFor({ timeout: 5000 });
     check(true, "and unmuted again");
+    await people[0].page.click("#call-cam");
+    const adaTile = (state) => people[1].page.locator(`#call-grid .tile[data-video="${state}"]`, { hasText: "Ada" });
+    await adaTile("off").waitFor({ timeout: 5000 });
+    check(await adaTile("off").locator(".placeholder-name").isVisible(), "ada turns her camera off and ben sees her name in place of her video");
+    await people[0].page.click("#call-cam");
+    await adaTile("on").waitFor({ timeout: 5000 });
+    check(true, "and on again: ben sees her video");
 
     // Three, four, five: the fifth moves the call to the server.
     for (const n of NAMES.slice(2, 5)) {
