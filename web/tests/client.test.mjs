@@ -23,9 +23,12 @@ const shots = process.env.ROOST_SCREENSHOTS
   : mkdtempSync(join(tmpdir(), "roost-shots-"));
 const PASSWORD = "a perfectly fine passphrase";
 
-async function browser() {
+// A browser of its own; `devices: false` leaves out the fake camera and
+// microphone, as on a machine that has none.
+async function browser({ devices = true } = {}) {
+  const args = chromiumArgs().filter((a) => devices || !a.startsWith("--use-fake"));
   const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
-    executablePath: CHROMIUM, headless: true, args: chromiumArgs(), viewport: { width: 1280, height: 800 },
+    executablePath: CHROMIUM, headless: true, args, viewport: { width: 1280, height: 800 },
   });
   // Any Content-Security-Policy violation the client causes is recorded.
   await ctx.addInitScript(() => {
@@ -382,6 +385,21 @@ async function main() {
     const ttl = await alice.evaluate(() => JSON.parse(localStorage.getItem("roost.session")).access_ttl_ms);
     check(lastToken !== firstToken && !drops.includes(4001),
       `alice's access token was refreshed and her socket never closed for an expired token (drops: ${JSON.stringify(drops)}, ttl ${ttl} ms)`);
+
+    // No camera or microphone at all: starting a call says so and joins nothing.
+    const d = await browser({ devices: false });
+    contexts.push(d.ctx);
+    await register(d.page, base, "dave");
+    await d.page.click("text=New room or direct message");
+    await d.page.fill("#create-room input[name=name]", "Solo");
+    await d.page.click("#create-room button[type=submit]");
+    await waitText(d.page, "#room-title", "Solo", "dave, on a machine with no camera or microphone, opens a room");
+    await d.page.click("#call-join");
+    await waitText(d.page, "#call-error", "Your microphone and camera could not be used", "starting a call tells dave his microphone and camera could not be used");
+    check(await d.page.locator("#call").isHidden() && await d.page.locator("#call-join").isVisible(),
+      "dave is not in a call and can try again");
+    await d.ctx.close();
+    contexts.pop();
 
     // The admin page: alice is super_admin, bob is not.
     check(await bob.locator("#admin-link").isHidden(), "bob, a user, has no admin link");

@@ -10,12 +10,14 @@ import { deflateSync } from "node:zlib";
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
 // Flags for headless Chromium on this machine (../../shared/TESTING.md), with
-// fake camera and microphone; `fps` slows the fake camera to spare the CPU.
-export function chromiumArgs(fps) {
+// fake cameras and microphones (three microphones; `cameras` cameras, default
+// one); `fps` slows the fake cameras to spare the CPU.
+export function chromiumArgs(fps, { cameras = 1 } = {}) {
+  const fake = [fps ? `fps=${fps}` : null, cameras > 1 ? `device-count=${cameras}` : null].filter(Boolean).join(",");
   return [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    fps ? `--use-fake-device-for-media-stream=fps=${fps}` : "--use-fake-device-for-media-stream",
+    fake ? `--use-fake-device-for-media-stream=${fake}` : "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
     "--allow-loopback-in-peer-connection",
   ];
