@@ -284,17 +284,6 @@ impl Rooms {
                 format!("must be at most {MAX_ROOM_NAME_CHARS} characters"),
             ));
         }
-        let pattern = query.map(|q| {
-            let mut p = String::from("%");
-            for c in q.to_lowercase().chars() {
-                if matches!(c, '%' | '_' | '\\') {
-                    p.push('\\');
-                }
-                p.push(c);
-            }
-            p.push('%');
-            p
-        });
         let after = match page.after.as_deref() {
             None => None,
             Some(key) => Some(key.rsplit_once('/').ok_or_else(|| {
@@ -303,12 +292,7 @@ impl Rooms {
         };
         let rows = self
             .store
-            .public_rooms(
-                &actor.user_id.to_string(),
-                pattern.as_deref(),
-                after,
-                page.fetch_limit(),
-            )
+            .public_rooms(&actor.user_id.to_string(), query, after, page.fetch_limit())
             .await?;
         let mut listed = Vec::with_capacity(rows.len());
         for (room, role, key) in rows {

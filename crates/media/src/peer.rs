@@ -260,6 +260,11 @@ const STUN_BINDING_SUCCESS: u16 = 0x0101;
 const STUN_ATTR_USE_CANDIDATE: u16 = 0x0025;
 
 impl Presence {
+    /// When the client counts as gone, if it has ever been reached.
+    fn deadline(&self) -> Option<Instant> {
+        (!self.gone && !self.answered.is_empty()).then(|| self.heard + self.silence)
+    }
+
     fn inbound(&mut self, datagram: &[u8], from: SocketAddr, now: Instant) {
         if self.answered.contains(&from) {
             self.heard = now;
@@ -697,11 +702,7 @@ impl Peer {
         self.pc.handle_timeout(now).map_err(stack)?;
         self.drain();
         if let Some(presence) = &mut self.presence {
-            let reached = !presence.answered.is_empty();
-            if reached
-                && !presence.gone
-                && now.saturating_duration_since(presence.heard) > presence.silence
-            {
+            if presence.deadline().is_some_and(|d| now > d) {
                 presence.gone = true;
                 self.events.push_back(PeerEvent::Failed);
             }
@@ -715,8 +716,8 @@ impl Peer {
         let silence = self
             .presence
             .as_ref()
-            .filter(|p| !p.gone && !p.answered.is_empty())
-            .map(|p| p.heard + p.silence + std::time::Duration::from_millis(1));
+            .and_then(Presence::deadline)
+            .map(|d| d + std::time::Duration::from_millis(1));
         match (stack, silence) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -52,8 +52,7 @@ fn content_type(path: &str) -> &'static str {
 
 fn serve(path: &str, headers: &HeaderMap) -> Response {
     let Some(file) = Assets::get(path) else {
-        let body = serde_json::json!({"error": {"code": "not_found", "message": "no such file in the web client"}});
-        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+        return roost_api::error::ApiError::not_found("file").into_response();
     };
     let etag = format!(
         "\"{}\"",

@@ -4,7 +4,7 @@ use sqlx::FromRow;
 
 use super::events::{append, NewEvent};
 use super::messages::insert_system;
-use super::{Store, WriteTx};
+use super::{contains_pattern, Store, WriteTx};
 use crate::error::{is_unique_violation, CoreError, Result};
 
 /// Why a member left, as recorded in the event log.
@@ -161,12 +161,12 @@ impl Store {
     }
 
     /// Public group rooms ordered by lowercased name, then id, with
-    /// `user_id`'s role where they are a member and each room's sort key.
-    /// `name_like` is a lowercase `LIKE` pattern with `\\` as its escape.
+    /// `user_id`'s role where they are a member and each room's sort key;
+    /// only those whose name contains `name_contains`, ignoring case, if given.
     pub async fn public_rooms(
         &self,
         user_id: &str,
-        name_like: Option<&str>,
+        name_contains: Option<&str>,
         after: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<(RoomRow, Option<String>, String)>> {
@@ -185,6 +185,7 @@ impl Store {
              AND ($3 IS NULL OR lower(r.name) > $3 OR (lower(r.name) = $3 AND r.id > $4)) \
              ORDER BY lower(r.name), r.id LIMIT $5"
         );
+        let name_like = name_contains.map(|t| contains_pattern(&t.to_lowercase()));
         let rows: Vec<Listed> = sqlx::query_as(&sql)
             .bind(user_id)
             .bind(name_like)
