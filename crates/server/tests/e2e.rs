@@ -534,7 +534,7 @@ fn config_check_layers_sources_and_redacts_secrets() {
 
 #[test]
 fn invalid_configuration_exits_non_zero_naming_the_key() {
-    let cases: [(&[(&str, &str)], &str); 8] = [
+    let cases: [(&[(&str, &str)], &str); 9] = [
         (&[("ROOST_LISTEN", "not an address")], "listen"),
         (&[("ROOST_MEDIA__LOOPS", "1000")], "media.loops"),
         (
@@ -545,6 +545,10 @@ fn invalid_configuration_exits_non_zero_naming_the_key() {
         (
             &[("ROOST_AUTH__ACCESS_TOKEN_TTL_SECS", "3600")],
             "access_token_ttl_secs",
+        ),
+        (
+            &[("ROOST_AUTH__REFRESH_REUSE_GRACE_SECS", "301")],
+            "refresh_reuse_grace_secs",
         ),
         (&[("ROOST_ROOM_CREATION", "nobody")], "room_creation"),
         (
