@@ -245,25 +245,19 @@ async function loadPresence(ids) {
   renderPresence();
 }
 
-function presenceDot(userId) {
-  const status = state.presence.get(userId) || "offline";
-  return h("span", { class: "presence " + status, "data-user": userId, title: status, role: "img", "aria-label": status });
+/// A dot for someone's presence (this page's own user is online).
+function presenceDot(userId, props = {}) {
+  const status = userId === me()?.id ? "online" : state.presence.get(userId) || "offline";
+  return h("span", { ...props, class: "presence " + status, title: status, role: "img", "aria-label": status });
 }
 
 function renderPresence() {
   renderRooms();
   const room = state.current && state.rooms.get(state.current);
-  const dot = $("#room-presence");
-  if (room && room.kind === "dm" && room.dm_other) {
-    const status = state.presence.get(room.dm_other) || "offline";
-    dot.className = "presence " + status;
-    dot.title = status;
-    dot.setAttribute("role", "img");
-    dot.setAttribute("aria-label", status);
-    dot.hidden = false;
-  } else {
-    dot.hidden = true;
-  }
+  const other = room && room.kind === "dm" && room.dm_other;
+  $("#room-presence").replaceWith(
+    other ? presenceDot(other, { id: "room-presence" }) : h("span", { id: "room-presence", hidden: true }),
+  );
   if (!$("#members").hidden) renderMembers();
 }
 
@@ -1197,17 +1191,13 @@ function renderMembers() {
       h(
         "li",
         { "data-user": m.user.id },
-        m.user.id === me().id ? presenceDotOf("online") : presenceDot(m.user.id),
+        presenceDot(m.user.id),
         h("span", { class: "name" }, nameOf(m.user.id) + (m.user.id === me().id ? " (you)" : "")),
         h("span", { class: "handle" }, "@" + m.user.username),
         m.role === "member" ? null : h("span", { class: "role" }, m.role),
       ),
     ),
   );
-}
-
-function presenceDotOf(status) {
-  return h("span", { class: "presence " + status, title: status, role: "img", "aria-label": status });
 }
 
 // ---------------------------------------------------------------- admin
