@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { CHROMIUM, check, chromiumArgs, fail, sleep, startRoost as startRoostWith } from "./support.mjs";
+import { CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, sleep, startRoost as startRoostWith } from "./support.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The harness page and the call client, served from an origin of their own.
@@ -90,17 +90,6 @@ function runAiortc(wsUrl, token, roomId, seconds) {
   });
 }
 
-async function api(base, path, body, token) {
-  const res = await fetch(base + path, {
-    method: body ? "POST" : "GET",
-    headers: { "content-type": "application/json", ...(token ? { authorization: "Bearer " + token } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  if (!res.ok) fail(`${path}: ${res.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
-
 async function stats(page) {
   return page.evaluate(() => window.participant.stats());
 }
@@ -151,7 +140,7 @@ async function main() {
     const users = [];
     for (let i = 0; i < 8; i++) {
       users.push(await api(base, "/v1/auth/register", {
-        email: `caller${i}@example.org`, username: `caller${i}`, password: "a perfectly fine passphrase",
+        email: `caller${i}@example.org`, username: `caller${i}`, password: PASSWORD,
       }));
     }
     const room = await api(base, "/v1/rooms", { name: "call room" }, users[0].access_token);

@@ -16,25 +16,13 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { CHROMIUM, check, chromiumArgs, fail, sleep, startRoost } from "./support.mjs";
+import { CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, instrument, sleep, startRoost } from "./support.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const shots = process.env.ROOST_SCREENSHOTS
   ? join(here, "../../docs/screenshots")
   : mkdtempSync(join(tmpdir(), "roost-shots-"));
-const PASSWORD = "a perfectly fine passphrase";
 const NAMES = ["ada", "ben", "cleo", "dev", "eve", "fay"];
-
-async function api(base, path, body, token) {
-  const res = await fetch(base + path, {
-    method: body ? "POST" : "GET",
-    headers: { "content-type": "application/json", ...(token ? { authorization: "Bearer " + token } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  if (!res.ok) fail(`${path}: ${res.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
 
 // A browser process of its own, with every RTCPeerConnection the page makes
 // remembered so the test can read its statistics.
@@ -42,18 +30,7 @@ async function browser(name) {
   const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
     executablePath: CHROMIUM, headless: true, args: chromiumArgs(10, { cameras: 2 }), viewport: { width: 1280, height: 800 },
   });
-  await ctx.addInitScript(() => {
-    window.__csp = [];
-    document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
-    const Native = window.RTCPeerConnection;
-    window.__pcs = [];
-    window.RTCPeerConnection = class extends Native {
-      constructor(...args) {
-        super(...args);
-        window.__pcs.push(this);
-      }
-    };
-  });
+  await ctx.addInitScript(instrument);
   const page = ctx.pages()[0] || (await ctx.newPage());
   page.on("console", (m) => m.type() === "error" && console.error(`[${name}] ${m.text()}`));
   page.on("pageerror", (e) => console.error(`[${name}] ${e}`));

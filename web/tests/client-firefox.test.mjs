@@ -16,25 +16,9 @@ import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import puppeteer from "puppeteer-core";
-import { CHROMIUM, check, chromiumArgs, fail, png, sleep, startRoost } from "./support.mjs";
+import { CHROMIUM, PASSWORD, check, chromiumArgs, fail, instrument, png, register, sleep, startRoost } from "./support.mjs";
 
 const FIREFOX = process.env.FIREFOX || "/usr/bin/firefox-esr";
-const PASSWORD = "a perfectly fine passphrase";
-
-// Every RTCPeerConnection a page makes is remembered, so the test can read
-// its statistics, and any CSP violation is recorded.
-function instrument() {
-  window.__csp = [];
-  document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = class extends Native {
-    constructor(...args) {
-      super(...args);
-      window.__pcs.push(this);
-    }
-  };
-}
 
 // What the page receives in its call on its open connections: audio packets
 // and decoded video frames, and how many tracks of each carry something.
@@ -142,15 +126,7 @@ async function main() {
     const link = await alice.$eval("#invite-link", (e) => e.value);
 
     // bob registers in Chromium and follows the link.
-    await bob.goto(base + "/");
-    await bob.click("text=Create an account");
-    const form = bob.locator("#register-form");
-    await form.locator("input[name=email]").fill("bob@example.org");
-    await form.locator("input[name=username]").fill("bob");
-    await form.locator("input[name=display_name]").fill("Bob");
-    await form.locator("input[name=password]").fill(PASSWORD);
-    await form.locator("button[type=submit]").click();
-    await bob.waitForSelector("#shell:not([hidden])");
+    await register(bob, base, "bob");
     await bob.goto(link);
     await bob.locator("#room-title", { hasText: "Harbour" }).waitFor({ timeout: 10_000 });
     check(true, "bob, in Chromium, joins alice's room by her invite link");
@@ -208,15 +184,7 @@ async function main() {
     // carol joins from Chromium: three is more than mesh_max, so the call goes via the server.
     if (!lan) fail("this machine has no IPv4 address but loopback, which Firefox's ICE does not use: the SFU part cannot run");
     const carol = await chromiumPage("carol");
-    await carol.goto(base + "/");
-    await carol.click("text=Create an account");
-    const carolForm = carol.locator("#register-form");
-    await carolForm.locator("input[name=email]").fill("carol@example.org");
-    await carolForm.locator("input[name=username]").fill("carol");
-    await carolForm.locator("input[name=display_name]").fill("Carol");
-    await carolForm.locator("input[name=password]").fill(PASSWORD);
-    await carolForm.locator("button[type=submit]").click();
-    await carol.waitForSelector("#shell:not([hidden])");
+    await register(carol, base, "carol");
     await carol.goto(link);
     await carol.locator("#call-join", { hasText: "Join call (2)" }).waitFor({ timeout: 10_000 });
     await carol.click("#call-join");

@@ -15,13 +15,12 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { CHROMIUM, check, chromiumArgs, fail, png, sleep, startRoost } from "./support.mjs";
+import { CHROMIUM, PASSWORD, check, chromiumArgs, fail, instrument, png, register, sleep, startRoost } from "./support.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const shots = process.env.ROOST_SCREENSHOTS
   ? join(here, "../../docs/screenshots")
   : mkdtempSync(join(tmpdir(), "roost-shots-"));
-const PASSWORD = "a perfectly fine passphrase";
 
 // A browser of its own; `devices: false` leaves out the fake camera and
 // microphone, as on a machine that has none.
@@ -31,24 +30,9 @@ async function browser({ devices = true } = {}) {
     executablePath: CHROMIUM, headless: true, args, viewport: { width: 1280, height: 800 },
   });
   // Any Content-Security-Policy violation the client causes is recorded.
-  await ctx.addInitScript(() => {
-    window.__csp = [];
-    document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
-  });
+  await ctx.addInitScript(instrument);
   const page = ctx.pages()[0] || (await ctx.newPage());
   return { ctx, page };
-}
-
-async function register(page, base, name) {
-  await page.goto(base + "/");
-  await page.click("text=Create an account");
-  const form = page.locator("#register-form");
-  await form.locator("input[name=email]").fill(`${name}@example.org`);
-  await form.locator("input[name=username]").fill(name);
-  await form.locator("input[name=display_name]").fill(name[0].toUpperCase() + name.slice(1));
-  await form.locator("input[name=password]").fill(PASSWORD);
-  await form.locator("button[type=submit]").click();
-  await page.waitForSelector("#shell:not([hidden])");
 }
 
 // The bodies of the messages on screen, in order.

@@ -36,6 +36,52 @@ export function check(cond, message) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/// The password every test account has.
+export const PASSWORD = "a perfectly fine passphrase";
+
+/// A JSON request to the server (POST when there is a body); fails the test on an error status.
+export async function api(base, path, body, token) {
+  const res = await fetch(base + path, {
+    method: body ? "POST" : "GET",
+    headers: { "content-type": "application/json", ...(token ? { authorization: "Bearer " + token } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  if (!res.ok) fail(`${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/// Registers `name` (`name@example.org`) through the web client's form in a
+/// playwright page and waits for the signed-in screen.
+export async function register(page, base, name) {
+  await page.goto(base + "/");
+  await page.click("text=Create an account");
+  const form = page.locator("#register-form");
+  await form.locator("input[name=email]").fill(`${name}@example.org`);
+  await form.locator("input[name=username]").fill(name);
+  await form.locator("input[name=display_name]").fill(name[0].toUpperCase() + name.slice(1));
+  await form.locator("input[name=password]").fill(PASSWORD);
+  await form.locator("button[type=submit]").click();
+  await page.waitForSelector("#shell:not([hidden])");
+}
+
+/// An init script for pages under test: any CSP violation is recorded in
+/// `window.__csp`, and every RTCPeerConnection the page makes is kept in
+/// `window.__pcs` so the test can read its statistics (the client has no
+/// test hook).
+export function instrument() {
+  window.__csp = [];
+  document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.__pcs.push(this);
+    }
+  };
+}
+
 // Starts ROOST_BIN on a free port and a fresh data directory, with none of
 // the test run's own ROOST_* settings but `env`; resolves once it listens.
 export function startRoost(env, logLevel = "warn") {

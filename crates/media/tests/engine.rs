@@ -29,6 +29,19 @@ async fn engine() -> (Engine, UnboundedReceiver<EngineEvent>) {
     .expect("the engine starts")
 }
 
+/// An engine that gives up on a silent peer after 3 s: shorter than the
+/// default, longer than the clients' keepalives and reports.
+async fn engine_with_short_liveness() -> (Engine, UnboundedReceiver<EngineEvent>) {
+    Engine::start(EngineConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peer_disconnected: Duration::from_secs(2),
+        peer_failed: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await
+    .expect("the engine starts")
+}
+
 /// A numbered payload: a marker, the number, and filler to a realistic size.
 fn numbered(n: u32, size: usize) -> Bytes {
     let mut p = b"roost#".to_vec();
@@ -407,14 +420,7 @@ async fn subscribers_keyframe_requests_reach_the_publisher_merged() {
 async fn a_client_that_moves_to_another_path_stays_and_keeps_receiving() {
     // A browser with two working paths to the server may nominate the other
     // one mid-call and move its traffic there: the engine follows it.
-    let (engine, mut events) = Engine::start(EngineConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peer_disconnected: Duration::from_secs(2),
-        peer_failed: Duration::from_secs(1),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (engine, mut events) = engine_with_short_liveness().await;
     let (publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
     let ids: Vec<Uuid> = subs.keys().copied().collect();
     let mover = subs.get_mut(&ids[0]).unwrap();
@@ -451,15 +457,7 @@ async fn a_client_that_moves_to_another_path_stays_and_keeps_receiving() {
 
 #[tokio::test]
 async fn a_peer_that_vanishes_leaves_and_the_others_go_on() {
-    let (engine, mut events) = Engine::start(EngineConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        // Shorter than the default, longer than the clients' keepalives and reports.
-        peer_disconnected: Duration::from_secs(2),
-        peer_failed: Duration::from_secs(1),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (engine, mut events) = engine_with_short_liveness().await;
     let (publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
     let ids: Vec<Uuid> = subs.keys().copied().collect();
     let gone = ids[0];
