@@ -22,7 +22,6 @@ const state = {
   callStates: new Map(), // room id -> participants in its call (from call.state)
   presence: new Map(), // user id -> online | away | offline
   replyTo: null, // the message the composer answers, if any
-  view: "rooms", // or "admin"
 };
 
 const live = new Live();
@@ -568,7 +567,6 @@ async function route() {
   }
   if (location.hash === "#/admin") return openAdmin();
   $("#admin").hidden = true;
-  state.view = "rooms";
   const roomId = location.hash.match(/^#\/room\/([0-9a-f-]+)$/)?.[1] || null;
   openRoom(roomId);
 }
@@ -1209,7 +1207,6 @@ function openAdmin() {
     location.hash = "#/";
     return;
   }
-  state.view = "admin";
   state.current = null;
   renderRooms();
   $("#shell").classList.add("in-room");
