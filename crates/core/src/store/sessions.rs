@@ -105,6 +105,16 @@ impl Store {
             .await?
             .rows_affected()
                 == 1;
+        // Read unused but claimed by a concurrent refresh meanwhile: when?
+        let used_at = match used_at {
+            None if !claimed => {
+                sqlx::query_scalar("SELECT used_at FROM refresh_tokens WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .fetch_one(&mut *tx.tx)
+                    .await?
+            }
+            known => known,
+        };
         let retried = match used_at {
             Some(used_at) if !claimed && grace_ms > 0 && now - used_at <= grace_ms => {
                 // A successor in use means the client did get its answer.
