@@ -134,6 +134,7 @@ impl Chat {
     }
 
     fn check_body(&self, body: &str) -> Result<()> {
+        crate::text::refuse_nul("body", body)?;
         let n = body.chars().count();
         if body.trim().is_empty() {
             return Err(CoreError::validation("body", "must not be empty"));
@@ -156,6 +157,7 @@ impl Chat {
         out: Outgoing,
     ) -> Result<(Message, bool)> {
         self.membership(actor, room_id).await?;
+        crate::text::refuse_nul("client_msg_id", &out.client_msg_id)?;
         let cid = out.client_msg_id.trim();
         if cid.is_empty() || cid.chars().count() > MAX_CLIENT_MSG_ID_CHARS {
             return Err(CoreError::validation(

@@ -7,6 +7,7 @@
 //! - [`users`]: profiles and account administration.
 //! - [`rooms`]: rooms, members, invites, direct messages.
 //! - [`pagination`]: cursor pages.
+//! - [`text`]: what no text field may hold, and how names are cleaned.
 //! - [`search`]: full-text search of messages.
 //! - [`chat`]: messages, history, read markers, typing and retention.
 //! - [`files`]: uploads, downloads, thumbnails and the collection of orphaned files.
@@ -29,6 +30,7 @@ pub mod presence;
 pub mod rooms;
 pub mod search;
 pub mod store;
+pub mod text;
 pub mod turn;
 pub mod users;
 

@@ -160,8 +160,12 @@ impl Rooms {
         })
     }
 
+    /// A room name is shown in everyone's list, so it is cleaned as display
+    /// names are: what would hide or reorder text goes, and a name of only
+    /// invisible characters is empty.
     fn check_name(&self, name: &str) -> Result<String> {
-        let n = name.trim();
+        crate::text::refuse_nul("name", name)?;
+        let n = crate::text::clean_name(name);
         let count = n.chars().count();
         if count == 0 || count > MAX_ROOM_NAME_CHARS {
             return Err(CoreError::validation(
@@ -169,16 +173,13 @@ impl Rooms {
                 format!("must be 1 to {MAX_ROOM_NAME_CHARS} characters"),
             ));
         }
-        if n.chars().any(char::is_control) {
-            return Err(CoreError::validation(
-                "name",
-                "must not contain control characters",
-            ));
-        }
-        Ok(n.to_owned())
+        Ok(n)
     }
 
     fn check_topic(&self, topic: Option<&str>) -> Result<Option<String>> {
+        if let Some(t) = topic {
+            crate::text::refuse_nul("topic", t)?;
+        }
         let Some(t) = topic.map(str::trim).filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
@@ -277,6 +278,9 @@ impl Rooms {
         query: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<RoomView>> {
+        if let Some(q) = query {
+            crate::text::refuse_nul("q", q)?;
+        }
         let query = query.map(str::trim).filter(|q| !q.is_empty());
         if query.is_some_and(|q| q.chars().count() > MAX_ROOM_NAME_CHARS) {
             return Err(CoreError::validation(
@@ -613,7 +617,9 @@ impl Rooms {
 
     /// Joins the room of an invite code.
     pub async fn accept_invite(&self, actor: &Actor, code: &str) -> Result<RoomView> {
-        if code.is_empty() || code.len() > 64 {
+        // No code this server issues holds NUL; refused before the look-up,
+        // which PostgreSQL would fail on.
+        if code.is_empty() || code.len() > 64 || crate::text::refuse_nul("code", code).is_err() {
             return Err(CoreError::NotFound("invite"));
         }
         if self.store.invite(code).await?.is_none() {

@@ -159,6 +159,7 @@ impl Search {
 
 /// The query's terms, lower-cased, each once, in order; or why the query is refused.
 pub(crate) fn terms(q: &str) -> Result<Vec<String>> {
+    crate::text::refuse_nul("q", q)?;
     let n = q.chars().count();
     if n == 0 || n > MAX_QUERY_CHARS {
         return Err(CoreError::validation(

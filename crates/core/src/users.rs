@@ -57,9 +57,13 @@ pub fn normalize_username(username: &str) -> Result<String> {
     Ok(u)
 }
 
-/// Trims a display name and checks it: 1 to 64 characters, no control characters.
+/// Cleans a display name as every shown name is cleaned
+/// ([`crate::text::clean_name`]: no control or bidi characters, nothing
+/// invisible at the ends) and checks it: 1 to 64 characters left. NUL is
+/// refused rather than dropped, as in every text field.
 pub fn normalize_display_name(name: &str) -> Result<String> {
-    let d = name.trim();
+    crate::text::refuse_nul("display_name", name)?;
+    let d = crate::text::clean_name(name);
     let n = d.chars().count();
     if n == 0 || n > MAX_DISPLAY_NAME_CHARS {
         return Err(CoreError::validation(
@@ -67,13 +71,7 @@ pub fn normalize_display_name(name: &str) -> Result<String> {
             format!("must be 1 to {MAX_DISPLAY_NAME_CHARS} characters"),
         ));
     }
-    if d.chars().any(char::is_control) {
-        return Err(CoreError::validation(
-            "display_name",
-            "must not contain control characters",
-        ));
-    }
-    Ok(d.to_owned())
+    Ok(d)
 }
 
 pub(crate) fn time(ms: i64) -> DateTime<Utc> {
@@ -160,7 +158,8 @@ impl Users {
         require_admin(actor)?;
         let filter = UserFilter {
             text: text
-                .map(str::trim)
+                .map(|t| crate::text::refuse_nul("q", t).map(|()| t.trim()))
+                .transpose()?
                 .filter(|t| !t.is_empty())
                 .map(str::to_owned),
             role: role.map(|r| r.as_str().to_owned()),
@@ -277,7 +276,13 @@ mod tests {
     fn display_names_are_checked() {
         assert_eq!(normalize_display_name("  Ada  ").unwrap(), "Ada");
         assert!(normalize_display_name("   ").is_err());
-        assert!(normalize_display_name("a\u{7}b").is_err());
+        assert_eq!(normalize_display_name("a\u{7}b").unwrap(), "ab");
+        assert_eq!(
+            normalize_display_name("admin\u{202e}gnp.exe").unwrap(),
+            "admingnp.exe"
+        );
+        assert!(normalize_display_name("\u{200b}").is_err());
+        assert!(normalize_display_name("a\0b").is_err());
         assert!(normalize_display_name(&"é".repeat(64)).is_ok());
         assert!(normalize_display_name(&"é".repeat(65)).is_err());
     }

@@ -157,19 +157,13 @@ pub(crate) fn is_previewable(mime: &str) -> bool {
 /// The longest name kept, in characters.
 pub const MAX_NAME_CHARS: usize = 255;
 
-/// A file name fit for display: its last path component, without control
-/// or bidirectional-override characters, without leading dots, trimmed and
-/// at most 255 characters. Never used in a storage path.
+/// A file name fit for display: its last path component, cleaned as every
+/// name is ([`crate::text::clean_name`]), without leading dots and at most
+/// 255 characters. Never used in a storage path.
 pub fn sanitise_name(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = last
-        .chars()
-        .filter(|c| {
-            !c.is_control()
-                && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        })
-        .collect();
-    let trimmed = cleaned.trim().trim_start_matches('.').trim();
+    let cleaned = crate::text::clean_name(last);
+    let trimmed = crate::text::trim_blank(cleaned.trim_start_matches('.'));
     let name: String = trimmed.chars().take(MAX_NAME_CHARS).collect();
     if name.is_empty() {
         "file".into()
@@ -269,6 +263,7 @@ mod tests {
         assert_eq!(sanitise_name("invoice\u{202e}fdp.exe"), "invoicefdp.exe");
         assert_eq!(sanitise_name(".."), "file");
         assert_eq!(sanitise_name("   "), "file");
+        assert_eq!(sanitise_name("\u{200b}.\u{feff}"), "file");
         assert_eq!(sanitise_name(".bashrc"), "bashrc");
         assert_eq!(sanitise_name("Ünïcødé 名前.pdf"), "Ünïcødé 名前.pdf");
         assert_eq!(
