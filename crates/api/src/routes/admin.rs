@@ -27,7 +27,10 @@ pub struct UsersQuery {
     /// Matches email, username or display name, ignoring case.
     pub q: Option<String>,
     pub role: Option<Role>,
+    /// Items per page (default 50, at most 100 unless configured otherwise).
+    #[param(minimum = 1)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -39,7 +42,7 @@ pub struct SetRoleRequest {
 }
 
 /// Lists accounts, oldest first (admin and up).
-#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])), params(UsersQuery),
+#[utoipa::path(get, path = "/v1/admin/users", operation_id = "listUsers", tag = "admin", security(("bearer" = [])), params(UsersQuery),
     responses((status = 200, body = Page<User>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub async fn list_users(
@@ -59,7 +62,7 @@ pub async fn list_users(
 
 /// Moves an account between `user` and `admin` (super_admin only). The last
 /// super_admin cannot be demoted (`last_super_admin`).
-#[utoipa::path(post, path = "/v1/admin/users/{id}/role", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/admin/users/{id}/role", operation_id = "setUserRole", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = SetRoleRequest,
     responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -73,7 +76,7 @@ pub async fn set_role(
 }
 
 /// Disables an account and ends all its sessions (admin and up).
-#[utoipa::path(post, path = "/v1/admin/users/{id}/disable", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/admin/users/{id}/disable", operation_id = "disableUser", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
@@ -86,7 +89,7 @@ pub async fn disable(
 }
 
 /// Enables a disabled account (admin and up).
-#[utoipa::path(post, path = "/v1/admin/users/{id}/enable", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/admin/users/{id}/enable", operation_id = "enableUser", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn enable(

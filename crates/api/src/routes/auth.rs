@@ -26,12 +26,16 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Normalised to lower case; unique.
+    #[schema(min_length = 3, max_length = 254)]
     pub email: String,
     /// 3 to 32 of `a-z 0-9 _ . -`; unique, case-insensitive.
+    #[schema(min_length = 3, max_length = 32)]
     pub username: String,
     /// 8 to 128 characters, not a common password.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
-    /// Defaults to the username.
+    /// 1 to 64 characters; defaults to the username.
+    #[schema(min_length = 1, max_length = 64)]
     pub display_name: Option<String>,
 }
 
@@ -49,7 +53,7 @@ pub struct RefreshRequest {
 }
 
 /// Creates an account and a session. Rate limited per client address.
-#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+#[utoipa::path(post, path = "/v1/auth/register", operation_id = "register", tag = "auth", request_body = RegisterRequest,
     responses(
         (status = 201, body = AuthSession, description = "The account, logged in"),
         (status = 403, body = ErrorBody, description = "Registration is closed"),
@@ -81,7 +85,7 @@ pub async fn register(
 
 /// Logs in with email and password. Any failure is the same 401
 /// `invalid_credentials`. Rate limited per client address and per account.
-#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
+#[utoipa::path(post, path = "/v1/auth/login", operation_id = "login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, body = AuthSession),
         (status = 401, body = ErrorBody, description = "`invalid_credentials`"),
@@ -108,7 +112,7 @@ pub async fn login(
 
 /// Exchanges a refresh token for a new pair. Each refresh token works once;
 /// presenting a used one ends its session (`refresh_token_reused`).
-#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, path = "/v1/auth/refresh", operation_id = "refreshSession", tag = "auth", request_body = RefreshRequest,
     responses(
         (status = 200, body = AuthSession),
         (status = 401, body = ErrorBody, description = "`unauthorized` or `refresh_token_reused`"),
@@ -121,7 +125,7 @@ pub async fn refresh(
 }
 
 /// Ends the caller's session: its access and refresh tokens stop working.
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/auth/logout", operation_id = "logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -132,7 +136,7 @@ pub async fn logout(
 }
 
 /// The caller's account.
-#[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/auth/me", operation_id = "getMe", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
 pub async fn me(State(state): State<AppState>, AuthUser(actor): AuthUser) -> ApiResult<Json<User>> {
     Ok(Json(state.core.users.me(&actor).await?))

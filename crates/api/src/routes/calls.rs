@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
 
 /// A room's calls, newest first: when each started and ended, its peak
 /// size, and who joined and left when (members only).
-#[utoipa::path(get, path = "/v1/rooms/{id}/calls", tag = "calls", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/rooms/{id}/calls", operation_id = "listCalls", tag = "calls", security(("bearer" = [])),
     params(("id" = Uuid, Path), PageQuery),
     responses((status = 200, body = Page<CallRecord>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -45,7 +45,7 @@ pub async fn calls(
 /// The ICE servers to give `RTCPeerConnection`: the configured TURN servers
 /// with a credential for the caller (coturn's `use-auth-secret` form), or an
 /// empty list when the server has no TURN secret.
-#[utoipa::path(get, path = "/v1/turn/credentials", tag = "calls", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/turn/credentials", operation_id = "getTurnCredentials", tag = "calls", security(("bearer" = [])),
     responses((status = 200, body = IceConfig), (status = 401, body = ErrorBody)))]
 pub async fn credentials(
     State(state): State<AppState>,

@@ -36,16 +36,28 @@ pub struct UploadQuery {
     pub name: Option<String>,
 }
 
+/// A multipart upload's form, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+pub struct UploadForm {
+    /// The file; its part's `filename` names it and its `Content-Type` declares its type.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+}
+
 /// Uploads a file: either the raw bytes as the body, with their
 /// `Content-Type` and `?name=`, or `multipart/form-data` with the file in a
 /// part named `file`. The type is sniffed from the content and must agree
 /// with the declared one and be allowed; images get their dimensions and a
 /// thumbnail. The file stays private to its uploader until it is attached
 /// to a message, and is removed if not attached within 24 hours.
-#[utoipa::path(post, path = "/v1/files", tag = "files", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/files", operation_id = "uploadFile", tag = "files", security(("bearer" = [])),
     params(UploadQuery),
-    request_body(content = Vec<u8>, description = "The file's bytes, or multipart/form-data with a `file` part",
-        content_type = "application/octet-stream"),
+    request_body(description = "The file's bytes with their own `Content-Type` (any type the server allows), \
+        or multipart/form-data with the file in a part named `file`",
+        content(
+            (Vec<u8> = "application/octet-stream"),
+            (UploadForm = "multipart/form-data"),
+        )),
     responses((status = 201, body = File),
         (status = 400, body = ErrorBody, description = "`upload_incomplete`: the body broke off"),
         (status = 413, body = ErrorBody, description = "`file_too_large` or `quota_exceeded`"),
@@ -125,11 +137,18 @@ async fn upload_multipart(
 /// Downloads a file: for its uploader, and for members of a room where it
 /// is attached; anyone else gets 404. Supports one `Range`, `If-None-Match`
 /// and `If-Range`; images are served inline, everything else as an attachment.
-#[utoipa::path(get, path = "/v1/files/{id}", tag = "files", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/files/{id}", operation_id = "downloadFile", tag = "files", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 200, description = "The file", content_type = "application/octet-stream"),
-        (status = 206, description = "The range asked for"), (status = 304, description = "Not modified"),
-        (status = 404, body = ErrorBody), (status = 416, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The file, in the type sniffed from its content (`mime`)",
+            content((Vec<u8> = "*/*")), headers(
+                ("ETag" = String, description = "The file's SHA-256"),
+                ("Content-Disposition" = String, description = "`inline` for images, else `attachment`, with the name"))),
+        (status = 206, description = "The one range asked for, with `Content-Range`",
+            content((Vec<u8> = "*/*")), headers(("Content-Range" = String, description = "`bytes first-last/size`"))),
+        (status = 304, description = "Not modified: `If-None-Match` names this file's `ETag`"),
+        (status = 404, body = ErrorBody),
+        (status = 416, body = ErrorBody, description = "`range_not_satisfiable`, with `Content-Range: bytes */size`")))]
 pub async fn download(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
@@ -140,10 +159,15 @@ pub async fn download(
 }
 
 /// An image's thumbnail (JPEG or PNG, at most 320 pixels on its longer side).
-#[utoipa::path(get, path = "/v1/files/{id}/thumbnail", tag = "files", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/files/{id}/thumbnail", operation_id = "getThumbnail", tag = "files", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 200, description = "The thumbnail", content_type = "image/jpeg"),
-        (status = 404, body = ErrorBody, description = "No such file, or not an image")))]
+    responses(
+        (status = 200, description = "The thumbnail", content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"))),
+        (status = 206, description = "The one range asked for, with `Content-Range`",
+            content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"))),
+        (status = 304, description = "Not modified: `If-None-Match` names the thumbnail's `ETag`"),
+        (status = 404, body = ErrorBody, description = "No such file, or not an image"),
+        (status = 416, body = ErrorBody, description = "`range_not_satisfiable`")))]
 pub async fn thumbnail(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,

@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Answers while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -39,7 +39,7 @@ pub async fn healthz() -> Json<Health> {
 /// Answers 200 when the database is reachable and every migration is applied,
 /// else 503. With Redis configured and out of reach the answer stays 200 (the
 /// node still serves its own clients) with `status: degraded`.
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     match state.core.store.ready().await {

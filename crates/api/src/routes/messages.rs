@@ -34,6 +34,7 @@ pub struct SendRequest {
     pub body: String,
     /// The client's idempotency key, 1 to 128 characters: sending again with the
     /// same key returns the first message and creates nothing.
+    #[schema(min_length = 1, max_length = 128)]
     pub client_msg_id: String,
     /// A message of the same room this one answers.
     pub reply_to: Option<Uuid>,
@@ -47,6 +48,8 @@ pub struct SendRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditRequest {
+    /// 1 to 4,000 characters (configurable), not only whitespace.
+    #[schema(min_length = 1)]
     pub body: String,
 }
 
@@ -74,12 +77,13 @@ pub struct HistoryQuery {
     /// The page starts just after this message.
     pub after: Option<Uuid>,
     /// 1 to 100 (configurable); default 50.
+    #[param(minimum = 1)]
     pub limit: Option<u32>,
 }
 
 /// Sends a message: 201 with the new message, or 200 with the one sent
 /// before under the same `client_msg_id`.
-#[utoipa::path(post, path = "/v1/rooms/{id}/messages", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/rooms/{id}/messages", operation_id = "sendMessage", tag = "messages", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = SendRequest,
     responses((status = 201, body = Message), (status = 200, body = Message, description = "Already sent"),
         (status = 404, body = ErrorBody, description = "Not a member"), (status = 409, body = ErrorBody),
@@ -110,7 +114,7 @@ pub async fn send(
 /// History, always in ascending order (oldest first): the `limit` messages
 /// before `before`, or after `after`, or the newest `limit`. `has_more` says
 /// whether more lie beyond in the direction asked.
-#[utoipa::path(get, path = "/v1/rooms/{id}/messages", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/rooms/{id}/messages", operation_id = "listMessages", tag = "messages", security(("bearer" = [])),
     params(("id" = Uuid, Path), HistoryQuery),
     responses((status = 200, body = History), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn history(
@@ -130,7 +134,7 @@ pub async fn history(
 
 /// One message (a deleted one as its tombstone), for the room's members: what
 /// a client shows for a reply whose original is not in the pages it loaded.
-#[utoipa::path(get, path = "/v1/rooms/{id}/messages/{message_id}", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/rooms/{id}/messages/{message_id}", operation_id = "getMessage", tag = "messages", security(("bearer" = [])),
     params(("id" = Uuid, Path), ("message_id" = Uuid, Path)),
     responses((status = 200, body = Message), (status = 404, body = ErrorBody)))]
 pub async fn show(
@@ -144,7 +148,7 @@ pub async fn show(
 }
 
 /// Edits one's own message.
-#[utoipa::path(patch, path = "/v1/rooms/{id}/messages/{message_id}", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/v1/rooms/{id}/messages/{message_id}", operation_id = "editMessage", tag = "messages", security(("bearer" = [])),
     params(("id" = Uuid, Path), ("message_id" = Uuid, Path)), request_body = EditRequest,
     responses((status = 200, body = Message), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "`message_deleted`"), (status = 422, body = ErrorBody)))]
@@ -165,7 +169,7 @@ pub async fn edit(
 
 /// Deletes a message (one's own; moderators and the owner: anyone's). It stays
 /// as a tombstone without its body.
-#[utoipa::path(delete, path = "/v1/rooms/{id}/messages/{message_id}", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/rooms/{id}/messages/{message_id}", operation_id = "deleteMessage", tag = "messages", security(("bearer" = [])),
     params(("id" = Uuid, Path), ("message_id" = Uuid, Path)),
     responses((status = 200, body = Message, description = "The tombstone"), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -180,7 +184,7 @@ pub async fn remove(
 }
 
 /// Moves the caller's read marker forward to a message; never back.
-#[utoipa::path(post, path = "/v1/rooms/{id}/read", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/rooms/{id}/read", operation_id = "markRead", tag = "messages", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = ReadRequest,
     responses((status = 200, body = ReadMarker), (status = 404, body = ErrorBody)))]
 pub async fn read(

@@ -23,6 +23,7 @@ use roost_core::pagination::PageRequest;
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Items per page (default 50, at most 100 unless configured otherwise).
+    #[param(minimum = 1)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

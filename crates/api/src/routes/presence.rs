@@ -24,7 +24,8 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceQuery {
-    /// Comma-separated user ids, at most 100.
+    /// Comma-separated user ids, 1 to 100.
+    #[param(min_length = 1)]
     pub user_ids: String,
 }
 
@@ -37,7 +38,7 @@ pub struct PresenceAnswer {
 }
 
 /// Presence of users who share a room with the caller (and the caller's own).
-#[utoipa::path(get, path = "/v1/presence", tag = "presence", security(("bearer" = [])), params(PresenceQuery),
+#[utoipa::path(get, path = "/v1/presence", operation_id = "getPresence", tag = "presence", security(("bearer" = [])), params(PresenceQuery),
     responses((status = 200, body = PresenceAnswer), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn presence(
     State(state): State<AppState>,

@@ -39,27 +39,32 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateRoomRequest {
     /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Up to 1,000 characters.
+    #[schema(max_length = 1000)]
     pub topic: Option<String>,
     /// Default `private`.
     pub visibility: Option<Visibility>,
     /// 2 up to the server's limit; absent means the server default.
+    #[schema(minimum = 2)]
     pub max_call_participants: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRoomRequest {
+    /// 1 to 100 characters; not for direct messages.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
-    /// `null` clears the topic.
+    /// Up to 1,000 characters; `null` clears the topic.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 1000)]
     pub topic: Option<Option<String>>,
     pub visibility: Option<Visibility>,
-    /// `null` returns to the server default.
+    /// 2 up to the server's limit; `null` returns to the server default.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 2)]
     pub max_call_participants: Option<Option<u32>>,
 }
 
@@ -79,14 +84,16 @@ pub struct MemberRoleRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInviteRequest {
-    /// Default 7 days, at most 30 days.
+    /// Default 7 days, at most 30 days (configurable).
+    #[schema(minimum = 1)]
     pub expires_in_secs: Option<u64>,
     /// Absent means unlimited.
+    #[schema(minimum = 1)]
     pub max_uses: Option<u32>,
 }
 
 /// Creates a group room; the caller becomes its owner.
-#[utoipa::path(post, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])), request_body = CreateRoomRequest,
+#[utoipa::path(post, path = "/v1/rooms", operation_id = "createRoom", tag = "rooms", security(("bearer" = [])), request_body = CreateRoomRequest,
     responses((status = 201, body = RoomView), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "Room creation is limited to admins"),
         (status = 422, body = ErrorBody)))]
@@ -112,7 +119,7 @@ pub async fn create(
 }
 
 /// The rooms the caller belongs to, oldest first.
-#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])), params(PageQuery),
+#[utoipa::path(get, path = "/v1/rooms", operation_id = "listMyRooms", tag = "rooms", security(("bearer" = [])), params(PageQuery),
     responses((status = 200, body = Page<RoomView>), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -129,8 +136,10 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct DirectoryQuery {
     /// Only rooms whose name contains this, ignoring case (up to 100 characters).
+    #[param(max_length = 100)]
     pub q: Option<String>,
     /// Items per page (default 50, at most 100 unless configured otherwise).
+    #[param(minimum = 1)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -138,7 +147,7 @@ pub struct DirectoryQuery {
 
 /// The server's public group rooms by name, for anyone signed in; `my_role`
 /// tells which the caller is already in.
-#[utoipa::path(get, path = "/v1/rooms/public", tag = "rooms", security(("bearer" = [])), params(DirectoryQuery),
+#[utoipa::path(get, path = "/v1/rooms/public", operation_id = "listPublicRooms", tag = "rooms", security(("bearer" = [])), params(DirectoryQuery),
     responses((status = 200, body = Page<RoomView>), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn directory(
     State(state): State<AppState>,
@@ -156,7 +165,7 @@ pub async fn directory(
 }
 
 /// A room: for members, for anyone if public, for admins. Private rooms are 404 to others.
-#[utoipa::path(get, path = "/v1/rooms/{id}", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/rooms/{id}", operation_id = "getRoom", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = RoomView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -167,7 +176,7 @@ pub async fn show(
 }
 
 /// Changes settings (the owner or an admin).
-#[utoipa::path(patch, path = "/v1/rooms/{id}", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/v1/rooms/{id}", operation_id = "updateRoom", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
     request_body = UpdateRoomRequest,
     responses((status = 200, body = RoomView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -187,7 +196,7 @@ pub async fn update(
 }
 
 /// Deletes a room with its members and invites (the owner or an admin).
-#[utoipa::path(delete, path = "/v1/rooms/{id}", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/v1/rooms/{id}", operation_id = "deleteRoom", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
@@ -199,7 +208,7 @@ pub async fn remove(
 }
 
 /// Joins a public room; joining again changes nothing.
-#[utoipa::path(post, path = "/v1/rooms/{id}/join", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/rooms/{id}/join", operation_id = "joinRoom", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = RoomView), (status = 403, body = ErrorBody, description = "Invite only"),
         (status = 404, body = ErrorBody)))]
 pub async fn join(
@@ -212,7 +221,7 @@ pub async fn join(
 
 /// Leaves a group room. An owner who leaves hands the room to the
 /// longest-standing moderator, else the longest-standing member.
-#[utoipa::path(post, path = "/v1/rooms/{id}/leave", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/rooms/{id}/leave", operation_id = "leaveRoom", tag = "rooms", security(("bearer" = [])), params(("id" = Uuid, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`dm_cannot_leave`")))]
 pub async fn leave(
     State(state): State<AppState>,
@@ -224,7 +233,7 @@ pub async fn leave(
 }
 
 /// Members in join order.
-#[utoipa::path(get, path = "/v1/rooms/{id}/members", tag = "rooms", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/rooms/{id}/members", operation_id = "listMembers", tag = "rooms", security(("bearer" = [])),
     params(("id" = Uuid, Path), PageQuery),
     responses((status = 200, body = Page<Member>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn members(
@@ -243,7 +252,7 @@ pub async fn members(
 }
 
 /// Adds a user to a group room (a moderator, the owner or an admin).
-#[utoipa::path(post, path = "/v1/rooms/{id}/members", tag = "rooms", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/rooms/{id}/members", operation_id = "addMember", tag = "rooms", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = UserIdRequest,
     responses((status = 201, body = Member), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "`already_member` or `dm_members_fixed`")))]
@@ -260,7 +269,7 @@ pub async fn add_member(
 }
 
 /// Removes a member; only someone of a higher role may (moderator < owner < admin).
-#[utoipa::path(delete, path = "/v1/rooms/{id}/members/{user_id}", tag = "rooms", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/rooms/{id}/members/{user_id}", operation_id = "removeMember", tag = "rooms", security(("bearer" = [])),
     params(("id" = Uuid, Path), ("user_id" = Uuid, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn kick(
@@ -273,7 +282,7 @@ pub async fn kick(
 }
 
 /// Makes a member a moderator or back (the owner or an admin).
-#[utoipa::path(patch, path = "/v1/rooms/{id}/members/{user_id}", tag = "rooms", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/v1/rooms/{id}/members/{user_id}", operation_id = "setMemberRole", tag = "rooms", security(("bearer" = [])),
     params(("id" = Uuid, Path), ("user_id" = Uuid, Path)), request_body = MemberRoleRequest,
     responses((status = 200, body = Member), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
@@ -293,7 +302,7 @@ pub async fn set_member_role(
 }
 
 /// Creates an invite code (a moderator, the owner or an admin).
-#[utoipa::path(post, path = "/v1/rooms/{id}/invites", tag = "rooms", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/rooms/{id}/invites", operation_id = "createInvite", tag = "rooms", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = CreateInviteRequest,
     responses((status = 201, body = Invite), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -315,7 +324,7 @@ pub async fn create_invite(
 }
 
 /// Joins the invite's room. Accepting while already a member uses nothing.
-#[utoipa::path(post, path = "/v1/invites/{code}/accept", tag = "rooms", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/invites/{code}/accept", operation_id = "acceptInvite", tag = "rooms", security(("bearer" = [])),
     params(("code" = String, Path)),
     responses((status = 200, body = RoomView), (status = 404, body = ErrorBody),
         (status = 410, body = ErrorBody, description = "`invite_expired`: expired or used up")))]
@@ -329,7 +338,7 @@ pub async fn accept_invite(
 
 /// The one direct-message room of the caller and `user_id`: 201 when created
 /// now, 200 when it existed. Concurrent calls give the same room.
-#[utoipa::path(post, path = "/v1/dms", tag = "rooms", security(("bearer" = [])), request_body = UserIdRequest,
+#[utoipa::path(post, path = "/v1/dms", operation_id = "openDm", tag = "rooms", security(("bearer" = [])), request_body = UserIdRequest,
     responses((status = 201, body = RoomView), (status = 200, body = RoomView), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub async fn open_dm(

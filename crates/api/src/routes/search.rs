@@ -27,8 +27,10 @@ pub struct SearchQuery {
     /// 1 to 200 characters. Cut into words (runs of letters and digits), at
     /// most 16; a message matches when each word begins one of its words.
     /// Other characters, quotes and operators included, only separate words.
+    #[param(required = true, min_length = 1, max_length = 200)]
     pub q: Option<String>,
     /// Hits per page: 1 to 50, default 20.
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -36,7 +38,7 @@ pub struct SearchQuery {
 
 /// Searches the messages of one room the caller is a member of: best matches
 /// first, newest first among equals.
-#[utoipa::path(get, path = "/v1/rooms/{id}/messages/search", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/rooms/{id}/messages/search", operation_id = "searchRoom", tag = "messages", security(("bearer" = [])),
     params(("id" = Uuid, Path), SearchQuery),
     responses((status = 200, body = Page<SearchHit>), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "Not a member"),
@@ -63,7 +65,7 @@ pub async fn in_room(
 }
 
 /// Searches the messages of every room the caller is a member of.
-#[utoipa::path(get, path = "/v1/search", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/search", operation_id = "searchMessages", tag = "messages", security(("bearer" = [])),
     params(SearchQuery),
     responses((status = 200, body = Page<SearchHit>), (status = 401, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "Bad `q`, `limit` or `cursor`")))]

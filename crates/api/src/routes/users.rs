@@ -23,11 +23,12 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
     /// 1 to 64 characters.
+    #[schema(min_length = 1, max_length = 64)]
     pub display_name: String,
 }
 
 /// Changes the caller's display name.
-#[utoipa::path(patch, path = "/v1/users/me", tag = "users", security(("bearer" = [])), request_body = UpdateMeRequest,
+#[utoipa::path(patch, path = "/v1/users/me", operation_id = "updateMe", tag = "users", security(("bearer" = [])), request_body = UpdateMeRequest,
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_me(
     State(state): State<AppState>,
@@ -44,7 +45,7 @@ pub async fn update_me(
 }
 
 /// Anyone's public profile.
-#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/users/{id}", operation_id = "getUser", tag = "users", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = PublicUser), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn profile(
@@ -58,7 +59,7 @@ pub async fn profile(
 /// The enabled account with exactly this username (ignoring case), to start a
 /// direct message with someone who shares no room with the caller. There is
 /// no prefix search: a name must be known in full.
-#[utoipa::path(get, path = "/v1/users/by-username/{username}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/users/by-username/{username}", operation_id = "getUserByUsername", tag = "users", security(("bearer" = [])),
     params(("username" = String, Path)),
     responses((status = 200, body = PublicUser), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn by_username(
