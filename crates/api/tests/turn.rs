@@ -122,6 +122,66 @@ async fn the_shipped_configuration_refuses_to_relay_into_loopback() {
     );
 }
 
+#[tokio::test]
+async fn the_readmes_command_starts_coturn_with_the_shipped_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, stdout) = Coturn::from_readme(dir.path());
+    let secret = std::fs::read_to_string(dir.path().join("roost/turn_secret"))
+        .expect("the README's command writes the secret");
+    // Roost is given `$(cat turn_secret)`: the shell drops the newline.
+    let turn = Turn::new(TurnConfig {
+        urls: vec![format!("turn:127.0.0.1:{}", relay.port)],
+        secret: Some(secret.trim_end().as_bytes().to_vec()),
+        ttl: Duration::from_secs(3600),
+    });
+    let c = turn
+        .credentials(uuid::Uuid::new_v4(), chrono::Utc::now())
+        .unwrap();
+    let peer = EchoPeer::start();
+    let run = relay.allocate(&c.username, &c.credential, peer.port);
+    // Accepted (an unknown or unchecked credential is a 401), then refused
+    // the loopback peer by the file's `denied-peer-ip`.
+    assert!(
+        !run.log.contains("401"),
+        "coturn did not take Roost's credential:\n{}",
+        run.log
+    );
+    assert_ne!(run.code, Some(0), "relayed into loopback:\n{}", run.log);
+    assert!(
+        run.log.contains("403"),
+        "refused as a forbidden peer:\n{}",
+        run.log
+    );
+    let log = std::fs::read_to_string(&stdout).unwrap_or_default();
+    assert!(
+        log.contains("no-tcp-relay"),
+        "coturn runs without the file's settings:\n{log}"
+    );
+}
+
+/// The fenced shell block of `turn-config/README.md` that starts coturn.
+fn readme_command() -> String {
+    let readme = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../turn-config/README.md"),
+    )
+    .unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for line in readme.lines() {
+        let fence = line.trim_start();
+        match current.as_mut() {
+            None if fence == "```sh" => current = Some(Vec::new()),
+            None => {}
+            Some(_) if fence == "```" => blocks.push(current.take().unwrap().join("\n")),
+            Some(lines) => lines.push(line.trim_start()),
+        }
+    }
+    blocks
+        .into_iter()
+        .find(|b| b.lines().any(|l| l.starts_with("turnserver ")))
+        .expect("the README has a shell block that runs turnserver")
+}
+
 /// A coturn on loopback with `turn-config/turnserver.conf`.
 struct Coturn {
     child: Child,
@@ -155,15 +215,49 @@ impl Coturn {
             "coturn's turnserver must be installed (apt-get install coturn; scripts/test does it)",
         );
         let relay = Coturn { child, port };
+        relay.wait_listening();
+        relay
+    }
+
+    /// Runs the README's command as written, with its paths under `dir` and
+    /// coturn's ports moved to loopback (arguments after the README's own,
+    /// which coturn lets override the file). Also gives coturn's log file.
+    fn from_readme(dir: &std::path::Path) -> (Coturn, PathBuf) {
+        let conf =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../turn-config/turnserver.conf");
+        let command = readme_command()
+            .replace("/etc/turnserver.conf", &conf.display().to_string())
+            .replace("/etc/roost", &dir.join("roost").display().to_string());
+        let port = free_port();
+        let relay_min = 40_000 + (port % 200) * 50;
+        let script = format!(
+            "turnserver() {{ exec turnserver \"$@\" --listening-ip=127.0.0.1 \
+             --relay-ip=127.0.0.1 --listening-port={port} --min-port={relay_min} \
+             --max-port={} --no-tls --no-dtls; }}\n{command}\n",
+            relay_min + 49
+        );
+        let stdout = dir.join("coturn.log");
+        let child = Command::new("sh")
+            .args(["-ec", &script])
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh");
+        let relay = Coturn { child, port };
+        relay.wait_listening();
+        (relay, stdout)
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "coturn did not start on port {port}"
+                "coturn did not start on port {}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        relay
     }
 
     /// Allocates a relay with the credential and sends a few packets through
