@@ -393,6 +393,9 @@ impl Config {
                     "invalid configuration: jwt_secret must be at least {MIN_SECRET_BYTES} bytes"
                 );
             }
+            if let Some(why) = crate::secret::placeholder(secret) {
+                bail!("invalid configuration: jwt_secret {why}, not a secret; generate one (openssl rand -base64 48)");
+            }
         }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")
@@ -486,6 +489,9 @@ impl Config {
         if let Some(secret) = &self.turn_secret {
             if secret.len() < MIN_TURN_SECRET_BYTES {
                 bail!("invalid configuration: turn_secret must be at least {MIN_TURN_SECRET_BYTES} bytes");
+            }
+            if let Some(why) = crate::secret::placeholder(secret) {
+                bail!("invalid configuration: turn_secret {why}, not a secret; generate one (openssl rand -base64 32) and give coturn the same");
             }
             if self.turn_urls.is_empty() {
                 bail!("invalid configuration: turn_secret is set but turn_urls is empty");
@@ -645,6 +651,28 @@ fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholder_secrets_are_refused_naming_the_setting() {
+        for jwt in ["changemechangemechangemechangeme", &"a".repeat(32)] {
+            let config = Config {
+                jwt_secret: Some(jwt.into()),
+                ..Config::default()
+            };
+            let err = config.validate().expect_err(jwt).to_string();
+            assert!(err.contains("jwt_secret"), "{err}");
+        }
+        for turn in ["changemechangeme", "your-turn-secret-here", &"7".repeat(16)] {
+            let config = Config {
+                turn_secret: Some(turn.into()),
+                turn_urls: vec!["turn:turn.roost.test:3478".into()],
+                ..Config::default()
+            };
+            let err = config.validate().expect_err(turn).to_string();
+            assert!(err.contains("turn_secret"), "{err}");
+            assert!(err.contains("not a secret"), "{err}");
+        }
+    }
 
     #[test]
     fn redacts_url_passwords() {

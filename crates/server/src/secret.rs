@@ -11,6 +11,45 @@ use roost_core::auth::token::{random_token, MIN_SECRET_BYTES};
 
 const FILE: &str = "jwt_secret";
 
+/// Words of the values that sample configurations and guides put where a
+/// secret goes. A secret holding one was copied, not chosen, and anyone who
+/// read the same guide knows it; random secrets never hold them.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "changeme",
+    "change-me",
+    "change_me",
+    "replaceme",
+    "replace-me",
+    "replace_me",
+    "placeholder",
+    "your-",
+    "your_",
+    "-here",
+    "_here",
+    "example",
+];
+
+/// Why `secret` is a placeholder rather than a secret, or `None`: a known
+/// sample value, one character repeated, or a pattern of at most four
+/// characters repeated. Length is checked apart; these pass any length rule.
+pub fn placeholder(secret: &str) -> Option<&'static str> {
+    let lower = secret.to_ascii_lowercase();
+    if PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w)) {
+        return Some("is a sample value from a guide or template");
+    }
+    let bytes = secret.as_bytes();
+    let repeats = |period: usize| {
+        bytes.len() >= 2 * period && bytes.iter().zip(&bytes[period..]).all(|(a, b)| a == b)
+    };
+    if repeats(1) {
+        return Some("is one character repeated");
+    }
+    if (2..=4).any(repeats) {
+        return Some("is a short pattern repeated");
+    }
+    None
+}
+
 /// The secret to sign with.
 pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = configured {
@@ -23,6 +62,12 @@ pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> anyhow::Resu
             if secret.len() < MIN_SECRET_BYTES {
                 bail!(
                     "{} holds fewer than {MIN_SECRET_BYTES} bytes; delete it to generate a new one",
+                    path.display()
+                );
+            }
+            if let Some(why) = placeholder(secret) {
+                bail!(
+                    "{} {why}, not a secret; delete it to generate a new one",
                     path.display()
                 );
             }
@@ -64,6 +109,37 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_or_create(None, dir.path()).unwrap(), first);
+    }
+
+    #[test]
+    fn placeholders_are_told_from_secrets() {
+        for sample in [
+            "changemechangeme",
+            "CHANGEME-please-0123456789abcdef",
+            "your-turn-secret-here",
+            "put-your-jwt-secret-here-0123456",
+            &"x".repeat(48),
+            &"ab".repeat(16),
+            &"0123".repeat(8),
+        ] {
+            assert!(placeholder(sample).is_some(), "{sample:?} is a placeholder");
+        }
+        for secret in [
+            "0123456789abcdef0123456789abcdef",
+            "a secret shared with coturn, 32+ bytes",
+            "browser-test-secret-0123456789",
+            &random_token(48),
+        ] {
+            assert_eq!(placeholder(secret), None, "{secret:?} is a secret");
+        }
+    }
+
+    #[test]
+    fn a_placeholder_secret_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), "z".repeat(40)).unwrap();
+        let err = load_or_create(None, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("one character repeated"), "{err}");
     }
 
     #[test]
