@@ -835,3 +835,67 @@ async fn reconciling_with_the_store_recovers_what_the_bus_lost() {
     assert!(revoked);
     assert_eq!(b.closed().await, Some(4001));
 }
+
+#[tokio::test]
+async fn a_nul_in_a_message_is_refused_by_name_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    let ada = server.user("ada").await;
+    let bob = server.user("bob").await;
+    let room = server.room(&ada, &[&bob]).await;
+    let (mut a, _) = server.join(&ada, json!({})).await;
+    let (mut b, _) = server.join(&bob, json!({})).await;
+
+    // PostgreSQL cannot store U+0000 and SQLite can: both refuse it alike.
+    for (body, cid, field) in [
+        ("a\u{0}b", "n1", "body"),
+        ("hello", "n\u{0}2", "client_msg_id"),
+    ] {
+        let res = a
+            .request(json!({"type": "message.send", "room_id": room, "body": body, "client_msg_id": cid}))
+            .await;
+        assert_eq!(res["type"], "nack", "{res}");
+        assert_eq!(res["code"], "validation_failed", "{res}");
+        assert!(res["message"].as_str().unwrap().contains(field), "{res}");
+    }
+    let ack = a
+        .request(
+            json!({"type": "message.send", "room_id": room, "body": "kept", "client_msg_id": "n3"}),
+        )
+        .await;
+    let id = ack["result"]["message"]["id"].as_str().unwrap().to_owned();
+    let res = a
+        .request(
+            json!({"type": "message.edit", "room_id": room, "message_id": id, "body": "x\u{0}"}),
+        )
+        .await;
+    assert_eq!(res["code"], "validation_failed", "{res}");
+    assert!(res["message"].as_str().unwrap().contains("body"), "{res}");
+
+    let seen = b.drain(Duration::from_millis(300)).await;
+    let bodies: Vec<&Value> = seen
+        .iter()
+        .filter(|f| f["type"] == "message.new" || f["type"] == "message.updated")
+        .map(|f| &f["message"]["body"])
+        .collect();
+    assert_eq!(
+        bodies,
+        [&json!("kept")],
+        "only the clean message reached bob"
+    );
+    let actor = server.actor(&ada).await;
+    let history = server
+        .core
+        .chat
+        .history(&actor, room.parse().unwrap(), None, None, None)
+        .await
+        .unwrap();
+    let texts: Vec<_> = history
+        .items
+        .iter()
+        .filter_map(|m| m.body.as_deref())
+        .collect();
+    assert!(
+        texts.contains(&"kept") && !texts.iter().any(|t| t.contains('\0')),
+        "{texts:?}"
+    );
+}
