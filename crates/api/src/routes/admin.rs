@@ -91,7 +91,8 @@ pub async fn disable(
 /// Enables a disabled account (admin and up).
 #[utoipa::path(post, path = "/v1/admin/users/{id}/enable", operation_id = "enableUser", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`cannot_target_self`")))]
 pub async fn enable(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
