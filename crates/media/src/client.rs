@@ -48,7 +48,7 @@ enum Cmd {
     Lose(usize),
     Nack {
         track: TrackId,
-        seq: u16,
+        seqs: Vec<u16>,
     },
     KeyframeRequest {
         track: TrackId,
@@ -158,7 +158,13 @@ impl Client {
 
     /// Asks the sender of `track` to send packet `seq` again.
     pub fn nack(&self, track: TrackId, seq: u16) {
-        let _ = self.cmd.send(Cmd::Nack { track, seq });
+        self.nack_all(track, vec![seq]);
+    }
+
+    /// Asks the sender of `track` to send packets `seqs` again, in one NACK
+    /// (in ascending order, as a receiver lists its gaps).
+    pub fn nack_all(&self, track: TrackId, seqs: Vec<u16>) {
+        let _ = self.cmd.send(Cmd::Nack { track, seqs });
     }
 
     /// Asks the sender of `track` for a keyframe (a PLI).
@@ -274,7 +280,7 @@ async fn drive(
                         }
                     }
                     Some(Cmd::Lose(n)) => lose = n,
-                    Some(Cmd::Nack { track, seq }) => { let _ = peer.nack(&track, seq, now); }
+                    Some(Cmd::Nack { track, seqs }) => { let _ = peer.nack(&track, &seqs, now); }
                     Some(Cmd::KeyframeRequest { track }) => { let _ = peer.request_keyframe(&track, now); }
                     Some(Cmd::Vanish) => return,
                     Some(Cmd::Move) => {

@@ -50,6 +50,9 @@ pub struct EngineConfig {
     /// Packets kept per forwarded video stream to resend on a subscriber's
     /// NACK: a power of two from 64 to 32,768.
     pub retransmit_history: u16,
+    /// How often a packet is resent to one subscriber, and how much of its
+    /// stream's rate retransmissions may add (see [`crate::retransmit`]).
+    pub retransmit_limits: crate::RetransmitLimits,
     /// Keyframe requests forwarded to a publisher per track, at most one per this interval.
     pub keyframe_interval: Duration,
     /// A peer silent this long counts as disconnected, and after
@@ -75,6 +78,7 @@ impl Default for EngineConfig {
             loop_queue: 4096,
             socket_buffer: 4 << 20,
             retransmit_history: 512,
+            retransmit_limits: crate::RetransmitLimits::default(),
             keyframe_interval: Duration::from_millis(500),
             peer_disconnected: Duration::from_secs(5),
             peer_failed: Duration::from_secs(10),
@@ -295,6 +299,13 @@ impl Engine {
         tokio::spawn(receive(socket, routes_rx, inbound, unrouted.clone()));
         Ok((
             Engine {
+        if !config.retransmit_limits.valid() {
+            return Err(MediaError::Config(format!(
+                "retransmissions must be allowed 1 to 10 times per packet and 1 to 100 % of a \
+                 stream, not {} times and {} %",
+                config.retransmit_limits.attempts, config.retransmit_limits.share_percent
+            )));
+        }
                 loops: commands.into(),
                 placement,
                 unrouted,

@@ -10,6 +10,7 @@
 //! - `udp`: sending a loop's datagrams in groups (`sendmmsg`).
 //! - [`peer`]: one peer connection; the only module that touches the `rtc`
 //!   stack.
+//! - [`retransmit`]: how much a subscriber's NACKs may make the engine resend.
 //! - [`demux`]: which peer a datagram on the shared port belongs to.
 //! - [`forwarder`]: a subscriber's view of a stream (SSRC, sequence numbers,
 //!   timestamps), as pure arithmetic.
@@ -29,11 +30,13 @@ pub mod peer;
 mod sfu;
 mod udp;
 
+pub mod retransmit;
 pub use engine::{Engine, EngineConfig, EngineEvent, EngineStats};
 pub use peer::Kind;
 
 /// A failure of the media engine.
 #[derive(Debug, thiserror::Error)]
+pub use retransmit::RetransmitLimits;
 pub enum MediaError {
     /// An SDP that could not be applied (malformed, or not what was expected now).
     #[error("session description refused: {0}")]

@@ -32,6 +32,11 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    nack_pairs_from_sequence_numbers, TransportLayerNack,
+};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RTCRtpRtxParameters, RtpCodecKind,
@@ -40,6 +45,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use crate::retransmit::{RetransmitLimits, Retransmits};
 use crate::MediaError;
 
 /// Audio or video.
@@ -105,8 +111,123 @@ const OTHER_VIDEO_CODECS: &[(&str, u32, u16, &str)] = &[
         "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
     ),
     ("video/VP9", 90_000, 0, "profile-id=0"),
-    ("video/AV1", 90_000, 0, ""),
+    ("video/AV1", 90_000, 0, AV1_FMTP),
 ];
+
+/// The codecs a connection negotiates: webrtc-rs's default set, with the
+/// payload types browsers use too, except that AV1 carries its own fmtp
+/// parameter (`profile`, from the AV1 RTP specification) where the default
+/// gives it VP9's (`profile-id`). Audio: mime type, clock rate, channels,
+/// fmtp, payload type.
+const AUDIO_CODECS: &[(&str, u32, u16, &str, u8)] = &[
+    ("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1", 111),
+    ("audio/G722", 8_000, 0, "", 9),
+    ("audio/PCMU", 8_000, 0, "", 0),
+    ("audio/PCMA", 8_000, 0, "", 8),
+];
+/// Video, at 90 kHz: mime type, fmtp, payload type, and the payload type
+/// of its retransmission stream (RFC 4588).
+const VIDEO_CODECS: &[(&str, &str, u8, u8)] = &[
+    ("video/VP8", "", 96, 97),
+    ("video/VP9", "profile-id=0", 98, 99),
+    ("video/VP9", "profile-id=1", 100, 101),
+    (
+        "video/H264",
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+        102,
+        103,
+    ),
+    (
+        "video/H264",
+        "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f",
+        127,
+        104,
+    ),
+    (
+        "video/H264",
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        125,
+        105,
+    ),
+    (
+        "video/H264",
+        "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f",
+        108,
+        109,
+    ),
+    (
+        "video/H264",
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640032",
+        123,
+        124,
+    ),
+    ("video/AV1", AV1_FMTP, 41, 106),
+    ("video/H265", "", 126, 107),
+];
+/// AV1's profile 0 (Main), the one every AV1 decoder takes.
+const AV1_FMTP: &str = "profile=0";
+
+fn register_codecs(media: &mut MediaEngine) -> Result<(), MediaError> {
+    let codec = |mime_type: &str, clock_rate, channels, fmtp: &str, feedback: &[(&str, &str)]| {
+        RTCRtpCodec {
+            mime_type: mime_type.to_owned(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: feedback
+                .iter()
+                .map(
+                    |&(typ, parameter)| rtc::rtp_transceiver::rtp_sender::RTCPFeedback {
+                        typ: typ.to_owned(),
+                        parameter: parameter.to_owned(),
+                    },
+                )
+                .collect(),
+        }
+    };
+    for &(mime_type, clock_rate, channels, fmtp, payload_type) in AUDIO_CODECS {
+        let rtp_codec = codec(mime_type, clock_rate, channels, fmtp, &[]);
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec,
+                    payload_type,
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(stack)?;
+    }
+    let feedback = [
+        ("goog-remb", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ];
+    for &(mime_type, fmtp, payload_type, rtx) in VIDEO_CODECS {
+        let rtp_codec = codec(mime_type, 90_000, 0, fmtp, &feedback);
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec,
+                    payload_type,
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(stack)?;
+        let apt = format!("apt={payload_type}");
+        let rtp_codec = codec("video/rtx", 90_000, 0, &apt, &[]);
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec,
+                    payload_type: rtx,
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(stack)?;
+    }
+    Ok(())
+}
 
 /// The header extension carrying audio levels.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -186,6 +307,8 @@ pub struct PeerSetup {
     /// Packets kept per sent video stream to answer NACKs from (a power
     /// of two, 64 to 32,768).
     pub retransmit_history: u16,
+    /// How often and how much this side resends on the other's NACKs.
+    pub retransmit_limits: RetransmitLimits,
 }
 
 impl PeerSetup {
@@ -199,6 +322,7 @@ impl PeerSetup {
             local,
             advertised: vec![local],
             retransmit_history: 512,
+            retransmit_limits: RetransmitLimits::default(),
             ice_timeouts: (
                 std::time::Duration::from_secs(5),
                 std::time::Duration::from_secs(25),
@@ -317,7 +441,7 @@ impl Peer {
     /// reports, and delivery of keyframe requests to the engine).
     pub fn new(setup: &PeerSetup, now: Instant) -> Result<Peer, MediaError> {
         let mut media = MediaEngine::default();
-        media.register_default_codecs().map_err(stack)?;
+        register_codecs(&mut media)?;
         media
             .register_header_extension(
                 rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
@@ -648,11 +772,9 @@ impl Peer {
             .map_err(stack)
     }
 
-    /// Asks the sender of a remote track to send packet `seq` again.
-    pub fn nack(&mut self, track: &str, seq: u16, now: Instant) -> Result<(), MediaError> {
-        use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
-            nack_pairs_from_sequence_numbers, TransportLayerNack,
-        };
+    /// Asks the sender of a remote track to send packets `seqs` again, in
+    /// one NACK.
+    pub fn nack(&mut self, track: &str, seqs: &[u16], now: Instant) -> Result<(), MediaError> {
         let Some(&(receiver, media_ssrc)) = self.receivers.get(track) else {
             return Err(MediaError::NotFound("track"));
         };
@@ -663,7 +785,7 @@ impl Peer {
         let nack = TransportLayerNack {
             sender_ssrc: 0,
             media_ssrc,
-            nacks: nack_pairs_from_sequence_numbers(&[seq]),
+            nacks: nack_pairs_from_sequence_numbers(seqs),
         };
         receiver
             .write_rtcp(now, vec![Box::new(nack)])
@@ -1143,7 +1265,11 @@ mod tests {
                 .map(|(slot, _)| slot)
                 .collect::<Vec<_>>()
         };
-        let sending = [Slot::NackResponder, Slot::SenderReport];
+        let sending = [
+            Slot::from(RETRANSMIT_BUDGET_SLOT),
+            Slot::NackResponder,
+            Slot::SenderReport,
+        ];
         let receiving = [
             Slot::NackGenerator,
             Slot::ReceiverReport,
@@ -1164,6 +1290,10 @@ mod tests {
         for chain in [&sends, &receives, &both] {
             assert!(chain.contains(&Slot::from(14_000)));
         }
+            .with(
+                Slot::from(RETRANSMIT_BUDGET_SLOT),
+                RetransmitBudget::new(setup.retransmit_limits, setup.retransmit_history),
+            )
     }
 
     #[test]
@@ -1221,3 +1351,191 @@ mod tests {
         assert_eq!(candidates_in_every_section("v=0\r\n"), "v=0\r\n");
     }
 }
+/// Where [`RetransmitBudget`] sits: between the wire and the NACK
+/// responder, so a NACK reaches the responder only with what it may resend.
+const RETRANSMIT_BUDGET_SLOT: usize = 3_900;
+
+/// Bounds what a subscriber's NACKs make the connection resend (see
+/// [`crate::retransmit`]): it sees every packet sent, as the NACK
+/// responder's history does, learns the round trip from the receiver's
+/// reports, and strips from each inbound NACK the sequence numbers that may
+/// not be resent now. A NACK left with none goes no further.
+struct RetransmitBudget {
+    state: Retransmits,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl RetransmitBudget {
+    fn new(limits: RetransmitLimits, history: u16) -> RetransmitBudget {
+        RetransmitBudget {
+            state: Retransmits::new(limits, history),
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+        }
+    }
+
+    /// The part of `nack` that may be resent now, if any.
+    fn admit(&mut self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
+        let mut allowed = Vec::new();
+        for pair in &nack.nacks {
+            for seq in pair.packet_list() {
+                if self.state.allow(nack.media_ssrc, seq, now) {
+                    allowed.push(seq);
+                }
+            }
+        }
+        let refused = self.state.refused();
+        if allowed.is_empty() {
+            tracing::trace!(ssrc = nack.media_ssrc, refused, "a NACK refused whole");
+            return None;
+        }
+        Some(TransportLayerNack {
+            sender_ssrc: nack.sender_ssrc,
+            media_ssrc: nack.media_ssrc,
+            nacks: nack_pairs_from_sequence_numbers(&allowed),
+        })
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RetransmitBudget {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        let now = msg.now;
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            let mut kept: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::with_capacity(packets.len());
+            for p in packets.drain(..) {
+                let any = p.as_any();
+                if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                    if let Some(admitted) = self.admit(nack, now) {
+                        kept.push(Box::new(admitted));
+                    }
+                    continue;
+                }
+                let reports = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                    &rr.reports[..]
+                } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                    &sr.reports[..]
+                } else {
+                    &[]
+                };
+                for report in reports {
+                    if self.state.tracks(report.ssrc) {
+                        self.state
+                            .report_received(report.last_sender_report, report.delay, now);
+                    }
+                }
+                kept.push(p);
+            }
+            if kept.is_empty() {
+                return Ok(());
+            }
+            *packets = kept;
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        match &msg.message.packet {
+            // Retransmissions were counted when their NACK was admitted.
+            Packet::Rtp(_) if msg.message.has(&Attribute::Retransmission) => {}
+            Packet::Rtp(p) => {
+                use rtc::shared::marshal::MarshalSize;
+                let bytes = p.header.marshal_size() + p.payload.len();
+                self.state
+                    .sent(p.header.ssrc, p.header.sequence_number, bytes, msg.now);
+            }
+            Packet::Rtcp(packets) => {
+                for sr in packets
+                    .iter()
+                    .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                {
+                    self.state.report_sent(sr.ntp_time, msg.now);
+                }
+            }
+            _ => {}
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for RetransmitBudget {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        // The streams the NACK responder keeps a history for.
+        let nack = info
+            .rtcp_feedback
+            .iter()
+            .any(|fb| fb.typ == "nack" && fb.parameter.is_empty());
+        if nack {
+            self.state.track(info.ssrc);
+        }
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.state.untrack(info.ssrc);
+    }
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+    /// The fmtp parameters of `mime` (`AV1`) in an SDP, by its rtpmap's payload type.
+    fn fmtp_of(sdp: &str, mime: &str) -> Option<String> {
+        let pt = sdp.lines().find_map(|l| {
+            let (pt, codec) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+            codec
+                .starts_with(&format!("{mime}/"))
+                .then(|| pt.to_owned())
+        })?;
+        let prefix = format!("a=fmtp:{pt} ");
+        Some(
+            sdp.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+
+    #[test]
+    fn av1_is_offered_with_its_own_parameters_not_vp9s() {
+        let now = Instant::now();
+        let mut peer = Peer::new(&PeerSetup::client("127.0.0.1:9".parse().unwrap()), now).unwrap();
+        let codec = crate::client::codec(Kind::Video);
+        peer.add_sender(Kind::Video, &codec, 1234, Some(1235), "s", "t")
+            .unwrap();
+        let offer = peer.offer(now).unwrap().unwrap();
+        let av1 = fmtp_of(&offer, "AV1").expect("AV1 is offered");
+        assert!(!av1.contains("profile-id"), "a=fmtp for AV1: {av1}");
+        assert_eq!(av1, AV1_FMTP);
+        // VP9 keeps its own.
+        assert_eq!(fmtp_of(&offer, "VP9").as_deref(), Some("profile-id=0"));
+
+        // Nor in an answer to it.
+        let mut answering =
+            Peer::new(&PeerSetup::client("127.0.0.1:9".parse().unwrap()), now).unwrap();
+        let answer = answering.answer(offer, now).unwrap();
+        let av1 = fmtp_of(&answer, "AV1").expect("AV1 is answered");
+        assert!(!av1.contains("profile-id"), "a=fmtp for AV1: {av1}");
+    }
+

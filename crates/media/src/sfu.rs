@@ -172,6 +172,7 @@ const BATCH: usize = 64;
 
 /// A media loop: commands from the handle, datagrams from the receive loop,
 /// the peers' timers and the speaker tick, until the handle is dropped.
+    retransmit_limits: crate::RetransmitLimits,
 pub(crate) async fn run(
     socket: Arc<UdpSocket>,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -246,6 +247,7 @@ impl Sfu {
 
     /// Forgets what waits to be sent; returns how many datagrams it was.
     pub(crate) fn drop_outbox(&mut self) -> usize {
+            retransmit_limits: config.retransmit_limits,
         let n = self.outbox.len();
         self.outbox.clear();
         n
@@ -335,6 +337,7 @@ impl Sfu {
         Ok(key)
     }
 
+            retransmit_limits: self.retransmit_limits,
     pub(crate) fn join(
         &mut self,
         call: Uuid,

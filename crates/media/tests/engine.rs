@@ -241,6 +241,18 @@ async fn a_lost_packet_is_resent_when_the_subscriber_asks() {
         offer.contains("a=ssrc-group:FID ") && offer.contains(" rtx/90000"),
         "the offer pairs the video with an RTX stream:\n{offer}"
     );
+    // AV1 is offered with AV1's parameters, not VP9's `profile-id`.
+    let av1 = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=rtpmap:")?.strip_suffix(" AV1/90000"))
+        .expect("AV1 in the offer");
+    let av1_fmtp = format!("a=fmtp:{av1} ");
+    assert!(
+        !offer
+            .lines()
+            .any(|l| l.starts_with(&av1_fmtp) && l.contains("profile-id")),
+        "AV1 offered with VP9's parameter:\n{offer}"
+    );
     let vp8: u8 = offer
         .lines()
         .find_map(|l| l.strip_prefix("a=rtpmap:")?.strip_suffix(" VP8/90000"))
@@ -563,4 +575,111 @@ async fn calls_on_different_loops_each_get_only_their_own_media() {
     }
     let stats = engine.stats().await.unwrap();
     assert_eq!((stats.loops, stats.participants), (2, 4), "{stats:?}");
+}
+
+/// What a subscriber received of the numbered packets from `first` on:
+/// copies of each number (originals and resent ones) and payload bytes.
+#[derive(Default)]
+struct Received {
+    copies: HashMap<u32, usize>,
+    /// The subscriber's sequence number of each.
+    seqs: HashMap<u32, u16>,
+    /// Sequence numbers as they first came, and when.
+    arrivals: Vec<(u16, Instant)>,
+    packets: usize,
+    bytes: usize,
+    track: Option<String>,
+}
+
+impl Received {
+    fn take(&mut self, client: &mut Client, first: u32) {
+        while let Ok(event) = client.events.try_recv() {
+            if let ClientEvent::Rtp { packet, track, at } = event {
+                let Some(n) = number_of(&packet.payload).filter(|&n| n >= first) else {
+                    continue;
+                };
+                self.packets += 1;
+                self.bytes += packet.payload.len();
+                let copies = self.copies.entry(n).or_default();
+                *copies += 1;
+                if *copies == 1 {
+                    self.seqs.insert(n, packet.seq);
+                    self.arrivals.push((packet.seq, at));
+                }
+                self.track = Some(track);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_that_nacks_everything_gets_little_more_than_the_stream() {
+    // A subscriber that asks again for every packet it has had, over and
+    // over, must not turn the server into an amplifier aimed at its link;
+    // an honest subscriber in the same call still has its loss repaired.
+    let (engine, mut events) = engine().await;
+    let (publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
+    let ids: Vec<Uuid> = subs.keys().copied().collect();
+    let (abuser, honest) = (ids[0], ids[1]);
+    for s in subs.values_mut() {
+        while s.next(Duration::from_millis(50)).await.is_some() {}
+    }
+    subs[&honest].lose(1);
+
+    // Two seconds of 1,200-byte packets every 10 ms (about 1 Mbit/s); every
+    // 20 ms the abuser asks for every packet of the last second again.
+    const FIRST: u32 = 1_000;
+    const SIZE: usize = 1_200;
+    let mut sent = 0usize;
+    let mut abused = Received::default();
+    let mut repaired = Received::default();
+    let started = Instant::now();
+    let mut tick = 0u32;
+    while started.elapsed() < Duration::from_secs(2) {
+        publisher.send(seq, u32::from(seq) * 3000, numbered(FIRST + sent as u32, SIZE));
+        sent += 1;
+        seq = seq.wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        abused.take(subs.get_mut(&abuser).unwrap(), FIRST);
+        repaired.take(subs.get_mut(&honest).unwrap(), FIRST);
+        tick += 1;
+        if tick % 2 == 0 {
+            if let Some(track) = abused.track.clone() {
+                let recent: Vec<u16> = abused
+                    .arrivals
+                    .iter()
+                    .filter(|(_, at)| at.elapsed() < Duration::from_secs(1))
+                    .map(|(s, _)| *s)
+                    .collect();
+                subs[&abuser].nack_all(track, recent);
+            }
+        }
+    }
+    // The honest subscriber lost the first packet; it asks for it once.
+    assert!(!repaired.copies.contains_key(&FIRST), "the first packet was lost");
+    let lost = repaired.seqs[&(FIRST + 1)].wrapping_sub(1);
+    subs[&honest].nack(repaired.track.clone().unwrap(), lost);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    abused.take(subs.get_mut(&abuser).unwrap(), FIRST);
+    repaired.take(subs.get_mut(&honest).unwrap(), FIRST);
+
+    let stream_bytes = sent * SIZE;
+    let extra = abused.packets.saturating_sub(sent);
+    eprintln!(
+        "publisher sent {sent} packets ({stream_bytes} bytes); the abuser received {} packets \
+         ({} bytes, {extra} beyond the stream); the honest subscriber {} packets",
+        abused.packets, abused.bytes, repaired.packets
+    );
+    // The default share is 30 % of what was sent over the last second, plus a
+    // burst of about ten packets; the stream lasts two such windows.
+    assert!(
+        abused.bytes <= stream_bytes + stream_bytes * 35 / 100 + 30 * SIZE,
+        "the abuser received {} bytes for a stream of {stream_bytes}",
+        abused.bytes
+    );
+    assert_eq!(
+        repaired.copies.get(&FIRST),
+        Some(&1),
+        "the honest subscriber's lost packet is resent, once"
+    );
 }

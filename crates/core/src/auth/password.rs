@@ -81,8 +81,8 @@ impl PasswordHasherPool {
     pub async fn new(concurrency: usize) -> Result<Self> {
         let concurrency = concurrency.max(1);
         let blocks = params().block_count();
-        // Zeroed pages are mapped lazily: a buffer becomes resident the first
-        // time a hash uses it, and stays, so the budget is reached once and kept.
+        // Filling the buffers makes them resident now: the whole budget is
+        // taken at start, where an operator sees it, not under a burst of logins.
         let buffers = (0..concurrency)
             .map(|_| vec![Block::default(); blocks])
             .collect();
