@@ -4,7 +4,8 @@
 // edit, delete, a reply, an image with its preview), the connection drops and
 // heals, and a reload mid-conversation (cutting off a token refresh) shows
 // every message exactly once. Then direct messages by username with presence
-// dots, the public room directory, keyboard reach and the admin page.
+// dots, the public room directory, keyboard reach, a call started without
+// devices or on a plain HTTP page, and the admin page.
 // Screenshots of the main screens are taken on every run, into a temporary
 // directory; with ROOST_SCREENSHOTS=1 they replace those in docs/screenshots/.
 //
@@ -23,9 +24,9 @@ const shots = process.env.ROOST_SCREENSHOTS
   : mkdtempSync(join(tmpdir(), "roost-shots-"));
 
 // A browser of its own; `devices: false` leaves out the fake camera and
-// microphone, as on a machine that has none.
-async function browser({ devices = true } = {}) {
-  const args = chromiumArgs().filter((a) => devices || !a.startsWith("--use-fake"));
+// microphone, as on a machine that has none; `extraArgs` adds flags.
+async function browser({ devices = true, extraArgs = [] } = {}) {
+  const args = [...chromiumArgs().filter((a) => devices || !a.startsWith("--use-fake")), ...extraArgs];
   const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
     executablePath: CHROMIUM, headless: true, args, viewport: { width: 1280, height: 800 },
   });
@@ -383,6 +384,28 @@ async function main() {
     check(await d.page.locator("#call").isHidden() && await d.page.locator("#call-join").isVisible(),
       "dave is not in a call and can try again");
     await d.ctx.close();
+    contexts.pop();
+
+    // A page that is not a secure context (plain HTTP at a name other than
+    // localhost) has no microphone or camera at all: starting a call says
+    // to use HTTPS, not that the devices were refused.
+    const port = new URL(base).port;
+    const insecure = `http://roost.test:${port}`;
+    const e = await browser({ extraArgs: ["--host-resolver-rules=MAP roost.test 127.0.0.1"] });
+    contexts.push(e.ctx);
+    await register(e.page, insecure, "erin");
+    check(!(await e.page.evaluate(() => window.isSecureContext)), `${insecure} is not a secure context`);
+    await e.page.click("text=New room or direct message");
+    await e.page.fill("#create-room input[name=name]", "Plain HTTP");
+    await e.page.click("#create-room button[type=submit]");
+    await waitText(e.page, "#room-title", "Plain HTTP", "erin, on a plain HTTP page, opens a room");
+    await e.page.click("#call-join");
+    await waitText(e.page, "#call-error", "HTTPS", "starting a call on a plain HTTP page says calls need HTTPS");
+    const said = await e.page.textContent("#call-error");
+    check(!/could not be used|refused/.test(said), `and does not blame the devices: "${said}"`);
+    check(await e.page.locator("#call").isHidden() && await e.page.locator("#call-join").isVisible(),
+      "erin is not in a call");
+    await e.ctx.close();
     contexts.pop();
 
     // The admin page: alice is super_admin, bob is not.

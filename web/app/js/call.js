@@ -44,6 +44,12 @@ export class Call extends EventTarget {
   // Asks for the microphone and camera, then joins. Throws with a message
   // fit for the user when either step fails.
   async join() {
+    // Browsers give a page that is not a secure context (plain HTTP other
+    // than localhost) no microphone or camera at all: say what to change,
+    // not that the devices were refused.
+    if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
+      throw new Error(`Calls need a secure connection: open Roost over HTTPS (or at localhost). The browser offers no microphone or camera to ${location.origin}.`);
+    }
     try {
       this.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
     } catch (e) {
