@@ -21,6 +21,11 @@ pub const MAX_ID_CHARS: usize = 64;
 
 /// Close codes the server uses.
 pub mod close {
+    /// The client broke the WebSocket protocol (an unmasked frame, a reserved
+    /// opcode or bit, a fragmented control frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// The server is shutting down or restarting: reconnect, to another node if there is one.
     pub const SERVICE_RESTART: u16 = 1012;
     /// A frame was larger than the limit.

@@ -37,6 +37,9 @@ const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(10);
 const TYPING_EVERY: Duration = Duration::from_secs(2);
 /// How often a connection renews its presence (the TTL is 45 s).
 const PRESENCE_EVERY: Duration = Duration::from_secs(10);
+/// Frames read (and kept for later) while a request waits, say on the
+/// database; past this the connection stops reading until the request ends.
+const EARLY_MAX: usize = 32;
 
 /// Serves one connection until it closes.
 pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
@@ -111,6 +114,25 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
     tracing::debug!(%connection_id, "socket closed");
 }
 
+/// The code and message of a failed request's `nack`: what REST answers for
+/// the same error, with internal detail logged rather than sent.
+fn nack_of(e: &CoreError) -> (&'static str, String) {
+    if let CoreError::Unavailable(message) = e {
+        return ("unavailable", message.to_string());
+    }
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "the database is out of reach");
+        return ("unavailable", "the server is busy; try again".into());
+    }
+    match e.code() {
+        "internal" => {
+            tracing::error!(error = %e, "request failed");
+            ("internal", "something went wrong on the server".into())
+        }
+        code => (code, e.to_string()),
+    }
+}
+
 /// Writes queued frames in order; a frame on `last` jumps the queue and ends
 /// the connection.
 async fn write_loop(
@@ -180,6 +202,42 @@ struct Clocks {
 /// Why serving stopped early: close with this code.
 type Stop = (u16, String);
 
+/// What one read of the socket gave.
+enum Read {
+    Frame(Message),
+    /// The client closed the connection, or it broke.
+    End,
+    /// The client broke the protocol: close with this code.
+    Stop(Stop),
+}
+
+impl Read {
+    fn from(frame: Option<Result<Message, axum::Error>>) -> Read {
+        use tokio_tungstenite::tungstenite::error::ProtocolError;
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let e = match frame {
+            None | Some(Ok(Message::Close(_))) => return Read::End,
+            Some(Ok(msg)) => return Read::Frame(msg),
+            Some(Err(e)) => e.into_inner(),
+        };
+        match e.downcast_ref::<WsError>() {
+            Some(WsError::Capacity(_)) => {
+                Read::Stop((close::MESSAGE_TOO_BIG, "frame too large".into()))
+            }
+            Some(WsError::Utf8(_)) => Read::Stop((
+                close::INVALID_PAYLOAD,
+                "a text frame was not valid UTF-8".into(),
+            )),
+            // The peer went away mid-frame: nobody is left to tell.
+            Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => Read::End,
+            Some(WsError::Protocol(p)) => {
+                Read::Stop((close::PROTOCOL_ERROR, format!("protocol error: {p}")))
+            }
+            _ => Read::End,
+        }
+    }
+}
+
 impl Session {
     async fn serve(
         &mut self,
@@ -200,21 +258,21 @@ impl Session {
             presence: Instant::now(),
             reconcile: Instant::now(),
         };
+        // Frames read while a request waited, in order: handled before any newer one.
+        let mut early: VecDeque<Read> = VecDeque::new();
         loop {
             let step: Result<(), Stop> = tokio::select! {
                 biased;
                 _ = close_rx.changed() => Err(close_rx.borrow().clone().unwrap_or((close::SESSION_ENDED, String::new()))),
-                frame = stream.next() => match frame {
-                    None | Some(Ok(Message::Close(_))) => return None,
-                    Some(Ok(msg)) => self.on_frame(msg).await,
-                    Some(Err(e)) => {
-                        let text = e.to_string();
-                        if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
-                            Err((close::MESSAGE_TOO_BIG, "frame too large".into()))
-                        } else {
-                            return None;
-                        }
+                read = async {
+                    match early.pop_front() {
+                        Some(read) => read,
+                        None => Read::from(stream.next().await),
                     }
+                } => match read {
+                    Read::End => return None,
+                    Read::Stop(stop) => Err(stop),
+                    Read::Frame(msg) => self.on_frame_reading_on(msg, stream, &mut early).await,
                 },
                 Some(out) = hub_rx.recv() => self.on_outbound(out).await,
                 _ = tokio::time::sleep_until(self.hold_deadline()), if !self.held.is_empty() => {
@@ -264,6 +322,51 @@ impl Session {
             self.push(Message::Ping(Default::default()))?;
         }
         Ok(())
+    }
+
+    /// Handles a frame while reading on: a request that waits (on the
+    /// database, say) must not silence the connection, or the client's
+    /// keepalive gives up on it. Pings read meanwhile are answered at once,
+    /// the socket's own as well as `ping` requests; other frames wait in
+    /// `early`, in order, for the request to end.
+    async fn on_frame_reading_on(
+        &mut self,
+        msg: Message,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        early: &mut VecDeque<Read>,
+    ) -> Result<(), Stop> {
+        let out = self.out.clone();
+        let mut seen = false;
+        let result = {
+            let work = self.on_frame(msg);
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut work => break result,
+                    // Reading again also sends the pong the library queued for a ping.
+                    frame = stream.next(), if early.len() < EARLY_MAX => match Read::from(frame) {
+                        Read::Frame(Message::Ping(_) | Message::Pong(_)) => seen = true,
+                        Read::Frame(Message::Text(text)) => {
+                            if let Ok(ClientFrame::Ping { id }) = protocol::parse(text.as_str()) {
+                                seen = true;
+                                let pong = serde_json::to_string(&ServerFrame::Pong { id })
+                                    .expect("server frames serialise");
+                                // A full queue is a slow consumer, which the next push reports.
+                                let _ = out.try_send(Message::Text(pong.into()));
+                            } else {
+                                early.push_back(Read::Frame(Message::Text(text)));
+                            }
+                        }
+                        read => early.push_back(read),
+                    },
+                }
+            }
+        };
+        if seen {
+            self.last_seen = Instant::now();
+        }
+        result
     }
 
     /// Queues a frame for the writer; a full queue means the client stopped reading.
@@ -426,13 +529,8 @@ impl Session {
         match result {
             Ok(result) => self.send(&ServerFrame::Ack { id, result }),
             Err(e) => {
-                let message = if e.code() == "internal" {
-                    tracing::error!(error = %e, "request failed");
-                    "something went wrong on the server".to_owned()
-                } else {
-                    e.to_string()
-                };
-                self.nack(&id, e.code(), &message)
+                let (code, message) = nack_of(&e);
+                self.nack(&id, code, &message)
             }
         }
     }
@@ -479,8 +577,8 @@ impl Session {
         {
             Ok(rooms) => rooms,
             Err(e) => {
-                tracing::error!(error = %e, "loading rooms for hello failed");
-                return self.nack(id, "internal", "something went wrong on the server");
+                let (code, message) = nack_of(&e);
+                return self.nack(id, code, &message);
             }
         };
         let rooms: Vec<RoomCursor> = rooms

@@ -190,3 +190,64 @@ async fn an_expiring_token_can_be_renewed_over_the_socket() {
         .await;
     assert_eq!(nack["code"], "token_expired", "{nack}");
 }
+
+/// A client frame: FIN, `opcode`, masked with `mask` unless it is `None`.
+fn client_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    assert!(payload.len() < 126, "short frames only");
+    let mut frame = vec![0x80 | opcode];
+    match mask {
+        Some(key) => {
+            frame.push(0x80 | payload.len() as u8);
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        }
+        None => {
+            frame.push(payload.len() as u8);
+            frame.extend_from_slice(payload);
+        }
+    }
+    frame
+}
+
+#[tokio::test]
+async fn a_connection_that_breaks_the_websocket_protocol_is_closed_with_the_code_that_says_how() {
+    let server = TestServer::start().await;
+    let ada = server.user("ada").await;
+    let key = Some([0x37, 0xfa, 0x21, 0x3d]);
+    let cases: [(&str, Vec<u8>, u16); 5] = [
+        (
+            "a text frame that is not UTF-8",
+            client_frame(0x1, &[b'{', 0xff, 0xfe, b'}'], key),
+            1007,
+        ),
+        ("a reserved data opcode", client_frame(0x3, b"x", key), 1002),
+        (
+            "a reserved control opcode",
+            client_frame(0xb, b"", key),
+            1002,
+        ),
+        (
+            "an unmasked frame from the client",
+            client_frame(0x1, br#"{"type":"ping","id":"1"}"#, None),
+            1002,
+        ),
+        (
+            "a reserved bit set",
+            {
+                let mut f = client_frame(0x1, br#"{"type":"ping","id":"1"}"#, key);
+                f[0] |= 0x40;
+                f
+            },
+            1002,
+        ),
+    ];
+    for (what, frame, code) in cases {
+        let mut client = SilentClient::connect(&server, &ada).await;
+        client.write(&frame).await;
+        assert_eq!(
+            client.close_code(Duration::from_secs(5)).await,
+            Some(code),
+            "{what}"
+        );
+    }
+}

@@ -396,6 +396,12 @@ impl SilentClient {
         }
     }
 
+    /// Writes raw bytes: frames of the client's own making, broken ones included.
+    pub async fn write(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
     /// Reads frames until the server's close frame (its code) or the end of
     /// the stream (`None`), within `wait`.
     pub async fn close_code(&mut self, wait: Duration) -> Option<u16> {
