@@ -253,6 +253,13 @@ impl Engine {
                 config.retransmit_history
             )));
         }
+        if !config.retransmit_limits.valid() {
+            return Err(MediaError::Config(format!(
+                "retransmissions must be allowed 1 to 10 times per packet and 1 to 100 % of a \
+                 stream, not {} times and {} %",
+                config.retransmit_limits.attempts, config.retransmit_limits.share_percent
+            )));
+        }
         let socket = Arc::new(UdpSocket::bind(config.listen).await?);
         crate::udp::size_buffers(&socket, config.socket_buffer);
         let local = socket.local_addr()?;
@@ -299,13 +306,6 @@ impl Engine {
         tokio::spawn(receive(socket, routes_rx, inbound, unrouted.clone()));
         Ok((
             Engine {
-        if !config.retransmit_limits.valid() {
-            return Err(MediaError::Config(format!(
-                "retransmissions must be allowed 1 to 10 times per packet and 1 to 100 % of a \
-                 stream, not {} times and {} %",
-                config.retransmit_limits.attempts, config.retransmit_limits.share_percent
-            )));
-        }
                 loops: commands.into(),
                 placement,
                 unrouted,

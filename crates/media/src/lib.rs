@@ -27,16 +27,16 @@ pub mod fuzz;
 #[doc(hidden)]
 pub mod harness;
 pub mod peer;
+pub mod retransmit;
 mod sfu;
 mod udp;
 
-pub mod retransmit;
 pub use engine::{Engine, EngineConfig, EngineEvent, EngineStats};
 pub use peer::Kind;
+pub use retransmit::RetransmitLimits;
 
 /// A failure of the media engine.
 #[derive(Debug, thiserror::Error)]
-pub use retransmit::RetransmitLimits;
 pub enum MediaError {
     /// An SDP that could not be applied (malformed, or not what was expected now).
     #[error("session description refused: {0}")]

@@ -1029,6 +1029,10 @@ fn interceptors(setup: &PeerSetup) -> Registry {
     if setup.flow != Flow::Receives {
         registry = registry
             .with(
+                Slot::from(RETRANSMIT_BUDGET_SLOT),
+                RetransmitBudget::new(setup.retransmit_limits, setup.retransmit_history),
+            )
+            .with(
                 Slot::NackResponder,
                 NackResponderBuilder::new()
                     .with_size(setup.retransmit_history)
@@ -1248,109 +1252,6 @@ impl Interceptor for KeyframeRequests {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_flow_carries_only_its_own_interceptors() {
-        let slots = |flow| {
-            let setup = PeerSetup {
-                flow,
-                ..PeerSetup::client("127.0.0.1:9".parse().unwrap())
-            };
-            interceptors(&setup)
-                .slots()
-                .into_iter()
-                .map(|(slot, _)| slot)
-                .collect::<Vec<_>>()
-        };
-        let sending = [
-            Slot::from(RETRANSMIT_BUDGET_SLOT),
-            Slot::NackResponder,
-            Slot::SenderReport,
-        ];
-        let receiving = [
-            Slot::NackGenerator,
-            Slot::ReceiverReport,
-            Slot::TwccReceiver,
-        ];
-        let sends = slots(Flow::Sends);
-        let receives = slots(Flow::Receives);
-        let both = slots(Flow::Both);
-        for slot in sending {
-            assert!(sends.contains(&slot) && both.contains(&slot), "{slot:?}");
-            assert!(!receives.contains(&slot), "{slot:?}");
-        }
-        for slot in receiving {
-            assert!(receives.contains(&slot) && both.contains(&slot), "{slot:?}");
-            assert!(!sends.contains(&slot), "{slot:?}");
-        }
-        // Keyframe requests reach the engine on every connection.
-        for chain in [&sends, &receives, &both] {
-            assert!(chain.contains(&Slot::from(14_000)));
-        }
-            .with(
-                Slot::from(RETRANSMIT_BUDGET_SLOT),
-                RetransmitBudget::new(setup.retransmit_limits, setup.retransmit_history),
-            )
-    }
-
-    #[test]
-    fn audio_levels_keep_their_value_and_drop_the_voice_bit() {
-        for level in 0..=127u8 {
-            assert_eq!(&audio_level_bytes(level)[..], &[level]);
-            assert_eq!(&audio_level_bytes(level | 0x80)[..], &[level]);
-        }
-    }
-
-    /// The payload type of `mime_type` (`video/H264`) among a section's codecs.
-    fn codec_payload_type(codecs: &[SdpCodec], mime_type: &str) -> Option<u8> {
-        codecs
-            .iter()
-            .find(|c| c.mime_type.eq_ignore_ascii_case(mime_type))
-            .map(|c| c.payload_type)
-    }
-
-    #[test]
-    fn each_ssrc_sends_with_the_numbers_of_its_own_section() {
-        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 125 97\r\na=mid:0\r\n\
-                     a=rtpmap:96 VP8/90000\r\na=rtpmap:125 H264/90000\r\na=rtpmap:97 rtx/90000\r\n\
-                     a=ssrc-group:FID 11 12\r\na=ssrc:11 cname:x\r\na=ssrc:12 cname:x\r\n\
-                     m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=mid:1\r\n\
-                     a=rtpmap:102 H264/90000\r\na=rtpmap:96 VP8/90000\r\na=ssrc:21 cname:y\r\n";
-        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 125 97\r\na=mid:0\r\n\
-                      a=rtpmap:96 VP8/90000\r\na=rtpmap:125 H264/90000\r\na=rtpmap:97 rtx/90000\r\n\
-                      m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=mid:1\r\n\
-                      a=rtpmap:102 H264/90000\r\na=rtpmap:96 VP8/90000\r\n";
-        let by_ssrc = codecs_by_ssrc(offer, answer);
-        assert_eq!(codec_payload_type(&by_ssrc[&11], "video/VP8"), Some(96));
-        assert_eq!(codec_payload_type(&by_ssrc[&11], "video/H264"), Some(125));
-        assert_eq!(codec_payload_type(&by_ssrc[&21], "video/H264"), Some(102));
-        assert_eq!(codec_payload_type(&by_ssrc[&21], "video/AV1"), None);
-        assert_eq!(by_ssrc[&21][0].mime_type, "video/H264");
-        assert_eq!(by_ssrc[&21][0].clock_rate, 90_000);
-        assert!(codecs_by_ssrc("garbage", "m=\r\na=rtpmap:x\r\n").is_empty());
-        assert!(
-            media_sections("m=\r\na=rtpmap:1 /\r\na=fmtp:\r\na=ssrc:\r\n")[0]
-                .codecs
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn every_media_section_carries_the_candidates() {
-        let sdp = "v=0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP 111\r\na=mid:0\r\n\
-                   a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n\
-                   m=video 9 UDP 96\r\na=mid:1\r\na=sendrecv\r\n";
-        let out = candidates_in_every_section(sdp);
-        assert_eq!(out.matches("a=candidate:1 1 udp").count(), 2);
-        let video = &out[out.find("m=video").unwrap()..];
-        assert!(video.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n"));
-        assert!(out.ends_with("\r\n") && !out.contains("\r\n\r\n"));
-        assert_eq!(candidates_in_every_section("v=0\r\n"), "v=0\r\n");
-    }
-}
 /// Where [`RetransmitBudget`] sits: between the wire and the NACK
 /// responder, so a NACK reaches the responder only with what it may resend.
 const RETRANSMIT_BUDGET_SLOT: usize = 3_900;
@@ -1500,6 +1401,50 @@ impl Interceptor for RetransmitBudget {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_flow_carries_only_its_own_interceptors() {
+        let slots = |flow| {
+            let setup = PeerSetup {
+                flow,
+                ..PeerSetup::client("127.0.0.1:9".parse().unwrap())
+            };
+            interceptors(&setup)
+                .slots()
+                .into_iter()
+                .map(|(slot, _)| slot)
+                .collect::<Vec<_>>()
+        };
+        let sending = [
+            Slot::from(RETRANSMIT_BUDGET_SLOT),
+            Slot::NackResponder,
+            Slot::SenderReport,
+        ];
+        let receiving = [
+            Slot::NackGenerator,
+            Slot::ReceiverReport,
+            Slot::TwccReceiver,
+        ];
+        let sends = slots(Flow::Sends);
+        let receives = slots(Flow::Receives);
+        let both = slots(Flow::Both);
+        for slot in sending {
+            assert!(sends.contains(&slot) && both.contains(&slot), "{slot:?}");
+            assert!(!receives.contains(&slot), "{slot:?}");
+        }
+        for slot in receiving {
+            assert!(receives.contains(&slot) && both.contains(&slot), "{slot:?}");
+            assert!(!sends.contains(&slot), "{slot:?}");
+        }
+        // Keyframe requests reach the engine on every connection.
+        for chain in [&sends, &receives, &both] {
+            assert!(chain.contains(&Slot::from(14_000)));
+        }
+    }
+
     /// The fmtp parameters of `mime` (`AV1`) in an SDP, by its rtpmap's payload type.
     fn fmtp_of(sdp: &str, mime: &str) -> Option<String> {
         let pt = sdp.lines().find_map(|l| {
@@ -1539,3 +1484,58 @@ impl Interceptor for RetransmitBudget {
         assert!(!av1.contains("profile-id"), "a=fmtp for AV1: {av1}");
     }
 
+    #[test]
+    fn audio_levels_keep_their_value_and_drop_the_voice_bit() {
+        for level in 0..=127u8 {
+            assert_eq!(&audio_level_bytes(level)[..], &[level]);
+            assert_eq!(&audio_level_bytes(level | 0x80)[..], &[level]);
+        }
+    }
+
+    /// The payload type of `mime_type` (`video/H264`) among a section's codecs.
+    fn codec_payload_type(codecs: &[SdpCodec], mime_type: &str) -> Option<u8> {
+        codecs
+            .iter()
+            .find(|c| c.mime_type.eq_ignore_ascii_case(mime_type))
+            .map(|c| c.payload_type)
+    }
+
+    #[test]
+    fn each_ssrc_sends_with_the_numbers_of_its_own_section() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 125 97\r\na=mid:0\r\n\
+                     a=rtpmap:96 VP8/90000\r\na=rtpmap:125 H264/90000\r\na=rtpmap:97 rtx/90000\r\n\
+                     a=ssrc-group:FID 11 12\r\na=ssrc:11 cname:x\r\na=ssrc:12 cname:x\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=mid:1\r\n\
+                     a=rtpmap:102 H264/90000\r\na=rtpmap:96 VP8/90000\r\na=ssrc:21 cname:y\r\n";
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 125 97\r\na=mid:0\r\n\
+                      a=rtpmap:96 VP8/90000\r\na=rtpmap:125 H264/90000\r\na=rtpmap:97 rtx/90000\r\n\
+                      m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=mid:1\r\n\
+                      a=rtpmap:102 H264/90000\r\na=rtpmap:96 VP8/90000\r\n";
+        let by_ssrc = codecs_by_ssrc(offer, answer);
+        assert_eq!(codec_payload_type(&by_ssrc[&11], "video/VP8"), Some(96));
+        assert_eq!(codec_payload_type(&by_ssrc[&11], "video/H264"), Some(125));
+        assert_eq!(codec_payload_type(&by_ssrc[&21], "video/H264"), Some(102));
+        assert_eq!(codec_payload_type(&by_ssrc[&21], "video/AV1"), None);
+        assert_eq!(by_ssrc[&21][0].mime_type, "video/H264");
+        assert_eq!(by_ssrc[&21][0].clock_rate, 90_000);
+        assert!(codecs_by_ssrc("garbage", "m=\r\na=rtpmap:x\r\n").is_empty());
+        assert!(
+            media_sections("m=\r\na=rtpmap:1 /\r\na=fmtp:\r\na=ssrc:\r\n")[0]
+                .codecs
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn every_media_section_carries_the_candidates() {
+        let sdp = "v=0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP 111\r\na=mid:0\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n\
+                   m=video 9 UDP 96\r\na=mid:1\r\na=sendrecv\r\n";
+        let out = candidates_in_every_section(sdp);
+        assert_eq!(out.matches("a=candidate:1 1 udp").count(), 2);
+        let video = &out[out.find("m=video").unwrap()..];
+        assert!(video.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n"));
+        assert!(out.ends_with("\r\n") && !out.contains("\r\n\r\n"));
+        assert_eq!(candidates_in_every_section("v=0\r\n"), "v=0\r\n");
+    }
+}

@@ -152,6 +152,7 @@ pub(crate) struct Sfu {
     keyframe_interval: Duration,
     ice_timeouts: (Duration, Duration),
     retransmit_history: u16,
+    retransmit_limits: crate::RetransmitLimits,
     peers: HashMap<PeerKey, PeerSlot>,
     next_peer: PeerKey,
     participants: HashMap<Uuid, Participant>,
@@ -172,7 +173,6 @@ const BATCH: usize = 64;
 
 /// A media loop: commands from the handle, datagrams from the receive loop,
 /// the peers' timers and the speaker tick, until the handle is dropped.
-    retransmit_limits: crate::RetransmitLimits,
 pub(crate) async fn run(
     socket: Arc<UdpSocket>,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -227,6 +227,7 @@ impl Sfu {
             keyframe_interval: config.keyframe_interval,
             ice_timeouts: (config.peer_disconnected, config.peer_failed),
             retransmit_history: config.retransmit_history,
+            retransmit_limits: config.retransmit_limits,
             peers: HashMap::new(),
             next_peer: 0,
             participants: HashMap::new(),
@@ -247,7 +248,6 @@ impl Sfu {
 
     /// Forgets what waits to be sent; returns how many datagrams it was.
     pub(crate) fn drop_outbox(&mut self) -> usize {
-            retransmit_limits: config.retransmit_limits,
         let n = self.outbox.len();
         self.outbox.clear();
         n
@@ -316,6 +316,7 @@ impl Sfu {
             advertised: self.advertised.clone(),
             ice_timeouts: self.ice_timeouts,
             retransmit_history: self.retransmit_history,
+            retransmit_limits: self.retransmit_limits,
         };
         let peer = Peer::new(&setup, Instant::now())?;
         let key = self.next_peer;
@@ -337,7 +338,6 @@ impl Sfu {
         Ok(key)
     }
 
-            retransmit_limits: self.retransmit_limits,
     pub(crate) fn join(
         &mut self,
         call: Uuid,
