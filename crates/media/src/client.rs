@@ -68,7 +68,7 @@ pub struct Client {
 }
 
 /// Opus and VP8, the codecs the client sends.
-pub(crate) fn codec(kind: Kind) -> Codec {
+pub fn codec(kind: Kind) -> Codec {
     match kind {
         Kind::Audio => Codec {
             mime_type: "audio/opus".into(),
@@ -319,7 +319,7 @@ async fn drive(
 }
 
 /// `a=ice-ufrag` and `a=ice-pwd` of an SDP.
-fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+pub fn ice_credentials(sdp: &str) -> Option<(String, String)> {
     let value = |key: &str| {
         sdp.lines()
             .find_map(|l| l.trim().strip_prefix(key))
@@ -330,8 +330,11 @@ fn ice_credentials(sdp: &str) -> Option<(String, String)> {
 
 /// A binding request that nominates the path it is sent on, as a
 /// controlling agent sends it: USERNAME `theirs:ours`, USE-CANDIDATE,
-/// ICE-CONTROLLING, PRIORITY, MESSAGE-INTEGRITY with their password, FINGERPRINT.
-fn nominating_request(ours: &(String, String), theirs: &(String, String)) -> Option<Vec<u8>> {
+/// ICE-CONTROLLING, PRIORITY, MESSAGE-INTEGRITY with their password,
+/// FINGERPRINT. Credentials are (ufrag, pwd). A client that nominates with
+/// its very first check (aggressive nomination, as aiortc does) sends this
+/// before anything else.
+pub fn nominating_request(ours: &(String, String), theirs: &(String, String)) -> Option<Vec<u8>> {
     use rtc::ice::attributes::{
         control::AttrControlling, priority::PriorityAttr, use_candidate::UseCandidateAttr,
     };

@@ -44,6 +44,10 @@ pub enum MediaError {
     /// The WebRTC stack refused an operation.
     #[error("media stack: {0}")]
     Stack(String),
+    /// An answer that does not answer the offer made, or comes from
+    /// another connection than the one the offer was for.
+    #[error("the answer does not match the offer: {0}")]
+    Mismatch(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]

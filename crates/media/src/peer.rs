@@ -349,6 +349,55 @@ pub struct Peer {
     /// On the engine's (ICE-lite) side, where the client is and whether it
     /// is still there; see [`Presence`].
     presence: Option<Presence>,
+    /// On the engine's side, the client's checks as a lite agent answers
+    /// them; see [`LiteChecks`].
+    lite: Option<LiteChecks>,
+    /// Datagrams taken from the stack, ready to go, with the stack's time.
+    outgoing: VecDeque<(SocketAddr, BytesMut, Instant)>,
+    /// The remote side's ICE credentials and DTLS fingerprint, once an
+    /// answer to this side's offer was taken: later answers must carry the same.
+    remote_identity: Option<RemoteIdentity>,
+}
+
+/// How the engine's side answers the client's connectivity checks.
+///
+/// An ICE-lite agent answers every check at once and sends none (RFC 8445
+/// §2.5): a check the client sent proves the path, since the answer goes
+/// back on it. `rtc`'s lite agent instead behaves as a full controlled one:
+/// it answers a check with USE-CANDIDATE only on a pair that passed a check
+/// of its own, and otherwise sends one and leaves the client's unanswered,
+/// so a client that nominates at once (aiortc) waits for its retransmission,
+/// about 500 ms. Its checks never leave the engine: each is answered here,
+/// as the client would answer it, and the client's check that caused it is
+/// handed to the agent again, now on a valid pair, so it is answered in the
+/// same step.
+///
+/// A check that arrives before the client's answer (it starts checking as
+/// soon as it has the engine's offer, while its answer is still on its way
+/// through signaling) would be dropped for want of the client's credentials
+/// and answered only on its retransmission; a few are kept and handed to
+/// the agent once the answer is in.
+#[derive(Debug, Default)]
+struct LiteChecks {
+    /// The client's last check not yet answered: from where, its transaction id, the datagram.
+    pending: Option<(SocketAddr, [u8; 12], BytesMut)>,
+    /// Checks that came before the client's credentials.
+    early: Vec<(SocketAddr, BytesMut)>,
+}
+
+/// Checks kept until the client's credentials arrive: a few retransmissions
+/// of one or two candidate pairs.
+const MAX_EARLY_CHECKS: usize = 8;
+const STUN_BINDING_REQUEST: u16 = 0x0001;
+
+/// Who the remote side of a connection is, as its SDP says: what an answer
+/// from another connection would not repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RemoteIdentity {
+    ufrag: String,
+    pwd: String,
+    /// `sha-256 AB:CD:...`, the hash name in lower case and the value in upper.
+    fingerprint: String,
 }
 
 /// Where an ICE-lite peer's client is, and whether it is still there.
@@ -382,6 +431,7 @@ struct Presence {
 const MAX_ANSWERED: usize = 8;
 const STUN_BINDING_SUCCESS: u16 = 0x0101;
 const STUN_ATTR_USE_CANDIDATE: u16 = 0x0025;
+const STUN_ATTR_USERNAME: u16 = 0x0006;
 
 impl Presence {
     /// When the client counts as gone, if it has ever been reached.
@@ -513,6 +563,9 @@ impl Peer {
                 silence: setup.ice_timeouts.0 + setup.ice_timeouts.1,
                 gone: false,
             }),
+            lite: (setup.mode == Mode::Server).then(LiteChecks::default),
+            outgoing: VecDeque::new(),
+            remote_identity: None,
         })
     }
 
@@ -543,8 +596,18 @@ impl Peer {
             return Err(MediaError::Sdp("no offer is waiting for an answer".into()));
         }
         let answer = RTCSessionDescription::answer(answer_sdp.clone()).map_err(sdp)?;
+        let offer = self
+            .pc
+            .local_description()
+            .ok_or_else(|| MediaError::Sdp("no local description".into()))?;
+        // The stack would take another connection's credentials silently
+        // and then refuse its checks and its certificate: no media, and no
+        // word to the client.
+        let identity = check_answer(&offer.sdp, &answer_sdp, self.remote_identity.as_ref())?;
         self.pc.set_remote_description(now, answer).map_err(sdp)?;
+        self.remote_identity = Some(identity);
         self.awaiting_answer = false;
+        self.replay_early_checks(now);
         let answered = self
             .pc
             .local_description()
@@ -800,9 +863,54 @@ impl Peer {
         from: SocketAddr,
         now: Instant,
     ) -> Result<(), MediaError> {
+        if let Some(lite) = &mut self.lite {
+            if crate::demux::binding_request_attr(&datagram, STUN_ATTR_USERNAME).is_some() {
+                if self.pc.remote_description().is_none() {
+                    if lite.early.len() == MAX_EARLY_CHECKS {
+                        lite.early.remove(0);
+                    }
+                    lite.early.push((from, datagram));
+                    return Ok(());
+                }
+                if let Some(txid) = transaction_id(&datagram) {
+                    lite.pending = Some((from, txid, datagram.clone()));
+                }
+            }
+        }
         if let Some(presence) = &mut self.presence {
             presence.inbound(&datagram, from, now);
         }
+        self.read(datagram, from, now)?;
+        if self.lite.is_some() {
+            // Answers leave in the step the check came in (see `LiteChecks`).
+            while let Some(out) = self.next_write() {
+                self.outgoing.push_back(out);
+            }
+        }
+        self.drain();
+        Ok(())
+    }
+
+    /// Hands checks that came before the client's credentials to the agent.
+    fn replay_early_checks(&mut self, now: Instant) {
+        let early = self
+            .lite
+            .as_mut()
+            .map(|lite| std::mem::take(&mut lite.early))
+            .unwrap_or_default();
+        for (from, datagram) in early {
+            if let Err(e) = self.handle_datagram(datagram, from, now) {
+                tracing::trace!(error = %e, %from, "an early check was refused");
+            }
+        }
+    }
+
+    fn read(
+        &mut self,
+        datagram: BytesMut,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<(), MediaError> {
         self.pc
             .handle_read(TaggedBytesMut {
                 now,
@@ -814,9 +922,87 @@ impl Peer {
                 },
                 message: datagram,
             })
-            .map_err(stack)?;
-        self.drain();
-        Ok(())
+            .map_err(stack)
+    }
+
+    /// The stack's next datagram and where it goes. On the engine's side,
+    /// the agent's own checks are answered here instead (see `LiteChecks`).
+    fn next_write(&mut self) -> Option<(SocketAddr, BytesMut, Instant)> {
+        loop {
+            let m = self.pc.poll_write()?;
+            let (to, datagram, now) = (m.transport.peer_addr, m.message, m.now);
+            let Some(lite) = &mut self.lite else {
+                return Some((to, datagram, now));
+            };
+            let ty = datagram.get(..2).map(|t| u16::from_be_bytes([t[0], t[1]]));
+            if crate::demux::classify(&datagram) == crate::demux::Kind::Stun
+                && ty == Some(STUN_BINDING_REQUEST)
+            {
+                let retry = lite
+                    .pending
+                    .take_if(|(from, _, _)| *from == to)
+                    .map(|(_, _, check)| check);
+                self.answer_own_check(&datagram, to, now);
+                if let Some(check) = retry {
+                    if let Err(e) = self.read(check, to, now) {
+                        tracing::trace!(error = %e, %to, "a retried check was refused");
+                    }
+                }
+                continue;
+            }
+            if ty == Some(STUN_BINDING_SUCCESS)
+                && lite
+                    .pending
+                    .as_ref()
+                    .is_some_and(|(_, txid, _)| transaction_id(&datagram) == Some(*txid))
+            {
+                lite.pending = None;
+            }
+            return Some((to, datagram, now));
+        }
+    }
+
+    /// Answers a check the agent meant to send to `to` as the client would:
+    /// a binding success with the client's password.
+    fn answer_own_check(&mut self, request: &[u8], to: SocketAddr, now: Instant) {
+        use rtc::stun::fingerprint::FINGERPRINT;
+        use rtc::stun::integrity::MessageIntegrity;
+        use rtc::stun::message::{Message, TransactionId, BINDING_SUCCESS};
+        use rtc::stun::xoraddr::XorMappedAddress;
+        let Some(pwd) = self.remote_identity_pwd() else {
+            return;
+        };
+        let (Some(txid), Ok(provider)) = (transaction_id(request), rtc::crypto::default_provider())
+        else {
+            return;
+        };
+        let mut response = Message::new();
+        let built = response.build(&[
+            Box::new(BINDING_SUCCESS),
+            Box::new(TransactionId(txid)),
+            Box::new(XorMappedAddress {
+                ip: self.local.ip(),
+                port: self.local.port(),
+            }),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                pwd,
+                provider.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ]);
+        if let Err(e) = built {
+            tracing::debug!(error = %e, "answering the agent's own check");
+            return;
+        }
+        if let Err(e) = self.read(BytesMut::from(&response.raw[..]), to, now) {
+            tracing::trace!(error = %e, %to, "the agent refused the answer to its own check");
+        }
+    }
+
+    /// The remote side's ICE password, from its description.
+    fn remote_identity_pwd(&self) -> Option<String> {
+        let remote = self.pc.remote_description()?;
+        sdp_value(&remote.sdp, "a=ice-pwd:").map(str::to_owned)
     }
 
     /// Lets timers run (retransmissions, reports, ICE keepalives).
@@ -848,12 +1034,15 @@ impl Peer {
 
     /// The next datagram to send, and where.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
-        let m = self.pc.poll_write()?;
-        let to = match &mut self.presence {
-            Some(presence) => presence.outbound(&m.message, m.transport.peer_addr, m.now),
-            None => m.transport.peer_addr,
+        let (to, datagram, now) = match self.outgoing.pop_front() {
+            Some(out) => out,
+            None => self.next_write()?,
         };
-        Some((to, m.message))
+        let to = match &mut self.presence {
+            Some(presence) => presence.outbound(&datagram, to, now),
+            None => to,
+        };
+        Some((to, datagram))
     }
 
     pub fn poll_event(&mut self) -> Option<PeerEvent> {
@@ -1020,6 +1209,74 @@ fn candidates_in_every_section(sdp: &str) -> String {
     }
     flush(&mut section, &mut out);
     out
+}
+
+/// The value of the first line of an SDP that starts with `key` (`a=ice-pwd:`).
+fn sdp_value<'a>(sdp: &'a str, key: &str) -> Option<&'a str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Checks an answer against the offer it answers and, once the connection
+/// has a remote side, against that side: it must name the offer's media
+/// sections in the offer's order and carry ICE credentials and a DTLS
+/// fingerprint, the ones already in use if there are any (the engine never
+/// restarts ICE, and a DTLS association keeps its certificate). Returns who
+/// the answer says the remote side is.
+fn check_answer(
+    offer: &str,
+    answer: &str,
+    established: Option<&RemoteIdentity>,
+) -> Result<RemoteIdentity, MediaError> {
+    let mismatch = |why: &str| MediaError::Mismatch(why.to_owned());
+    let mids = |sdp: &str| -> Vec<Option<String>> {
+        media_sections(sdp).into_iter().map(|s| s.mid).collect()
+    };
+    let (offered, answered) = (mids(offer), mids(answer));
+    if offered.len() != answered.len() {
+        return Err(MediaError::Mismatch(format!(
+            "the offer has {} media sections, the answer {}",
+            offered.len(),
+            answered.len()
+        )));
+    }
+    if offered != answered {
+        return Err(mismatch(
+            "the answer's media sections are not the offer's (a=mid)",
+        ));
+    }
+    let ufrag = sdp_value(answer, "a=ice-ufrag:").ok_or_else(|| mismatch("no a=ice-ufrag"))?;
+    let pwd = sdp_value(answer, "a=ice-pwd:").ok_or_else(|| mismatch("no a=ice-pwd"))?;
+    let fingerprint = sdp_value(answer, "a=fingerprint:")
+        .and_then(|f| {
+            let (hash, value) = f.split_once(' ')?;
+            Some(format!(
+                "{} {}",
+                hash.to_ascii_lowercase(),
+                value.trim().to_ascii_uppercase()
+            ))
+        })
+        .ok_or_else(|| mismatch("no a=fingerprint"))?;
+    let identity = RemoteIdentity {
+        ufrag: ufrag.to_owned(),
+        pwd: pwd.to_owned(),
+        fingerprint,
+    };
+    if let Some(established) = established {
+        if identity.fingerprint != established.fingerprint {
+            return Err(mismatch(
+                "the answer's DTLS fingerprint is not the connection's: it comes from another connection",
+            ));
+        }
+        if identity.ufrag != established.ufrag || identity.pwd != established.pwd {
+            return Err(mismatch(
+                "the answer's ICE credentials are not the connection's, and no ICE restart was offered",
+            ));
+        }
+    }
+    Ok(identity)
 }
 
 /// The interceptor chain of a connection: Roost's keyframe requests, and
@@ -1537,5 +1794,51 @@ mod tests {
         assert!(video.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n"));
         assert!(out.ends_with("\r\n") && !out.contains("\r\n\r\n"));
         assert_eq!(candidates_in_every_section("v=0\r\n"), "v=0\r\n");
+    }
+
+    fn answer_sdp(mids: &[&str], ufrag: &str, fingerprint: &str) -> String {
+        let mut sdp = format!(
+            "v=0\r\na=fingerprint:sha-256 {fingerprint}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:pwd-of-{ufrag}\r\n"
+        );
+        for mid in mids {
+            sdp.push_str(&format!(
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:{mid}\r\n"
+            ));
+        }
+        sdp
+    }
+
+    #[test]
+    fn an_answer_must_answer_the_offer_from_the_same_connection() {
+        let offer = answer_sdp(&["0", "1"], "server", "00:11");
+        let first = check_answer(&offer, &answer_sdp(&["0", "1"], "alice", "aa:bb"), None)
+            .expect("a matching answer");
+        assert_eq!(first.fingerprint, "sha-256 AA:BB");
+        // The same connection answers again: the same credentials and certificate.
+        let again = check_answer(
+            &offer,
+            &answer_sdp(&["0", "1"], "alice", "AA:BB"),
+            Some(&first),
+        );
+        assert_eq!(again.unwrap(), first);
+        let refused = |answer: &str, established| match check_answer(&offer, answer, established) {
+            Err(MediaError::Mismatch(why)) => why,
+            other => panic!("{answer} was not refused: {other:?}"),
+        };
+        // Another connection: its own credentials and certificate.
+        assert!(
+            refused(&answer_sdp(&["0", "1"], "bob", "cc:dd"), Some(&first)).contains("fingerprint")
+        );
+        assert!(refused(&answer_sdp(&["0", "1"], "bob", "aa:bb"), Some(&first)).contains("ICE"));
+        // Not an answer to this offer.
+        assert!(refused(&answer_sdp(&["0"], "alice", "aa:bb"), None).contains("2"));
+        assert!(refused(&answer_sdp(&["1", "0"], "alice", "aa:bb"), None).contains("mid"));
+        let bare = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\n";
+        assert!(refused(bare, None).contains("ice-ufrag"));
+        assert!(refused(
+            &bare.replace("v=0\r\n", "v=0\r\na=ice-ufrag:x\r\na=ice-pwd:y\r\n"),
+            None
+        )
+        .contains("fingerprint"));
     }
 }

@@ -683,3 +683,370 @@ async fn a_subscriber_that_nacks_everything_gets_little_more_than_the_stream() {
         "the honest subscriber's lost packet is resent, once"
     );
 }
+
+// In memory: one media loop and clients on the same stack, datagrams handed
+// across by the test, the clients' time advanced by the test.
+
+mod in_memory {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use bytes::{Bytes, BytesMut};
+    use roost_media::client::{ice_credentials, nominating_request};
+    use roost_media::harness::{Loop, ENGINE};
+    use roost_media::peer::{Peer, PeerEvent, PeerSetup, Rtp, SenderId};
+    use roost_media::{EngineEvent, Kind, MediaError};
+    use uuid::Uuid;
+
+    const BINDING_REQUEST: u16 = 0x0001;
+    const BINDING_SUCCESS: u16 = 0x0101;
+
+    fn stun_type(datagram: &[u8]) -> Option<u16> {
+        (datagram.len() >= 20 && datagram[4..8] == [0x21, 0x12, 0xA4, 0x42])
+            .then(|| u16::from_be_bytes([datagram[0], datagram[1]]))
+    }
+
+    fn transaction_id(datagram: &[u8]) -> &[u8] {
+        &datagram[8..20]
+    }
+
+    struct Member {
+        id: Uuid,
+        peer: Peer,
+        addr: SocketAddr,
+        sender: Option<(SenderId, String, u32)>,
+        connected: bool,
+        /// Payloads of the RTP packets received.
+        received: Vec<Bytes>,
+    }
+
+    impl Member {
+        fn new(port: u16, send: Option<Kind>, now: Instant) -> Member {
+            let addr = SocketAddr::from(([127, 0, 0, 3], port));
+            let mut peer = Peer::new(&PeerSetup::client(addr), now).unwrap();
+            let sender = send.map(|kind| {
+                let codec = roost_media::client::codec(kind);
+                let ssrc = u32::from(port) * 7 + 1;
+                let id = peer
+                    .add_sender(kind, &codec, ssrc, None, "test", &format!("t{port}"))
+                    .unwrap();
+                (id, codec.mime_type, ssrc)
+            });
+            Member {
+                id: Uuid::new_v4(),
+                peer,
+                addr,
+                sender,
+                connected: false,
+                received: Vec::new(),
+            }
+        }
+
+        fn send(&mut self, seq: u16, payload: &'static [u8], now: Instant) {
+            if let Some((id, mime, ssrc)) = &self.sender {
+                let packet = Rtp {
+                    ssrc: *ssrc,
+                    seq,
+                    ts: u32::from(seq) * 960,
+                    marker: false,
+                    payload_type: 0,
+                    payload: Bytes::from_static(payload),
+                    audio_level: None,
+                };
+                let _ = self.peer.send_rtp(*id, &packet, mime, now);
+            }
+        }
+    }
+
+    /// A call on one media loop, and every datagram the loop sent.
+    struct Call {
+        lp: Loop,
+        call: Uuid,
+        now: Instant,
+        sent: Vec<BytesMut>,
+    }
+
+    impl Call {
+        fn new() -> Call {
+            Call {
+                lp: Loop::new(),
+                call: Uuid::new_v4(),
+                now: Instant::now(),
+                sent: Vec::new(),
+            }
+        }
+
+        /// Joins `m`; with a track to send, offers it and takes the answer.
+        fn join(&mut self, m: &mut Member) {
+            self.lp.join(self.call, m.id).unwrap();
+            if m.sender.is_some() {
+                let offer = m.peer.offer(self.now).unwrap().unwrap();
+                let answer = self.lp.publish(m.id, offer).unwrap();
+                m.peer.accept_answer(answer, self.now).unwrap();
+            }
+        }
+
+        /// One step: each client's timers and datagrams to the loop, the
+        /// loop's datagrams to the clients; the clients' clock moves 10 ms.
+        fn step(&mut self, members: &mut [&mut Member]) {
+            self.now += Duration::from_millis(10);
+            let now = self.now;
+            for m in members.iter_mut() {
+                if m.peer.poll_timeout().is_some_and(|t| t <= now) {
+                    m.peer.handle_timeout(now).unwrap();
+                }
+                while let Some((to, d)) = m.peer.poll_transmit() {
+                    if to == ENGINE {
+                        self.lp.datagram(d, m.addr);
+                    }
+                }
+            }
+            self.lp.timeouts(now);
+            self.deliver(members);
+        }
+
+        /// Hands the loop's datagrams to the clients they are for.
+        fn deliver(&mut self, members: &mut [&mut Member]) {
+            let now = self.now;
+            for (to, d) in self.lp.take_outbox() {
+                self.sent.push(d.clone());
+                if let Some(m) = members.iter_mut().find(|m| m.addr == to) {
+                    let _ = m.peer.handle_datagram(d, ENGINE, now);
+                }
+            }
+            for m in members.iter_mut() {
+                while let Some(event) = m.peer.poll_event() {
+                    match event {
+                        PeerEvent::Connected => m.connected = true,
+                        PeerEvent::Rtp { packet, .. } => m.received.push(packet.payload),
+                        _ => {}
+                    }
+                }
+            }
+        }
+
+        /// The offers the loop made since the last call, by participant.
+        fn offers(&mut self) -> Vec<(Uuid, String)> {
+            self.lp
+                .events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    EngineEvent::SubscriberOffer {
+                        participant, sdp, ..
+                    } => Some((participant, sdp)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// Binding requests among the datagrams the loop sent.
+        fn checks_sent(&self) -> usize {
+            self.sent
+                .iter()
+                .filter(|d| stun_type(d) == Some(BINDING_REQUEST))
+                .count()
+        }
+    }
+
+    #[test]
+    fn a_clients_first_nominating_check_is_answered_at_once() {
+        let mut call = Call::new();
+        let mut publisher = Member::new(30_001, Some(Kind::Audio), call.now);
+        call.lp.join(call.call, publisher.id).unwrap();
+        let offer = publisher.peer.offer(call.now).unwrap().unwrap();
+        let answer = call.lp.publish(publisher.id, offer.clone()).unwrap();
+        // Aggressive nomination (aiortc): the first check carries USE-CANDIDATE.
+        let ours = ice_credentials(&offer).unwrap();
+        let theirs = ice_credentials(&answer).unwrap();
+        let check = nominating_request(&ours, &theirs).unwrap();
+        call.lp.datagram(BytesMut::from(&check[..]), publisher.addr);
+        let out = call.lp.take_outbox();
+        let answers: Vec<_> = out
+            .iter()
+            .filter(|(to, d)| {
+                *to == publisher.addr
+                    && stun_type(d) == Some(BINDING_SUCCESS)
+                    && transaction_id(d) == transaction_id(&check)
+            })
+            .collect();
+        assert_eq!(
+            answers.len(),
+            1,
+            "the check is answered in the step it arrived in, without a retransmission"
+        );
+        assert!(
+            out.iter()
+                .all(|(_, d)| stun_type(d) != Some(BINDING_REQUEST)),
+            "an ICE-lite engine sends no checks of its own"
+        );
+    }
+
+    #[test]
+    fn a_call_sets_up_without_a_check_from_the_engine() {
+        let mut call = Call::new();
+        let mut publisher = Member::new(30_002, Some(Kind::Audio), call.now);
+        let mut subscriber = Member::new(30_003, None, call.now);
+        call.join(&mut publisher);
+        call.join(&mut subscriber);
+        let mut seq = 0u16;
+        let mut answered = false;
+        for _ in 0..2_000 {
+            if publisher.connected {
+                seq += 1;
+                let now = call.now;
+                publisher.send(seq, b"hello", now);
+            }
+            call.step(&mut [&mut publisher, &mut subscriber]);
+            for (participant, sdp) in call.offers() {
+                assert_eq!(participant, subscriber.id);
+                let answer = subscriber.peer.answer(sdp, call.now).unwrap();
+                call.lp.subscriber_answer(subscriber.id, answer).unwrap();
+                answered = true;
+            }
+            if subscriber.connected && subscriber.received.len() >= 10 {
+                break;
+            }
+        }
+        assert!(answered && publisher.connected && subscriber.connected);
+        assert!(
+            subscriber.received.len() >= 10,
+            "media flows: {} packets",
+            subscriber.received.len()
+        );
+        assert!(!call.sent.is_empty());
+        assert_eq!(call.checks_sent(), 0, "the engine sent connectivity checks");
+    }
+
+    #[test]
+    fn checks_that_come_before_the_answer_are_answered_when_it_arrives() {
+        let mut call = Call::new();
+        let mut publisher = Member::new(30_004, Some(Kind::Audio), call.now);
+        let mut subscriber = Member::new(30_005, None, call.now);
+        call.join(&mut publisher);
+        call.join(&mut subscriber);
+        // The subscriber is offered the track once it opens.
+        let mut seq = 0u16;
+        let offer = 'offered: {
+            for _ in 0..2_000 {
+                if publisher.connected {
+                    seq += 1;
+                    let now = call.now;
+                    publisher.send(seq, b"hello", now);
+                }
+                call.step(&mut [&mut publisher]);
+                if let Some((_, sdp)) = call.offers().pop() {
+                    break 'offered sdp;
+                }
+            }
+            panic!("no offer came");
+        };
+        // The subscriber answers and starts checking; the answer is still
+        // on its way through signaling when its checks arrive.
+        let answer = subscriber.peer.answer(offer, call.now).unwrap();
+        let mut early = Vec::new();
+        for _ in 0..100 {
+            call.now += Duration::from_millis(10);
+            let now = call.now;
+            if subscriber.peer.poll_timeout().is_some_and(|t| t <= now) {
+                subscriber.peer.handle_timeout(now).unwrap();
+            }
+            while let Some((to, d)) = subscriber.peer.poll_transmit() {
+                if to == ENGINE && stun_type(&d) == Some(BINDING_REQUEST) {
+                    early.push(transaction_id(&d).to_vec());
+                    call.lp.datagram(d, subscriber.addr);
+                }
+            }
+            if !early.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            !early.is_empty(),
+            "the subscriber checks before its answer is in"
+        );
+        assert!(
+            call.lp
+                .take_outbox()
+                .iter()
+                .all(|(to, _)| *to != subscriber.addr),
+            "nothing can answer a check before the client's credentials are known"
+        );
+        call.lp.subscriber_answer(subscriber.id, answer).unwrap();
+        let answered = call
+            .lp
+            .take_outbox()
+            .into_iter()
+            .filter(|(to, d)| {
+                *to == subscriber.addr
+                    && stun_type(d) == Some(BINDING_SUCCESS)
+                    && early.iter().any(|t| t[..] == *transaction_id(d))
+            })
+            .count();
+        assert!(
+            answered >= 1,
+            "the early checks are answered as soon as the answer arrives"
+        );
+    }
+
+    #[test]
+    fn an_answer_from_another_connection_is_refused_and_the_right_one_still_works() {
+        let mut call = Call::new();
+        let mut first = Member::new(30_006, Some(Kind::Audio), call.now);
+        let mut subscriber = Member::new(30_007, None, call.now);
+        call.join(&mut first);
+        call.join(&mut subscriber);
+        let mut seq = 0u16;
+        let mut offers = 0;
+        let mut stranger = Member::new(30_008, None, call.now);
+        let mut second: Option<Member> = None;
+        let mut refused = None;
+        for _ in 0..4_000 {
+            seq += 1;
+            let now = call.now;
+            if first.connected {
+                first.send(seq, b"hello", now);
+            }
+            if let Some(s) = second.as_mut().filter(|s| s.connected) {
+                s.send(seq, b"second", now);
+            }
+            let mut members: Vec<&mut Member> = vec![&mut first, &mut subscriber];
+            if let Some(s) = second.as_mut() {
+                members.push(s);
+            }
+            call.step(&mut members);
+            for (participant, sdp) in call.offers() {
+                // The publishers only send: offers to them stay unanswered.
+                if participant != subscriber.id {
+                    continue;
+                }
+                offers += 1;
+                if offers == 2 {
+                    // A re-offer (a second publisher's track), answered by
+                    // another peer connection than the one connected.
+                    let wrong = stranger.peer.answer(sdp.clone(), call.now).unwrap();
+                    refused = Some(call.lp.subscriber_answer(subscriber.id, wrong));
+                }
+                let answer = subscriber.peer.answer(sdp, call.now).unwrap();
+                call.lp.subscriber_answer(subscriber.id, answer).unwrap();
+            }
+            if offers == 1 && subscriber.connected && second.is_none() {
+                let mut s = Member::new(30_009, Some(Kind::Audio), call.now);
+                call.join(&mut s);
+                second = Some(s);
+            }
+            if subscriber.received.iter().any(|p| p[..] == b"second"[..]) {
+                break;
+            }
+        }
+        match refused {
+            Some(Err(MediaError::Mismatch(why))) => {
+                assert!(why.contains("fingerprint"), "{why}")
+            }
+            other => panic!("the stranger's answer was not refused: {other:?}"),
+        }
+        assert!(
+            subscriber.received.iter().any(|p| p[..] == b"second"[..]),
+            "after the refusal, the right answer brings the second track"
+        );
+    }
+}

@@ -691,7 +691,7 @@ impl CallHub {
         engine
             .publish(participant, sdp)
             .await
-            .map_err(|e| CoreError::validation("sdp", e.to_string()))
+            .map_err(sdp_refused)
     }
 
     /// `sfu.answer`: the participant's answer to the engine's offer.
@@ -705,7 +705,7 @@ impl CallHub {
         engine
             .subscriber_answer(participant, sdp)
             .await
-            .map_err(|e| CoreError::validation("sdp", e.to_string()))
+            .map_err(sdp_refused)
     }
 
     /// `sfu.ice`: checked, then nothing to do (the engine is ICE-lite).
@@ -808,6 +808,17 @@ impl CallHub {
     /// Participants in calls on this node.
     pub fn participants(&self) -> usize {
         self.lock().rooms_of.len()
+    }
+}
+
+/// A session description the media engine refused: `sdp_mismatch` for an
+/// answer that belongs to another offer or another connection (the client
+/// answered with the wrong peer connection), `validation_failed` for one it
+/// cannot use at all.
+fn sdp_refused(e: roost_media::MediaError) -> CoreError {
+    match e {
+        roost_media::MediaError::Mismatch(_) => CoreError::conflict("sdp_mismatch", e.to_string()),
+        e => CoreError::validation("sdp", e.to_string()),
     }
 }
 
@@ -919,4 +930,18 @@ async fn is_gone(
     let gone = matches!(cluster.alive(node).await, Ok(false));
     known.insert(node, gone);
     gone
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_from_another_connection_is_refused_with_its_own_code() {
+        let e = sdp_refused(roost_media::MediaError::Mismatch("fingerprint".into()));
+        assert_eq!(e.code(), "sdp_mismatch");
+        assert!(e.to_string().contains("fingerprint"), "{e}");
+        let e = sdp_refused(roost_media::MediaError::Sdp("unparseable".into()));
+        assert_eq!(e.code(), "validation_failed");
+    }
 }

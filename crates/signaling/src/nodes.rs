@@ -109,6 +109,7 @@ fn known_code(code: &str) -> &'static str {
         "call_full",
         "already_in_call",
         "not_on_sfu",
+        "sdp_mismatch",
         "unavailable",
         "unauthorized",
         "rate_limited",
