@@ -73,6 +73,8 @@ pub struct AppState {
     pub core: Core,
     pub config: Arc<ApiConfig>,
     pub limiters: Arc<Limiters>,
+    /// Set when the node starts draining: `/readyz` answers 503 from then on.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -82,6 +84,7 @@ impl AppState {
             core,
             config: Arc::new(config),
             limiters,
+            draining: Default::default(),
         }
     }
 }

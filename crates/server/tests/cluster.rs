@@ -38,6 +38,7 @@ impl Node {
             .arg(dir.keep())
             .env("ROOST_REDIS_PREFIX", prefix)
             .env("ROOST_MEDIA__LISTEN", "127.0.0.1:0")
+            .env("ROOST_SHUTDOWN_DRAIN_SECS", "0")
             .env(
                 "ROOST_JWT_SECRET",
                 "one secret shared by every node of the cluster",

@@ -26,6 +26,9 @@ fn roost() -> Command {
     }
     // Tests run side by side: each server's media port is a free one.
     cmd.env("ROOST_MEDIA__LISTEN", "127.0.0.1:0");
+    // No load balancer to wait for: SIGTERM stops listening at once (the
+    // drain window has its own tests in trouble.rs).
+    cmd.env("ROOST_SHUTDOWN_DRAIN_SECS", "0");
     cmd
 }
 

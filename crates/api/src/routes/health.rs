@@ -38,10 +38,19 @@ pub async fn healthz() -> Json<Health> {
 
 /// Answers 200 when the database is reachable and every migration is applied,
 /// else 503. With Redis configured and out of reach the answer stays 200 (the
-/// node still serves its own clients) with `status: degraded`.
+/// node still serves its own clients) with `status: degraded`. A node that is
+/// draining after SIGTERM answers 503 `draining`, so a load balancer sends it
+/// nothing new. Answers within about a second whatever the database does.
 #[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is shutting down; send requests to another",
+        ));
+    }
     match state.core.store.ready().await {
         Ok(true) => Ok(Json(match &state.core.cluster {
             None => Health {

@@ -27,6 +27,7 @@ pub use sessions::{RefreshOutcome, SessionRow};
 pub use users::{NewUser, UserFilter, UserRow};
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,17 @@ pub enum Backend {
     Postgres,
 }
 
+/// The longest a health probe waits for the database: readiness answers
+/// within it whatever the database does.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a query waits for a connection while the database is known to be
+/// out of reach: long enough for a database that just came back, short enough
+/// that a client hears `unavailable` at once rather than after the pool's
+/// full acquire timeout.
+const DOWN_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Connections the pool used while the database is out of reach may open.
+const DOWN_MAX_CONNECTIONS: u32 = 4;
+
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -60,6 +72,12 @@ pub struct StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// PostgreSQL only: the same database behind a short acquire timeout,
+    /// used while `reachable` is false so requests fail fast in an outage.
+    /// SQLite is a local file: it has no outage to wait out.
+    failing_fast: Option<AnyPool>,
+    /// What the last probe (or failed readiness check) found.
+    reachable: Arc<AtomicBool>,
     backend: Backend,
     /// SQLite has one writer at a time; transactions that read and then write
     /// take this first, so none fails with a stale snapshot. Unused on PostgreSQL.
@@ -94,6 +112,12 @@ impl Store {
             ));
         };
         let connect = AnyConnectOptions::from_str(&opts.url)?;
+        let failing_fast = (backend == Backend::Postgres).then(|| {
+            AnyPoolOptions::new()
+                .max_connections(opts.max_connections.min(DOWN_MAX_CONNECTIONS))
+                .acquire_timeout(DOWN_ACQUIRE_TIMEOUT)
+                .connect_lazy_with(connect.clone())
+        });
         let mut pool = AnyPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.acquire_timeout);
@@ -112,6 +136,8 @@ impl Store {
         let pool = pool.connect_with(connect).await?;
         Ok(Store {
             pool,
+            failing_fast,
+            reachable: Arc::new(AtomicBool::new(true)),
             backend,
             write_lock: Arc::new(Mutex::new(())),
         })
@@ -135,15 +161,67 @@ impl Store {
     }
 
     /// Whether the database answers and every embedded migration is applied.
+    /// Answers within [`PROBE_TIMEOUT`]: a database that does not answer by
+    /// then is out of reach (`CoreError::Unavailable`), and is marked so.
     pub async fn ready(&self) -> Result<bool> {
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_all(&self.pool)
-                .await?;
+        let query = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(self.pool());
+        let applied: Vec<i64> = match tokio::time::timeout(PROBE_TIMEOUT, query).await {
+            Ok(Ok(applied)) => {
+                self.mark_reachable(true);
+                applied
+            }
+            Ok(Err(e)) => {
+                let e = crate::CoreError::from(e);
+                if e.is_unavailable() {
+                    self.mark_reachable(false);
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                self.mark_reachable(false);
+                return Err(crate::CoreError::Unavailable(
+                    "the database does not answer".into(),
+                ));
+            }
+        };
         Ok(self
             .migrator()
             .iter()
             .all(|m| m.migration_type.is_down_migration() || applied.contains(&m.version)))
+    }
+
+    /// Asks the database whether it answers, within [`PROBE_TIMEOUT`], and
+    /// remembers the answer: while it is out of reach, queries wait a short
+    /// while for a connection instead of the pool's full acquire timeout.
+    /// The server calls this every second or so.
+    pub async fn probe(&self) -> bool {
+        if self.failing_fast.is_none() {
+            return true;
+        }
+        let query = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(self.pool());
+        let up = matches!(tokio::time::timeout(PROBE_TIMEOUT, query).await, Ok(Ok(_)));
+        self.mark_reachable(up);
+        up
+    }
+
+    /// Whether the database answered the last probe.
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    fn mark_reachable(&self, up: bool) {
+        if self.failing_fast.is_none() {
+            return;
+        }
+        let was = self.reachable.swap(up, Ordering::Relaxed);
+        if was && !up {
+            tracing::warn!(
+                "the database is out of reach: requests fail fast until it answers again"
+            );
+        } else if !was && up {
+            tracing::info!("the database answers again");
+        }
     }
 
     /// Starts a transaction that may write.
@@ -156,17 +234,25 @@ impl Store {
             // IMMEDIATE takes SQLite's write lock at once, so no statement of the
             // transaction can find its snapshot stale; other writers wait (busy_timeout).
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Postgres => self.pool().begin().await?,
         };
         Ok(WriteTx { tx, _guard: guard })
     }
 
+    /// The pool every query runs on: while the database is known to be out
+    /// of reach, the one that gives up on a connection quickly.
     pub(crate) fn pool(&self) -> &AnyPool {
-        &self.pool
+        match &self.failing_fast {
+            Some(fast) if !self.reachable() => fast,
+            _ => &self.pool,
+        }
     }
 
     /// Closes every connection.
     pub async fn close(&self) {
+        if let Some(fast) = &self.failing_fast {
+            fast.close().await;
+        }
         self.pool.close().await;
     }
 }
