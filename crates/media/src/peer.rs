@@ -571,6 +571,11 @@ impl Peer {
 
     /// Answers the remote side's offer.
     pub fn answer(&mut self, offer_sdp: String, now: Instant) -> Result<String, MediaError> {
+        let offer_sdp = if self.lite.is_some() {
+            without_simulcast(&offer_sdp)
+        } else {
+            offer_sdp
+        };
         let offer = RTCSessionDescription::offer(offer_sdp).map_err(sdp)?;
         self.pc.set_remote_description(now, offer).map_err(sdp)?;
         let answer = self.pc.create_answer(None).map_err(sdp)?;
@@ -1069,6 +1074,12 @@ impl Peer {
                     _ => {}
                 },
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    if self.receivers.contains_key(&init.track_id) {
+                        // Another encoding of a track already open (see
+                        // `without_simulcast`): its packets are dropped below.
+                        tracing::debug!(ssrc = init.ssrc, rid = ?init.rid, "a second stream on a track");
+                        continue;
+                    }
                     let Some(mut receiver) = self.pc.rtp_receiver(init.receiver_id) else {
                         continue;
                     };
@@ -1122,6 +1133,16 @@ impl Peer {
         while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
             match message {
                 RTCMessage::RtpPacket(track, p) => {
+                    // One stream per track: a second SSRC on it (another
+                    // simulcast encoding) would reach subscribers mixed in
+                    // with the first, as one stream of two sizes.
+                    if self
+                        .receivers
+                        .get(&track)
+                        .is_some_and(|&(_, ssrc)| ssrc != p.header.ssrc)
+                    {
+                        continue;
+                    }
                     let audio_level = self
                         .level_ids
                         .get(&track)
@@ -1208,6 +1229,24 @@ fn candidates_in_every_section(sdp: &str) -> String {
         section.push(l);
     }
     flush(&mut section, &mut out);
+    out
+}
+
+/// An offer without its simulcast (RFC 8853): the `a=rid` and
+/// `a=simulcast` lines go, so the answer carries none and the browser sends
+/// one encoding per track (the first of its `sendEncodings`). The engine
+/// forwards a track as one stream; until it picks layers per subscriber,
+/// several encodings would only cost the publisher's uplink.
+fn without_simulcast(sdp: &str) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines() {
+        if line.starts_with("a=rid:") || line.starts_with("a=simulcast:") {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str(eol);
+    }
     out
 }
 
@@ -1794,6 +1833,56 @@ mod tests {
         assert!(video.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n"));
         assert!(out.ends_with("\r\n") && !out.contains("\r\n\r\n"));
         assert_eq!(candidates_in_every_section("v=0\r\n"), "v=0\r\n");
+    }
+
+    #[test]
+    fn a_simulcast_offer_is_answered_as_one_encoding() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n\
+                     a=rtpmap:96 VP8/90000\r\na=rid:q send\r\na=rid:h send\r\na=rid:f send\r\n\
+                     a=simulcast:send q;h;f\r\n";
+        let one = without_simulcast(offer);
+        assert!(
+            !one.contains("a=rid:") && !one.contains("a=simulcast:"),
+            "{one}"
+        );
+        assert!(one.contains("a=mid:1\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\n"));
+        assert!(one.ends_with("\r\n") && !one.contains("\r\n\r\n"));
+        // Answered by the engine's own side: the answer offers no simulcast.
+        let setup = PeerSetup {
+            mode: Mode::Server,
+            flow: Flow::Receives,
+            ufrag: "engineufrag0000".into(),
+            pwd: "enginepassword000000000000000000".into(),
+            ..PeerSetup::client("127.0.0.1:7882".parse().unwrap())
+        };
+        let now = Instant::now();
+        let mut client =
+            Peer::new(&PeerSetup::client("127.0.0.1:40000".parse().unwrap()), now).unwrap();
+        client
+            .add_sender(
+                Kind::Video,
+                &crate::client::codec(Kind::Video),
+                1234,
+                None,
+                "s",
+                "t",
+            )
+            .unwrap();
+        let offer = client.offer(now).unwrap().unwrap();
+        // As Chromium offers three encodings of a camera.
+        let mid = offer.find("a=mid:").unwrap();
+        let at = mid + offer[mid..].find("\r\n").unwrap() + 2;
+        let offer = format!(
+            "{}a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n{}",
+            &offer[..at],
+            &offer[at..]
+        );
+        let mut engine = Peer::new(&setup, now).unwrap();
+        let answer = engine.answer(offer, now).unwrap();
+        assert!(
+            !answer.contains("a=simulcast") && !answer.contains("a=rid:"),
+            "{answer}"
+        );
     }
 
     fn answer_sdp(mids: &[&str], ufrag: &str, fingerprint: &str) -> String {
