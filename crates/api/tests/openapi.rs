@@ -327,6 +327,14 @@ async fn downloads_are_described_as_any_type_with_ranges() {
             content.contains_key("*/*"),
             "a download is of any type: {status} {content:?}"
         );
+        // Bytes, not a JSON array of numbers.
+        let schema = &content["*/*"]["schema"];
+        let schema = match schema["$ref"].as_str() {
+            Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+            None => schema,
+        };
+        assert_eq!(schema["type"], "string", "{schema}");
+        assert_eq!(schema["format"], "binary", "{schema}");
     }
     for status in ["304", "401", "404", "416"] {
         assert!(download.get(status).is_some(), "{status} is missing");

@@ -36,6 +36,12 @@ pub struct UploadQuery {
     pub name: Option<String>,
 }
 
+/// A body of raw bytes, for the OpenAPI document (a binary string, not an
+/// array of numbers).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct RawBytes(pub Vec<u8>);
+
 /// A multipart upload's form, for the OpenAPI document.
 #[derive(utoipa::ToSchema)]
 pub struct UploadForm {
@@ -55,7 +61,7 @@ pub struct UploadForm {
     request_body(description = "The file's bytes with their own `Content-Type` (any type the server allows), \
         or multipart/form-data with the file in a part named `file`",
         content(
-            (Vec<u8> = "application/octet-stream"),
+            (RawBytes = "application/octet-stream"),
             (UploadForm = "multipart/form-data"),
         )),
     responses((status = 201, body = File),
@@ -141,11 +147,11 @@ async fn upload_multipart(
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, description = "The file, in the type sniffed from its content (`mime`)",
-            content((Vec<u8> = "*/*")), headers(
+            content((RawBytes = "*/*")), headers(
                 ("ETag" = String, description = "The file's SHA-256"),
                 ("Content-Disposition" = String, description = "`inline` for images, else `attachment`, with the name"))),
         (status = 206, description = "The one range asked for, with `Content-Range`",
-            content((Vec<u8> = "*/*")), headers(("Content-Range" = String, description = "`bytes first-last/size`"))),
+            content((RawBytes = "*/*")), headers(("Content-Range" = String, description = "`bytes first-last/size`"))),
         (status = 304, description = "Not modified: `If-None-Match` names this file's `ETag`"),
         (status = 404, body = ErrorBody),
         (status = 416, body = ErrorBody, description = "`range_not_satisfiable`, with `Content-Range: bytes */size`")))]
@@ -162,9 +168,9 @@ pub async fn download(
 #[utoipa::path(get, path = "/v1/files/{id}/thumbnail", operation_id = "getThumbnail", tag = "files", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "The thumbnail", content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"))),
+        (status = 200, description = "The thumbnail", content((RawBytes = "image/jpeg"), (RawBytes = "image/png"))),
         (status = 206, description = "The one range asked for, with `Content-Range`",
-            content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"))),
+            content((RawBytes = "image/jpeg"), (RawBytes = "image/png"))),
         (status = 304, description = "Not modified: `If-None-Match` names the thumbnail's `ETag`"),
         (status = 404, body = ErrorBody, description = "No such file, or not an image"),
         (status = 416, body = ErrorBody, description = "`range_not_satisfiable`")))]

@@ -27,7 +27,7 @@ pub struct SearchQuery {
     /// 1 to 200 characters. Cut into words (runs of letters and digits), at
     /// most 16; a message matches when each word begins one of its words.
     /// Other characters, quotes and operators included, only separate words.
-    #[param(required = true, min_length = 1, max_length = 200)]
+    #[param(value_type = String, required = true, min_length = 1, max_length = 200)]
     pub q: Option<String>,
     /// Hits per page: 1 to 50, default 20.
     #[param(minimum = 1, maximum = 50)]
