@@ -17,6 +17,7 @@
 //! keeps from the NACK responder what it refuses.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 /// Bounds on retransmissions to one subscriber connection.
@@ -39,10 +40,15 @@ impl Default for RetransmitLimits {
 }
 
 impl RetransmitLimits {
+    /// The range of [`RetransmitLimits::attempts`].
+    pub const ATTEMPTS: RangeInclusive<u8> = 1..=10;
+    /// The range of [`RetransmitLimits::share_percent`].
+    pub const SHARE_PERCENT: RangeInclusive<u8> = 1..=100;
+
     /// Whether the limits are in range; 0 would turn retransmission off,
     /// which is not what a lower number should quietly mean.
     pub fn valid(&self) -> bool {
-        (1..=10).contains(&self.attempts) && (1..=100).contains(&self.share_percent)
+        Self::ATTEMPTS.contains(&self.attempts) && Self::SHARE_PERCENT.contains(&self.share_percent)
     }
 }
 

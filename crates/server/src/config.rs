@@ -48,10 +48,6 @@ pub struct Config {
     pub room_creation: RoomCreation,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
-    /// Seconds a node drains after SIGTERM before it stops listening: it
-    /// still serves, but `/readyz` answers 503 so the load balancer moves
-    /// traffic away. 0: stop listening at once. SIGINT does not drain.
-    pub shutdown_drain_secs: u64,
     /// TURN servers offered to clients (`turn:host:3478?transport=udp`, `turns:...`).
     pub turn_urls: Vec<String>,
     /// coturn's `static-auth-secret`; set it in the environment (`ROOST_TURN_SECRET`).
@@ -170,6 +166,12 @@ pub struct MediaSection {
     /// reports a loss (NACK): a power of two from 64 to 32768. 512 is 1.3 s
     /// of a 3.8 Mbit/s stream.
     pub retransmit_history: u16,
+    /// Resends of one packet to one subscriber, at most (1 to 10); never
+    /// more than one per round trip.
+    pub retransmit_attempts: u8,
+    /// Resent bytes to one subscriber, at most this percentage of what was
+    /// sent to it over the last second, plus a burst of 12,000 bytes (1 to 100).
+    pub retransmit_share_percent: u8,
 }
 
 impl Default for MediaSection {
@@ -181,6 +183,8 @@ impl Default for MediaSection {
             loops: 0,
             socket_buffer_bytes: 4 << 20,
             retransmit_history: 512,
+            retransmit_attempts: roost_media::RetransmitLimits::default().attempts,
+            retransmit_share_percent: roost_media::RetransmitLimits::default().share_percent,
         }
     }
 }
@@ -275,7 +279,6 @@ impl Default for Config {
             registration_open: true,
             room_creation: RoomCreation::Everyone,
             shutdown_grace_secs: 30,
-            shutdown_drain_secs: 5,
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl: roost_core::turn::DEFAULT_TTL.as_secs(),
@@ -298,7 +301,9 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Pretty,
             // The WebRTC stack reports every connection state change at info.
-            level: "info,rtc=warn".into(),
+            // The WebRTC stack warns of what is no fault: every browser's DTLS
+            // ClientHello carries extensions it does not parse. Its errors stay.
+            level: "info,rtc=warn,rtc_dtls::handshake::handshake_message_client_hello=error".into(),
         }
     }
 }
@@ -372,15 +377,6 @@ impl Config {
             let all: Vec<String> = errors
                 .into_iter()
                 .map(|e| {
-                    let from_env = e
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.name.contains("environment"));
-                    if let (true, figment::error::Kind::UnknownField(field, expected)) =
-                        (from_env, &e.kind)
-                    {
-                        return not_a_setting(&e.path, field, expected);
-                    }
                     let key = e.path.join(".").to_ascii_lowercase();
                     let from = e.metadata.as_ref().map(|m| match &m.source {
                         Some(source) => format!(" (from {source})"),
@@ -419,14 +415,6 @@ impl Config {
                 bail!("invalid configuration: database_url must start with sqlite: or postgres:");
             }
         }
-        if self.redis_url.is_some() && self.jwt_secret.is_none() {
-            // Every node must check the tokens every other node signs; a
-            // generated secret is one node's alone (ADR 0014).
-            bail!("invalid configuration: jwt_secret must be set when redis_url is: every node of a deployment signs and checks access tokens with the same secret, and a generated one is known to one node only (set ROOST_JWT_SECRET to the same value of at least {MIN_SECRET_BYTES} bytes on every node)");
-        }
-        if self.shutdown_drain_secs > 300 {
-            bail!("invalid configuration: shutdown_drain_secs must be at most 300");
-        }
         if let Some(url) = &self.redis_url {
             if !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
@@ -458,6 +446,14 @@ impl Config {
         }
         if !roost_media::EngineConfig::retransmit_history_valid(self.media.retransmit_history) {
             bail!("invalid configuration: media.retransmit_history must be a power of two from 64 to 32768");
+        }
+        if !roost_media::RetransmitLimits::ATTEMPTS.contains(&self.media.retransmit_attempts) {
+            bail!("invalid configuration: media.retransmit_attempts must be from 1 to 10");
+        }
+        if !roost_media::RetransmitLimits::SHARE_PERCENT
+            .contains(&self.media.retransmit_share_percent)
+        {
+            bail!("invalid configuration: media.retransmit_share_percent must be from 1 to 100");
         }
         let p = &self.pagination;
         if p.max_limit == 0 || p.default_limit == 0 || p.default_limit > p.max_limit {
@@ -656,60 +652,6 @@ impl Config {
     }
 }
 
-/// The error for a `ROOST_*` variable that names no setting. Every such
-/// variable is refused, because a misspelt one would otherwise be ignored
-/// silently; the message says which variable it is, that it is not a
-/// setting (a wrapper's own `ROOST_BIN`, say), and what was perhaps meant.
-fn not_a_setting(path: &[String], field: &str, expected: &[&str]) -> String {
-    // The path may end with the unknown key itself; the section is what precedes it.
-    let path = match path.split_last() {
-        Some((last, section)) if last.eq_ignore_ascii_case(field) => section,
-        _ => path,
-    };
-    let var = |name: &str| {
-        let mut parts: Vec<&str> = path.iter().map(String::as_str).collect();
-        parts.push(name);
-        format!("ROOST_{}", parts.join("__").to_ascii_uppercase())
-    };
-    let closest = expected
-        .iter()
-        .map(|name| (edit_distance(&field.to_ascii_lowercase(), name), *name))
-        .min()
-        .filter(|(d, name)| *d <= (name.len() / 3).max(2));
-    let hint = match closest {
-        Some((_, name)) => format!("; did you mean {}?", var(name)),
-        None => String::new(),
-    };
-    let section = if path.is_empty() {
-        String::new()
-    } else {
-        format!(" of {}", path.join("."))
-    };
-    format!(
-        "{} is not a Roost setting; unset it or rename it (settings{section}: {}){hint}",
-        var(field),
-        expected.join(", ")
-    )
-}
-
-/// Levenshtein distance: the fewest one-character edits from `a` to `b`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
-}
-
 /// Hides the password of a `scheme://user:password@host` URL.
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -727,86 +669,6 @@ fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The unknown-field error the layers give for `toml`, as the
-    /// environment's `ROOST_*` variables reach the same check.
-    fn unknown_field(toml: &str) -> String {
-        let errors = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(toml))
-            .extract::<Config>()
-            .expect_err("an unknown key is refused");
-        let e = errors.into_iter().next().expect("one error");
-        match &e.kind {
-            figment::error::Kind::UnknownField(field, expected) => {
-                not_a_setting(&e.path, field, expected)
-            }
-            other => panic!("not an unknown field: {other}"),
-        }
-    }
-
-    #[test]
-    fn a_variable_that_names_no_setting_is_called_so_with_the_settings() {
-        let message = unknown_field("bin = \"/usr/local/bin/roost\"");
-        assert!(
-            message.starts_with("ROOST_BIN is not a Roost setting; unset it or rename it"),
-            "{message}"
-        );
-        assert!(
-            message.contains("jwt_secret"),
-            "the settings are listed: {message}"
-        );
-        assert!(
-            !message.contains("did you mean"),
-            "nothing is close to BIN: {message}"
-        );
-    }
-
-    #[test]
-    fn a_misspelt_variable_gets_the_setting_it_was_meant_to_be() {
-        let message = unknown_field("jwt_secert = \"x\"");
-        assert!(
-            message.ends_with("did you mean ROOST_JWT_SECRET?"),
-            "{message}"
-        );
-        let message = unknown_field("[http]\ncors_allowed_origin = [\"https://a.example\"]");
-        assert!(
-            message.starts_with("ROOST_HTTP__CORS_ALLOWED_ORIGIN is not a Roost setting"),
-            "{message}"
-        );
-        assert!(
-            message.ends_with("did you mean ROOST_HTTP__CORS_ALLOWED_ORIGINS?"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn edit_distance_counts_single_character_edits() {
-        assert_eq!(edit_distance("jwt_secert", "jwt_secret"), 2);
-        assert_eq!(edit_distance("listen", "listen"), 0);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-    }
-
-    #[test]
-    fn several_nodes_need_one_configured_jwt_secret() {
-        let several = Config {
-            redis_url: Some("redis://127.0.0.1:6379".into()),
-            ..Config::default()
-        };
-        let err = several
-            .validate()
-            .expect_err("a generated secret is one node's alone");
-        assert!(
-            err.to_string()
-                .contains("jwt_secret must be set when redis_url is"),
-            "{err}"
-        );
-        let shared = Config {
-            jwt_secret: Some("0123456789abcdef0123456789abcdef".into()),
-            ..several
-        };
-        shared.validate().expect("one secret for every node");
-    }
 
     #[test]
     fn placeholder_secrets_are_refused_naming_the_setting() {
