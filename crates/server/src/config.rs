@@ -48,6 +48,10 @@ pub struct Config {
     pub room_creation: RoomCreation,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// Seconds a node drains after SIGTERM before it stops listening: it
+    /// still serves, but `/readyz` answers 503 so the load balancer moves
+    /// traffic away. 0: stop listening at once. SIGINT does not drain.
+    pub shutdown_drain_secs: u64,
     /// TURN servers offered to clients (`turn:host:3478?transport=udp`, `turns:...`).
     pub turn_urls: Vec<String>,
     /// coturn's `static-auth-secret`; set it in the environment (`ROOST_TURN_SECRET`).
@@ -279,6 +283,7 @@ impl Default for Config {
             registration_open: true,
             room_creation: RoomCreation::Everyone,
             shutdown_grace_secs: 30,
+            shutdown_drain_secs: 5,
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl: roost_core::turn::DEFAULT_TTL.as_secs(),
@@ -377,6 +382,15 @@ impl Config {
             let all: Vec<String> = errors
                 .into_iter()
                 .map(|e| {
+                    let from_env = e
+                        .metadata
+                        .as_ref()
+                        .is_some_and(|m| m.name.contains("environment"));
+                    if let (true, figment::error::Kind::UnknownField(field, expected)) =
+                        (from_env, &e.kind)
+                    {
+                        return not_a_setting(&e.path, field, expected);
+                    }
                     let key = e.path.join(".").to_ascii_lowercase();
                     let from = e.metadata.as_ref().map(|m| match &m.source {
                         Some(source) => format!(" (from {source})"),
@@ -414,6 +428,14 @@ impl Config {
             {
                 bail!("invalid configuration: database_url must start with sqlite: or postgres:");
             }
+        }
+        if self.redis_url.is_some() && self.jwt_secret.is_none() {
+            // Every node must check the tokens every other node signs; a
+            // generated secret is one node's alone (ADR 0014).
+            bail!("invalid configuration: jwt_secret must be set when redis_url is: every node of a deployment signs and checks access tokens with the same secret, and a generated one is known to one node only (set ROOST_JWT_SECRET to the same value of at least {MIN_SECRET_BYTES} bytes on every node)");
+        }
+        if self.shutdown_drain_secs > 300 {
+            bail!("invalid configuration: shutdown_drain_secs must be at most 300");
         }
         if let Some(url) = &self.redis_url {
             if !(url.starts_with("redis://")
@@ -652,6 +674,60 @@ impl Config {
     }
 }
 
+/// The error for a `ROOST_*` variable that names no setting. Every such
+/// variable is refused, because a misspelt one would otherwise be ignored
+/// silently; the message says which variable it is, that it is not a
+/// setting (a wrapper's own `ROOST_BIN`, say), and what was perhaps meant.
+fn not_a_setting(path: &[String], field: &str, expected: &[&str]) -> String {
+    // The path may end with the unknown key itself; the section is what precedes it.
+    let path = match path.split_last() {
+        Some((last, section)) if last.eq_ignore_ascii_case(field) => section,
+        _ => path,
+    };
+    let var = |name: &str| {
+        let mut parts: Vec<&str> = path.iter().map(String::as_str).collect();
+        parts.push(name);
+        format!("ROOST_{}", parts.join("__").to_ascii_uppercase())
+    };
+    let closest = expected
+        .iter()
+        .map(|name| (edit_distance(&field.to_ascii_lowercase(), name), *name))
+        .min()
+        .filter(|(d, name)| *d <= (name.len() / 3).max(2));
+    let hint = match closest {
+        Some((_, name)) => format!("; did you mean {}?", var(name)),
+        None => String::new(),
+    };
+    let section = if path.is_empty() {
+        String::new()
+    } else {
+        format!(" of {}", path.join("."))
+    };
+    format!(
+        "{} is not a Roost setting; unset it or rename it (settings{section}: {}){hint}",
+        var(field),
+        expected.join(", ")
+    )
+}
+
+/// Levenshtein distance: the fewest one-character edits from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// Hides the password of a `scheme://user:password@host` URL.
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -669,6 +745,86 @@ fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The unknown-field error the layers give for `toml`, as the
+    /// environment's `ROOST_*` variables reach the same check.
+    fn unknown_field(toml: &str) -> String {
+        let errors = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml))
+            .extract::<Config>()
+            .expect_err("an unknown key is refused");
+        let e = errors.into_iter().next().expect("one error");
+        match &e.kind {
+            figment::error::Kind::UnknownField(field, expected) => {
+                not_a_setting(&e.path, field, expected)
+            }
+            other => panic!("not an unknown field: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_variable_that_names_no_setting_is_called_so_with_the_settings() {
+        let message = unknown_field("bin = \"/usr/local/bin/roost\"");
+        assert!(
+            message.starts_with("ROOST_BIN is not a Roost setting; unset it or rename it"),
+            "{message}"
+        );
+        assert!(
+            message.contains("jwt_secret"),
+            "the settings are listed: {message}"
+        );
+        assert!(
+            !message.contains("did you mean"),
+            "nothing is close to BIN: {message}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_variable_gets_the_setting_it_was_meant_to_be() {
+        let message = unknown_field("jwt_secert = \"x\"");
+        assert!(
+            message.ends_with("did you mean ROOST_JWT_SECRET?"),
+            "{message}"
+        );
+        let message = unknown_field("[http]\ncors_allowed_origin = [\"https://a.example\"]");
+        assert!(
+            message.starts_with("ROOST_HTTP__CORS_ALLOWED_ORIGIN is not a Roost setting"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("did you mean ROOST_HTTP__CORS_ALLOWED_ORIGINS?"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("jwt_secert", "jwt_secret"), 2);
+        assert_eq!(edit_distance("listen", "listen"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn several_nodes_need_one_configured_jwt_secret() {
+        let several = Config {
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            ..Config::default()
+        };
+        let err = several
+            .validate()
+            .expect_err("a generated secret is one node's alone");
+        assert!(
+            err.to_string()
+                .contains("jwt_secret must be set when redis_url is"),
+            "{err}"
+        );
+        let shared = Config {
+            jwt_secret: Some("0123456789abcdef0123456789abcdef".into()),
+            ..several
+        };
+        shared.validate().expect("one secret for every node");
+    }
 
     #[test]
     fn placeholder_secrets_are_refused_naming_the_setting() {
@@ -689,6 +845,74 @@ mod tests {
             let err = config.validate().expect_err(turn).to_string();
             assert!(err.contains("turn_secret"), "{err}");
             assert!(err.contains("not a secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_default_log_level_keeps_the_webrtc_stacks_harmless_warnings_out() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                Config::default().log.level,
+            ))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            // What every DTLS handshake with a browser logs.
+            tracing::warn!(
+                target: "rtc_dtls::handshake::handshake_message_client_hello",
+                "Unsupported Extension Type 255 1"
+            );
+            tracing::debug!(target: "rtc_ice::agent", "checks");
+            // What an operator needs to see.
+            tracing::error!(
+                target: "rtc_dtls::handshake::handshake_message_client_hello",
+                "hello refused"
+            );
+            tracing::warn!(target: "rtc_dtls::handshaker", "handshake failed");
+            tracing::warn!(target: "rtc::peer_connection::handler", "handler failed");
+            tracing::info!(target: "roost_media::engine", "media engine ready");
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!log.contains("Unsupported Extension Type"), "{log}");
+        assert!(!log.contains("checks"), "{log}");
+        for kept in [
+            "hello refused",
+            "handshake failed",
+            "handler failed",
+            "media engine ready",
+        ] {
+            assert!(log.contains(kept), "{kept} is missing from:\n{log}");
+        }
+    }
+
+    #[test]
+    fn retransmission_limits_out_of_range_are_refused_naming_the_setting() {
+        for (attempts, share, key) in [
+            (0, 30, "media.retransmit_attempts"),
+            (11, 30, "media.retransmit_attempts"),
+            (3, 0, "media.retransmit_share_percent"),
+            (3, 101, "media.retransmit_share_percent"),
+        ] {
+            let mut config = Config::default();
+            config.media.retransmit_attempts = attempts;
+            config.media.retransmit_share_percent = share;
+            let err = config.validate().expect_err("out of range");
+            assert!(err.to_string().contains(key), "{err}");
         }
     }
 

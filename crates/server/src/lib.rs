@@ -25,8 +25,33 @@ use tokio::net::TcpListener;
 
 use config::{Config, LogFormat};
 
+/// Libraries that write what crosses the wire into their most verbose log
+/// lines: the WebSocket library logs every frame it reads and writes at
+/// `trace`, access tokens (`auth.refresh`) and message bodies included, and
+/// the HTTP/2 library logs frames. They are held to `debug` whatever
+/// `log.level` asks for, so no level puts a token, a password or a message
+/// in the log. (sqlx logs statements, whose values are bound, never written.)
+const WIRE_LOGGERS: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "h2",
+    "hyper",
+    "hyper_util",
+];
+
+/// The cap on [`WIRE_LOGGERS`], applied on top of `log.level`.
+fn wire_cap() -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    WIRE_LOGGERS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |cap, target| cap.with_target(*target, LevelFilter::DEBUG),
+    )
+}
+
 /// Sets up logging to stderr, as configured.
 pub fn init_logging(config: &Config) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
@@ -36,8 +61,8 @@ pub fn init_logging(config: &Config) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match config.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().finish().with(wire_cap()).try_init(),
+        LogFormat::Pretty => builder.finish().with(wire_cap()).try_init(),
     };
 }
 
@@ -80,14 +105,40 @@ pub async fn build_core(config: &Config, store: Store) -> anyhow::Result<Core> {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish for up to `shutdown_grace_secs`.
+/// How the node was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGTERM, as process managers and orchestrators send: drain first.
+    /// `/readyz` answers 503 for `shutdown_drain_secs` while the node still
+    /// serves, so a load balancer stops sending to it before it stops listening.
+    Drain,
+    /// SIGINT (Ctrl-C at a terminal): no load balancer to wait for; stop listening now.
+    Now,
+}
+
+/// How often the database is asked whether it answers; while it does not,
+/// requests fail fast (`unavailable`) instead of each waiting on the pool.
+const DATABASE_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Serves the API on `listener` until `shutdown` completes, drains if asked
+/// to, then lets in-flight requests finish for up to `shutdown_grace_secs`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = Shutdown> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
+    let prober = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(DATABASE_PROBE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                store.probe().await;
+            }
+        })
+    };
     let core = build_core(&config, store.clone()).await?;
     let mut gateway_config = config.gateway.clone();
     gateway_config
@@ -168,8 +219,10 @@ pub async fn run(
             }
         })
     };
+    let state = roost_api::AppState::new(core, config.http.clone());
+    let draining = state.draining.clone();
     let app = roost_api::router_with(
-        roost_api::AppState::new(core, config.http.clone()),
+        state,
         roost_signaling::router(gateway.clone()).merge(web::router()),
     );
     let addr = listener.local_addr()?;
@@ -178,6 +231,7 @@ pub async fn run(
     tracing::info!(%addr, database = ?store.backend(), "serving");
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let window = Duration::from_secs(config.shutdown_drain_secs);
     // Small frames (chat events, acks) go out at once rather than waiting on Nagle's algorithm.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -189,7 +243,15 @@ pub async fn run(
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
-        shutdown.await;
+        let how = shutdown.await;
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        if how == Shutdown::Drain && !window.is_zero() {
+            tracing::info!(
+                ?window,
+                "draining: /readyz answers 503, requests are still served until the window ends"
+            );
+            tokio::time::sleep(window).await;
+        }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         gateway.shut_down();
         let _ = stopping_tx.send(());
@@ -213,6 +275,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     sweeper.abort();
+    prober.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -250,6 +313,10 @@ async fn start_media(
             attempts: config.media.retransmit_attempts,
             share_percent: config.media.retransmit_share_percent,
         },
+        retransmit_limits: roost_media::RetransmitLimits {
+            attempts: config.media.retransmit_attempts,
+            share_percent: config.media.retransmit_share_percent,
+        },
         ..Default::default()
     })
     .await
@@ -267,17 +334,18 @@ fn default_route_ip() -> Option<std::net::IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
-/// A future that completes on SIGINT or SIGTERM. The handlers are installed
-/// now, before the server announces itself, so no early signal is missed.
-pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+/// A future that completes on SIGINT or SIGTERM, saying which. The handlers
+/// are installed now, before the server announces itself, so no early signal
+/// is missed.
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = Shutdown> + Send + 'static> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     Ok(async move {
         tokio::select! {
-            _ = interrupt.recv() => {},
-            _ = terminate.recv() => {},
+            _ = interrupt.recv() => Shutdown::Now,
+            _ = terminate.recv() => Shutdown::Drain,
         }
     })
 }
