@@ -122,9 +122,19 @@ impl PasswordHasherPool {
         &self,
         f: impl FnOnce(&mut Blocks) -> T + Send + 'static,
     ) -> Result<T> {
-        let _permit = self.permits.acquire().await.map_err(|_| closed())?;
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
         let buffers = self.buffers.clone();
         tokio::task::spawn_blocking(move || {
+            // The permit lives as long as the hash, not the request: a client
+            // that hangs up mid-login frees its request at once, but its hash
+            // still runs, and its buffer is not free until it ends. (Dropped
+            // after `blocks`, so the buffer is back before the permit.)
+            let _permit = permit;
             let mut blocks = Loan::take(&buffers)?;
             Ok::<T, CoreError>(f(&mut blocks.0))
         })
@@ -298,6 +308,21 @@ mod tests {
             .await
             .unwrap());
         assert!(pool.verify("x", Some("not a hash")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_login_abandoned_mid_hash_keeps_its_permit_until_the_hash_ends() {
+        let pool = PasswordHasherPool::new(1).await.unwrap();
+        // One poll starts the hash on the blocking pool; dropping the future
+        // then is what a client hanging up does.
+        {
+            let abandoned = std::pin::pin!(pool.verify("guess", None));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(std::future::Future::poll(abandoned, &mut cx).is_pending());
+        }
+        // The next login waits for that hash's buffer instead of finding none.
+        assert!(!pool.verify("another guess", None).await.unwrap());
+        assert_eq!(pool.buffers.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
