@@ -73,7 +73,9 @@ pub struct StoreOptions {
 pub struct Store {
     pool: AnyPool,
     /// PostgreSQL only: the same database behind a short acquire timeout,
-    /// used while `reachable` is false so requests fail fast in an outage.
+    /// used while `reachable` is false so requests fail fast in an outage,
+    /// and always by probes and readiness, so a pool busy with requests is
+    /// never mistaken for a database that is away.
     /// SQLite is a local file: it has no outage to wait out.
     failing_fast: Option<AnyPool>,
     /// What the last probe (or failed readiness check) found.
@@ -165,7 +167,7 @@ impl Store {
     /// then is out of reach (`CoreError::Unavailable`), and is marked so.
     pub async fn ready(&self) -> Result<bool> {
         let query = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
-            .fetch_all(self.pool());
+            .fetch_all(self.probe_pool());
         let applied: Vec<i64> = match tokio::time::timeout(PROBE_TIMEOUT, query).await {
             Ok(Ok(applied)) => {
                 self.mark_reachable(true);
@@ -199,7 +201,7 @@ impl Store {
         if self.failing_fast.is_none() {
             return true;
         }
-        let query = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(self.pool());
+        let query = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(self.probe_pool());
         let up = matches!(tokio::time::timeout(PROBE_TIMEOUT, query).await, Ok(Ok(_)));
         self.mark_reachable(up);
         up
@@ -246,6 +248,11 @@ impl Store {
             Some(fast) if !self.reachable() => fast,
             _ => &self.pool,
         }
+    }
+
+    /// The pool health checks run on: never queued behind requests.
+    fn probe_pool(&self) -> &AnyPool {
+        self.failing_fast.as_ref().unwrap_or(&self.pool)
     }
 
     /// Closes every connection.
@@ -311,6 +318,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    #[cfg(feature = "test-support")]
+    #[tokio::test]
+    async fn a_pool_busy_with_requests_is_not_mistaken_for_an_outage() {
+        let store = Store::connect(&StoreOptions {
+            url: testing::fresh_postgres_url().await,
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(10),
+        })
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        // A request holds the pool's one connection for longer than a probe waits.
+        let held = store.begin_write().await.unwrap();
+        assert!(store.probe().await, "the database answers");
+        assert!(store.ready().await.unwrap(), "and is ready");
+        assert!(store.reachable());
+        held.commit().await.unwrap();
     }
 
     #[test]
