@@ -313,10 +313,6 @@ async fn start_media(
             attempts: config.media.retransmit_attempts,
             share_percent: config.media.retransmit_share_percent,
         },
-        retransmit_limits: roost_media::RetransmitLimits {
-            attempts: config.media.retransmit_attempts,
-            share_percent: config.media.retransmit_share_percent,
-        },
         ..Default::default()
     })
     .await
