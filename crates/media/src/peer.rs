@@ -1318,8 +1318,9 @@ fn check_answer(
     Ok(identity)
 }
 
-/// The interceptor chain of a connection: Roost's keyframe requests, and
-/// webrtc-rs's interceptors of the connection's direction only.
+/// The interceptor chain of a connection: Roost's keyframe requests and
+/// retransmission budget, and webrtc-rs's interceptors of the connection's
+/// direction only.
 fn interceptors(setup: &PeerSetup) -> Registry {
     let mut registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
     if setup.flow != Flow::Receives {
