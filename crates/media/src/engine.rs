@@ -90,8 +90,23 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineEvent {
     /// The engine offers the participant's subscriber connection (new or
-    /// changed tracks); answer with [`Engine::subscriber_answer`].
-    SubscriberOffer { participant: Uuid, sdp: String },
+    /// changed tracks); answer with [`Engine::subscriber_answer`]. `tracks`
+    /// says whose each offered media section is.
+    SubscriberOffer {
+        participant: Uuid,
+        sdp: String,
+        tracks: Vec<OfferedTrack>,
+    },
+    /// `subscriber` can now play `publisher`'s track of `kind`: its
+    /// connection is up and the first keyframe (for audio, the first packet)
+    /// went out to it. Sent once per subscription.
+    Receiving {
+        call: Uuid,
+        subscriber: Uuid,
+        publisher: Uuid,
+        kind: Kind,
+        source: Source,
+    },
     /// A participant started sending a track.
     TrackPublished { participant: Uuid, kind: Kind },
     /// A participant's media connection failed or closed.
@@ -102,6 +117,37 @@ pub enum EngineEvent {
         call: Uuid,
         speakers: Vec<(Uuid, u8)>,
     },
+}
+
+/// What a published track carries, as its publisher declared it (or as its
+/// kind suggests: audio is the microphone, video the camera).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Microphone,
+    Camera,
+    Screen,
+    ScreenAudio,
+}
+
+impl Source {
+    /// The source a track of `kind` has when its publisher says nothing.
+    pub fn default_for(kind: Kind) -> Source {
+        match kind {
+            Kind::Audio => Source::Microphone,
+            Kind::Video => Source::Camera,
+        }
+    }
+}
+
+/// One media section of an offer to a subscriber: whose track it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedTrack {
+    /// The section's `a=mid`.
+    pub mid: String,
+    /// The participant who publishes it.
+    pub publisher: Uuid,
+    pub kind: Kind,
+    pub source: Source,
 }
 
 /// Counters of the engine, for tests and metrics.
@@ -361,10 +407,23 @@ impl Engine {
 
     /// Answers the participant's offer of its publisher connection.
     pub async fn publish(&self, participant: Uuid, offer: String) -> Result<String, MediaError> {
+        self.publish_sources(participant, offer, Vec::new()).await
+    }
+
+    /// Answers the participant's offer of its publisher connection, with
+    /// what its media sections carry (by `mid`); sections not named carry
+    /// the default of their kind ([`Source::default_for`]).
+    pub async fn publish_sources(
+        &self,
+        participant: Uuid,
+        offer: String,
+        sources: Vec<(String, Source)>,
+    ) -> Result<String, MediaError> {
         let at = self.loop_of(participant)?;
         self.ask(at, |reply| Command::Publish {
             participant,
             offer,
+            sources,
             reply,
         })
         .await?

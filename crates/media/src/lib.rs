@@ -14,6 +14,8 @@
 //! - [`demux`]: which peer a datagram on the shared port belongs to.
 //! - [`forwarder`]: a subscriber's view of a stream (SSRC, sequence numbers,
 //!   timestamps), as pure arithmetic.
+//! - [`keyframe`]: whether a packet starts a keyframe, from its codec's
+//!   payload header.
 //! - [`client`]: a WebRTC client on the same stack, for tests and the load tool.
 
 #[doc(hidden)]
@@ -22,6 +24,7 @@ pub mod client;
 pub mod demux;
 pub mod engine;
 pub mod forwarder;
+pub mod keyframe;
 #[doc(hidden)]
 pub mod fuzz;
 #[doc(hidden)]
@@ -31,7 +34,7 @@ pub mod retransmit;
 mod sfu;
 mod udp;
 
-pub use engine::{Engine, EngineConfig, EngineEvent, EngineStats};
+pub use engine::{Engine, EngineConfig, EngineEvent, EngineStats, OfferedTrack, Source};
 pub use peer::Kind;
 pub use retransmit::RetransmitLimits;
 

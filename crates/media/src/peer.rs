@@ -231,6 +231,11 @@ fn register_codecs(media: &mut MediaEngine) -> Result<(), MediaError> {
 
 /// The header extension carrying audio levels.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// The RTP header extension that names a packet's media section (RFC 8843).
+/// Every packet the engine sends carries it where negotiated, so that a
+/// receiver with several sections of one kind in a BUNDLE (one per sender)
+/// needs no payload type or SSRC guesswork to tell them apart.
+pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 
 /// A track received from the remote side, by the id `rtc` gave it.
 pub type TrackId = String;
@@ -340,6 +345,8 @@ pub struct Peer {
     receivers: HashMap<TrackId, (rtc::rtp_transceiver::RTCRtpReceiverId, u32)>,
     /// Our tracks' SSRC by sender.
     senders: HashMap<SenderId, u32>,
+    /// Each sender's media section (`a=mid`), once an offer assigned it.
+    sender_mids: HashMap<SenderId, Bytes>,
     /// The negotiated id of the audio level extension, per remote track.
     level_ids: HashMap<TrackId, u8>,
     awaiting_answer: bool,
@@ -501,6 +508,16 @@ impl Peer {
                 None,
             )
             .map_err(stack)?;
+        // Video's is registered with the default set below; audio needs its own.
+        media
+            .register_header_extension(
+                rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+                    uri: MID_URI.to_owned(),
+                },
+                RtpCodecKind::Audio,
+                None,
+            )
+            .map_err(stack)?;
         // The default set registers the feedback and header extensions the
         // SDP offers; the chain itself holds only what this flow needs.
         register_default_interceptors(Registry::new(), &mut media).map_err(stack)?;
@@ -552,6 +569,7 @@ impl Peer {
             events: VecDeque::new(),
             receivers: HashMap::new(),
             senders: HashMap::new(),
+            sender_mids: HashMap::new(),
             level_ids: HashMap::new(),
             awaiting_answer: false,
             secured: false,
@@ -592,6 +610,13 @@ impl Peer {
         let offer = self.pc.create_offer(None).map_err(sdp)?;
         self.pc.set_local_description(now, offer).map_err(sdp)?;
         self.awaiting_answer = true;
+        let senders: Vec<SenderId> = self.senders.keys().copied().collect();
+        for id in senders {
+            let mid = self.transceiver_of(id).and_then(|t| t.mid().clone());
+            if let Some(mid) = mid {
+                self.sender_mids.insert(id, Bytes::from(mid));
+            }
+        }
         self.local_sdp().map(Some)
     }
 
@@ -762,6 +787,7 @@ impl Peer {
     /// Stops sending a track (takes effect with the next offer).
     pub fn remove_sender(&mut self, id: SenderId) -> Result<(), MediaError> {
         self.senders.remove(&id);
+        self.sender_mids.remove(&id);
         self.pc.remove_track(id).map_err(stack)
     }
 
@@ -791,13 +817,15 @@ impl Peer {
             .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
             .map(|c| c.payload_type)
             .ok_or_else(|| MediaError::Stack("codec not negotiated".into()))?;
-        let level_id = packet.audio_level.and_then(|_| {
+        let extension = |uri: &str| {
             parameters
                 .header_extensions
                 .iter()
-                .find(|e| e.uri == AUDIO_LEVEL_URI)
+                .find(|e| e.uri == uri)
                 .and_then(|e| u8::try_from(e.id).ok())
-        });
+        };
+        let level_id = packet.audio_level.and_then(|_| extension(AUDIO_LEVEL_URI));
+        let mid = extension(MID_URI).zip(self.sender_mids.get(&id));
         let mut header = rtc::rtp::header::Header {
             version: 2,
             marker: packet.marker,
@@ -812,6 +840,11 @@ impl Peer {
             header.extension_profile = rtc::rtp::header::EXTENSION_PROFILE_ONE_BYTE;
             // Voice activity is left to the receiver, which reads the level.
             let _ = header.set_extension(id, audio_level_bytes(level));
+        }
+        if let Some((id, mid)) = mid {
+            header.extension = true;
+            header.extension_profile = rtc::rtp::header::EXTENSION_PROFILE_ONE_BYTE;
+            let _ = header.set_extension(id, mid.clone());
         }
         let out = rtc::rtp::Packet {
             header,

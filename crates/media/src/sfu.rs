@@ -14,8 +14,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::engine::{EngineConfig, EngineEvent, EngineStats, SharedPlacement};
+use crate::engine::{
+    EngineConfig, EngineEvent, EngineStats, OfferedTrack, SharedPlacement, Source,
+};
 use crate::forwarder::DownTrack;
+use crate::keyframe::starts_keyframe;
 use crate::peer::{Codec, Flow, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp, SenderId, TrackId};
 use crate::MediaError;
 
@@ -25,6 +28,11 @@ const SPEAKING_EVERY: Duration = Duration::from_millis(250);
 const SPEAKING_LOUDNESS: u8 = 67;
 /// How long a level counts after it arrived.
 const LEVEL_FRESH: Duration = Duration::from_millis(500);
+/// The least time between two keyframe requests to one publisher that a
+/// new subscriber's request may not be merged into: encoders ignore requests
+/// that come too soon after the last (Chromium's allows one per 300 ms), so
+/// a request that would come sooner is held until this has passed.
+const KEYFRAME_SPACING: Duration = Duration::from_millis(350);
 
 /// What the engine's handle asks of a loop.
 pub(crate) enum Command {
@@ -39,6 +47,7 @@ pub(crate) enum Command {
     Publish {
         participant: Uuid,
         offer: String,
+        sources: Vec<(String, Source)>,
         reply: oneshot::Sender<Result<String, MediaError>>,
     },
     SubscriberAnswer {
@@ -89,6 +98,8 @@ struct PeerSlot {
     ufrag: String,
     participant: Uuid,
     role: Role,
+    /// DTLS and SRTP are up: what is sent now can be played.
+    connected: bool,
 }
 
 struct Participant {
@@ -101,12 +112,19 @@ struct Participant {
     renegotiate: bool,
     /// What this participant receives, by the published track it comes from.
     down: HashMap<TrackKey, Down>,
+    /// What its published tracks carry, by their track id (the second part
+    /// of the offer's `a=msid`), where it said.
+    sources: HashMap<String, Source>,
 }
 
 struct Down {
     sender: SenderId,
     track: DownTrack,
     mime_type: String,
+    /// The track id it is offered under (`a=msid`).
+    name: String,
+    /// Whether the subscriber was told it can play this track.
+    playing: bool,
 }
 
 /// A published track: its publisher and `rtc`'s id for it.
@@ -114,9 +132,13 @@ type TrackKey = (Uuid, TrackId);
 
 struct Published {
     kind: Kind,
+    source: Source,
     codec: Codec,
     subscribers: Vec<Uuid>,
     last_keyframe_request: Option<Instant>,
+    /// A new subscriber's keyframe request held back until
+    /// [`KEYFRAME_SPACING`] after the last one.
+    keyframe_due: Option<Instant>,
     /// Smoothed loudness of an audio track, and when a level last came.
     loudness: u8,
     level_at: Option<Instant>,
@@ -278,9 +300,10 @@ impl Sfu {
             Command::Publish {
                 participant,
                 offer,
+                sources,
                 reply,
             } => {
-                let _ = reply.send(self.publish(participant, offer));
+                let _ = reply.send(self.publish_sources(participant, offer, &sources));
             }
             Command::SubscriberAnswer {
                 participant,
@@ -333,6 +356,7 @@ impl Sfu {
                 ufrag,
                 participant,
                 role,
+                connected: false,
             },
         );
         Ok(key)
@@ -357,6 +381,7 @@ impl Sfu {
                 subscriber,
                 renegotiate: false,
                 down: HashMap::new(),
+                sources: HashMap::new(),
             },
         );
         self.calls.entry(call).or_default().insert(participant);
@@ -382,9 +407,25 @@ impl Sfu {
         participant: Uuid,
         offer: String,
     ) -> Result<String, MediaError> {
-        let Some(p) = self.participants.get(&participant) else {
+        self.publish_sources(participant, offer, &[])
+    }
+
+    /// Answers a publisher's offer; `sources` names what some of its
+    /// sections (by mid) carry.
+    pub(crate) fn publish_sources(
+        &mut self,
+        participant: Uuid,
+        offer: String,
+        sources: &[(String, Source)],
+    ) -> Result<String, MediaError> {
+        let Some(p) = self.participants.get_mut(&participant) else {
             return Err(MediaError::NotFound("participant"));
         };
+        for (mid, track) in msid_tracks(&offer) {
+            if let Some((_, source)) = sources.iter().find(|(m, _)| *m == mid) {
+                p.sources.insert(track, *source);
+            }
+        }
         let key = match p.publisher {
             Some(key) => key,
             None => {
@@ -418,9 +459,13 @@ impl Sfu {
             .get_mut(&key)
             .ok_or(MediaError::NotFound("peer"))?;
         slot.peer.accept_answer(answer, Instant::now())?;
+        let connected = slot.connected;
         self.pump(key);
-        // New subscriptions start with a keyframe.
-        self.keyframes_for(participant);
+        // New subscriptions start with a keyframe; on a new connection, once
+        // it is up (a keyframe sent before would be lost).
+        if connected {
+            self.keyframes_for(participant);
+        }
         self.offer_if_needed(participant);
         Ok(())
     }
@@ -531,6 +576,8 @@ impl Sfu {
                         sender,
                         track: DownTrack::new(ssrc, track.codec.clock_rate),
                         mime_type: track.codec.mime_type.clone(),
+                        name,
+                        playing: false,
                     },
                 );
                 p.renegotiate = true;
@@ -559,9 +606,24 @@ impl Sfu {
         match slot.peer.offer(Instant::now()) {
             Ok(Some(sdp)) => {
                 p.renegotiate = false;
-                let _ = self
-                    .events
-                    .send(EngineEvent::SubscriberOffer { participant, sdp });
+                let tracks = msid_tracks(&sdp)
+                    .into_iter()
+                    .filter_map(|(mid, name)| {
+                        let (key, _) = p.down.iter().find(|(_, d)| d.name == name)?;
+                        let published = self.tracks.get(key)?;
+                        Some(OfferedTrack {
+                            mid,
+                            publisher: key.0,
+                            kind: published.kind,
+                            source: published.source,
+                        })
+                    })
+                    .collect();
+                let _ = self.events.send(EngineEvent::SubscriberOffer {
+                    participant,
+                    sdp,
+                    tracks,
+                });
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, %participant, "offering failed"),
@@ -582,13 +644,24 @@ impl Sfu {
     }
 
     fn next_timeout(&mut self) -> Option<Instant> {
+        let keyframes = self.tracks.values().filter_map(|t| t.keyframe_due).min();
         self.peers
             .values_mut()
             .filter_map(|s| s.peer.poll_timeout())
+            .chain(keyframes)
             .min()
     }
 
     pub(crate) fn timeouts(&mut self, now: Instant) {
+        let keyframes: Vec<TrackKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.keyframe_due.is_some_and(|at| at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keyframes {
+            self.request_keyframe(&key, true);
+        }
         let due: Vec<PeerKey> = self
             .peers
             .iter_mut()
@@ -625,14 +698,21 @@ impl Sfu {
                 PeerEvent::TrackOpened {
                     track, kind, codec, ..
                 } if role == Role::Publisher => {
+                    let source = self
+                        .participants
+                        .get(&participant)
+                        .and_then(|p| p.sources.get(&track).copied())
+                        .unwrap_or(Source::default_for(kind));
                     let key = (participant, track);
                     self.tracks.insert(
                         key.clone(),
                         Published {
                             kind,
+                            source,
                             codec,
                             subscribers: Vec::new(),
                             last_keyframe_request: None,
+                            keyframe_due: None,
                             loudness: 0,
                             level_at: None,
                         },
@@ -664,8 +744,11 @@ impl Sfu {
                         self.request_keyframe(&source, false);
                     }
                 }
-                PeerEvent::Connected if role == Role::Subscriber => {
-                    self.keyframes_for(participant);
+                PeerEvent::Connected => {
+                    slot.connected = true;
+                    if role == Role::Subscriber {
+                        self.keyframes_for(participant);
+                    }
                 }
                 PeerEvent::Failed => {
                     let _ = self.events.send(EngineEvent::Disconnected { participant });
@@ -714,6 +797,8 @@ impl Sfu {
         let Some(track) = self.tracks.get(key) else {
             return;
         };
+        // Read once, and only while someone waits for a first keyframe.
+        let mut keyframe = None;
         for subscriber in &track.subscribers {
             let Some(p) = self.participants.get_mut(subscriber) else {
                 continue;
@@ -735,7 +820,25 @@ impl Sfu {
                 .peer
                 .send_rtp(down.sender, &rewritten, &down.mime_type, now)
             {
-                Ok(()) => self.stats.packets_forwarded += 1,
+                Ok(()) => {
+                    self.stats.packets_forwarded += 1;
+                    if !down.playing && slot.connected {
+                        let playable = track.kind == Kind::Audio
+                            || *keyframe.get_or_insert_with(|| {
+                                starts_keyframe(&track.codec.mime_type, &packet.payload)
+                            });
+                        if playable {
+                            down.playing = true;
+                            let _ = self.events.send(EngineEvent::Receiving {
+                                call: p.call,
+                                subscriber: *subscriber,
+                                publisher: key.0,
+                                kind: track.kind,
+                                source: track.source,
+                            });
+                        }
+                    }
+                }
                 Err(e) => tracing::trace!(error = %e, "forwarding a packet failed"),
             }
             while let Some(out) = slot.peer.poll_transmit() {
@@ -758,7 +861,9 @@ impl Sfu {
     }
 
     /// Asks a track's publisher for a keyframe, at most once per interval
-    /// unless `force` (a new subscriber needs its first frame now).
+    /// unless `force` (a new subscriber needs its first frame now). A forced
+    /// request that would follow the last one too closely for the encoder to
+    /// act on it waits until [`KEYFRAME_SPACING`] has passed.
     fn request_keyframe(&mut self, key: &TrackKey, force: bool) {
         let Some(track) = self.tracks.get_mut(key) else {
             return;
@@ -767,13 +872,19 @@ impl Sfu {
             return;
         }
         let now = Instant::now();
-        if !force
-            && track
-                .last_keyframe_request
-                .is_some_and(|at| now.duration_since(at) < self.keyframe_interval)
+        let since_last = track.last_keyframe_request.map(|at| now.duration_since(at));
+        if force {
+            if let Some(since) = since_last.filter(|s| *s < KEYFRAME_SPACING) {
+                let due = now + (KEYFRAME_SPACING - since);
+                track.keyframe_due = Some(track.keyframe_due.map_or(due, |d| d.min(due)));
+                return;
+            }
+        } else if since_last.is_some_and(|s| s < self.keyframe_interval)
+            || track.keyframe_due.is_some()
         {
             return;
         }
+        track.keyframe_due = None;
         track.last_keyframe_request = Some(now);
         let Some(publisher) = self.participants.get(&key.0).and_then(|p| p.publisher) else {
             return;
@@ -787,5 +898,51 @@ impl Sfu {
                 self.outbox.push(out);
             }
         }
+    }
+}
+
+/// The media sections of an SDP that carry a track: each one's `a=mid` and
+/// the track id of its `a=msid` (the second part).
+fn msid_tracks(sdp: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut mid: Option<&str> = None;
+    let mut track: Option<&str> = None;
+    let mut flush = |mid: &mut Option<&str>, track: &mut Option<&str>| {
+        if let (Some(m), Some(t)) = (mid.take(), track.take()) {
+            out.push((m.to_owned(), t.to_owned()));
+        }
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.starts_with("m=") {
+            flush(&mut mid, &mut track);
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m.trim());
+        } else if let Some(ids) = line.strip_prefix("a=msid:") {
+            track = ids.split_whitespace().nth(1);
+        }
+    }
+    flush(&mut mid, &mut track);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::msid_tracks;
+
+    #[test]
+    fn each_section_names_its_mid_and_track() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\na=group:BUNDLE 0 1 2\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:s a-1\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:s v-1\r\na=mid:1\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\n";
+        assert_eq!(
+            msid_tracks(sdp),
+            vec![
+                ("0".to_owned(), "a-1".to_owned()),
+                ("1".to_owned(), "v-1".to_owned())
+            ]
+        );
+        assert!(msid_tracks("m=audio\na=msid:only-stream").is_empty());
     }
 }

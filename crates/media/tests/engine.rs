@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use roost_media::client::{Client, ClientEvent};
-use roost_media::{Engine, EngineConfig, EngineEvent, Kind};
+use roost_media::{Engine, EngineConfig, EngineEvent, Kind, OfferedTrack, Source};
 use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
 
@@ -96,7 +96,10 @@ async fn negotiate_offers(
         assert!(Instant::now() < deadline, "offers did not come");
         tick();
         while let Ok(event) = events.try_recv() {
-            if let EngineEvent::SubscriberOffer { participant, sdp } = event {
+            if let EngineEvent::SubscriberOffer {
+                participant, sdp, ..
+            } = event
+            {
                 if let Some(client) = clients.get(&participant) {
                     let answer = client.answer(sdp.clone()).await.unwrap();
                     engine.subscriber_answer(participant, answer).await.unwrap();
@@ -188,7 +191,7 @@ async fn every_subscriber_receives_every_packet_in_order_under_its_own_ssrc() {
 }
 
 #[tokio::test]
-async fn a_late_joiner_gets_a_keyframe_requested_at_once() {
+async fn a_late_joiners_keyframe_is_requested_once_its_connection_is_up() {
     let (engine, mut events) = engine().await;
     let call = Uuid::new_v4();
     let (_, mut publisher) = publisher(&engine, call, Kind::Video).await;
@@ -203,7 +206,16 @@ async fn a_late_joiner_gets_a_keyframe_requested_at_once() {
     engine.join(call, late).await.unwrap();
     let mut clients = HashMap::new();
     clients.insert(late, client(None).await);
-    let answered = negotiate(&engine, &mut events, &clients, || {}).await[&late];
+    negotiate(&engine, &mut events, &clients, || {}).await;
+    assert!(
+        clients
+            .get_mut(&late)
+            .unwrap()
+            .connected(Duration::from_secs(10))
+            .await
+    );
+    let connected = Instant::now();
+    // Arrival times are taken by the publisher's task as requests come.
     let requested = loop {
         match publisher.next(Duration::from_secs(2)).await {
             Some(ClientEvent::KeyframeRequested { at }) => break at,
@@ -211,10 +223,17 @@ async fn a_late_joiner_gets_a_keyframe_requested_at_once() {
             None => panic!("no keyframe request reached the publisher"),
         }
     };
-    let after = requested.saturating_duration_since(answered);
+    // A request made before the joiner could decrypt would be wasted: its
+    // keyframe would come and go before the joiner's connection was up.
     assert!(
-        after < Duration::from_millis(200),
-        "keyframe requested {after:?} after the late joiner's answer"
+        requested + Duration::from_millis(100) >= connected,
+        "keyframe requested {:?} before the joiner's connection was up",
+        connected.saturating_duration_since(requested)
+    );
+    assert!(
+        requested < connected + Duration::from_millis(200),
+        "keyframe requested {:?} after the joiner's connection was up",
+        requested.saturating_duration_since(connected)
     );
 }
 
@@ -386,7 +405,9 @@ async fn video_call(
     for s in subs.values_mut() {
         assert!(s.connected(Duration::from_secs(10)).await);
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The new subscribers' own requests (the second held 350 ms after the
+    // first), then the merge interval after them.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     while publisher.next(Duration::from_millis(100)).await.is_some() {}
     (publisher, subs, seq)
 }
@@ -636,7 +657,11 @@ async fn a_subscriber_that_nacks_everything_gets_little_more_than_the_stream() {
     let started = Instant::now();
     let mut tick = 0u32;
     while started.elapsed() < Duration::from_secs(2) {
-        publisher.send(seq, u32::from(seq) * 3000, numbered(FIRST + sent as u32, SIZE));
+        publisher.send(
+            seq,
+            u32::from(seq) * 3000,
+            numbered(FIRST + sent as u32, SIZE),
+        );
         sent += 1;
         seq = seq.wrapping_add(1);
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -656,7 +681,10 @@ async fn a_subscriber_that_nacks_everything_gets_little_more_than_the_stream() {
         }
     }
     // The honest subscriber lost the first packet; it asks for it once.
-    assert!(!repaired.copies.contains_key(&FIRST), "the first packet was lost");
+    assert!(
+        !repaired.copies.contains_key(&FIRST),
+        "the first packet was lost"
+    );
     let lost = repaired.seqs[&(FIRST + 1)].wrapping_sub(1);
     subs[&honest].nack(repaired.track.clone().unwrap(), lost);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -682,6 +710,158 @@ async fn a_subscriber_that_nacks_everything_gets_little_more_than_the_stream() {
         Some(&1),
         "the honest subscriber's lost packet is resent, once"
     );
+}
+
+/// A VP8 payload that starts a keyframe (descriptor with S set, partition
+/// 0; frame header with P clear), numbered like [`numbered`] after it.
+fn vp8_keyframe(n: u32) -> Bytes {
+    let mut p = vec![0x10, 0x00];
+    p.extend_from_slice(&numbered(n, 1000));
+    Bytes::from(p)
+}
+
+#[tokio::test]
+async fn offers_name_each_tracks_sender_and_source_and_the_sender_hears_when_it_plays() {
+    let (engine, mut events) = engine().await;
+    let call = Uuid::new_v4();
+    let publisher_id = Uuid::new_v4();
+    engine.join(call, publisher_id).await.unwrap();
+    let mut publisher = client(Some(Kind::Video)).await;
+    let offer = publisher.offer().await.unwrap();
+    let mid = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .expect("the offer has a mid")
+        .trim()
+        .to_owned();
+    let answer = engine
+        .publish_sources(publisher_id, offer, vec![(mid, Source::Screen)])
+        .await
+        .unwrap();
+    publisher.accept_answer(answer).await.unwrap();
+    assert!(publisher.connected(Duration::from_secs(10)).await);
+
+    let viewer = Uuid::new_v4();
+    engine.join(call, viewer).await.unwrap();
+    let mut sub = client(None).await;
+    let mut seq = 1u16;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tracks = loop {
+        assert!(Instant::now() < deadline, "no offer came");
+        publisher.send(seq, u32::from(seq) * 3000, numbered(0, 1000));
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match events.try_recv() {
+            Ok(EngineEvent::SubscriberOffer {
+                participant,
+                sdp,
+                tracks,
+            }) if participant == viewer => {
+                let answer = sub.answer(sdp.clone()).await.unwrap();
+                engine.subscriber_answer(viewer, answer).await.unwrap();
+                let offered_mid = sdp
+                    .lines()
+                    .find_map(|l| l.strip_prefix("a=mid:"))
+                    .unwrap()
+                    .trim()
+                    .to_owned();
+                assert_eq!(
+                    tracks,
+                    vec![OfferedTrack {
+                        mid: offered_mid,
+                        publisher: publisher_id,
+                        kind: Kind::Video,
+                        source: Source::Screen,
+                    }],
+                    "the offer says whose its one section is and what it carries"
+                );
+                break tracks;
+            }
+            Ok(EngineEvent::Receiving { .. }) => panic!("a Receiving before the viewer connected"),
+            _ => {}
+        }
+    };
+    assert_eq!(tracks.len(), 1);
+    assert!(sub.connected(Duration::from_secs(10)).await);
+
+    // Delta frames reach the viewer, but it cannot play them: nothing said.
+    for _ in 0..10 {
+        publisher.send(seq, u32::from(seq) * 3000, numbered(1, 1000));
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, EngineEvent::Receiving { .. }),
+            "told the viewer plays before a keyframe went out"
+        );
+    }
+    // The keyframe: the publisher hears that the viewer plays its screen, once.
+    for _ in 0..3 {
+        publisher.send(seq, u32::from(seq) * 3000, vp8_keyframe(2));
+        seq += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut heard = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(e @ EngineEvent::Receiving { .. }) = events.try_recv() {
+            heard.push(e);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        matches!(
+            heard.as_slice(),
+            [EngineEvent::Receiving { call: c, subscriber, publisher: p, kind: Kind::Video, source: Source::Screen }]
+                if *c == call && *subscriber == viewer && *p == publisher_id
+        ),
+        "one Receiving for the viewer: {heard:?}"
+    );
+}
+
+#[tokio::test]
+async fn new_viewers_keyframe_requests_are_spaced_so_the_encoder_takes_each() {
+    // Two viewers join at once. Each needs a keyframe once its connection is
+    // up; a second request within an encoder's minimum spacing would be
+    // ignored by it, so it must come later, not at once and not never.
+    let (engine, mut events) = engine().await;
+    let call = Uuid::new_v4();
+    let (_, mut publisher) = publisher(&engine, call, Kind::Video).await;
+    for i in 0..10u16 {
+        publisher.send(1 + i, 3000 * u32::from(i), numbered(0, 1200));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while publisher.next(Duration::from_millis(200)).await.is_some() {}
+
+    let mut viewers = HashMap::new();
+    for _ in 0..2 {
+        let id = Uuid::new_v4();
+        engine.join(call, id).await.unwrap();
+        viewers.insert(id, client(None).await);
+    }
+    negotiate(&engine, &mut events, &viewers, || {}).await;
+    let mut requests = Vec::new();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        if let Some(ClientEvent::KeyframeRequested { at }) =
+            publisher.next(Duration::from_millis(50)).await
+        {
+            requests.push(at);
+        }
+    }
+    assert!(
+        !requests.is_empty(),
+        "the new viewers' keyframe was requested"
+    );
+    for pair in requests.windows(2) {
+        let gap = pair[1].saturating_duration_since(pair[0]);
+        assert!(
+            gap >= Duration::from_millis(300),
+            "requests {gap:?} apart: the encoder would ignore the second ({} requests)",
+            requests.len()
+        );
+    }
 }
 
 // In memory: one media loop and clients on the same stack, datagrams handed

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use roost_core::auth::Actor;
 use roost_core::{Core, CoreError};
-use roost_media::{Engine, EngineEvent};
+use roost_media::{Engine, EngineEvent, Kind, Source};
 use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -26,7 +26,8 @@ use uuid::Uuid;
 use crate::hub::{ConnKey, Hub};
 use crate::nodes::{lease, NodeLink, NodeMessage, Relayed, WireError};
 use crate::protocol::{
-    CallJoined, CallParticipantInfo, ClientFrame, MediaKind, ServerFrame, Speaker, Topology,
+    CallJoined, CallParticipantInfo, ClientFrame, MediaKind, ServerFrame, SfuTrack, Speaker,
+    Topology, TrackSource,
 };
 
 /// How calls are carried.
@@ -477,8 +478,13 @@ impl CallHub {
                     },
                 )
                 .map(|()| json!({})),
-            ClientFrame::SfuOffer { call_id, sdp, .. } => self
-                .sfu_offer(me, call_id, sdp)
+            ClientFrame::SfuOffer {
+                call_id,
+                sdp,
+                sources,
+                ..
+            } => self
+                .sfu_offer(me, call_id, sdp, sources)
                 .await
                 .map(|answer| json!({"type": "answer", "sdp": answer})),
             ClientFrame::SfuAnswer { call_id, sdp, .. } => {
@@ -686,10 +692,15 @@ impl CallHub {
         participant: Uuid,
         call_id: Uuid,
         sdp: String,
+        sources: BTreeMap<String, TrackSource>,
     ) -> Result<String, CoreError> {
         let engine = self.engine_for(participant, call_id)?;
+        let sources = sources
+            .into_iter()
+            .map(|(mid, source)| (mid, source_to_media(source)))
+            .collect();
         engine
-            .publish(participant, sdp)
+            .publish_sources(participant, sdp, sources)
             .await
             .map_err(sdp_refused)
     }
@@ -753,7 +764,11 @@ impl CallHub {
 
     fn on_engine_event(&self, event: EngineEvent) {
         match event {
-            EngineEvent::SubscriberOffer { participant, sdp } => {
+            EngineEvent::SubscriberOffer {
+                participant,
+                sdp,
+                tracks,
+            } => {
                 let target = {
                     let s = self.lock();
                     s.rooms_of.get(&participant).and_then(|room| {
@@ -762,7 +777,51 @@ impl CallHub {
                     })
                 };
                 if let Some((key, call_id)) = target {
-                    self.deliver(key, ServerFrame::SfuOfferFromServer { call_id, sdp });
+                    let tracks = tracks
+                        .into_iter()
+                        .map(|t| SfuTrack {
+                            mid: t.mid,
+                            participant_id: t.publisher,
+                            kind: kind_from_media(t.kind),
+                            source: source_from_media(t.source),
+                        })
+                        .collect();
+                    self.deliver(
+                        key,
+                        ServerFrame::SfuOfferFromServer {
+                            call_id,
+                            sdp,
+                            tracks,
+                        },
+                    );
+                }
+            }
+            EngineEvent::Receiving {
+                call,
+                subscriber,
+                publisher,
+                kind,
+                source,
+            } => {
+                // The publisher hears of it: it may now close its peer
+                // connection with the subscriber, if one is left from the mesh.
+                let target = {
+                    let s = self.lock();
+                    s.rooms_of.get(&publisher).and_then(|room| {
+                        let c = s.by_room.get(room).filter(|c| c.call_id == call)?;
+                        Some(c.participants.get(&publisher)?.key)
+                    })
+                };
+                if let Some(key) = target {
+                    self.deliver(
+                        key,
+                        ServerFrame::SfuReceiving {
+                            call_id: call,
+                            participant_id: subscriber,
+                            kind: kind_from_media(kind),
+                            source: source_from_media(source),
+                        },
+                    );
                 }
             }
             EngineEvent::Disconnected { participant } => {
@@ -930,6 +989,31 @@ async fn is_gone(
     let gone = matches!(cluster.alive(node).await, Ok(false));
     known.insert(node, gone);
     gone
+}
+
+fn kind_from_media(kind: Kind) -> MediaKind {
+    match kind {
+        Kind::Audio => MediaKind::Audio,
+        Kind::Video => MediaKind::Video,
+    }
+}
+
+fn source_from_media(source: Source) -> TrackSource {
+    match source {
+        Source::Microphone => TrackSource::Microphone,
+        Source::Camera => TrackSource::Camera,
+        Source::Screen => TrackSource::Screen,
+        Source::ScreenAudio => TrackSource::ScreenAudio,
+    }
+}
+
+fn source_to_media(source: TrackSource) -> Source {
+    match source {
+        TrackSource::Microphone => Source::Microphone,
+        TrackSource::Camera => Source::Camera,
+        TrackSource::Screen => Source::Screen,
+        TrackSource::ScreenAudio => Source::ScreenAudio,
+    }
 }
 
 #[cfg(test)]

@@ -132,6 +132,10 @@ pub enum ClientFrame {
         id: String,
         call_id: Uuid,
         sdp: String,
+        /// What some of the offer's media sections carry, by `mid`; a section
+        /// not named is the microphone (audio) or the camera (video).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, TrackSource>,
     },
     /// SFU: the answer to the server's `sfu.offer` for the receiving connection.
     #[serde(rename = "sfu.answer")]
@@ -165,6 +169,27 @@ pub enum ClientFrame {
 pub enum MediaKind {
     Audio,
     Video,
+}
+
+/// What a track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Microphone,
+    Camera,
+    Screen,
+    ScreenAudio,
+}
+
+/// A media section of the server's `sfu.offer`: whose track it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SfuTrack {
+    /// The section's `a=mid` (the receiving transceiver's `mid`).
+    pub mid: String,
+    /// The participant who sends it.
+    pub participant_id: Uuid,
+    pub kind: MediaKind,
+    pub source: TrackSource,
 }
 
 /// How a call's media flows.
@@ -323,7 +348,24 @@ pub enum ServerFrame {
     },
     /// SFU: the server offers the receiving connection (the others' tracks); answer with `sfu.answer`.
     #[serde(rename = "sfu.offer")]
-    SfuOfferFromServer { call_id: Uuid, sdp: String },
+    SfuOfferFromServer {
+        call_id: Uuid,
+        sdp: String,
+        /// Every media section that carries a track, with its sender.
+        tracks: Vec<SfuTrack>,
+    },
+    /// SFU: `participant_id` now plays this client's track of `source`
+    /// through the server (its connection is up and it has had a keyframe).
+    /// A client moving from peer to peer closes its connection with
+    /// `participant_id` once this came for its video (or audio, when it sends
+    /// no video) and it plays that participant through the server itself.
+    #[serde(rename = "sfu.receiving")]
+    SfuReceiving {
+        call_id: Uuid,
+        participant_id: Uuid,
+        kind: MediaKind,
+        source: TrackSource,
+    },
     /// SFU: who speaks now, loudest first; sent when that changes.
     #[serde(rename = "call.speaking")]
     CallSpeaking {

@@ -95,6 +95,7 @@ fn every_server_example_is_a_valid_frame_and_every_frame_has_one() {
         "call.answer",
         "call.ice",
         "sfu.offer",
+        "sfu.receiving",
         "call.speaking",
         "call.mute",
     ];

@@ -443,8 +443,9 @@ impl SilentClient {
 }
 
 /// Media through the SFU with its signalling on the sockets: `speaker`
-/// offers audio, each listener answers the server's offer, and every
-/// listener hears all of 50 numbered packets.
+/// offers audio, each listener answers the server's offer (which names the
+/// speaker as the sender of its one track), every listener hears all of 50
+/// numbered packets, and the speaker is told each listener plays it.
 pub async fn sfu_audio_reaches(
     speaker: &mut Client,
     listeners: &mut [&mut Client],
@@ -473,6 +474,7 @@ pub async fn sfu_audio_reaches(
         ears.push(MediaClient::start(loopback, None).await.unwrap());
     }
     let mut answered = vec![false; listeners.len()];
+    let mut senders = std::collections::BTreeSet::new();
     let mut seq: u16 = 1;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while answered.contains(&false) {
@@ -486,6 +488,19 @@ pub async fn sfu_audio_reaches(
             while let Some(f) = listeners[i].next_within(Duration::from_millis(20)).await {
                 if f["type"] == "sfu.offer" {
                     assert_eq!(&f["call_id"], call_id);
+                    let tracks = f["tracks"].as_array().expect("the offer lists its tracks");
+                    assert_eq!(tracks.len(), 1, "{f}");
+                    assert_eq!(tracks[0]["kind"], "audio");
+                    assert_eq!(tracks[0]["source"], "microphone");
+                    let mid = tracks[0]["mid"].as_str().unwrap();
+                    assert!(
+                        f["sdp"]
+                            .as_str()
+                            .unwrap()
+                            .contains(&format!("a=mid:{mid}\r\n")),
+                        "the track's mid is one of the offer's sections"
+                    );
+                    senders.insert(tracks[0]["participant_id"].to_string());
                     let sdp = ears[i]
                         .answer(f["sdp"].as_str().unwrap().to_owned())
                         .await
@@ -526,6 +541,25 @@ pub async fn sfu_audio_reaches(
                 Some(_) => {}
                 None => panic!("a listener heard {} of 50 packets", heard.len()),
             }
+        }
+    }
+    assert_eq!(senders.len(), 1, "every listener is told the same sender");
+    // The speaker hears that each listener plays its audio.
+    let mut playing = std::collections::BTreeSet::new();
+    while playing.len() < listeners.len() {
+        let f = speaker
+            .next_within(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{} sfu.receiving of {}", playing.len(), listeners.len()));
+        if f["type"] == "sfu.receiving" {
+            assert_eq!(&f["call_id"], call_id);
+            assert_eq!(f["kind"], "audio");
+            assert_eq!(f["source"], "microphone");
+            assert!(
+                !senders.contains(&f["participant_id"].to_string()),
+                "a listener, not the speaker"
+            );
+            playing.insert(f["participant_id"].to_string());
         }
     }
 }
