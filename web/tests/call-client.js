@@ -22,6 +22,8 @@ export class CallClient {
     this.iceServers = [];
     this.log = [];
     this.heardSpeaking = new Set();
+    this.sfuTracks = new Map(); // mid -> {participant_id, kind, source}, from the server's sfu.offer
+    this.playedBy = new Set(); // who plays our video through the server (sfu.receiving)
   }
 
   connect() {
@@ -56,6 +58,7 @@ export class CallClient {
 
   async join() {
     const r = await this.request({ type: "call.join", room_id: this.roomId });
+    this.joinAckedAt = performance.now();
     this.callId = r.call_id;
     this.me = r.participant_id;
     this.topology = r.topology;
@@ -132,6 +135,88 @@ export class CallClient {
     if (this.recvPc) this.recvPc.close();
     this.sendPc = null;
     this.recvPc = null;
+    this.sfuTracks = new Map();
+    this.playedBy = new Set();
+  }
+
+  // On a move to the SFU: the peer connection with X closes once X plays our
+  // video through the server (`sfu.receiving`) and we decode X's video on our
+  // receiving connection, so neither side goes without the other's media.
+  closeMeshWhenBothPlay() {
+    const started = performance.now();
+    const step = async () => {
+      if (this.topology !== "sfu" || this.mesh.size === 0) return;
+      const decoding = this.recvPc ? await decodingParticipants(this.recvPc, this.sfuTracks) : new Set();
+      for (const [id, pc] of [...this.mesh]) {
+        if (this.playedBy.has(id) && decoding.has(id)) {
+          pc.close();
+          this.mesh.delete(id);
+        }
+      }
+      if (this.mesh.size > 0 && performance.now() - started > 15000) {
+        this.log.push("peer connections still open 15 s after the move: " + [...this.mesh.keys()]);
+        this.closeMesh();
+        return;
+      }
+      setTimeout(step, 100);
+    };
+    setTimeout(step, 100);
+  }
+
+  // Milliseconds from the ack of call.join until `count` video tracks decode
+  // on the receiving connection from the server.
+  async firstFrames(count, timeoutMs = 10000) {
+    const deadline = performance.now() + timeoutMs;
+    while (performance.now() < deadline) {
+      if (this.recvPc && (await inbound(this.recvPc)).videoTracksDecoding >= count) {
+        return performance.now() - this.joinAckedAt;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return null;
+  }
+
+  // Watches, every 20 ms, the video frames decoded from each participant
+  // we are connected to now, over either path; `stopWatch()` gives the
+  // longest time each went without a new frame.
+  watchFrames() {
+    const watched = new Set([...this.mesh.keys(), ...[...this.sfuTracks.values()].map((t) => t.participant_id)]);
+    const last = new Map(); // participant -> [frames, at]
+    const gaps = new Map();
+    this.watching = true;
+    const step = async () => {
+      if (!this.watching) return;
+      const now = performance.now();
+      const frames = new Map();
+      for (const [id, pc] of this.mesh) frames.set(id, (frames.get(id) || 0) + (await inbound(pc)).videoFrames);
+      if (this.recvPc) {
+        for (const [id, n] of await framesByParticipant(this.recvPc, this.sfuTracks)) frames.set(id, (frames.get(id) || 0) + n);
+      }
+      for (const [id, n] of frames) {
+        if (!watched.has(id)) continue;
+        const prev = last.get(id);
+        if (!prev) {
+          last.set(id, [n, now]);
+          continue;
+        }
+        // Frames counted on a path that just closed make the sum fall: a new base, not a frame.
+        if (n !== prev[0]) {
+          if (n > prev[0]) gaps.set(id, Math.max(gaps.get(id) || 0, now - prev[1]));
+          last.set(id, [n, n > prev[0] ? now : prev[1]]);
+        }
+      }
+      this.watchGaps = { gaps, last, now };
+      setTimeout(step, 20);
+    };
+    step();
+  }
+
+  stopWatch() {
+    this.watching = false;
+    const { gaps, last, now } = this.watchGaps || { gaps: new Map(), last: new Map(), now: performance.now() };
+    const out = {};
+    for (const [id, [, at]] of last) out[id] = Math.round(Math.max(gaps.get(id) || 0, now - at));
+    return out;
   }
 
   async onServerOffer(sdp) {
@@ -183,7 +268,7 @@ export class CallClient {
             // let go of any it held from an earlier time on the SFU).
             this.closeSfu();
             await this.startSfu();
-            this.whenFlowing(() => this.recvPc, () => this.topology === "sfu" && this.closeMesh());
+            this.closeMeshWhenBothPlay();
           } else {
             // Of each pair, the smaller participant id offers.
             for (const id of this.others) if (this.me < id) this.meshPeer(id, true);
@@ -191,7 +276,11 @@ export class CallClient {
           }
           break;
         case "sfu.offer":
+          for (const t of f.tracks || []) this.sfuTracks.set(t.mid, t);
           await this.onServerOffer(f.sdp);
+          break;
+        case "sfu.receiving":
+          if (f.kind === "video") this.playedBy.add(f.participant_id);
           break;
         case "call.speaking":
           this.speakingFrames = (this.speakingFrames || 0) + 1;
@@ -295,6 +384,24 @@ async function inbound(pc) {
     }
   }
   return s;
+}
+
+// The video frames decoded per sending participant on the receiving
+// connection from the server, by the `tracks` of its offers.
+async function framesByParticipant(pc, tracks) {
+  const out = new Map();
+  for (const r of (await pc.getStats()).values()) {
+    if (r.type !== "inbound-rtp" || r.kind !== "video") continue;
+    const t = tracks.get(r.mid);
+    if (t) out.set(t.participant_id, (out.get(t.participant_id) || 0) + (r.framesDecoded || 0));
+  }
+  return out;
+}
+
+async function decodingParticipants(pc, tracks) {
+  const out = new Set();
+  for (const [id, n] of await framesByParticipant(pc, tracks)) if (n > 0) out.add(id);
+  return out;
 }
 
 async function framesDecoded(pc) {

@@ -10,33 +10,17 @@
 //   ROOST_BIN=path/to/roost node calls.test.mjs
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, sleep, startRoost as startRoostWith } from "./support.mjs";
+import {
+  CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, serveHarness, sleep, startRoost as startRoostWith,
+} from "./support.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-// The harness page and the call client, served from an origin of their own.
-function serveHarness() {
-  const files = { "/harness.html": "text/html", "/call-client.js": "text/javascript" };
-  const server = createServer((req, res) => {
-    const type = files[req.url];
-    if (req.url === "/favicon.ico") {
-      res.writeHead(204).end();
-      return;
-    }
-    if (!type) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { "content-type": type }).end(readFileSync(join(here, req.url.slice(1))));
-  });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
-}
-
 const TURN_SECRET = "browser-test-secret-0123456789";
 
 function freePort() {

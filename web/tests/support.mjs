@@ -2,9 +2,11 @@
 // reporting, and a real `roost serve` on loopback.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { deflateSync } from "node:zlib";
 
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -151,4 +153,20 @@ export function png(width, height) {
     chunk("IDAT", deflateSync(Buffer.concat(rows))),
     chunk("IEND", Buffer.alloc(0)),
   ]);
+}
+
+// The call tests' harness page and call client, served on loopback from an
+// origin of their own (as a client's own site would be).
+export function serveHarness() {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const files = { "/harness.html": "text/html", "/call-client.js": "text/javascript" };
+  const server = createServer((req, res) => {
+    const type = files[req.url];
+    if (!type) {
+      res.writeHead(req.url === "/favicon.ico" ? 204 : 404).end();
+      return;
+    }
+    res.writeHead(200, { "content-type": type }).end(readFileSync(join(here, req.url.slice(1))));
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
 }

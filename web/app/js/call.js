@@ -20,7 +20,9 @@ export class Call extends EventTarget {
     this.participants = new Map(); // participant id -> {user_id, audio_muted, video_muted}
     this.mesh = new Map(); // participant id -> RTCPeerConnection
     this.meshStreams = new Map(); // participant id -> MediaStream
-    this.sfuStreams = new Map(); // stream id (participant id without dashes) -> MediaStream
+    this.sfuStreams = new Map(); // participant id -> MediaStream, from the server
+    this.sfuTracks = new Map(); // mid -> {participant_id, kind, source}, from the server's sfu.offer
+    this.playedBy = new Set(); // who plays our media through the server (sfu.receiving)
     this.sendPc = null;
     this.recvPc = null;
     this.speaking = new Set();
@@ -215,6 +217,8 @@ export class Call extends EventTarget {
     this.sendPc = null;
     this.recvPc = null;
     this.sfuStreams.clear();
+    this.sfuTracks.clear();
+    this.playedBy.clear();
   }
 
   async serverOffer(sdp) {
@@ -225,8 +229,9 @@ export class Call extends EventTarget {
       pc.addEventListener("track", (e) => {
         if (this.recvPc !== pc) return;
         const stream = e.streams[0];
-        if (!stream) return;
-        this.sfuStreams.set(stream.id, stream);
+        const from = this.sfuTracks.get(e.transceiver.mid);
+        if (!stream || !from) return;
+        this.sfuStreams.set(from.participant_id, stream);
         stream.addEventListener("removetrack", () => this.changed());
         this.changed();
       });
@@ -235,6 +240,41 @@ export class Call extends EventTarget {
     await pc.setRemoteDescription({ type: "offer", sdp });
     await pc.setLocalDescription(await pc.createAnswer());
     await this.request({ type: "sfu.answer", call_id: this.callId, sdp: pc.localDescription.sdp });
+  }
+
+  // On a move to the server: the peer connection with X closes once X plays
+  // our media through the server (`sfu.receiving`) and we play X's through it
+  // (its video decodes, or its audio arrives when it sends no video), so
+  // neither side goes without the other's media (docs/protocol.md).
+  closeMeshWhenBothPlay() {
+    const started = Date.now();
+    const step = async () => {
+      if (this.ended || this.topology !== "sfu" || this.mesh.size === 0) return;
+      const frames = new Map(); // participant -> video frames decoded from it
+      const audio = new Set(); // participants whose audio arrives
+      if (this.recvPc) {
+        for (const r of (await this.recvPc.getStats()).values()) {
+          const from = r.type === "inbound-rtp" && this.sfuTracks.get(r.mid);
+          if (!from) continue;
+          const id = from.participant_id;
+          if (r.kind === "video") frames.set(id, (frames.get(id) || 0) + (r.framesDecoded || 0));
+          else if (r.packetsReceived > 0) audio.add(id);
+        }
+      }
+      const plays = (id) => (frames.has(id) ? frames.get(id) > 0 : audio.has(id));
+      // Long after the move, a pair that never got there is let go anyway.
+      const overdue = Date.now() - started > 15000;
+      let closed = false;
+      for (const id of [...this.mesh.keys()]) {
+        if (overdue || (this.playedBy.has(id) && plays(id))) {
+          this.dropPeer(id);
+          closed = true;
+        }
+      }
+      if (closed) this.changed();
+      setTimeout(step, 100);
+    };
+    setTimeout(step, 100);
   }
 
   // Calls `then` once the connection `pcOf()` gives decodes video (or, with
@@ -299,15 +339,11 @@ export class Call extends EventTarget {
           this.topology = f.topology;
           this.changed();
           if (f.topology === "sfu") {
-            // New SFU connections every time; the mesh goes once they play.
+            // New SFU connections every time; each peer connection goes once
+            // both sides play each other through the server.
             this.closeSfu();
             await this.startSfu();
-            this.whenFlowing(() => this.recvPc, () => {
-              if (this.topology === "sfu") {
-                this.closeMesh();
-                this.changed();
-              }
-            });
+            this.closeMeshWhenBothPlay();
           } else {
             // Of each pair, the smaller participant id offers.
             for (const id of this.participants.keys()) if (this.me < id) this.meshPeer(id, true);
@@ -320,7 +356,11 @@ export class Call extends EventTarget {
           }
           break;
         case "sfu.offer":
+          for (const t of f.tracks || []) this.sfuTracks.set(t.mid, t);
           await this.serverOffer(f.sdp);
+          break;
+        case "sfu.receiving":
+          if (f.kind === "video" || !this.hasTrack("video")) this.playedBy.add(f.participant_id);
           break;
         case "call.speaking":
           this.speaking = new Set(f.speakers.map((s) => s.participant_id));
@@ -344,7 +384,7 @@ export class Call extends EventTarget {
 
   // The stream that plays a participant: the current topology's path first.
   streamOf(id) {
-    const sfu = this.sfuStreams.get(id.replaceAll("-", ""));
+    const sfu = this.sfuStreams.get(id);
     const mesh = this.meshStreams.get(id);
     return this.topology === "sfu" ? sfu || mesh : mesh || sfu;
   }
