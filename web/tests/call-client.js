@@ -4,8 +4,10 @@
 // uses nothing but the documented WebSocket protocol and WebRTC.
 
 export class CallClient {
-  constructor({ wsUrl, token, roomId, stream, iceTransportPolicy, videoCodec }) {
+  constructor({ wsUrl, token, roomId, stream, iceTransportPolicy, videoCodec, answerDelayMs }) {
     this.videoCodec = videoCodec || null;
+    // A slow device or network: the server's offers are answered this late.
+    this.answerDelayMs = answerDelayMs || 0;
     this.wsUrl = wsUrl;
     this.token = token;
     this.roomId = roomId;
@@ -222,6 +224,7 @@ export class CallClient {
   async onServerOffer(sdp) {
     if (!this.recvPc) this.recvPc = new RTCPeerConnection(this.pcConfig());
     const pc = this.recvPc;
+    if (this.answerDelayMs) await new Promise((r) => setTimeout(r, this.answerDelayMs));
     await pc.setRemoteDescription({ type: "offer", sdp });
     await pc.setLocalDescription(await pc.createAnswer());
     (this.sdpLog ||= []).push({ offer: sdp, answer: pc.localDescription.sdp });

@@ -73,13 +73,18 @@ async function main() {
       page.on("console", (m) => m.type() === "error" && console.error(`[page ${i}] ${m.text()}`));
       await page.goto(`${origin}/harness.html`);
       await page.waitForFunction(() => window.ready === true);
-      await page.evaluate((o) => window.startParticipant(o), { wsUrl, token: users[i].access_token, roomId: room.id });
+      // B's device is slow: it answers the server's offers 1.5 s late, so
+      // A plays B through the SFU long before B plays A there.
+      await page.evaluate((o) => window.startParticipant(o), {
+        wsUrl, token: users[i].access_token, roomId: room.id, answerDelayMs: i === 1 ? 1500 : 0,
+      });
     }
     const joinCall = (i) => pages[i].evaluate(() => window.participant.join());
     const leaveCall = (i) => pages[i].evaluate(() => window.participant.leave());
     const [a, b, c, d] = pages;
 
-    // A move to the SFU: A and B peer to peer, then C joins.
+    // A move to the SFU: A and B peer to peer, then C joins. Neither may go
+    // without the other's video while the SFU takes over, though B is slow.
     check((await joinCall(0)).topology === "mesh" && (await joinCall(1)).topology === "mesh", "two participants call peer to peer");
     await until([a, b], (s) => s.mesh.videoFrames > 20, 20000, "A and B decode each other peer to peer");
     await Promise.all([a, b].map((p) => p.evaluate(() => window.participant.watchFrames())));
