@@ -28,15 +28,18 @@ use config::{Config, LogFormat};
 /// Libraries that write what crosses the wire into their most verbose log
 /// lines: the WebSocket library logs every frame it reads and writes at
 /// `trace`, access tokens (`auth.refresh`) and message bodies included, and
-/// the HTTP/2 library logs frames. They are held to `debug` whatever
-/// `log.level` asks for, so no level puts a token, a password or a message
-/// in the log. (sqlx logs statements, whose values are bound, never written.)
+/// the HTTP/2 library logs frames, and axum logs each rejected request with
+/// its error, which quotes what the client sent. They are held to `debug`
+/// whatever `log.level` asks for, so no level puts a token, a password or a
+/// message in the log. (sqlx logs statements, whose values are bound, never
+/// written.)
 const WIRE_LOGGERS: &[&str] = &[
     "tungstenite",
     "tokio_tungstenite",
     "h2",
     "hyper",
     "hyper_util",
+    "axum::rejection",
 ];
 
 /// The cap on [`WIRE_LOGGERS`], applied on top of `log.level`.
