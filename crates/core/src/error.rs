@@ -136,13 +136,16 @@ impl CoreError {
 
     /// Whether the database or Redis is out of reach for now (the caller may retry).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             CoreError::Unavailable(_)
-                | CoreError::Database(
-                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-                )
-        )
+            | CoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => true,
+            CoreError::Database(sqlx::Error::Database(e)) => {
+                e.code().is_some_and(|code| is_outage_sqlstate(&code))
+            }
+            _ => false,
+        }
     }
 
     /// The stable code a client sees.
@@ -170,7 +173,63 @@ impl CoreError {
 /// Shorthand for results of core operations.
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 
+/// PostgreSQL's codes for a server going away or not taking connections
+/// (its restart, failover, or an administrator ending the session): the
+/// query may succeed when retried, so the client hears `unavailable`.
+fn is_outage_sqlstate(code: &str) -> bool {
+    // Class 08: connection exceptions. 57P01 admin_shutdown, 57P02
+    // crash_shutdown, 57P03 cannot_connect_now. 53300 too_many_connections.
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
 /// Whether a database error is a violated unique constraint.
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(all(test, feature = "test-support"))]
+mod tests {
+    use super::*;
+    use sqlx::{Connection, PgConnection};
+
+    #[tokio::test]
+    async fn a_session_ended_by_the_database_server_is_unavailable_not_internal() {
+        let url = crate::store::testing::fresh_postgres_url().await;
+        let mut victim = PgConnection::connect(&url).await.unwrap();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut victim)
+            .await
+            .unwrap();
+        let query = tokio::spawn(async move {
+            sqlx::query("SELECT pg_sleep(30)")
+                .execute(&mut victim)
+                .await
+                .map(|_| ())
+        });
+        // What a failover or a restart of the server does to a query in flight.
+        loop {
+            let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            if ended || query.is_finished() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let err = CoreError::from(query.await.unwrap().expect_err("the query was cut short"));
+        assert!(err.is_unavailable(), "{err:?}");
+    }
+
+    #[test]
+    fn only_outage_codes_are_unavailable() {
+        for code in ["08006", "08001", "57P01", "57P02", "57P03", "53300"] {
+            assert!(is_outage_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "40001", "55000", "42P01"] {
+            assert!(!is_outage_sqlstate(code), "{code}");
+        }
+    }
 }
