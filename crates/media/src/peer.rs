@@ -345,8 +345,13 @@ pub struct Peer {
     receivers: HashMap<TrackId, (rtc::rtp_transceiver::RTCRtpReceiverId, u32)>,
     /// Our tracks' SSRC by sender.
     senders: HashMap<SenderId, u32>,
-    /// Each sender's media section (`a=mid`), once an offer assigned it.
+    /// Each sender's media section (`a=mid`), once the other side has the
+    /// offer or answer that names it. Only these senders send: the other
+    /// side places a packet whose SSRC and mid it does not know yet by guess
+    /// (GStreamer on the first media section, for good), or drops it.
     sender_mids: HashMap<SenderId, Bytes>,
+    /// The sections of the offer that awaits its answer, per sender.
+    offered_mids: HashMap<SenderId, Bytes>,
     /// The negotiated id of the audio level extension, per remote track.
     level_ids: HashMap<TrackId, u8>,
     awaiting_answer: bool,
@@ -570,6 +575,7 @@ impl Peer {
             receivers: HashMap::new(),
             senders: HashMap::new(),
             sender_mids: HashMap::new(),
+            offered_mids: HashMap::new(),
             level_ids: HashMap::new(),
             awaiting_answer: false,
             secured: false,
@@ -598,6 +604,8 @@ impl Peer {
         self.pc.set_remote_description(now, offer).map_err(sdp)?;
         let answer = self.pc.create_answer(None).map_err(sdp)?;
         self.pc.set_local_description(now, answer).map_err(sdp)?;
+        let answered = self.mids_of_senders();
+        self.sender_mids.extend(answered);
         self.local_sdp()
     }
 
@@ -610,14 +618,20 @@ impl Peer {
         let offer = self.pc.create_offer(None).map_err(sdp)?;
         self.pc.set_local_description(now, offer).map_err(sdp)?;
         self.awaiting_answer = true;
+        self.offered_mids = self.mids_of_senders();
+        self.local_sdp().map(Some)
+    }
+
+    /// The media section of each sender that has one.
+    fn mids_of_senders(&mut self) -> HashMap<SenderId, Bytes> {
         let senders: Vec<SenderId> = self.senders.keys().copied().collect();
+        let mut mids = HashMap::new();
         for id in senders {
-            let mid = self.transceiver_of(id).and_then(|t| t.mid().clone());
-            if let Some(mid) = mid {
-                self.sender_mids.insert(id, Bytes::from(mid));
+            if let Some(mid) = self.transceiver_of(id).and_then(|t| t.mid().clone()) {
+                mids.insert(id, Bytes::from(mid));
             }
         }
-        self.local_sdp().map(Some)
+        mids
     }
 
     /// Takes the answer to this side's offer.
@@ -637,6 +651,7 @@ impl Peer {
         self.pc.set_remote_description(now, answer).map_err(sdp)?;
         self.remote_identity = Some(identity);
         self.awaiting_answer = false;
+        self.sender_mids.extend(self.offered_mids.drain());
         self.replay_early_checks(now);
         let answered = self
             .pc
@@ -788,6 +803,7 @@ impl Peer {
     pub fn remove_sender(&mut self, id: SenderId) -> Result<(), MediaError> {
         self.senders.remove(&id);
         self.sender_mids.remove(&id);
+        self.offered_mids.remove(&id);
         self.pc.remove_track(id).map_err(stack)
     }
 
@@ -799,6 +815,12 @@ impl Peer {
         mime_type: &str,
         now: Instant,
     ) -> Result<(), MediaError> {
+        if !self.sender_mids.contains_key(&id) {
+            // Not playable yet: the engine asks for a keyframe once it is.
+            return Err(MediaError::Conflict(
+                "the track's media section is not negotiated yet".into(),
+            ));
+        }
         if !self.secured {
             // Nothing to encrypt with yet; a subscriber that connects asks
             // for keyframes, so the media it missed does not matter.
@@ -1790,6 +1812,58 @@ mod tests {
                 .unwrap_or_default()
                 .to_owned(),
         )
+    }
+
+    #[test]
+    fn a_track_sends_only_once_the_other_side_has_its_media_section() {
+        let now = Instant::now();
+        let local = "127.0.0.1:9".parse().unwrap();
+        let mut sending = Peer::new(&PeerSetup::client(local), now).unwrap();
+        let mut receiving = Peer::new(&PeerSetup::client(local), now).unwrap();
+        let codec = crate::client::codec(Kind::Audio);
+        let packet = Rtp {
+            ssrc: 4321,
+            seq: 1,
+            ts: 960,
+            marker: false,
+            payload_type: 111,
+            payload: Bytes::from_static(&[0xf8, 0xff, 0xfe]),
+            audio_level: None,
+        };
+        let first = sending
+            .add_sender(Kind::Audio, &codec, 4321, None, "s", "a")
+            .unwrap();
+        // Neither before the offer nor while it waits for its answer: a
+        // receiver that meets the SSRC first may tie it to another section.
+        assert!(sending
+            .send_rtp(first, &packet, &codec.mime_type, now)
+            .is_err());
+        let offer = sending.offer(now).unwrap().unwrap();
+        assert!(sending
+            .send_rtp(first, &packet, &codec.mime_type, now)
+            .is_err());
+        let answer = receiving.answer(offer, now).unwrap();
+        sending.accept_answer(answer, now).unwrap();
+        assert!(sending
+            .send_rtp(first, &packet, &codec.mime_type, now)
+            .is_ok());
+
+        // A track added later waits for its own answer; the first goes on.
+        let second = sending
+            .add_sender(Kind::Audio, &codec, 8765, None, "s", "b")
+            .unwrap();
+        let offer = sending.offer(now).unwrap().unwrap();
+        assert!(sending
+            .send_rtp(second, &packet, &codec.mime_type, now)
+            .is_err());
+        assert!(sending
+            .send_rtp(first, &packet, &codec.mime_type, now)
+            .is_ok());
+        let answer = receiving.answer(offer, now).unwrap();
+        sending.accept_answer(answer, now).unwrap();
+        assert!(sending
+            .send_rtp(second, &packet, &codec.mime_type, now)
+            .is_ok());
     }
 
     #[test]
