@@ -4,8 +4,10 @@
 // uses nothing but the documented WebSocket protocol and WebRTC.
 
 export class CallClient {
-  constructor({ wsUrl, token, roomId, stream, iceTransportPolicy, videoCodec, answerDelayMs }) {
+  constructor({ wsUrl, token, roomId, stream, iceTransportPolicy, videoCodec, answerDelayMs, simulcast }) {
     this.videoCodec = videoCodec || null;
+    // Offer the camera as three simulcast encodings (rids q, h, f, smallest first).
+    this.simulcast = Boolean(simulcast);
     // A slow device or network: the server's offers are answered this late.
     this.answerDelayMs = answerDelayMs || 0;
     this.wsUrl = wsUrl;
@@ -119,7 +121,13 @@ export class CallClient {
     const pc = new RTCPeerConnection(this.pcConfig());
     this.sendPc = pc;
     for (const track of this.stream.getTracks()) {
-      const t = pc.addTransceiver(track, { direction: "sendonly", streams: [this.stream] });
+      const init = { direction: "sendonly", streams: [this.stream] };
+      if (track.kind === "video" && this.simulcast) {
+        init.sendEncodings = [
+          { rid: "q", scaleResolutionDownBy: 4 }, { rid: "h", scaleResolutionDownBy: 2 }, { rid: "f" },
+        ];
+      }
+      const t = pc.addTransceiver(track, init);
       if (track.kind === "video" && this.videoCodec) {
         const want = "video/" + this.videoCodec.toLowerCase();
         const codecs = RTCRtpSender.getCapabilities("video").codecs
@@ -319,6 +327,29 @@ export class CallClient {
       setTimeout(check, 250);
     };
     setTimeout(check, 250);
+  }
+
+  // The video streams this participant sends to the server and receives
+  // from it: per outbound stream its rid and bytes, per inbound stream its
+  // sender (by the offer's tracks), frame size and frames.
+  async videoStreams() {
+    const sent = [];
+    if (this.sendPc) {
+      for (const r of (await this.sendPc.getStats()).values()) {
+        if (r.type === "outbound-rtp" && r.kind === "video") sent.push({ rid: r.rid || null, bytes: r.bytesSent || 0 });
+      }
+    }
+    const received = [];
+    if (this.recvPc) {
+      for (const r of (await this.recvPc.getStats()).values()) {
+        if (r.type !== "inbound-rtp" || r.kind !== "video") continue;
+        received.push({
+          from: this.sfuTracks.get(r.mid)?.participant_id || null, width: r.frameWidth || 0,
+          frames: r.framesDecoded || 0, packets: r.packetsReceived || 0,
+        });
+      }
+    }
+    return { sent, received };
   }
 
   // Media received, per path.

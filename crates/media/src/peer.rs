@@ -596,7 +596,7 @@ impl Peer {
     /// Answers the remote side's offer.
     pub fn answer(&mut self, offer_sdp: String, now: Instant) -> Result<String, MediaError> {
         let offer_sdp = if self.lite.is_some() {
-            without_simulcast(&offer_sdp)
+            one_encoding(&offer_sdp)
         } else {
             offer_sdp
         };
@@ -1131,7 +1131,7 @@ impl Peer {
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                     if self.receivers.contains_key(&init.track_id) {
                         // Another encoding of a track already open (see
-                        // `without_simulcast`): its packets are dropped below.
+                        // `one_encoding`): its packets are dropped below.
                         tracing::debug!(ssrc = init.ssrc, rid = ?init.rid, "a second stream on a track");
                         continue;
                     }
@@ -1287,20 +1287,52 @@ fn candidates_in_every_section(sdp: &str) -> String {
     out
 }
 
-/// An offer without its simulcast (RFC 8853): the `a=rid` and
-/// `a=simulcast` lines go, so the answer carries none and the browser sends
-/// one encoding per track (the first of its `sendEncodings`). The engine
-/// forwards a track as one stream; until it picks layers per subscriber,
-/// several encodings would only cost the publisher's uplink.
-fn without_simulcast(sdp: &str) -> String {
+/// An offer whose simulcast (RFC 8853) is cut to one encoding per media
+/// section: of `a=simulcast:send`'s list only the last stream is kept (the
+/// largest, as browsers and SDKs list them smallest first: q, h, f), with
+/// its `a=rid` line, and the other `a=rid` lines go. The answer then accepts
+/// that one, and the browser sends it alone under its rid. Removing the
+/// simulcast lines altogether would leave the section with neither rids nor
+/// SSRCs (browsers write no `a=ssrc` for simulcast), which the stack cannot
+/// take. The engine forwards a track as one stream; until it picks layers per
+/// subscriber, more encodings would only cost the publisher's uplink.
+fn one_encoding(sdp: &str) -> String {
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
     let mut out = String::with_capacity(sdp.len());
+    // Section by section: the rid its a=simulcast keeps.
+    let mut sections: Vec<Vec<&str>> = vec![Vec::new()];
     for line in sdp.lines() {
-        if line.starts_with("a=rid:") || line.starts_with("a=simulcast:") {
-            continue;
+        if line.starts_with("m=") {
+            sections.push(Vec::new());
         }
-        out.push_str(line);
-        out.push_str(eol);
+        sections
+            .last_mut()
+            .expect("one section at least")
+            .push(line);
+    }
+    for lines in sections {
+        let kept = lines.iter().find_map(|l| {
+            let list = l.strip_prefix("a=simulcast:send")?.trim();
+            let last = list.split_whitespace().next()?.split(';').next_back()?;
+            Some(last.split(',').next()?.trim_start_matches('~').to_owned())
+        });
+        for line in lines {
+            if let Some(rid) = &kept {
+                if line.starts_with("a=simulcast:") {
+                    out.push_str("a=simulcast:send ");
+                    out.push_str(rid);
+                    out.push_str(eol);
+                    continue;
+                }
+                if let Some(rest) = line.strip_prefix("a=rid:") {
+                    if rest.split_whitespace().next() != Some(rid.as_str()) {
+                        continue;
+                    }
+                }
+            }
+            out.push_str(line);
+            out.push_str(eol);
+        }
     }
     out
 }
@@ -1948,14 +1980,25 @@ mod tests {
         let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n\
                      a=rtpmap:96 VP8/90000\r\na=rid:q send\r\na=rid:h send\r\na=rid:f send\r\n\
                      a=simulcast:send q;h;f\r\n";
-        let one = without_simulcast(offer);
+        let one = one_encoding(offer);
         assert!(
-            !one.contains("a=rid:") && !one.contains("a=simulcast:"),
+            one.ends_with("a=rtpmap:96 VP8/90000\r\na=rid:f send\r\na=simulcast:send f\r\n"),
+            "the largest encoding alone: {one}"
+        );
+        assert!(
+            !one.contains("a=rid:q") && !one.contains("a=rid:h"),
             "{one}"
         );
-        assert!(one.contains("a=mid:1\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\n"));
-        assert!(one.ends_with("\r\n") && !one.contains("\r\n\r\n"));
-        // Answered by the engine's own side: the answer offers no simulcast.
+        assert!(!one.contains("\r\n\r\n"));
+        // A list with alternatives and a paused stream: the last stream's first choice.
+        let alt = one_encoding(
+            "m=video 9 X 96\na=rid:a send\na=rid:b send\na=rid:c send\na=simulcast:send a;~b,c\n",
+        );
+        assert_eq!(alt, "m=video 9 X 96\na=rid:b send\na=simulcast:send b\n");
+        // No simulcast: nothing changes.
+        let plain = "v=0\r\nm=audio 9 X 111\r\na=mid:0\r\n";
+        assert_eq!(one_encoding(plain), plain);
+        // Answered by the engine's own side: the answer takes that one encoding.
         let setup = PeerSetup {
             mode: Mode::Server,
             flow: Flow::Receives,
@@ -1988,8 +2031,18 @@ mod tests {
         let mut engine = Peer::new(&setup, now).unwrap();
         let answer = engine.answer(offer, now).unwrap();
         assert!(
-            !answer.contains("a=simulcast") && !answer.contains("a=rid:"),
+            answer.contains("a=rid:f recv")
+                && !answer.contains("a=rid:q")
+                && !answer.contains("a=rid:h"),
             "{answer}"
+        );
+        let simulcast: Vec<&str> = answer
+            .lines()
+            .filter(|l| l.starts_with("a=simulcast:"))
+            .collect();
+        assert!(
+            simulcast.iter().all(|l| *l == "a=simulcast:recv f"),
+            "one stream in the answer's simulcast: {simulcast:?}"
         );
     }
 
