@@ -11,27 +11,16 @@
 
 import { spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
-import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import {
-  CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, serveHarness, sleep, startRoost as startRoostWith,
+  CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, freePort, serveHarness, sleep, startRoost as startRoostWith,
 } from "./support.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const TURN_SECRET = "browser-test-secret-0123456789";
-
-function freePort() {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 // coturn with the shipped configuration, on loopback; the test's peers are
 // loopback addresses, which the shipped file denies, so they are allowed here.

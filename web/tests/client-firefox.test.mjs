@@ -1,6 +1,6 @@
 // The built-in web client in Firefox ESR (driven by puppeteer-core over
 // WebDriver BiDi) with a second person in Chromium (playwright-core), against
-// a real `roost serve` on loopback: alice in Firefox registers, creates a room
+// a real `roost serve`: alice in Firefox registers, creates a room
 // and invites bob; they chat both ways live with typing and read markers;
 // alice attaches an image that both see previewed; they call each other peer
 // to peer and each receives the other's audio and decodes the other's video
@@ -9,16 +9,22 @@
 // and Firefox sends to and receives from Roost's SFU; a reload in Firefox
 // keeps her signed in with every message once.
 //
-//   ROOST_BIN=path/to/roost [FIREFOX=/usr/bin/firefox-esr] node client-firefox.test.mjs
+// Firefox gathers no loopback candidate, so it runs in a network namespace
+// of the test's own whose default route is a veth to this side, and Roost
+// listens on the veth's address here: no test traffic goes to this
+// machine's own external address. The two browsers are told to treat that
+// plain-HTTP origin as secure, as they would an HTTPS one.
+//
+//   ROOST_BIN=path/to/roost [FIREFOX=/usr/bin/firefox-esr] node client-firefox.test.mjs   (as root)
 
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { networkInterfaces, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import puppeteer from "puppeteer-core";
-import { CHROMIUM, PASSWORD, check, chromiumArgs, fail, instrument, png, register, sleep, startRoost } from "./support.mjs";
+import {
+  CHROMIUM, PASSWORD, check, chromiumArgs, fail, firefoxIn, instrument, netns, png, register, sleep, startRoost,
+} from "./support.mjs";
 
-const FIREFOX = process.env.FIREFOX || "/usr/bin/firefox-esr";
 
 // What the page receives in its call on its open connections: audio packets
 // and decoded video frames, and how many tracks of each carry something.
@@ -68,26 +74,19 @@ async function firefoxShows(page, selector, text, what) {
 
 async function main() {
   // Two people talk peer to peer; a third moves the call to the server.
-  // Firefox gathers no loopback candidates whatever its preferences say, so
-  // the SFU listens on this machine's first other IPv4 address.
-  const lan = Object.values(networkInterfaces()).flat().find((a) => a.family === "IPv4" && !a.internal)?.address;
-  const roost = await startRoost({ ROOST_CALLS__MESH_MAX: "2", ROOST_MEDIA__LISTEN: `${lan || "127.0.0.1"}:0` });
-  const base = roost.url;
-  let firefox;
+  const ns = netns("firefox");
+  let roost;
+  let fx;
   let chrome;
   try {
-    firefox = await puppeteer.launch({
-      browser: "firefox",
-      executablePath: FIREFOX,
-      headless: true,
-      extraPrefsFirefox: {
-        // A fake camera and microphone, granted without asking.
-        "media.navigator.streams.fake": true,
-        "media.navigator.permission.disabled": true,
-        // Plain host candidates (../../shared/TESTING.md).
-        "media.peerconnection.ice.obfuscate_host_addresses": false,
-      },
+    roost = await startRoost({ ROOST_CALLS__MESH_MAX: "2", ROOST_MEDIA__LISTEN: `${ns.host}:0` }, "warn", {
+      listen: `${ns.host}:0`,
     });
+    const base = roost.url;
+    // Fake devices granted without asking and plain host candidates (in
+    // firefoxIn), and the page a secure context.
+    fx = await firefoxIn(ns, { "dom.securecontext.allowlist": ns.host });
+    const firefox = fx.browser;
     const version = await firefox.version();
     check(/firefox/i.test(version), `Firefox runs headless (${version})`);
     const alice = await firefox.newPage();
@@ -96,7 +95,10 @@ async function main() {
     alice.on("pageerror", (e) => console.error(`[alice, firefox] ${e}`));
 
     // One Chromium process, a context (own storage, own session) per person.
-    chrome = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: chromiumArgs(15) });
+    chrome = await chromium.launch({
+      executablePath: CHROMIUM, headless: true,
+      args: [...chromiumArgs(15), `--unsafely-treat-insecure-origin-as-secure=${base}`],
+    });
     const chromiumPage = async (name) => {
       const ctx = await chrome.newContext({ viewport: { width: 1280, height: 800 } });
       await ctx.addInitScript(instrument);
@@ -182,7 +184,6 @@ async function main() {
     await bob.locator("#call-grid .tile .label", { hasText: /^Alice$/ }).waitFor({ timeout: 10_000 });
 
     // carol joins from Chromium: three is more than mesh_max, so the call goes via the server.
-    if (!lan) fail("this machine has no IPv4 address but loopback, which Firefox's ICE does not use: the SFU part cannot run");
     const carol = await chromiumPage("carol");
     await register(carol, base, "carol");
     await carol.goto(link);
@@ -217,10 +218,11 @@ async function main() {
     const violations = await alice.evaluate(() => window.__csp);
     check(violations.length === 0, "no CSP violation in Firefox" + (violations.length ? ": " + violations.join("; ") : ""));
   } finally {
-    await firefox?.close().catch(() => {});
+    await fx?.close();
     await chrome?.close().catch(() => {});
-    roost.child.kill("SIGTERM");
-    if (process.exitCode) console.error(roost.stderr().split("\n").slice(-40).join("\n"));
+    roost?.child.kill("SIGTERM");
+    if (process.exitCode && roost) console.error(roost.stderr().split("\n").slice(-40).join("\n"));
+    ns.close();
   }
 }
 

@@ -1,13 +1,15 @@
 // What the browser tests share: Chromium's flags, the `ok - ` / `FAIL: `
 // reporting, and a real `roost serve` on loopback.
 
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { deflateSync } from "node:zlib";
+import puppeteer from "puppeteer-core";
 
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
@@ -86,7 +88,8 @@ export function instrument() {
 
 // Starts ROOST_BIN on a free port and a fresh data directory, with none of
 // the test run's own ROOST_* settings but `env`; resolves once it listens.
-export function startRoost(env, logLevel = "warn") {
+// It listens on `listen` (loopback unless said).
+export function startRoost(env, logLevel = "warn", { listen = "127.0.0.1:0" } = {}) {
   const bin = process.env.ROOST_BIN;
   if (!bin) fail("set ROOST_BIN to the roost binary");
   const data = mkdtempSync(join(tmpdir(), "roost-browser-"));
@@ -98,7 +101,7 @@ export function startRoost(env, logLevel = "warn") {
     ROOST_LOG__LEVEL: process.env.ROOST_TEST_LOG || logLevel,
     ...env,
   });
-  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", data], { env: childEnv });
+  const child = spawn(bin, ["serve", "--listen", listen, "--data-dir", data], { env: childEnv });
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
   return new Promise((resolve, reject) => {
@@ -157,7 +160,7 @@ export function png(width, height) {
 
 // The call tests' harness page and call client, served on loopback from an
 // origin of their own (as a client's own site would be).
-export function serveHarness() {
+export function serveHarness(host = "127.0.0.1") {
   const here = dirname(fileURLToPath(import.meta.url));
   const files = { "/harness.html": "text/html", "/call-client.js": "text/javascript" };
   const server = createServer((req, res) => {
@@ -168,5 +171,107 @@ export function serveHarness() {
     }
     res.writeHead(200, { "content-type": type }).end(readFileSync(join(here, req.url.slice(1))));
   });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+  return new Promise((resolve) => server.listen(0, host, () => resolve(server)));
+}
+
+// A network namespace of the test's own, joined to this one by a veth pair
+// (../../shared/TESTING.md): `host` is this side's address, `inside` the
+// namespace's, and the namespace's default route goes over the veth. Firefox
+// gathers no loopback candidate, and only the default route's address: run
+// inside (`firefoxIn`), it calls a server listening on `host` with no
+// traffic to this machine's own external address. Needs root.
+export function netns(tag) {
+  const id = process.pid % 200;
+  const name = `roost-${tag}-${process.pid}`;
+  const [outer, inner] = [`rv${process.pid}h`, `rv${process.pid}n`];
+  const ip = (...args) => execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
+  const host = `10.250.${20 + id}.1`;
+  const inside = `10.250.${20 + id}.2`;
+  ip("netns", "add", name);
+  ip("link", "add", outer, "type", "veth", "peer", "name", inner);
+  ip("link", "set", inner, "netns", name);
+  ip("addr", "add", `${host}/24`, "dev", outer);
+  ip("link", "set", outer, "up");
+  ip("-n", name, "addr", "add", `${inside}/24`, "dev", inner);
+  ip("-n", name, "link", "set", inner, "up");
+  ip("-n", name, "link", "set", "lo", "up");
+  // Firefox gathers host candidates only where a default route goes.
+  ip("-n", name, "route", "add", "default", "via", host);
+  return {
+    name,
+    host,
+    inside,
+    close() {
+      try {
+        const pids = execFileSync("ip", ["netns", "pids", name]).toString().split(/\s+/).filter(Boolean);
+        for (const pid of pids) process.kill(Number(pid), "SIGKILL");
+      } catch {}
+      try { ip("link", "del", outer); } catch {}
+      try { ip("netns", "del", name); } catch {}
+    },
+  };
+}
+
+// Firefox ESR, headless, inside the namespace `ns`, driven by puppeteer-core
+// over WebDriver BiDi: its remote agent listens on the namespace's loopback,
+// reached through a forwarder on this side's loopback at the same port (each
+// connection is carried by a small relay run inside the namespace).
+export async function firefoxIn(ns, prefs) {
+  const port = await freePort();
+  const profile = mkdtempSync(join(tmpdir(), "firefox-"));
+  const all = {
+    "media.navigator.streams.fake": true,
+    "media.navigator.permission.disabled": true,
+    "media.peerconnection.ice.obfuscate_host_addresses": false,
+    "browser.shell.checkDefaultBrowser": false,
+    "datareporting.policy.dataSubmissionEnabled": false,
+    "browser.startup.homepage_override.mstone": "ignore",
+    ...prefs,
+  };
+  writeFileSync(join(profile, "user.js"),
+    Object.entries(all).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});`).join("\n") + "\n");
+  const firefox = spawn("ip", ["netns", "exec", ns.name, process.env.FIREFOX || "/usr/bin/firefox-esr",
+    "--headless", "--no-remote", "--profile", profile, `--remote-debugging-port=${port}`, "about:blank"]);
+  let stderr = "";
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("Firefox did not start its remote agent:\n" + stderr)), 30_000);
+    firefox.stderr.on("data", (d) => {
+      stderr += d;
+      if (/WebDriver BiDi listening on/.test(stderr)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    firefox.on("exit", (code) => reject(new Error(`Firefox exited ${code}:\n${stderr}`)));
+  });
+  const relay = `const s=require("net").connect(${port},"127.0.0.1");process.stdin.pipe(s);s.pipe(process.stdout);s.on("close",()=>process.exit(0));`;
+  const forwarder = net.createServer((socket) => {
+    const child = spawn("ip", ["netns", "exec", ns.name, process.execPath, "-e", relay]);
+    socket.pipe(child.stdin);
+    child.stdout.pipe(socket);
+    socket.on("error", () => child.kill());
+    socket.on("close", () => child.kill());
+    child.on("exit", () => socket.destroy());
+  });
+  await new Promise((resolve) => forwarder.listen(port, "127.0.0.1", resolve));
+  const browser = await puppeteer.connect({ browserWSEndpoint: `ws://127.0.0.1:${port}/session`, protocol: "webDriverBiDi" });
+  return {
+    browser,
+    async close() {
+      await browser.close().catch(() => {});
+      firefox.kill("SIGKILL");
+      forwarder.close();
+    },
+  };
+}
+
+// A TCP port free on loopback now.
+export function freePort() {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
 }
