@@ -133,7 +133,10 @@ impl Call {
             }
         }
         for event in self.lp.events() {
-            if let EngineEvent::SubscriberOffer { participant, sdp, .. } = event {
+            if let EngineEvent::SubscriberOffer {
+                participant, sdp, ..
+            } = event
+            {
                 if let Some(member) = self.subscribers.iter_mut().find(|m| m.id == participant) {
                     let answer = member.peer.answer(sdp, now)?;
                     self.lp.subscriber_answer(participant, answer)?;

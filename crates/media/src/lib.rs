@@ -24,11 +24,11 @@ pub mod client;
 pub mod demux;
 pub mod engine;
 pub mod forwarder;
-pub mod keyframe;
 #[doc(hidden)]
 pub mod fuzz;
 #[doc(hidden)]
 pub mod harness;
+pub mod keyframe;
 pub mod peer;
 pub mod retransmit;
 mod sfu;
