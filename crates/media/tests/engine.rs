@@ -190,17 +190,23 @@ async fn every_subscriber_receives_every_packet_in_order_under_its_own_ssrc() {
     assert!(stats.packets_forwarded >= 600, "{stats:?}");
 }
 
-#[tokio::test]
-async fn a_late_joiners_keyframe_is_requested_once_its_connection_is_up() {
-    let (engine, mut events) = engine().await;
-    let call = Uuid::new_v4();
-    let (_, mut publisher) = publisher(&engine, call, Kind::Video).await;
-    // The track opens with its first packets; nobody watches yet.
+/// A video publisher whose track is open (its first packets came) and
+/// whose early events are drained; nobody watches it yet.
+async fn open_video_track(engine: &Engine, call: Uuid) -> Client {
+    let (_, mut publisher) = publisher(engine, call, Kind::Video).await;
     for i in 0..10u16 {
         publisher.send(1 + i, 3000 * u32::from(i), numbered(0, 1200));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     while publisher.next(Duration::from_millis(200)).await.is_some() {}
+    publisher
+}
+
+#[tokio::test]
+async fn a_late_joiners_keyframe_is_requested_once_its_connection_is_up() {
+    let (engine, mut events) = engine().await;
+    let call = Uuid::new_v4();
+    let mut publisher = open_video_track(&engine, call).await;
 
     let late = Uuid::new_v4();
     engine.join(call, late).await.unwrap();
@@ -827,12 +833,7 @@ async fn new_viewers_keyframe_requests_are_spaced_so_the_encoder_takes_each() {
     // ignored by it, so it must come later, not at once and not never.
     let (engine, mut events) = engine().await;
     let call = Uuid::new_v4();
-    let (_, mut publisher) = publisher(&engine, call, Kind::Video).await;
-    for i in 0..10u16 {
-        publisher.send(1 + i, 3000 * u32::from(i), numbered(0, 1200));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    while publisher.next(Duration::from_millis(200)).await.is_some() {}
+    let mut publisher = open_video_track(&engine, call).await;
 
     let mut viewers = HashMap::new();
     for _ in 0..2 {

@@ -762,6 +762,13 @@ impl CallHub {
         Ok(())
     }
 
+    /// Where a participant of a live call on this node is reached, and its call.
+    fn locate(&self, participant: Uuid) -> Option<(Endpoint, Uuid)> {
+        let s = self.lock();
+        let call = s.by_room.get(s.rooms_of.get(&participant)?)?;
+        Some((call.participants.get(&participant)?.key, call.call_id))
+    }
+
     fn on_engine_event(&self, event: EngineEvent) {
         match event {
             EngineEvent::SubscriberOffer {
@@ -769,14 +776,7 @@ impl CallHub {
                 sdp,
                 tracks,
             } => {
-                let target = {
-                    let s = self.lock();
-                    s.rooms_of.get(&participant).and_then(|room| {
-                        let call = s.by_room.get(room)?;
-                        Some((call.participants.get(&participant)?.key, call.call_id))
-                    })
-                };
-                if let Some((key, call_id)) = target {
+                if let Some((key, call_id)) = self.locate(participant) {
                     let tracks = tracks
                         .into_iter()
                         .map(|t| SfuTrack {
@@ -805,14 +805,8 @@ impl CallHub {
             } => {
                 // The publisher hears of it: it may now close its peer
                 // connection with the subscriber, if one is left from the mesh.
-                let target = {
-                    let s = self.lock();
-                    s.rooms_of.get(&publisher).and_then(|room| {
-                        let c = s.by_room.get(room).filter(|c| c.call_id == call)?;
-                        Some(c.participants.get(&publisher)?.key)
-                    })
-                };
-                if let Some(key) = target {
+                let target = self.locate(publisher).filter(|(_, c)| *c == call);
+                if let Some((key, _)) = target {
                     self.deliver(
                         key,
                         ServerFrame::SfuReceiving {
