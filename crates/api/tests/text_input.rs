@@ -4,7 +4,7 @@
 
 mod common;
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use common::{Response, TestApp};
 use roost_core::model::Role;
 use serde_json::{json, Value};
@@ -31,22 +31,15 @@ async fn a_nul_in_a_message_or_its_key_is_refused_and_nothing_is_stored() {
     let room = app.room_with(&ada, &[]).await;
     let path = format!("/v1/rooms/{room}/messages");
 
-    let res = app
-        .post(
-            &path,
-            &ada.token,
-            json!({"body": "a\u{0}b", "client_msg_id": "c1"}),
-        )
-        .await;
-    refused(&res, "body");
-    let res = app
-        .post(
-            &path,
-            &ada.token,
+    for (message, field) in [
+        (json!({"body": "a\u{0}b", "client_msg_id": "c1"}), "body"),
+        (
             json!({"body": "hello", "client_msg_id": "c\u{0}2"}),
-        )
-        .await;
-    refused(&res, "client_msg_id");
+            "client_msg_id",
+        ),
+    ] {
+        refused(&app.post(&path, &ada.token, message).await, field);
+    }
 
     let sent = app
         .post(
@@ -58,11 +51,10 @@ async fn a_nul_in_a_message_or_its_key_is_refused_and_nothing_is_stored() {
     assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.body);
     let id = sent.body["id"].as_str().unwrap();
     let res = app
-        .call(
-            Method::PATCH,
+        .patch(
             &format!("{path}/{id}"),
-            Some(&ada.token),
-            Some(json!({"body": "edited\u{0}"})),
+            &ada.token,
+            json!({"body": "edited\u{0}"}),
         )
         .await;
     refused(&res, "body");
@@ -107,42 +99,24 @@ async fn a_nul_in_a_search_or_a_cursor_is_refused_by_name() {
 async fn a_nul_in_a_name_topic_or_invite_code_is_refused_and_nothing_is_stored() {
     let app = TestApp::new().await;
     let res = app
-        .call(
-            Method::POST,
-            "/v1/auth/register",
-            None,
-            Some(json!({"email": "ada@example.org", "username": "ada",
-                        "password": common::PASSWORD, "display_name": "Ada\u{0}"})),
-        )
+        .register_with("ada", json!({"display_name": "Ada\u{0}"}))
         .await;
     refused(&res, "display_name");
     let ada = app.register("ada").await;
     let res = app
-        .call(
-            Method::PATCH,
-            "/v1/users/me",
-            Some(&ada.token),
-            Some(json!({"display_name": "\u{0}"})),
-        )
+        .patch("/v1/users/me", &ada.token, json!({"display_name": "\u{0}"}))
         .await;
     refused(&res, "display_name");
 
-    let res = app
-        .post(
-            "/v1/rooms",
-            &ada.token,
-            json!({"name": "a\u{0}", "visibility": "public"}),
-        )
-        .await;
-    refused(&res, "name");
-    let res = app
-        .post(
-            "/v1/rooms",
-            &ada.token,
+    for (room, field) in [
+        (json!({"name": "a\u{0}", "visibility": "public"}), "name"),
+        (
             json!({"name": "ok", "topic": "t\u{0}", "visibility": "public"}),
-        )
-        .await;
-    refused(&res, "topic");
+            "topic",
+        ),
+    ] {
+        refused(&app.post("/v1/rooms", &ada.token, room).await, field);
+    }
     let rooms = app.get("/v1/rooms", &ada.token).await;
     assert_eq!(rooms.body["items"], json!([]), "no room was created");
 
@@ -156,13 +130,9 @@ async fn a_nul_in_a_name_topic_or_invite_code_is_refused_and_nothing_is_stored()
 async fn names_lose_reordering_and_a_name_of_nothing_visible_is_empty() {
     let app = TestApp::new().await;
     let res = app
-        .call(
-            Method::POST,
-            "/v1/auth/register",
-            None,
-            Some(json!({"email": "ada@example.org", "username": "ada",
-                        "password": common::PASSWORD,
-                        "display_name": "\u{200b}admin\u{202e}gnp.exe\u{2069}"})),
+        .register_with(
+            "ada",
+            json!({"display_name": "\u{200b}admin\u{202e}gnp.exe\u{2069}"}),
         )
         .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
@@ -172,21 +142,15 @@ async fn names_lose_reordering_and_a_name_of_nothing_visible_is_empty() {
 
     for blank in ["\u{200b}", " \u{200c}\u{2060}\u{feff} ", "\u{202e}\u{200f}"] {
         let res = app
-            .call(
-                Method::PATCH,
-                "/v1/users/me",
-                Some(&ada.token),
-                Some(json!({"display_name": blank})),
-            )
+            .patch("/v1/users/me", &ada.token, json!({"display_name": blank}))
             .await;
         refused(&res, "display_name");
     }
     let res = app
-        .call(
-            Method::PATCH,
+        .patch(
             "/v1/users/me",
-            Some(&ada.token),
-            Some(json!({"display_name": "Ada\u{7}\u{2066} Lovelace\u{200e}"})),
+            &ada.token,
+            json!({"display_name": "Ada\u{7}\u{2066} Lovelace\u{200e}"}),
         )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
@@ -210,26 +174,21 @@ async fn names_lose_reordering_and_a_name_of_nothing_visible_is_empty() {
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
     assert_eq!(res.body["name"], "teamtxt.exe");
     let room = res.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/rooms/{room}");
     let res = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/rooms/{room}"),
-            Some(&ada.token),
-            Some(json!({"name": "\u{feff}\u{2067}Plans\u{2069}\u{200d}"})),
+        .patch(
+            &path,
+            &ada.token,
+            json!({"name": "\u{feff}\u{2067}Plans\u{2069}\u{200d}"}),
         )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert_eq!(res.body["name"], "Plans");
     let res = app
-        .call(
-            Method::PATCH,
-            &format!("/v1/rooms/{room}"),
-            Some(&ada.token),
-            Some(json!({"name": "\u{2060}"})),
-        )
+        .patch(&path, &ada.token, json!({"name": "\u{2060}"}))
         .await;
     refused(&res, "name");
-    let shown = app.get(&format!("/v1/rooms/{room}"), &ada.token).await;
+    let shown = app.get(&path, &ada.token).await;
     assert_eq!(
         shown.body["name"], "Plans",
         "the refused rename changed nothing"

@@ -179,16 +179,27 @@ impl TestApp {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    /// Sends the registration of `name` (`name@example.org`, username
+    /// `name`) with `extra` fields added, such as a display name; the answer
+    /// as it is, refusals included.
+    pub async fn register_with(&self, name: &str, extra: Value) -> Response {
+        let mut body =
+            json!({"email": format!("{name}@example.org"), "username": name, "password": PASSWORD});
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        self.call(Method::POST, "/v1/auth/register", None, Some(body))
+            .await
+    }
+
     /// Registers `name` (`name@example.org`, username `name`).
     pub async fn register(&self, name: &str) -> TestUser {
-        let res = self
-            .call(
-                Method::POST,
-                "/v1/auth/register",
-                None,
-                Some(json!({"email": format!("{name}@example.org"), "username": name, "password": PASSWORD})),
-            )
-            .await;
+        let res = self.register_with(name, json!({})).await;
         assert_eq!(
             res.status,
             StatusCode::CREATED,
