@@ -1,195 +1,27 @@
 //! Two `roost serve` processes sharing PostgreSQL and Redis serve one room.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use common::{Server as Node, Socket as Ws};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
-const PASSWORD: &str = "a perfectly fine passphrase";
-
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Node {
-    fn start(database_url: &str, redis_url: &str, prefix: &str) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ROOST_") {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                database_url,
-                "--redis-url",
-                redis_url,
-            ])
-            .arg("--data-dir")
-            .arg(dir.keep())
-            .env("ROOST_REDIS_PREFIX", prefix)
-            .env("ROOST_MEDIA__LISTEN", "127.0.0.1:0")
-            .env("ROOST_SHUTDOWN_DRAIN_SECS", "0")
-            .env(
-                "ROOST_JWT_SECRET",
-                "one secret shared by every node of the cluster",
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("Roost is listening on ")
-            .unwrap_or_else(|| panic!("{line:?}"))
-            .to_owned();
-        Node { child, url }
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
-        let mut req = reqwest::Client::new()
-            .post(format!("{}{path}", self.url))
-            .json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req.send().await.unwrap().json().await.unwrap()
-    }
-
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let res = reqwest::Client::new()
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        (res.status().as_u16(), res.json().await.unwrap())
-    }
-
-    async fn readyz(&self) -> Value {
-        reqwest::get(format!("{}/readyz", self.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn socket(&self, token: &str) -> Ws {
-        let url = format!(
-            "{}/v1/ws?access_token={token}",
-            self.url.replace("http://", "ws://")
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        ws.send(Message::Text(r#"{"type":"hello","id":"h"}"#.into()))
-            .await
-            .unwrap();
-        let mut ws = Ws(ws);
-        assert_eq!(ws.next_of("ack").await["id"], "h");
-        ws
-    }
-
-    fn terminate(mut self) -> Option<i32> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the node did not stop");
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Ws(
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-);
-
-impl Ws {
-    async fn send(&mut self, frame: Value) {
-        self.0
-            .send(Message::Text(frame.to_string().into()))
-            .await
-            .unwrap();
-    }
-
-    async fn next_within(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match tokio::time::timeout_at(deadline, self.0.next())
-                .await
-                .ok()??
-            {
-                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
-                Ok(Message::Close(c)) => {
-                    return Some(json!({"type": "<close>", "code": c.map(|c| u16::from(c.code))}))
-                }
-                Ok(_) => continue,
-                Err(_) => return None,
-            }
-        }
-    }
-
-    async fn next_of(&mut self, ty: &str) -> Value {
-        loop {
-            let f = self
-                .next_within(Duration::from_secs(10))
-                .await
-                .unwrap_or_else(|| panic!("no {ty} within 10 s"));
-            if f["type"] == ty {
-                return f;
-            }
-        }
-    }
-
-    /// The next frame of one of these types.
-    async fn next_of_any(&mut self, types: &[&str]) -> Value {
-        loop {
-            let f = self
-                .next_within(Duration::from_secs(10))
-                .await
-                .unwrap_or_else(|| panic!("none of {types:?} within 10 s"));
-            if types.iter().any(|t| f["type"] == *t) {
-                return f;
-            }
-        }
-    }
-
-    /// The next text message's body, skipping system messages and other frames.
-    async fn next_text(&mut self, wait: Duration) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let f = self.next_within(left).await?;
-            if f["type"] == "message.new" && f["message"]["kind"] == "text" {
-                return f["message"]["body"].as_str().map(str::to_owned);
-            }
-        }
-    }
+/// A node of the cluster: `roost serve` on `database_url` and `redis_url`,
+/// its Redis keys under `prefix`.
+fn start_node(database_url: &str, redis_url: &str, prefix: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = common::serve(&dir.keep());
+    cmd.args(["--database-url", database_url, "--redis-url", redis_url])
+        .env("ROOST_REDIS_PREFIX", prefix)
+        .env("ROOST_SHUTDOWN_DRAIN_SECS", "0")
+        .env(
+            "ROOST_JWT_SECRET",
+            "one secret shared by every node of the cluster",
+        )
+        .stderr(Stdio::null());
+    Node::spawned(cmd)
 }
 
 /// A user registered through `node`, in a room owned by the first one.
@@ -197,13 +29,11 @@ async fn setup(node: &Node) -> (String, String, String) {
     let mut tokens = Vec::new();
     let mut ids = Vec::new();
     for name in ["ada", "bob"] {
-        let body =
-            json!({"email": format!("{name}@example.org"), "username": name, "password": PASSWORD});
-        let res = node.post("/v1/auth/register", None, body).await;
+        let (_, res) = node.register(name).await;
         tokens.push(res["access_token"].as_str().unwrap().to_owned());
         ids.push(res["user"]["id"].as_str().unwrap().to_owned());
     }
-    let room = node
+    let (_, room) = node
         .post("/v1/rooms", Some(&tokens[0]), json!({"name": "shared"}))
         .await;
     let room_id = room["id"].as_str().unwrap().to_owned();
@@ -241,8 +71,8 @@ async fn two_nodes() -> TwoNodes {
     let redis =
         std::env::var("ROOST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = prefix();
-    let a = Node::start(&db, &redis, &prefix);
-    let b = Node::start(&db, &redis, &prefix);
+    let a = start_node(&db, &redis, &prefix);
+    let b = start_node(&db, &redis, &prefix);
     let (ada, bob, room) = setup(&a).await;
     let on_a = a.socket(&ada).await;
     let on_b = b.socket(&bob).await;
@@ -266,7 +96,7 @@ async fn two_processes_serve_one_room_and_sigterm_sends_clients_elsewhere() {
         mut on_a,
         mut on_b,
     } = two_nodes().await;
-    assert_eq!(b.readyz().await["redis"], "ok");
+    assert_eq!(b.get("/readyz", None).await.1["redis"], "ok");
 
     on_a.send(json!({"type": "message.send", "id": "1", "room_id": room, "body": "from A", "client_msg_id": "a1"})).await;
     assert_eq!(
@@ -285,7 +115,7 @@ async fn two_processes_serve_one_room_and_sigterm_sends_clients_elsewhere() {
     );
 
     // REST and the socket are one path: a message posted over HTTP on A is live on B.
-    let posted = a
+    let (_, posted) = a
         .post(
             &format!("/v1/rooms/{room}/messages"),
             Some(&ada),
@@ -306,7 +136,7 @@ async fn two_processes_serve_one_room_and_sigterm_sends_clients_elsewhere() {
     for i in 0..20 {
         on_b.send(json!({"type": "message.send", "id": format!("t{i}"), "room_id": room, "body": format!("late {i}"), "client_msg_id": format!("late{i}")})).await;
     }
-    assert_eq!(b.terminate(), Some(0));
+    assert_eq!(b.stop("-TERM").await, Some(0));
     let mut acked = Vec::new();
     loop {
         let f = on_b.next_of_any(&["ack", "reconnect"]).await;
@@ -320,7 +150,7 @@ async fn two_processes_serve_one_room_and_sigterm_sends_clients_elsewhere() {
     }
     assert_eq!(on_b.next_of("<close>").await["code"], 1012);
     let (_, history) = a
-        .get(&format!("/v1/rooms/{room}/messages?limit=100"), &ada)
+        .get(&format!("/v1/rooms/{room}/messages?limit=100"), Some(&ada))
         .await;
     let stored: Vec<&str> = history["items"]
         .as_array()
@@ -391,8 +221,8 @@ async fn without_redis_each_node_serves_its_own_and_catches_up_when_it_returns()
     let url = format!("redis://127.0.0.1:{port}");
     let db = roost_core::store::testing::fresh_postgres_url().await;
     let prefix = prefix();
-    let a = Node::start(&db, &url, &prefix);
-    let b = Node::start(&db, &url, &prefix);
+    let a = start_node(&db, &url, &prefix);
+    let b = start_node(&db, &url, &prefix);
     let (ada, bob, room) = setup(&a).await;
     let mut ada_a = a.socket(&ada).await;
     let mut bob_a = a.socket(&bob).await;
@@ -400,18 +230,18 @@ async fn without_redis_each_node_serves_its_own_and_catches_up_when_it_returns()
 
     let port = redis.stop();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while a.readyz().await["status"] != "degraded" {
+    while a.get("/readyz", None).await.1["status"] != "degraded" {
         assert!(
             Instant::now() < deadline,
             "readyz never reported the lost Redis"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(a.readyz().await["redis"], "unavailable");
-    let (_, me) = a.get("/v1/auth/me", &bob).await;
+    assert_eq!(a.get("/readyz", None).await.1["redis"], "unavailable");
+    let (_, me) = a.get("/v1/auth/me", Some(&bob)).await;
     let bob_id = me["id"].as_str().unwrap().to_owned();
     let (status, body) = a
-        .get(&format!("/v1/presence?user_ids={bob_id}"), &ada)
+        .get(&format!("/v1/presence?user_ids={bob_id}"), Some(&ada))
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -438,7 +268,7 @@ async fn without_redis_each_node_serves_its_own_and_catches_up_when_it_returns()
         "when Redis returns, the other node's clients catch up from the log"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while a.readyz().await["status"] != "ready" {
+    while a.get("/readyz", None).await.1["status"] != "ready" {
         assert!(Instant::now() < deadline, "readyz never recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

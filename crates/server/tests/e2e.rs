@@ -1,33 +1,28 @@
 //! The built `roost` binary, started as a newcomer would start it, driven over HTTP.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::{Server, PASSWORD};
 use serde_json::{json, Value};
 
-const PASSWORD: &str = "a perfectly fine passphrase";
-
-/// A running `roost serve` on a free port; killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    client: reqwest::Client,
-}
-
 fn roost() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-    // The test run's own settings must not leak into the server under test.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ROOST_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = common::roost();
     // Tests run side by side: each server's media port is a free one.
     cmd.env("ROOST_MEDIA__LISTEN", "127.0.0.1:0");
     // No load balancer to wait for: SIGTERM stops listening at once (the
     // drain window has its own tests in trouble.rs).
+    cmd.env("ROOST_SHUTDOWN_DRAIN_SECS", "0");
+    cmd
+}
+
+/// `roost serve` on `data_dir`, stopping at once on SIGTERM.
+fn serve(data_dir: &Path) -> Command {
+    let mut cmd = common::serve(data_dir);
     cmd.env("ROOST_SHUTDOWN_DRAIN_SECS", "0");
     cmd
 }
@@ -46,119 +41,30 @@ async fn database_args() -> Vec<String> {
     }
 }
 
-impl Server {
-    /// Starts `roost serve` on a free port, on this run's database.
-    async fn start(data_dir: &Path) -> Server {
-        let db = database_args().await;
-        Server::start_with(data_dir, &db.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut cmd = roost();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .stderr(Stdio::null());
-        Server::spawned(cmd)
-    }
-
-    /// `roost serve` on the embedded defaults with `env` set, its log written to `log`.
-    fn start_logging(data_dir: &Path, env: &[(&str, &str)], log: std::fs::File) -> Server {
-        let mut cmd = roost();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .envs(env.iter().copied())
-            .stderr(log);
-        Server::spawned(cmd)
-    }
-
-    /// Starts `cmd` and waits for the line that says where it listens.
-    fn spawned(mut cmd: std::process::Command) -> Server {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("starting roost");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reading roost's stdout");
-        let url = line
-            .trim()
-            .strip_prefix("Roost is listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Server {
-            child,
-            url,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self.client.request(method, format!("{}{path}", self.url));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, token, Some(body))
-            .await
-    }
-
-    /// Sends SIGTERM and returns the exit code.
-    fn terminate(self) -> Option<i32> {
-        self.signal("-TERM")
-    }
-
-    /// Waits for an exit already asked for and returns the exit code.
-    fn terminate_wait(mut self) -> Option<i32> {
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("roost did not exit within 10 s");
-    }
-
-    /// Sends a signal (`-TERM`, `-INT`) and returns the exit code.
-    fn signal(mut self, signal: &str) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args([signal, &pid]).status().unwrap();
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("roost did not exit within 10 s of {signal}");
-    }
+/// Starts `roost serve` on a free port, on this run's database.
+async fn start(data_dir: &Path) -> Server {
+    let db = database_args().await;
+    start_with(data_dir, &db.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+    let mut cmd = serve(data_dir);
+    cmd.args(extra).stderr(Stdio::null());
+    Server::spawned(cmd)
+}
+
+/// `roost serve` on the embedded defaults with `env` set, its log written to `log`.
+fn start_logging(data_dir: &Path, env: &[(&str, &str)], log: &Path) -> Server {
+    let mut cmd = serve(data_dir);
+    cmd.envs(env.iter().copied());
+    Server::spawned_logging(cmd, log)
 }
 
 #[tokio::test]
 async fn a_newcomer_walks_through_accounts_rooms_and_invites() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&data).await;
+    let server = start(&data).await;
 
     if roost_core::store::testing::backend() == roost_core::store::Backend::Sqlite {
         assert!(
@@ -171,13 +77,7 @@ async fn a_newcomer_walks_through_accounts_rooms_and_invites() {
         .await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
 
-    let (status, ada) = server
-        .post(
-            "/v1/auth/register",
-            None,
-            json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}),
-        )
-        .await;
+    let (status, ada) = server.register("ada").await;
     assert_eq!(status, 201, "{ada}");
     let (status, login) = server
         .post(
@@ -205,13 +105,7 @@ async fn a_newcomer_walks_through_accounts_rooms_and_invites() {
     assert_eq!(status, 201, "{invite}");
     let code = invite["code"].as_str().unwrap();
 
-    let (status, bob) = server
-        .post(
-            "/v1/auth/register",
-            None,
-            json!({"email": "bob@example.org", "username": "bob", "password": PASSWORD}),
-        )
-        .await;
+    let (status, bob) = server.register("bob").await;
     assert_eq!(status, 201);
     let bob_token = bob["access_token"].as_str().unwrap();
     let (status, joined) = server
@@ -273,13 +167,17 @@ async fn a_newcomer_walks_through_accounts_rooms_and_invites() {
         .await;
     assert_eq!(status, 401);
 
-    assert_eq!(server.terminate(), Some(0), "SIGTERM is a clean exit");
+    assert_eq!(
+        server.stop("-TERM").await,
+        Some(0),
+        "SIGTERM is a clean exit"
+    );
 }
 
 #[tokio::test]
 async fn the_web_client_is_served_at_the_root_under_a_strict_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path()).await;
+    let server = start(dir.path()).await;
     let get = |path: &str| server.client.get(format!("{}{path}", server.url)).send();
 
     let index = get("/").await.unwrap();
@@ -341,22 +239,16 @@ async fn the_signing_secret_is_generated_once_private_and_reused() {
     let dir = tempfile::tempdir().unwrap();
     let db = database_args().await;
     let db: Vec<&str> = db.iter().map(String::as_str).collect();
-    let server = Server::start_with(dir.path(), &db);
+    let server = start_with(dir.path(), &db);
     let secret = dir.path().join("jwt_secret");
     let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let first = std::fs::read(&secret).unwrap();
-    let (_, ada) = server
-        .post(
-            "/v1/auth/register",
-            None,
-            json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}),
-        )
-        .await;
+    let (_, ada) = server.register("ada").await;
     let token = ada["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(server.terminate(), Some(0));
+    assert_eq!(server.stop("-TERM").await, Some(0));
 
-    let server = Server::start_with(dir.path(), &db);
+    let server = start_with(dir.path(), &db);
     assert_eq!(
         std::fs::read(&secret).unwrap(),
         first,
@@ -375,7 +267,7 @@ async fn the_signing_secret_is_generated_once_private_and_reused() {
 async fn in_flight_requests_finish_after_sigterm() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path()).await;
+    let mut server = start(dir.path()).await;
     let addr = server.url.trim_start_matches("http://").to_owned();
     let body =
         json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}).to_string();
@@ -388,8 +280,7 @@ async fn in_flight_requests_finish_after_sigterm() {
     );
     conn.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = server.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    server.signal("-TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         tokio::net::TcpStream::connect(&addr).await.is_err(),
@@ -402,9 +293,7 @@ async fn in_flight_requests_finish_after_sigterm() {
         response.starts_with("HTTP/1.1 201"),
         "the in-flight request was answered: {response}"
     );
-    let code = tokio::task::spawn_blocking(move || server.terminate_wait())
-        .await
-        .unwrap();
+    let code = server.exit_code(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0));
 }
 
@@ -432,12 +321,12 @@ fn with_no_configuration_it_serves_on_127_0_0_1_8080_from_roost_data() {
 #[tokio::test]
 async fn sigint_stops_the_server_cleanly_too() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path()).await;
+    let server = start(dir.path()).await;
     let (status, _) = server
         .call(reqwest::Method::GET, "/healthz", None, None)
         .await;
     assert_eq!(status, 200);
-    assert_eq!(server.signal("-INT"), Some(0));
+    assert_eq!(server.stop("-INT").await, Some(0));
 }
 
 fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> (Option<i32>, String, String) {
@@ -656,7 +545,7 @@ async fn user_create_reads_the_password_from_stdin_and_the_account_logs_in() {
     assert_ne!(code, Some(0));
     assert!(err.contains("role"), "{err}");
 
-    let server = Server::start_with(dir.path(), &[]);
+    let server = start_with(dir.path(), &[]);
     let (status, body) = server
         .post(
             "/v1/auth/login",
@@ -672,40 +561,27 @@ async fn user_create_reads_the_password_from_stdin_and_the_account_logs_in() {
 async fn the_same_binary_runs_on_postgresql() {
     let dir = tempfile::tempdir().unwrap();
     let url = roost_core::store::testing::fresh_postgres_url().await;
-    let server = Server::start_with(dir.path(), &["--database-url", &url]);
+    let server = start_with(dir.path(), &["--database-url", &url]);
     assert!(
         !dir.path().join("roost.db").exists(),
         "no SQLite file when PostgreSQL is configured"
     );
-    let (status, body) = server
-        .post(
-            "/v1/auth/register",
-            None,
-            json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}),
-        )
-        .await;
+    let (status, body) = server.register("ada").await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(server.terminate(), Some(0));
+    assert_eq!(server.stop("-TERM").await, Some(0));
 }
 
 #[tokio::test]
 async fn logs_are_json_when_asked_and_never_hold_passwords_or_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("stderr.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let server = Server::start_logging(
+    let server = start_logging(
         dir.path(),
         &[("ROOST_LOG__FORMAT", "json"), ("ROOST_LOG__LEVEL", "trace")],
-        log,
+        &log_path,
     );
 
-    let (_, reg) = server
-        .post(
-            "/v1/auth/register",
-            None,
-            json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}),
-        )
-        .await;
+    let (_, reg) = server.register("ada").await;
     let (_, login) = server
         .post(
             "/v1/auth/login",
@@ -750,7 +626,7 @@ async fn logs_are_json_when_asked_and_never_hold_passwords_or_tokens() {
             json!({"email": "ada@example.org", "password": "a wrong password"}),
         )
         .await;
-    assert_eq!(server.terminate(), Some(0));
+    assert_eq!(server.stop("-TERM").await, Some(0));
 
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.lines().count() > 5, "requests are logged: {logs}");
@@ -778,9 +654,8 @@ async fn logs_are_json_when_asked_and_never_hold_passwords_or_tokens() {
 async fn pretty_logs_written_to_a_file_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("stderr.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let server = Server::start_logging(dir.path(), &[("ROOST_LOG__FORMAT", "pretty")], log);
-    assert_eq!(server.terminate(), Some(0));
+    let server = start_logging(dir.path(), &[("ROOST_LOG__FORMAT", "pretty")], &log_path);
+    assert_eq!(server.stop("-TERM").await, Some(0));
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(text.contains("INFO roost: serving"), "{text}");
     assert!(
@@ -811,20 +686,12 @@ async fn uploads_over_the_limit_are_refused_on_the_wire_and_files_land_in_the_da
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let db = database_args().await;
-    let mut cmd = roost();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .args(&db)
+    let mut cmd = serve(&data);
+    cmd.args(&db)
         .env("ROOST_FILES__MAX_UPLOAD_BYTES", "1048576")
         .stderr(Stdio::null());
     let server = Server::spawned(cmd);
-    let (_, ada) = server
-        .post(
-            "/v1/auth/register",
-            None,
-            json!({"email": "ada@example.org", "username": "ada", "password": PASSWORD}),
-        )
-        .await;
+    let (_, ada) = server.register("ada").await;
     let token = ada["access_token"].as_str().unwrap().to_owned();
     let addr = server.url.trim_start_matches("http://").to_owned();
 

@@ -5,9 +5,11 @@
 //! once may hold `hash_concurrency × 19 MiB`; more than that, or growth from
 //! burst to burst, is memory kept by the allocator that nothing gives back.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use std::process::Stdio;
+
+use common::Server;
 use serde_json::json;
 
 const HASH_CONCURRENCY: u64 = 4;
@@ -17,18 +19,6 @@ const HASH_MIB: u64 = 19;
 const MARGIN_MIB: u64 = 24;
 const BURSTS: usize = 10;
 const PER_BURST: usize = 8;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start(dir: &std::path::Path) -> Server {
     let config = dir.join("roost.toml");
@@ -43,33 +33,18 @@ fn start(dir: &std::path::Path) -> Server {
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
+    let mut cmd = common::serve(&dir.join("data"));
+    // The allocator under test is the one the binary ships with.
     for (key, _) in std::env::vars() {
-        if key.starts_with("ROOST_") || key.starts_with("MALLOC_") {
+        if key.starts_with("MALLOC_") {
             cmd.env_remove(key);
         }
     }
-    let mut child = cmd
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+    cmd.arg("--config")
         .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("ROOST_MEDIA__LISTEN", "127.0.0.1:0")
         .env("ROOST_LOG__LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting roost");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("Roost is listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    Server { child, url }
+        .stderr(Stdio::null());
+    Server::spawned(cmd)
 }
 
 /// The process's resident memory in MiB, from `/proc/<pid>/status`.

@@ -1,207 +1,29 @@
 //! The real binary when things go wrong around it: asked to stop behind a
 //! load balancer, its database gone, its log turned up to `trace`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use common::{Server, PASSWORD};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const PASSWORD: &str = "a perfectly fine passphrase";
-
-/// A running `roost serve` on a free port, its stderr in a file; killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
-    client: reqwest::Client,
-}
-
-impl Server {
-    /// `roost serve` with `args` and `env`, on a fresh data directory.
-    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-        // The test run's own settings must not leak into the server under test.
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ROOST_") {
-                cmd.env_remove(key);
-            }
-        }
-        let log = dir.join("stderr.log");
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(args)
-            .env("ROOST_MEDIA__LISTEN", "127.0.0.1:0")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = cmd.spawn().expect("starting roost");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("reading roost's stdout");
-        let url = line
-            .trim()
-            .strip_prefix("Roost is listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; log: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .to_owned();
-        Server {
-            child,
-            url,
-            log,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    /// A request; the status and the JSON body (null when there is none).
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self.client.request(method, format!("{}{path}", self.url));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, token, None).await
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, token, Some(body))
-            .await
-    }
-
-    /// Registers `name` and returns the login's answer (tokens).
-    async fn account(&self, name: &str) -> Value {
-        let email = format!("{name}@example.org");
-        let (status, body) = self
-            .post(
-                "/v1/auth/register",
-                None,
-                json!({"email": email, "username": name, "password": PASSWORD}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let (status, login) = self
-            .post(
-                "/v1/auth/login",
-                None,
-                json!({"email": email, "password": PASSWORD}),
-            )
-            .await;
-        assert_eq!(status, 200, "{login}");
-        login
-    }
-
-    /// A socket that said hello.
-    async fn socket(&self, token: &str) -> Socket {
-        let url = format!(
-            "{}/v1/ws?access_token={token}",
-            self.url.replace("http://", "ws://")
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("the socket opens");
-        let mut socket = Socket(ws);
-        let welcome = socket
-            .request(json!({"type": "hello", "id": "hello"}))
-            .await;
-        assert_eq!(welcome["type"], "ack", "{welcome}");
-        socket
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args([signal, &pid]).status().unwrap();
-    }
-
-    /// Waits for the process to exit; its exit code.
-    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("roost did not exit within {within:?}");
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Socket(
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-);
-
-impl Socket {
-    async fn send(&mut self, frame: Value) {
-        self.0
-            .send(Message::Text(frame.to_string().into()))
-            .await
-            .unwrap();
-    }
-
-    /// The next frame the client reads, the socket's own pongs included, within 10 s.
-    async fn next(&mut self) -> Message {
-        tokio::time::timeout(Duration::from_secs(10), self.0.next())
-            .await
-            .expect("a frame within 10 s")
-            .expect("the socket is open")
-            .expect("a frame")
-    }
-
-    /// Sends a request and returns its answer, skipping events.
-    async fn request(&mut self, frame: Value) -> Value {
-        let id = frame["id"].clone();
-        self.send(frame).await;
-        loop {
-            if let Message::Text(text) = self.next().await {
-                let f: Value = serde_json::from_str(&text).unwrap();
-                if f["id"] == id {
-                    return f;
-                }
-            }
-        }
-    }
+/// `roost serve` with `args` and `env`, on a fresh data directory in `dir`,
+/// its stderr in `dir/stderr.log`.
+fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut cmd = common::serve(&dir.join("data"));
+    cmd.args(args).envs(env.iter().copied());
+    Server::spawned_logging(cmd, &dir.join("stderr.log"))
 }
 
 #[tokio::test]
 async fn sigterm_drains_readiness_first_and_still_serves_until_the_window_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[], &[("ROOST_SHUTDOWN_DRAIN_SECS", "3")]);
+    let mut server = start(dir.path(), &[], &[("ROOST_SHUTDOWN_DRAIN_SECS", "3")]);
     assert_eq!(server.get("/readyz", None).await.0, 200);
     let login = server.account("ada").await;
     let token = login["access_token"].as_str().unwrap().to_owned();
@@ -224,13 +46,7 @@ async fn sigterm_drains_readiness_first_and_still_serves_until_the_window_ends()
     // The load balancer has not noticed yet: what it still sends is served.
     let (status, me) = server.get("/v1/auth/me", Some(&token)).await;
     assert_eq!(status, 200, "{me}");
-    let (status, _) = server
-        .post(
-            "/v1/auth/register",
-            None,
-            json!({"email": "bea@example.org", "username": "bea", "password": PASSWORD}),
-        )
-        .await;
+    let (status, _) = server.register("bea").await;
     assert_eq!(status, 201, "new connections are accepted while draining");
     let pong = socket.request(json!({"type": "ping", "id": "p"})).await;
     assert_eq!(pong["type"], "pong", "open sockets are served too");
@@ -254,7 +70,7 @@ async fn sigterm_drains_readiness_first_and_still_serves_until_the_window_ends()
 #[tokio::test]
 async fn sigint_skips_the_drain_window() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[], &[("ROOST_SHUTDOWN_DRAIN_SECS", "60")]);
+    let mut server = start(dir.path(), &[], &[("ROOST_SHUTDOWN_DRAIN_SECS", "60")]);
     assert_eq!(server.get("/healthz", None).await.0, 200);
     server.signal("-INT");
     assert_eq!(server.exit_code(Duration::from_secs(10)).await, Some(0));
@@ -263,7 +79,7 @@ async fn sigint_skips_the_drain_window() {
 #[tokio::test]
 async fn no_log_level_writes_a_token_a_password_or_a_message_body() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(
+    let mut server = start(
         dir.path(),
         &[],
         &[
@@ -412,7 +228,7 @@ async fn a_database_outage_is_answered_at_once_and_sockets_stay_alive() {
     let mut proxy = Proxy::start(upstream).await;
     let (proxied, _) = through(&database, proxy.addr);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
+    let server = start(
         dir.path(),
         &["--database-url", &proxied],
         &[("ROOST_SHUTDOWN_DRAIN_SECS", "0")],
@@ -518,6 +334,14 @@ async fn a_database_outage_is_answered_at_once_and_sockets_stay_alive() {
     assert_eq!(sent["type"], "ack", "the same socket recovers: {sent}");
 }
 
+/// Runs `cmd`, which must refuse to start (exit code 1); what it wrote to stderr.
+fn refusal(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+    err
+}
+
 #[test]
 fn several_nodes_without_a_configured_jwt_secret_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -525,21 +349,13 @@ fn several_nodes_without_a_configured_jwt_secret_refuse_to_start() {
         &["config", "check"][..],
         &["serve", "--listen", "127.0.0.1:0"],
     ] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ROOST_") {
-                cmd.env_remove(key);
-            }
-        }
-        let out = cmd
-            .args(command)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--redis-url", "redis://127.0.0.1:6379"])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{command:?}: {err}");
+        let err = refusal(
+            common::roost()
+                .args(command)
+                .arg("--data-dir")
+                .arg(dir.path())
+                .args(["--redis-url", "redis://127.0.0.1:6379"]),
+        );
         assert!(
             err.contains("jwt_secret must be set when redis_url is"),
             "{command:?}: {err}"
@@ -549,19 +365,11 @@ fn several_nodes_without_a_configured_jwt_secret_refuse_to_start() {
 
 #[test]
 fn a_roost_variable_that_is_no_setting_is_named_in_the_refusal() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ROOST_") {
-            cmd.env_remove(key);
-        }
-    }
-    let out = cmd
-        .args(["config", "check"])
-        .env("ROOST_BIN", "/usr/local/bin/roost")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = refusal(
+        common::roost()
+            .args(["config", "check"])
+            .env("ROOST_BIN", "/usr/local/bin/roost"),
+    );
     assert!(
         err.contains("ROOST_BIN is not a Roost setting; unset it or rename it"),
         "{err}"
