@@ -367,8 +367,7 @@ async fn typing_and_read_receipts_reach_the_room() {
         "typing is throttled: {more:?}"
     );
 
-    let ack = a.request(json!({"type": "message.send", "room_id": room, "body": "read me", "client_msg_id": "r"})).await;
-    let id = ack["result"]["message"]["id"].as_str().unwrap().to_owned();
+    let id = a.post_message(&room, "read me", "r").await;
     let ack = b
         .request(json!({"type": "read", "room_id": room, "message_id": id}))
         .await;
@@ -650,12 +649,7 @@ async fn settings_changes_deletion_and_the_remaining_nacks_over_the_socket() {
     let renamed = b.next_of("message.new").await;
     assert_eq!(renamed["message"]["data"]["event"], "room_renamed");
 
-    let ack = a
-        .request(
-            json!({"type": "message.send", "room_id": room, "body": "x", "client_msg_id": "k"}),
-        )
-        .await;
-    let id = ack["result"]["message"]["id"].as_str().unwrap().to_owned();
+    let id = a.post_message(&room, "x", "k").await;
     let res = a
         .request(
             json!({"type": "message.send", "room_id": other, "body": "x", "client_msg_id": "k"}),
@@ -857,12 +851,7 @@ async fn a_nul_in_a_message_is_refused_by_name_and_nothing_is_stored() {
         assert_eq!(res["code"], "validation_failed", "{res}");
         assert!(res["message"].as_str().unwrap().contains(field), "{res}");
     }
-    let ack = a
-        .request(
-            json!({"type": "message.send", "room_id": room, "body": "kept", "client_msg_id": "n3"}),
-        )
-        .await;
-    let id = ack["result"]["message"]["id"].as_str().unwrap().to_owned();
+    let id = a.post_message(&room, "kept", "n3").await;
     let res = a
         .request(
             json!({"type": "message.edit", "room_id": room, "message_id": id, "body": "x\u{0}"}),

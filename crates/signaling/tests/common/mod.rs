@@ -264,6 +264,15 @@ impl Client {
         self.ws.send(Message::Text(text.into())).await.unwrap();
     }
 
+    /// Sends a message (`message.send`) that must be acked; returns its id.
+    pub async fn post_message(&mut self, room: &str, body: &str, client_msg_id: &str) -> String {
+        let ack = self
+            .request(json!({"type": "message.send", "room_id": room, "body": body, "client_msg_id": client_msg_id}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        ack["result"]["message"]["id"].as_str().unwrap().to_owned()
+    }
+
     /// Sends a request with a fresh id and returns its `ack` or `nack`, skipping events.
     pub async fn request(&mut self, mut frame: Value) -> Value {
         self.next_id += 1;
