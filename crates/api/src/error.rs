@@ -116,21 +116,13 @@ impl From<CoreError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
             }
             e if e.is_unavailable() => {
-                tracing::error!(error = %e, "the database is out of reach");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the server is busy; try again",
-                )
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.public_message())
             }
-            other => {
-                tracing::error!(error = %other, "internal error");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "something went wrong on the server",
-                )
-            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                code,
+                other.public_message(),
+            ),
         }
     }
 }

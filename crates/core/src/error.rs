@@ -162,10 +162,29 @@ impl CoreError {
             CoreError::Unprocessable { code, .. } => code,
             CoreError::BadRequest { code, .. } => code,
             CoreError::Unavailable(_) => "unavailable",
+            e if e.is_unavailable() => "unavailable",
             CoreError::Database(_)
             | CoreError::Migrate(_)
             | CoreError::Storage(_)
             | CoreError::Internal(_) => "internal",
+        }
+    }
+
+    /// The message a client sees with [`CoreError::code`]. For an outage or
+    /// an internal failure the detail is logged here and the client gets a
+    /// plain sentence, whichever door the request came in by.
+    pub fn public_message(&self) -> Cow<'_, str> {
+        match self {
+            CoreError::Unavailable(message) => Cow::Borrowed(message),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "the database is out of reach");
+                Cow::Borrowed("the server is busy; try again")
+            }
+            e if e.code() == "internal" => {
+                tracing::error!(error = %e, "internal error");
+                Cow::Borrowed("something went wrong on the server")
+            }
+            e => Cow::Owned(e.to_string()),
         }
     }
 }
@@ -231,5 +250,25 @@ mod tests {
         for code in ["23505", "40001", "55000", "42P01"] {
             assert!(!is_outage_sqlstate(code), "{code}");
         }
+    }
+}
+
+#[cfg(test)]
+mod classification {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_unavailable_with_a_plain_message_at_every_door() {
+        let outage = CoreError::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(outage.code(), "unavailable");
+        assert_eq!(outage.public_message(), "the server is busy; try again");
+        let broken = CoreError::Database(sqlx::Error::RowNotFound);
+        assert_eq!(broken.code(), "internal");
+        assert_eq!(
+            broken.public_message(),
+            "something went wrong on the server"
+        );
+        let refused = CoreError::validation("body", "must not be empty");
+        assert_eq!(refused.public_message(), refused.to_string());
     }
 }

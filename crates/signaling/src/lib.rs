@@ -198,7 +198,7 @@ async fn upgrade(
     };
     let actor = match gw.core.auth.authenticate(&token).await {
         Ok(actor) => actor,
-        Err(e) if e.code() == "internal" => {
+        Err(e) if matches!(e.code(), "internal" | "unavailable") => {
             tracing::error!(error = %e, "authenticating a socket failed");
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again");
         }

@@ -87,7 +87,7 @@ impl From<&CoreError> for WireError {
     fn from(e: &CoreError) -> Self {
         WireError {
             code: e.code().to_owned(),
-            message: e.to_string(),
+            message: e.public_message().into_owned(),
         }
     }
 }

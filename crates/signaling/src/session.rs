@@ -117,20 +117,7 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
 /// The code and message of a failed request's `nack`: what REST answers for
 /// the same error, with internal detail logged rather than sent.
 fn nack_of(e: &CoreError) -> (&'static str, String) {
-    if let CoreError::Unavailable(message) = e {
-        return ("unavailable", message.to_string());
-    }
-    if e.is_unavailable() {
-        tracing::warn!(error = %e, "the database is out of reach");
-        return ("unavailable", "the server is busy; try again".into());
-    }
-    match e.code() {
-        "internal" => {
-            tracing::error!(error = %e, "request failed");
-            ("internal", "something went wrong on the server".into())
-        }
-        code => (code, e.to_string()),
-    }
+    (e.code(), e.public_message().into_owned())
 }
 
 /// Writes queued frames in order; a frame on `last` jumps the queue and ends
