@@ -13,28 +13,27 @@ const FILE: &str = "jwt_secret";
 
 /// Words of the values that sample configurations and guides put where a
 /// secret goes. A secret holding one was copied, not chosen, and anyone who
-/// read the same guide knows it; random secrets never hold them.
-const PLACEHOLDER_WORDS: &[&str] = &[
-    "changeme",
-    "change-me",
-    "change_me",
-    "replaceme",
-    "replace-me",
-    "replace_me",
-    "placeholder",
-    "your-",
-    "your_",
-    "-here",
-    "_here",
-    "example",
-];
+/// read the same guide knows it. These are long enough that a random secret
+/// holds one by chance about never; they count with separators taken out
+/// (`change-me`, `CHANGE_ME`).
+const PLACEHOLDER_WORDS: &[&str] = &["changeme", "replaceme", "placeholder", "example"];
+
+/// Short words of sample values (`your-turn-secret-here`): they count only
+/// as whole words between separators, since a random URL-safe secret holds
+/// `-here` or `your_` now and then (a few in a million).
+const PLACEHOLDER_PARTS: &[&str] = &["your", "here"];
 
 /// Why `secret` is a placeholder rather than a secret, or `None`: a known
 /// sample value, one character repeated, or a pattern of at most four
 /// characters repeated. Length is checked apart; these pass any length rule.
 pub fn placeholder(secret: &str) -> Option<&'static str> {
     let lower = secret.to_ascii_lowercase();
-    if PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w)) {
+    let squashed: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
+    if PLACEHOLDER_WORDS.iter().any(|w| squashed.contains(w))
+        || lower
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|part| PLACEHOLDER_PARTS.contains(&part))
+    {
         return Some("is a sample value from a guide or template");
     }
     let bytes = secret.as_bytes();
@@ -128,6 +127,8 @@ mod tests {
             "0123456789abcdef0123456789abcdef",
             "a secret shared with coturn, 32+ bytes",
             "browser-test-secret-0123456789",
+            // Random secrets may hold the short words inside a longer run.
+            "k3J-hereT0aZ_your9PqLmN4b8sVw2Yx",
             &random_token(48),
         ] {
             assert_eq!(placeholder(secret), None, "{secret:?} is a secret");
