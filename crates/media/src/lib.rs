@@ -14,7 +14,7 @@
 //! - [`demux`]: which peer a datagram on the shared port belongs to.
 //! - [`forwarder`]: a subscriber's view of a stream (SSRC, sequence numbers,
 //!   timestamps), as pure arithmetic.
-//! - [`keyframe`]: whether a packet starts a keyframe, from its codec's
+//! - `keyframe`: whether a packet starts a keyframe, from its codec's
 //!   payload header.
 //! - [`client`]: a WebRTC client on the same stack, for tests and the load tool.
 
@@ -28,7 +28,7 @@ pub mod forwarder;
 pub mod fuzz;
 #[doc(hidden)]
 pub mod harness;
-pub mod keyframe;
+mod keyframe;
 pub mod peer;
 pub mod retransmit;
 mod sfu;
@@ -53,6 +53,10 @@ pub enum MediaError {
     Mismatch(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A track whose media section the other side has not been given yet
+    /// (refused for every packet until then, so it allocates nothing).
+    #[error("the track's media section is not negotiated yet")]
+    NotNegotiated,
     #[error("{0}")]
     Conflict(String),
     #[error("invalid media configuration: {0}")]

@@ -499,8 +499,9 @@ fn transaction_id(datagram: &[u8]) -> Option<[u8; 12]> {
 }
 
 impl Peer {
-    /// A peer connection with Roost's codecs and interceptors (NACK,
-    /// reports, and delivery of keyframe requests to the engine).
+    /// A peer connection with Roost's codecs and interceptors (NACK within
+    /// the retransmission budget, reports, and delivery of keyframe requests
+    /// to the engine).
     pub fn new(setup: &PeerSetup, now: Instant) -> Result<Peer, MediaError> {
         let mut media = MediaEngine::default();
         register_codecs(&mut media)?;
@@ -523,8 +524,9 @@ impl Peer {
                 None,
             )
             .map_err(stack)?;
-        // The default set registers the feedback and header extensions the
-        // SDP offers; the chain itself holds only what this flow needs.
+        // The default set registers the header extensions the SDP offers
+        // (video's feedback is the codec table's own); the chain itself holds
+        // only what this flow needs.
         register_default_interceptors(Registry::new(), &mut media).map_err(stack)?;
         let registry = interceptors(setup);
         let (disconnected, failed) = setup.ice_timeouts;
@@ -817,9 +819,7 @@ impl Peer {
     ) -> Result<(), MediaError> {
         if !self.sender_mids.contains_key(&id) {
             // Not playable yet: the engine asks for a keyframe once it is.
-            return Err(MediaError::Conflict(
-                "the track's media section is not negotiated yet".into(),
-            ));
+            return Err(MediaError::NotNegotiated);
         }
         if !self.secured {
             // Nothing to encrypt with yet; a subscriber that connects asks

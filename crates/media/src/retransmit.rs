@@ -103,7 +103,7 @@ impl Window {
 #[derive(Debug, Clone, Copy, Default)]
 struct Sent {
     seq: u16,
-    /// Bytes on the wire, 0 for a free entry.
+    /// RTP bytes (header and payload, before SRTP), 0 for a free entry.
     size: u16,
     resends: u8,
     /// When it was last resent, in milliseconds from the origin (wrapping).

@@ -113,7 +113,7 @@ struct Participant {
     /// What this participant receives, by the published track it comes from.
     down: HashMap<TrackKey, Down>,
     /// What its published tracks carry, by their track id (the second part
-    /// of the offer's `a=msid`), where it said.
+    /// of the offer's `a=msid`), where it said, until the track opens.
     sources: HashMap<String, Source>,
 }
 
@@ -421,9 +421,11 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&participant) else {
             return Err(MediaError::NotFound("participant"));
         };
-        for (mid, track) in msid_tracks(&offer) {
-            if let Some((_, source)) = sources.iter().find(|(m, _)| *m == mid) {
-                p.sources.insert(track, *source);
+        if !sources.is_empty() {
+            for (mid, track) in msid_tracks(&offer) {
+                if let Some((_, source)) = sources.iter().find(|(m, _)| *m == mid) {
+                    p.sources.insert(track, *source);
+                }
             }
         }
         let key = match p.publisher {
@@ -700,8 +702,8 @@ impl Sfu {
                 } if role == Role::Publisher => {
                     let source = self
                         .participants
-                        .get(&participant)
-                        .and_then(|p| p.sources.get(&track).copied())
+                        .get_mut(&participant)
+                        .and_then(|p| p.sources.remove(&track))
                         .unwrap_or(Source::default_for(kind));
                     let key = (participant, track);
                     self.tracks.insert(
@@ -850,10 +852,18 @@ impl Sfu {
     /// Asks the publishers of everything a participant receives for a
     /// keyframe now, so its decoders start at once.
     fn keyframes_for(&mut self, participant: Uuid) {
+        // Tracks it already plays need none: a re-offer that adds one track
+        // asks for that track's keyframe, not for every publisher's.
         let sources: Vec<TrackKey> = self
             .participants
             .get(&participant)
-            .map(|p| p.down.keys().cloned().collect())
+            .map(|p| {
+                p.down
+                    .iter()
+                    .filter(|(_, d)| !d.playing)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         for source in sources {
             self.request_keyframe(&source, true);
