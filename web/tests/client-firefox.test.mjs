@@ -11,9 +11,10 @@
 //
 // Firefox gathers no loopback candidate, so it runs in a network namespace
 // of the test's own whose default route is a veth to this side, and Roost
-// listens on the veth's address here: no test traffic goes to this
-// machine's own external address. The two browsers are told to treat that
-// plain-HTTP origin as secure, as they would an HTTPS one.
+// listens on the veth's address here: Firefox's traffic stays on the veth
+// and never goes to this machine's own external address. The two browsers
+// are told to treat that plain-HTTP origin as secure, as they would an
+// HTTPS one.
 //
 //   ROOST_BIN=path/to/roost [FIREFOX=/usr/bin/firefox-esr] node client-firefox.test.mjs   (as root)
 

@@ -3,10 +3,10 @@
 // send one encoding, and a viewer receives one stream per publisher whose
 // frame size does not jump between layers. Until Roost forwards simulcast
 // layers by choice, mixing two sizes into one stream is the failure a viewer
-// sees (ADR 0005, docs/webrtc.md).
+// sees (ADR 0015, docs/webrtc.md).
 //
 // Firefox runs in a network namespace of the test's own (it gathers no
-// loopback candidate, and no test traffic may go to this machine's own
+// loopback candidate, and its traffic must not go to this machine's own
 // external address); the server listens on the veth's address on this side.
 //
 //   ROOST_BIN=path/to/roost [FIREFOX=/usr/bin/firefox-esr] node simulcast.test.mjs   (as root)
@@ -25,14 +25,16 @@ async function main() {
   // the veth's address on this side (it gathers no loopback candidate);
   // Chromium reaches the same address locally.
   const ns = netns("simulcast");
-  const harness = await serveHarness();
-  const foxHarness = await serveHarness(ns.host);
-  const origin = `http://127.0.0.1:${harness.address().port}`;
-  const foxOrigin = `http://${ns.host}:${foxHarness.address().port}`;
+  let harness;
+  let foxHarness;
   let roost;
   let chrome;
   let firefox;
   try {
+    harness = await serveHarness();
+    foxHarness = await serveHarness(ns.host);
+    const origin = `http://127.0.0.1:${harness.address().port}`;
+    const foxOrigin = `http://${ns.host}:${foxHarness.address().port}`;
     roost = await startRoost({
       ROOST_CALLS__MESH_MAX: "0",
       ROOST_MEDIA__LISTEN: `${ns.host}:0`,
@@ -116,8 +118,8 @@ async function main() {
     await chrome?.close().catch(() => {});
     await firefox?.close();
     roost?.child.kill("SIGTERM");
-    harness.close();
-    foxHarness.close();
+    harness?.close();
+    foxHarness?.close();
     if (process.exitCode && roost) console.error(roost.stderr().split("\n").slice(-30).join("\n"));
     ns.close();
   }

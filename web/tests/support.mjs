@@ -97,6 +97,8 @@ export function startRoost(env, logLevel = "warn", { listen = "127.0.0.1:0" } = 
   for (const k of Object.keys(childEnv)) if (k.startsWith("ROOST_")) delete childEnv[k];
   Object.assign(childEnv, {
     ROOST_MEDIA__LISTEN: "127.0.0.1:0",
+    // A test's SIGTERM ends the server at once; the drain is tested apart.
+    ROOST_SHUTDOWN_DRAIN_SECS: "0",
     ROOST_LOG__FORMAT: "json",
     ROOST_LOG__LEVEL: process.env.ROOST_TEST_LOG || logLevel,
     ...env,
@@ -187,29 +189,32 @@ export function netns(tag) {
   const ip = (...args) => execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
   const host = `10.250.${20 + id}.1`;
   const inside = `10.250.${20 + id}.2`;
-  ip("netns", "add", name);
-  ip("link", "add", outer, "type", "veth", "peer", "name", inner);
-  ip("link", "set", inner, "netns", name);
-  ip("addr", "add", `${host}/24`, "dev", outer);
-  ip("link", "set", outer, "up");
-  ip("-n", name, "addr", "add", `${inside}/24`, "dev", inner);
-  ip("-n", name, "link", "set", inner, "up");
-  ip("-n", name, "link", "set", "lo", "up");
-  // Firefox gathers host candidates only where a default route goes.
-  ip("-n", name, "route", "add", "default", "via", host);
-  return {
-    name,
-    host,
-    inside,
-    close() {
-      try {
-        const pids = execFileSync("ip", ["netns", "pids", name]).toString().split(/\s+/).filter(Boolean);
-        for (const pid of pids) process.kill(Number(pid), "SIGKILL");
-      } catch {}
-      try { ip("link", "del", outer); } catch {}
-      try { ip("netns", "del", name); } catch {}
-    },
+  const close = () => {
+    try {
+      const pids = execFileSync("ip", ["netns", "pids", name]).toString().split(/\s+/).filter(Boolean);
+      for (const pid of pids) process.kill(Number(pid), "SIGKILL");
+    } catch {}
+    try { ip("link", "del", outer); } catch {}
+    try { ip("netns", "del", name); } catch {}
   };
+  try {
+    ip("netns", "add", name);
+    ip("link", "add", outer, "type", "veth", "peer", "name", inner);
+    ip("link", "set", inner, "netns", name);
+    ip("addr", "add", `${host}/24`, "dev", outer);
+    ip("link", "set", outer, "up");
+    ip("-n", name, "addr", "add", `${inside}/24`, "dev", inner);
+    ip("-n", name, "link", "set", inner, "up");
+    ip("-n", name, "link", "set", "lo", "up");
+    // Firefox gathers host candidates only where a default route goes. It
+    // names the veth and no gateway: only this side's address answers, and
+    // nothing is forwarded on to other networks.
+    ip("-n", name, "route", "add", "default", "dev", inner);
+  } catch (e) {
+    close();
+    throw e;
+  }
+  return { name, host, inside, close };
 }
 
 // Firefox ESR, headless, inside the namespace `ns`, driven by puppeteer-core
@@ -254,7 +259,14 @@ export async function firefoxIn(ns, prefs) {
     child.on("exit", () => socket.destroy());
   });
   await new Promise((resolve) => forwarder.listen(port, "127.0.0.1", resolve));
-  const browser = await puppeteer.connect({ browserWSEndpoint: `ws://127.0.0.1:${port}/session`, protocol: "webDriverBiDi" });
+  let browser;
+  try {
+    browser = await puppeteer.connect({ browserWSEndpoint: `ws://127.0.0.1:${port}/session`, protocol: "webDriverBiDi" });
+  } catch (e) {
+    forwarder.close();
+    firefox.kill("SIGKILL");
+    throw e;
+  }
   return {
     browser,
     async close() {
