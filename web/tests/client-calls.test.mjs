@@ -225,7 +225,13 @@ async function main() {
     // The mesh connections close once the server's path plays: 2 per page.
     await waitAll(people, (s) => s.open === 2, 20_000, "each page is left with its two connections to the server");
     await rising(people, "call of five via the server");
-    const speaking = await Promise.all(people.map((p) => p.page.locator("#call-grid .tile.speaking").count()));
+    // Fake microphones beep on and off, so a single look can fall between beeps: each page gets a window in
+    // which to light a tile, and the count is taken once it has (or the window is over).
+    const speaking = await Promise.all(people.map(async (p) => {
+      const lit = p.page.locator("#call-grid .tile.speaking");
+      await lit.first().waitFor({ state: "attached", timeout: 10_000 }).catch(() => {});
+      return lit.count();
+    }));
     await people[0].page.screenshot({ path: join(shots, "call.png") });
 
     // A sixth: the call is full.

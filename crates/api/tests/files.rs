@@ -622,6 +622,39 @@ async fn messages_carry_their_attachments_in_events_history_and_kind() {
 }
 
 #[tokio::test]
+async fn the_sweeps_a_node_starts_collect_stray_files_by_themselves() {
+    let app = TestApp::with(|c, _| c.files.unattached_ttl = std::time::Duration::ZERO).await;
+    let ada = app.register("ada").await;
+    let stray = upload(
+        &app,
+        &ada,
+        "stray.txt",
+        "text/plain",
+        b"never sent".to_vec(),
+    )
+    .await
+    .body;
+    assert_eq!(stored_objects(&app).len(), 1);
+    let sweeps = app.core.start_sweeps();
+    // The first round runs as the node starts, not a period later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !stored_objects(&app).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stray file was not collected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        download(&app, &ada, stray["url"].as_str().unwrap(), &[])
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    sweeps.stop().await;
+}
+
+#[tokio::test]
 async fn files_nothing_references_are_collected_with_their_objects() {
     let app = TestApp::with(|c, _| c.files.unattached_ttl = std::time::Duration::ZERO).await;
     let ada = app.register("ada").await;

@@ -6,19 +6,16 @@
 //! the gateway's; this service is told what happens and keeps the record.
 
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{parse_id, Actor};
-use crate::chat::Publisher;
 use crate::error::{CoreError, Result};
-use crate::events::RoomEventBody;
-use crate::model::Page;
+use crate::events::{Publisher, RoomEventBody};
+use crate::model::{Actor, CallStatus, Page};
 use crate::pagination::PageRequest;
+use crate::store::convert::{parse_id, time};
 use crate::store::{CallParticipantRow, CallRow, Store};
-use crate::users::time;
 
 /// Limits of calls.
 #[derive(Debug, Clone)]
@@ -33,17 +30,6 @@ impl Default for CallsConfig {
             default_max_participants: 25,
         }
     }
-}
-
-/// Whether a room has a call going on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CallStatus {
-    /// No call.
-    Idle,
-    Active,
-    /// The call just ended (the room is idle again).
-    Ended,
 }
 
 /// One participant's time in a call.

@@ -7,13 +7,11 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::auth::{parse_id, Actor};
 use crate::error::{CoreError, Result};
-use crate::events::{Bus, BusEvent, EventLog, RoomEvent, RoomEventBody};
-use crate::files::file_from_row;
-use crate::model::{File, MemberRole, Message, MessageKind};
+use crate::events::{Publisher, RoomEventBody};
+use crate::model::{Actor, MemberRole, Message, MessageKind};
+use crate::store::convert::{hydrate, message_from_row};
 use crate::store::{MessageRow, NewMessage, Sent, Store};
-use crate::users::time;
 
 pub const MAX_CLIENT_MSG_ID_CHARS: usize = 128;
 
@@ -61,46 +59,6 @@ pub struct History {
     pub items: Vec<Message>,
     /// Whether more messages lie beyond this page in the direction asked.
     pub has_more: bool,
-}
-
-/// Publishes events after the change that caused them committed.
-#[derive(Clone)]
-pub struct Publisher {
-    pub bus: Bus,
-    pub log: EventLog,
-}
-
-impl Publisher {
-    /// Loads the logged events `seqs` of a room and publishes them. A failure
-    /// here loses nothing: sessions notice the gap and read the log.
-    pub async fn sequenced(&self, room_id: Uuid, seqs: &[i64]) {
-        let (Some(&from), Some(&to)) = (seqs.iter().min(), seqs.iter().max()) else {
-            return;
-        };
-        match self
-            .log
-            .load(room_id, from.max(0) as u64, to.max(0) as u64)
-            .await
-        {
-            Ok(events) => {
-                for e in events {
-                    self.bus.publish(BusEvent::Room(e));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, %room_id, "publishing logged events failed; sessions will catch up")
-            }
-        }
-    }
-
-    /// Publishes an event that is not logged.
-    pub fn ephemeral(&self, room_id: Uuid, body: RoomEventBody) {
-        self.bus.publish(BusEvent::Room(RoomEvent {
-            room_id,
-            seq: None,
-            body,
-        }));
-    }
 }
 
 /// The chat service.
@@ -453,43 +411,4 @@ impl Chat {
         );
         Ok(())
     }
-}
-
-/// Messages from their rows, with their attachments loaded in one query.
-pub(crate) async fn hydrate(store: &Store, rows: Vec<MessageRow>) -> Result<Vec<Message>> {
-    let ids: Vec<String> = rows
-        .iter()
-        .filter(|r| r.kind == "image" || r.kind == "file")
-        .map(|r| r.id.clone())
-        .collect();
-    let mut attachments = store.attachments_of(&ids).await?;
-    rows.into_iter()
-        .map(|row| {
-            let mine: Vec<File> = attachments
-                .iter()
-                .filter(|a| a.message_id == row.id)
-                .map(|a| file_from_row(&a.file))
-                .collect::<Result<_>>()?;
-            attachments.retain(|a| a.message_id != row.id);
-            message_from_row(row, mine)
-        })
-        .collect()
-}
-
-pub(crate) fn message_from_row(r: MessageRow, attachments: Vec<File>) -> Result<Message> {
-    Ok(Message {
-        id: parse_id(&r.id)?,
-        room_id: parse_id(&r.room_id)?,
-        seq: r.seq.max(0) as u64,
-        kind: MessageKind::from_db(&r.kind),
-        sender_id: r.sender_id.as_deref().map(parse_id).transpose()?,
-        client_msg_id: r.client_msg_id,
-        body: r.body,
-        data: r.data.as_deref().and_then(|d| serde_json::from_str(d).ok()),
-        reply_to: r.reply_to.as_deref().map(parse_id).transpose()?,
-        attachments,
-        created_at: time(r.created_at),
-        edited_at: r.edited_at.map(time),
-        deleted_at: r.deleted_at.map(time),
-    })
 }

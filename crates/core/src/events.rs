@@ -12,11 +12,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::auth::parse_id;
 use crate::error::Result;
-use crate::model::{Member, MemberRole, Message, PublicUser, Room};
-use crate::store::{EventRow, Store};
-use crate::users::time;
+use crate::model::{CallStatus, Member, MemberRole, Message, PublicUser, Room};
+use crate::store::convert::{hydrate, parse_id, room_from_row, time};
+use crate::store::{EventKind, EventRow, Store};
 
 /// Why someone left a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -76,7 +75,7 @@ pub enum RoomEventBody {
     #[serde(rename = "call.state")]
     CallState {
         call_id: Uuid,
-        state: crate::calls::CallStatus,
+        state: CallStatus,
         participants: u32,
     },
 }
@@ -114,6 +113,46 @@ pub enum BusEvent {
     /// Events may have been missed (this node lost Redis for a while): every
     /// connection re-reads its rooms' logs. Never leaves the node.
     Resync,
+}
+
+/// Publishes events after the change that caused them committed.
+#[derive(Clone)]
+pub struct Publisher {
+    pub bus: Bus,
+    pub log: EventLog,
+}
+
+impl Publisher {
+    /// Loads the logged events `seqs` of a room and publishes them. A failure
+    /// here loses nothing: sessions notice the gap and read the log.
+    pub async fn sequenced(&self, room_id: Uuid, seqs: &[i64]) {
+        let (Some(&from), Some(&to)) = (seqs.iter().min(), seqs.iter().max()) else {
+            return;
+        };
+        match self
+            .log
+            .load(room_id, from.max(0) as u64, to.max(0) as u64)
+            .await
+        {
+            Ok(events) => {
+                for e in events {
+                    self.bus.publish(BusEvent::Room(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %room_id, "publishing logged events failed; sessions will catch up")
+            }
+        }
+    }
+
+    /// Publishes an event that is not logged.
+    pub fn ephemeral(&self, room_id: Uuid, body: RoomEventBody) {
+        self.bus.publish(BusEvent::Room(RoomEvent {
+            room_id,
+            seq: None,
+            body,
+        }));
+    }
 }
 
 /// Publishes bus events to every subscriber of this process.
@@ -237,7 +276,7 @@ impl EventLog {
 
     async fn materialise(&self, room_id: Uuid, rows: Vec<EventRow>) -> Result<Vec<RoomEvent>> {
         let ids: Vec<String> = rows.iter().filter_map(|r| r.message_id.clone()).collect();
-        let messages = crate::chat::hydrate(
+        let messages = hydrate(
             &self.store,
             self.store
                 .messages_by_id(&room_id.to_string(), &ids)
@@ -253,8 +292,12 @@ impl EventLog {
                 .as_deref()
                 .and_then(|d| serde_json::from_str(d).ok())
                 .unwrap_or_default();
-            let body = match row.kind.as_str() {
-                kind @ ("message.new" | "message.updated" | "message.deleted") => {
+            let Some(kind) = EventKind::from_column(&row.kind) else {
+                tracing::warn!(kind = row.kind, "unknown event kind in the room log");
+                continue;
+            };
+            let body = match kind {
+                EventKind::MessageNew | EventKind::MessageUpdated | EventKind::MessageDeleted => {
                     let Some(m) = row
                         .message_id
                         .as_ref()
@@ -265,12 +308,12 @@ impl EventLog {
                     };
                     let message = m.clone();
                     match kind {
-                        "message.new" => RoomEventBody::MessageNew { message },
-                        "message.updated" => RoomEventBody::MessageUpdated { message },
+                        EventKind::MessageNew => RoomEventBody::MessageNew { message },
+                        EventKind::MessageUpdated => RoomEventBody::MessageUpdated { message },
                         _ => RoomEventBody::MessageDeleted { message },
                     }
                 }
-                "room.member_joined" => {
+                EventKind::MemberJoined => {
                     let Some(user_id) = row.user_id.as_deref() else {
                         continue;
                     };
@@ -297,7 +340,7 @@ impl EventLog {
                         },
                     }
                 }
-                "room.member_left" => {
+                EventKind::MemberLeft => {
                     let Some(user_id) = row.user_id.as_deref() else {
                         continue;
                     };
@@ -313,21 +356,17 @@ impl EventLog {
                         by,
                     }
                 }
-                "room.updated" => {
+                EventKind::RoomUpdated => {
                     if room_cache.is_none() {
                         let Some(row) = self.store.room(&room_id.to_string()).await? else {
                             continue;
                         };
-                        room_cache = Some(crate::rooms::room_from_row(row)?);
+                        room_cache = Some(room_from_row(row)?);
                     }
                     let Some(room) = room_cache.clone() else {
                         continue;
                     };
                     RoomEventBody::RoomUpdated { room }
-                }
-                other => {
-                    tracing::warn!(kind = other, "unknown event kind in the room log");
-                    continue;
                 }
             };
             out.push(RoomEvent { room_id, seq, body });
@@ -354,6 +393,54 @@ mod tests {
         assert_eq!(v["type"], "typing");
         assert!(v.get("seq").is_none());
         assert_eq!(serde_json::from_value::<RoomEvent>(v).unwrap(), e);
+    }
+
+    #[test]
+    fn each_logged_kind_is_stored_under_its_event_type() {
+        let message: Message = serde_json::from_value(serde_json::json!({
+            "id": Uuid::nil(), "room_id": Uuid::nil(), "seq": 1, "kind": "text",
+            "sender_id": null, "client_msg_id": null, "body": "", "reply_to": null,
+            "attachments": [], "created_at": "2026-01-01T00:00:00Z",
+        }))
+        .unwrap();
+        let member: Member = serde_json::from_value(serde_json::json!({
+            "user": {"id": Uuid::nil(), "username": "ada", "display_name": "Ada",
+                     "created_at": "2026-01-01T00:00:00Z"},
+            "role": "member", "joined_at": "2026-01-01T00:00:00Z", "last_read_seq": 0,
+        }))
+        .unwrap();
+        let room: Room = serde_json::from_value(serde_json::json!({
+            "id": Uuid::nil(), "kind": "group", "name": "r", "topic": null, "visibility": "public",
+            "created_by": null, "member_count": 1, "last_seq": 0,
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        }))
+        .unwrap();
+        for kind in EventKind::ALL {
+            let body = match kind {
+                EventKind::MessageNew => RoomEventBody::MessageNew {
+                    message: message.clone(),
+                },
+                EventKind::MessageUpdated => RoomEventBody::MessageUpdated {
+                    message: message.clone(),
+                },
+                EventKind::MessageDeleted => RoomEventBody::MessageDeleted {
+                    message: message.clone(),
+                },
+                EventKind::MemberJoined => RoomEventBody::MemberJoined {
+                    member: member.clone(),
+                },
+                EventKind::MemberLeft => RoomEventBody::MemberLeft {
+                    user_id: Uuid::nil(),
+                    reason: LeaveReason::Left,
+                    by: None,
+                },
+                EventKind::RoomUpdated => RoomEventBody::RoomUpdated { room: room.clone() },
+            };
+            let v = serde_json::to_value(&body).unwrap();
+            assert_eq!(v["type"], kind.as_str(), "{kind:?}");
+            assert_eq!(EventKind::from_column(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EventKind::from_column("message.read"), None);
     }
 
     #[tokio::test]

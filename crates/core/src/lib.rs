@@ -1,36 +1,57 @@
 //! roost-core: Roost's domain model, store and services.
 //!
 //! # Layout
+//! Read top to bottom: each part uses only those above it, never one below
+//! (`docs/ARCHITECTURE.md` states the order; a test holds the code to it).
+//!
+//! The foundation:
+//! - [`error`]: the one error type, its stable codes and public messages.
 //! - [`model`]: the types services take and return.
-//! - [`store`]: the one store, whose queries run on SQLite and PostgreSQL.
+//! - [`text`]: what no text field may hold, and how names are cleaned.
+//! - [`pagination`]: cursor pages.
+//!
+//! The store:
+//! - [`store`]: the one store, whose queries run on SQLite and PostgreSQL,
+//!   and the conversion of its rows into the model.
+//!
+//! Events:
+//! - [`events`]: room events, the bus, the event log and the publisher.
+//! - [`cluster`]: the bus and presence shared between nodes through Redis.
+//!
+//! The services:
 //! - [`auth`]: accounts, passwords, sessions and tokens.
 //! - [`users`]: profiles and account administration.
 //! - [`rooms`]: rooms, members, invites, direct messages.
-//! - [`pagination`]: cursor pages.
-//! - [`text`]: what no text field may hold, and how names are cleaned.
-//! - [`search`]: full-text search of messages.
 //! - [`chat`]: messages, history, read markers, typing and retention.
 //! - [`files`]: uploads, downloads, thumbnails and the collection of orphaned files.
 //! - [`calls`]: call records, limits and `call.state`.
+//! - [`search`]: full-text search of messages.
+//! - [`presence`]: online, away and offline over a user's connections.
 //! - [`turn`]: time-limited TURN credentials for coturn.
+//! - [`sweeps`]: the background work started with the node: the database
+//!   probe, lapsed presence, retention and orphaned files.
 //!
 //! No HTTP, no WebRTC, no reading of the environment: configuration comes in
 //! as typed structs, and every IO edge but the database is elsewhere.
 
+pub mod error;
+pub mod model;
+pub mod pagination;
+pub mod text;
+
+pub mod store;
+
+pub mod cluster;
+pub mod events;
+
 pub mod auth;
 pub mod calls;
 pub mod chat;
-pub mod cluster;
-pub mod error;
-pub mod events;
 pub mod files;
-pub mod model;
-pub mod pagination;
 pub mod presence;
 pub mod rooms;
 pub mod search;
-pub mod store;
-pub mod text;
+pub mod sweeps;
 pub mod turn;
 pub mod users;
 
@@ -38,8 +59,8 @@ pub use error::{CoreError, Result};
 
 use auth::{Auth, AuthConfig};
 use calls::{Calls, CallsConfig};
-use chat::{Chat, ChatConfig, Publisher};
-use events::{Bus, EventLog};
+use chat::{Chat, ChatConfig};
+use events::{Bus, EventLog, Publisher};
 use files::{Files, FilesConfig};
 use pagination::PageLimits;
 use rooms::{Rooms, RoomsConfig};
@@ -57,6 +78,7 @@ pub struct CoreConfig {
     pub turn: TurnConfig,
     pub calls: CallsConfig,
     pub files: FilesConfig,
+    pub sweeps: sweeps::SweepsConfig,
 }
 
 /// The services, wired to one store. Cheap to clone.
@@ -77,9 +99,23 @@ pub struct Core {
     /// Redis, when this node is one of several.
     pub cluster: Option<cluster::Cluster>,
     pub pages: PageLimits,
+    sweeps: sweeps::SweepsConfig,
 }
 
 impl Core {
+    /// Starts the background work of this node; stop it with [`sweeps::Sweeps::stop`] at shutdown.
+    pub fn start_sweeps(&self) -> sweeps::Sweeps {
+        sweeps::Sweeps::start(
+            sweeps::Parts {
+                store: self.store.clone(),
+                presence: self.presence.clone(),
+                chat: self.chat.clone(),
+                files: self.files.clone(),
+            },
+            self.sweeps.clone(),
+        )
+    }
+
     /// Wires the services on an in-process bus; `jwt_secret` signs access tokens (at least 32 bytes).
     pub async fn new(store: Store, jwt_secret: &[u8], config: CoreConfig) -> Result<Core> {
         Core::with_bus(store, Bus::in_process(8192), jwt_secret, config).await
@@ -130,6 +166,7 @@ impl Core {
             bus,
             cluster: None,
             pages: config.pages,
+            sweeps: config.sweeps,
             store,
         })
     }

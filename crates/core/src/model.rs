@@ -293,3 +293,24 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
+
+/// Who is making a request: an authenticated, enabled user in a live session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub role: Role,
+    /// When the access token expires (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// Whether a room has a call going on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// No call.
+    Idle,
+    Active,
+    /// The call just ended (the room is idle again).
+    Ended,
+}

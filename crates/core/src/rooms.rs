@@ -8,16 +8,15 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::auth::{parse_id, token::random_token, Actor};
-use crate::chat::{hydrate, Publisher};
+use crate::auth::token::random_token;
 use crate::error::{CoreError, Result};
-use crate::events::RoomEventBody;
+use crate::events::{Publisher, RoomEventBody};
 use crate::model::{
-    Invite, Member, MemberRole, Page, PublicUser, Room, RoomKind, RoomView, Visibility,
+    Actor, Invite, Member, MemberRole, Page, PublicUser, RoomKind, RoomView, Visibility,
 };
 use crate::pagination::PageRequest;
+use crate::store::convert::{hydrate, parse_id, room_from_row, time};
 use crate::store::{Departure, InviteRow, MemberRow, RoomRow, Store};
-use crate::users::time;
 
 pub const MAX_ROOM_NAME_CHARS: usize = 100;
 pub const MAX_TOPIC_CHARS: usize = 1000;
@@ -94,25 +93,56 @@ struct Standing {
     server_admin: bool,
 }
 
-impl Standing {
-    /// Rank for acting on others: member 1, moderator 2, owner 3, server admin 4.
-    fn rank(&self) -> u8 {
-        if self.server_admin {
-            return 4;
+/// How much say someone has in a room, lowest first: a server admin acts as
+/// more than the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Authority {
+    Outsider,
+    Member,
+    Moderator,
+    Owner,
+    ServerAdmin,
+}
+
+impl From<MemberRole> for Authority {
+    fn from(role: MemberRole) -> Self {
+        match role {
+            MemberRole::Member => Authority::Member,
+            MemberRole::Moderator => Authority::Moderator,
+            MemberRole::Owner => Authority::Owner,
         }
-        self.role.map_or(0, member_rank)
+    }
+}
+
+impl Standing {
+    fn authority(&self) -> Authority {
+        if self.server_admin {
+            return Authority::ServerAdmin;
+        }
+        self.role.map_or(Authority::Outsider, Authority::from)
+    }
+
+    /// Refuses (`forbidden`, with `refusal`) a caller with less say than `least`.
+    fn require(&self, least: Authority, refusal: &'static str) -> Result<()> {
+        if self.authority() < least {
+            return Err(CoreError::forbidden(refusal));
+        }
+        Ok(())
     }
 
     fn kind(&self) -> RoomKind {
         self.room.kind.parse().unwrap_or(RoomKind::Group)
     }
-}
 
-fn member_rank(role: MemberRole) -> u8 {
-    match role {
-        MemberRole::Member => 1,
-        MemberRole::Moderator => 2,
-        MemberRole::Owner => 3,
+    /// Refuses a change of members in a direct message, whose two are fixed.
+    fn members_can_change(&self) -> Result<()> {
+        if self.kind() == RoomKind::Dm {
+            return Err(CoreError::conflict(
+                "dm_members_fixed",
+                "a direct message has exactly two members",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -123,16 +153,6 @@ impl Rooms {
             publish,
             config,
         }
-    }
-
-    /// The ids of the rooms a user belongs to.
-    pub async fn room_ids_of(&self, user_id: Uuid) -> Result<Vec<Uuid>> {
-        self.store
-            .room_ids_of_user(&user_id.to_string())
-            .await?
-            .iter()
-            .map(|id| parse_id(id))
-            .collect()
     }
 
     /// Loads a room as seen by `actor`; hidden rooms are not found.
@@ -270,6 +290,17 @@ impl Rooms {
         Ok(page.finish(views, |v| v.room.id.to_string()))
     }
 
+    /// Each room the caller belongs to with its newest sequence number:
+    /// where a connection's stream of the room stands.
+    pub async fn cursors(&self, actor: &Actor) -> Result<Vec<(Uuid, u64)>> {
+        self.store
+            .room_seqs_of_user(&actor.user_id.to_string())
+            .await?
+            .into_iter()
+            .map(|(id, seq)| Ok((parse_id(&id)?, seq.max(0) as u64)))
+            .collect()
+    }
+
     /// The server's public group rooms, by name, whose name contains `query`
     /// (ignoring case) when one is given.
     pub async fn directory(
@@ -318,11 +349,10 @@ impl Rooms {
     /// Changes settings: the owner or a server admin.
     pub async fn update(&self, actor: &Actor, room_id: Uuid, patch: RoomPatch) -> Result<RoomView> {
         let s = self.standing(actor, room_id).await?;
-        if s.rank() < 3 {
-            return Err(CoreError::forbidden(
-                "only the room's owner or an admin may change it",
-            ));
-        }
+        s.require(
+            Authority::Owner,
+            "only the room's owner or an admin may change it",
+        )?;
         let mut row = s.room.clone();
         if s.kind() == RoomKind::Dm && (patch.name.is_some() || patch.visibility.is_some()) {
             return Err(CoreError::validation(
@@ -355,11 +385,10 @@ impl Rooms {
     /// Deletes a room: the owner or a server admin.
     pub async fn delete(&self, actor: &Actor, room_id: Uuid) -> Result<()> {
         let s = self.standing(actor, room_id).await?;
-        if s.rank() < 3 {
-            return Err(CoreError::forbidden(
-                "only the room's owner or an admin may delete it",
-            ));
-        }
+        s.require(
+            Authority::Owner,
+            "only the room's owner or an admin may delete it",
+        )?;
         self.store.delete_room(&room_id.to_string()).await?;
         self.publish
             .ephemeral(room_id, RoomEventBody::RoomDeleted {});
@@ -457,17 +486,11 @@ impl Rooms {
     /// Adds a user to a group room: a moderator, the owner or a server admin.
     pub async fn add_member(&self, actor: &Actor, room_id: Uuid, user_id: Uuid) -> Result<Member> {
         let s = self.standing(actor, room_id).await?;
-        if s.kind() == RoomKind::Dm {
-            return Err(CoreError::conflict(
-                "dm_members_fixed",
-                "a direct message has exactly two members",
-            ));
-        }
-        if s.rank() < 2 {
-            return Err(CoreError::forbidden(
-                "only moderators and the owner may add members",
-            ));
-        }
+        s.members_can_change()?;
+        s.require(
+            Authority::Moderator,
+            "only moderators and the owner may add members",
+        )?;
         let user = self.store.user_by_id(&user_id.to_string()).await?;
         if user.as_ref().is_none_or(|u| u.disabled != 0) {
             return Err(CoreError::NotFound("user"));
@@ -503,12 +526,7 @@ impl Rooms {
                 "use /leave to leave a room",
             ));
         }
-        if s.kind() == RoomKind::Dm {
-            return Err(CoreError::conflict(
-                "dm_members_fixed",
-                "a direct message has exactly two members",
-            ));
-        }
+        s.members_can_change()?;
         let (rid, uid) = (room_id.to_string(), user_id.to_string());
         let target: MemberRole = self
             .store
@@ -516,7 +534,7 @@ impl Rooms {
             .await?
             .ok_or(CoreError::NotFound("member"))?
             .parse()?;
-        if s.rank() < 2 || s.rank() <= member_rank(target) {
+        if s.authority() < Authority::Moderator || s.authority() <= Authority::from(target) {
             return Err(CoreError::forbidden(
                 "you may remove only members below your own role",
             ));
@@ -543,11 +561,10 @@ impl Rooms {
         role: MemberRole,
     ) -> Result<Member> {
         let s = self.standing(actor, room_id).await?;
-        if s.rank() < 3 {
-            return Err(CoreError::forbidden(
-                "only the owner or an admin may change member roles",
-            ));
-        }
+        s.require(
+            Authority::Owner,
+            "only the owner or an admin may change member roles",
+        )?;
         if role == MemberRole::Owner {
             return Err(CoreError::validation("role", "must be moderator or member"));
         }
@@ -572,17 +589,11 @@ impl Rooms {
         new: NewInvite,
     ) -> Result<Invite> {
         let s = self.standing(actor, room_id).await?;
-        if s.kind() == RoomKind::Dm {
-            return Err(CoreError::conflict(
-                "dm_members_fixed",
-                "a direct message has exactly two members",
-            ));
-        }
-        if s.rank() < 2 {
-            return Err(CoreError::forbidden(
-                "only moderators and the owner may create invites",
-            ));
-        }
+        s.members_can_change()?;
+        s.require(
+            Authority::Moderator,
+            "only moderators and the owner may create invites",
+        )?;
         let ttl = new.expires_in.unwrap_or(self.config.default_invite_ttl);
         if ttl.is_zero() || ttl > self.config.max_invite_ttl {
             return Err(CoreError::validation(
@@ -711,22 +722,6 @@ fn view(r: RoomRow, my_role: Option<MemberRole>) -> Result<RoomView> {
         my_role,
         last_message: None,
         unread_count: None,
-    })
-}
-
-pub(crate) fn room_from_row(r: RoomRow) -> Result<Room> {
-    Ok(Room {
-        id: parse_id(&r.id)?,
-        kind: r.kind.parse()?,
-        name: r.name,
-        topic: r.topic,
-        visibility: r.visibility.parse()?,
-        max_call_participants: r.max_call_participants.map(|n| n as u32),
-        created_by: r.created_by.as_deref().map(parse_id).transpose()?,
-        member_count: r.member_count.max(0) as u64,
-        last_seq: r.last_seq.max(0) as u64,
-        created_at: time(r.created_at),
-        updated_at: time(r.updated_at),
     })
 }
 

@@ -12,9 +12,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::Actor;
 use crate::error::{CoreError, Result};
-use crate::model::{Message, Page};
+use crate::model::{Actor, Message, Page};
 use crate::pagination::{PageLimits, PageRequest};
 use crate::store::{Backend, MessageRow, SearchPage, SearchRow, SearchScope, Store};
 
@@ -153,7 +152,7 @@ impl Search {
     /// The messages of the hits, in order: the one place search turns rows
     /// into `Message`s, so they carry whatever a message carries elsewhere.
     async fn messages(&self, rows: Vec<MessageRow>) -> Result<Vec<Message>> {
-        crate::chat::hydrate(&self.store, rows).await
+        crate::store::convert::hydrate(&self.store, rows).await
     }
 }
 

@@ -1,14 +1,14 @@
 //! Profiles and account administration.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use uuid::Uuid;
 
-use crate::auth::{parse_id, Actor};
 use crate::error::{CoreError, Result};
 use crate::events::{Bus, BusEvent};
-use crate::model::{Page, PublicUser, Role, User};
+use crate::model::{Actor, Page, PublicUser, Role, User};
 use crate::pagination::PageRequest;
-use crate::store::{Store, UserFilter, UserRow};
+use crate::store::convert::user_from_row;
+use crate::store::{Store, UserFilter};
 
 pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MIN_USERNAME_CHARS: usize = 3;
@@ -72,23 +72,6 @@ pub fn normalize_display_name(name: &str) -> Result<String> {
         ));
     }
     Ok(d)
-}
-
-pub(crate) fn time(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-pub(crate) fn user_from_row(r: UserRow) -> Result<User> {
-    Ok(User {
-        id: parse_id(&r.id)?,
-        email: r.email,
-        username: r.username,
-        display_name: r.display_name,
-        role: r.role.parse()?,
-        disabled: r.disabled != 0,
-        created_at: time(r.created_at),
-        updated_at: time(r.updated_at),
-    })
 }
 
 /// The profile and administration service.

@@ -141,10 +141,11 @@ pub struct CallsSection {
 
 impl Default for CallsSection {
     fn default() -> Self {
+        let d = roost_signaling::calls::CallsConfig::default();
         CallsSection {
-            mesh_max: 4,
+            mesh_max: d.mesh_max,
             max_participants: roost_core::calls::CallsConfig::default().default_max_participants,
-            sfu_grace_secs: 10,
+            sfu_grace_secs: d.sfu_grace.as_secs(),
         }
     }
 }
@@ -180,15 +181,16 @@ pub struct MediaSection {
 
 impl Default for MediaSection {
     fn default() -> Self {
+        let d = roost_media::EngineConfig::default();
         MediaSection {
             enabled: true,
-            listen: SocketAddr::from(([0, 0, 0, 0], 7882)),
-            public_ips: Vec::new(),
-            loops: 0,
-            socket_buffer_bytes: 4 << 20,
-            retransmit_history: 512,
-            retransmit_attempts: roost_media::RetransmitLimits::default().attempts,
-            retransmit_share_percent: roost_media::RetransmitLimits::default().share_percent,
+            listen: d.listen,
+            public_ips: d.advertised_ips,
+            loops: d.loops,
+            socket_buffer_bytes: d.socket_buffer,
+            retransmit_history: d.retransmit_history,
+            retransmit_attempts: d.retransmit_limits.attempts,
+            retransmit_share_percent: d.retransmit_limits.share_percent,
         }
     }
 }
@@ -256,7 +258,7 @@ impl Default for ChatSection {
             max_body_chars: d.max_body_chars,
             typing_ttl_ms: d.typing_ttl.as_millis() as u64,
             max_history_limit: d.max_history_limit,
-            event_retention_days: 30,
+            event_retention_days: roost_core::sweeps::SweepsConfig::default().event_retention_days,
             message_retention_days: d.message_retention_days,
         }
     }
@@ -647,6 +649,9 @@ impl Config {
             },
             calls: roost_core::calls::CallsConfig {
                 default_max_participants: self.calls.max_participants,
+            },
+            sweeps: roost_core::sweeps::SweepsConfig {
+                event_retention_days: self.chat.event_retention_days,
             },
             turn: TurnConfig {
                 urls: self.turn_urls.clone(),

@@ -119,10 +119,6 @@ pub enum Shutdown {
     Now,
 }
 
-/// How often the database is asked whether it answers; while it does not,
-/// requests fail fast (`unavailable`) instead of each waiting on the pool.
-const DATABASE_PROBE_EVERY: Duration = Duration::from_secs(1);
-
 /// Serves the API on `listener` until `shutdown` completes, drains if asked
 /// to, then lets in-flight requests finish for up to `shutdown_grace_secs`.
 pub async fn run(
@@ -131,17 +127,6 @@ pub async fn run(
     shutdown: impl Future<Output = Shutdown> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let prober = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(DATABASE_PROBE_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                store.probe().await;
-            }
-        })
-    };
     let core = build_core(&config, store.clone()).await?;
     let mut gateway_config = config.gateway.clone();
     gateway_config
@@ -166,62 +151,7 @@ pub async fn run(
         media,
     );
     let hub = gateway.hub.clone();
-    let sweeper = {
-        let presence = core.presence.clone();
-        let store = core.store.clone();
-        let chat = core.chat.clone();
-        let files = core.files.clone();
-        let retention_days = config.chat.event_retention_days;
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(10));
-            let mut ticks: u64 = 0;
-            loop {
-                every.tick().await;
-                presence.sweep().await;
-                // Once a minute, in bounded batches: events and messages past their
-                // retention, then files nothing references any more.
-                if ticks % 6 == 0 {
-                    if retention_days > 0 {
-                        let before = chrono::Utc::now().timestamp_millis()
-                            - i64::from(retention_days) * 86_400_000;
-                        loop {
-                            match store.prune_events(before, 5_000).await {
-                                Ok(5_000) => continue,
-                                Ok(_) => break,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "pruning the event log failed");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    match chat.apply_retention(1_000).await {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            tracing::info!(messages = n, "deleted messages past their retention")
-                        }
-                        Err(e) => tracing::warn!(error = %e, "applying message retention failed"),
-                    }
-                    loop {
-                        match files.collect_garbage(500).await {
-                            Ok(0) => break,
-                            Ok(n) => {
-                                tracing::info!(files = n, "removed files nothing references");
-                                if n < 500 {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "collecting orphaned files failed");
-                                break;
-                            }
-                        }
-                    }
-                }
-                ticks += 1;
-            }
-        })
-    };
+    let sweeps = core.start_sweeps();
     let state = roost_api::AppState::new(core, config.http.clone());
     let draining = state.draining.clone();
     let app = roost_api::router_with(
@@ -277,8 +207,7 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    sweeper.abort();
-    prober.abort();
+    sweeps.stop().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

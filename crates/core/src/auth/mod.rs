@@ -14,8 +14,11 @@ use uuid::Uuid;
 use crate::error::{CoreError, Result};
 use crate::events::{Bus, BusEvent};
 use crate::model::{Role, User};
+use crate::store::convert::{parse_id, user_from_row};
 use crate::store::{NewUser, RefreshOutcome, Store};
-use crate::users::{normalize_display_name, normalize_email, normalize_username, user_from_row};
+use crate::users::{normalize_display_name, normalize_email, normalize_username};
+
+pub use crate::model::Actor;
 use password::PasswordHasherPool;
 use token::{hash_refresh_token, random_token, Claims, TokenKeys};
 
@@ -48,16 +51,6 @@ impl Default for AuthConfig {
             hash_concurrency: 4,
         }
     }
-}
-
-/// Who is making a request: an authenticated, enabled user in a live session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Actor {
-    pub user_id: Uuid,
-    pub session_id: Uuid,
-    pub role: Role,
-    /// When the access token expires (Unix seconds).
-    pub expires_at: i64,
 }
 
 /// Where a login comes from, kept with the session.
@@ -300,7 +293,8 @@ impl Auth {
     }
 
     /// A new access token for a live session (what a refresh gives, without
-    /// rotating the refresh token).
+    /// rotating the refresh token), for tests of token renewal.
+    #[cfg(feature = "test-support")]
     pub fn issue_access_token(&self, actor: &Actor) -> Result<String> {
         Ok(self
             .tokens(actor.user_id, actor.session_id, String::new())?
@@ -342,14 +336,17 @@ impl Auth {
     }
 }
 
-fn invalid_credentials() -> CoreError {
-    CoreError::unauthorized("invalid_credentials", "the email or password is incorrect")
+impl Auth {
+    /// Whether the actor's session is still live: not ended, and its account
+    /// not disabled. Long-lived connections ask this every so often.
+    pub async fn session_alive(&self, actor: &Actor) -> Result<bool> {
+        let session = self.store.session(&actor.session_id.to_string()).await?;
+        Ok(session.is_some_and(|s| s.revoked_at.is_none() && s.disabled == 0))
+    }
 }
 
-/// Parses an id read from the store; a malformed one is our bug, not the caller's.
-pub(crate) fn parse_id(s: &str) -> Result<Uuid> {
-    Uuid::parse_str(s)
-        .map_err(|_| CoreError::Internal(format!("malformed id in store: {s}").into()))
+fn invalid_credentials() -> CoreError {
+    CoreError::unauthorized("invalid_credentials", "the email or password is incorrect")
 }
 
 #[cfg(test)]

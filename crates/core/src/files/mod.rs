@@ -27,11 +27,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::auth::{parse_id, Actor};
 use crate::error::{CoreError, Result};
-use crate::model::{File, Thumbnail};
+use crate::model::{Actor, File};
+use crate::store::convert::file_from_row;
 use crate::store::{FileRow, Store};
-use crate::users::time;
 use blobs::Blobs;
 use preview::DecodeLimits;
 use sniff::{TypeRefusal, SNIFF_BYTES};
@@ -93,7 +92,6 @@ pub enum Variant {
 #[derive(Debug, Clone)]
 pub struct Readable {
     pub file: File,
-    pub variant: Variant,
     /// The type of the bytes served (the thumbnail's for a thumbnail).
     pub mime: String,
     /// Bytes of what is served.
@@ -110,36 +108,6 @@ pub struct Files {
     blobs: Blobs,
     config: Arc<FilesConfig>,
     decoding: Arc<Semaphore>,
-}
-
-/// `/v1/files/{id}`: where a file is downloaded.
-pub fn file_url(id: &str) -> String {
-    format!("/v1/files/{id}")
-}
-
-/// The client's view of a file row.
-pub(crate) fn file_from_row(r: &FileRow) -> Result<File> {
-    let thumbnail = match (&r.thumb_mime, r.thumb_width, r.thumb_height) {
-        (Some(mime), Some(w), Some(h)) if r.thumb_key.is_some() => Some(Thumbnail {
-            url: format!("{}/thumbnail", file_url(&r.id)),
-            mime: mime.clone(),
-            width: w.clamp(0, i64::from(u32::MAX)) as u32,
-            height: h.clamp(0, i64::from(u32::MAX)) as u32,
-        }),
-        _ => None,
-    };
-    Ok(File {
-        id: parse_id(&r.id)?,
-        name: r.name.clone(),
-        mime: r.mime.clone(),
-        size: r.size.max(0) as u64,
-        sha256: r.sha256.clone(),
-        width: r.width.map(|w| w.clamp(0, i64::from(u32::MAX)) as u32),
-        height: r.height.map(|h| h.clamp(0, i64::from(u32::MAX)) as u32),
-        url: file_url(&r.id),
-        thumbnail,
-        created_at: time(r.created_at),
-    })
 }
 
 /// A random storage key under `dir`: nothing a client sends reaches a path.
@@ -383,7 +351,6 @@ impl Files {
                 size: row.size.max(0) as u64,
                 etag: format!("\"{}\"", row.sha256),
                 key: row.storage_key,
-                variant,
                 file,
             },
             Variant::Thumbnail => Readable {
@@ -391,7 +358,6 @@ impl Files {
                 size: row.thumb_size.unwrap_or(0).max(0) as u64,
                 etag: format!("\"{}-t\"", row.sha256),
                 key: row.thumb_key.ok_or(CoreError::NotFound("thumbnail"))?,
-                variant,
                 file,
             },
         })

@@ -22,7 +22,6 @@ pub struct CallRow {
 #[derive(Debug, Clone, FromRow)]
 pub struct CallParticipantRow {
     pub call_id: String,
-    pub participant_id: String,
     pub user_id: Option<String>,
     pub joined_at: i64,
     pub left_at: Option<i64>,
@@ -212,7 +211,7 @@ impl Store {
         let mut out = Vec::new();
         for id in call_ids {
             let rows: Vec<CallParticipantRow> = sqlx::query_as(
-                "SELECT call_id, participant_id, user_id, joined_at, left_at FROM call_participants \
+                "SELECT call_id, user_id, joined_at, left_at FROM call_participants \
                  WHERE call_id = $1 ORDER BY joined_at, participant_id",
             )
             .bind(id)

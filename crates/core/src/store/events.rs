@@ -17,12 +17,65 @@ pub struct EventRow {
     pub created_at: i64,
 }
 
+/// The kinds of event a room's log holds, as its `kind` column names them
+/// (the same names as the events' `type` on the socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    MessageNew,
+    MessageUpdated,
+    MessageDeleted,
+    MemberJoined,
+    MemberLeft,
+    RoomUpdated,
+}
+
+impl EventKind {
+    /// Every kind, for tests and for reading the column back.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::MessageNew,
+        EventKind::MessageUpdated,
+        EventKind::MessageDeleted,
+        EventKind::MemberJoined,
+        EventKind::MemberLeft,
+        EventKind::RoomUpdated,
+    ];
+
+    /// The name stored in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::MessageNew => "message.new",
+            EventKind::MessageUpdated => "message.updated",
+            EventKind::MessageDeleted => "message.deleted",
+            EventKind::MemberJoined => "room.member_joined",
+            EventKind::MemberLeft => "room.member_left",
+            EventKind::RoomUpdated => "room.updated",
+        }
+    }
+
+    /// The kind a stored name stands for; `None` for a name this version does not know.
+    pub fn from_column(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
 /// An event to append: the room's next sequence number is taken in the same transaction.
 pub struct NewEvent<'a> {
-    pub kind: &'a str,
+    pub kind: EventKind,
     pub message_id: Option<&'a str>,
     pub user_id: Option<&'a str>,
     pub data: Option<String>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// An event about one message, with nothing else to say.
+    pub fn about_message(kind: EventKind, message_id: &'a str) -> Self {
+        NewEvent {
+            kind,
+            message_id: Some(message_id),
+            user_id: None,
+            data: None,
+        }
+    }
 }
 
 const COLUMNS: &str = "room_id, seq, kind, message_id, user_id, data, created_at";
@@ -47,7 +100,7 @@ pub(crate) async fn append(
     ))
     .bind(room_id)
     .bind(seq)
-    .bind(event.kind)
+    .bind(event.kind.as_str())
     .bind(event.message_id)
     .bind(event.user_id)
     .bind(event.data)

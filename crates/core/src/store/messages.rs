@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::events::{append, NewEvent};
+use super::events::{append, EventKind, NewEvent};
 use super::{Store, WriteTx};
 use crate::error::{is_unique_violation, CoreError, Result};
 
@@ -59,12 +59,7 @@ pub(crate) async fn insert_system(
     let seq = append(
         tx,
         room_id,
-        NewEvent {
-            kind: "message.new",
-            message_id: Some(&id),
-            user_id: None,
-            data: None,
-        },
+        NewEvent::about_message(EventKind::MessageNew, &id),
         now,
     )
     .await?;
@@ -96,7 +91,7 @@ impl Store {
             let seq = append(
                 &mut tx,
                 m.room_id,
-                NewEvent { kind: "message.new", message_id: Some(m.id), user_id: Some(m.sender_id), data: None },
+                NewEvent { kind: EventKind::MessageNew, message_id: Some(m.id), user_id: Some(m.sender_id), data: None },
                 m.now,
             )
             .await?;
@@ -228,12 +223,7 @@ impl Store {
         let seq = append(
             &mut tx,
             room_id,
-            NewEvent {
-                kind: "message.updated",
-                message_id: Some(id),
-                user_id: None,
-                data: None,
-            },
+            NewEvent::about_message(EventKind::MessageUpdated, id),
             now,
         )
         .await?;
@@ -267,12 +257,7 @@ impl Store {
         let seq = append(
             &mut tx,
             room_id,
-            NewEvent {
-                kind: "message.deleted",
-                message_id: Some(id),
-                user_id: None,
-                data: None,
-            },
+            NewEvent::about_message(EventKind::MessageDeleted, id),
             now,
         )
         .await?;

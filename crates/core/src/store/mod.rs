@@ -6,6 +6,7 @@
 //! milliseconds. Each database has its own migrations folder.
 
 mod calls;
+pub(crate) mod convert;
 mod events;
 mod files;
 mod messages;
@@ -18,7 +19,7 @@ mod users;
 pub mod testing;
 
 pub use calls::{CallParticipantRow, CallRow};
-pub use events::EventRow;
+pub use events::{EventKind, EventRow};
 pub use files::{AttachmentRow, FileRow, RemovedFile};
 pub use messages::{MessageRow, NewMessage, Sent};
 pub use rooms::{Departure, InviteRow, MemberRow, RoomRow};

@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::events::{append, NewEvent};
+use super::events::{append, EventKind, NewEvent};
 use super::messages::insert_system;
 use super::{contains_pattern, Store, WriteTx};
 use crate::error::{is_unique_violation, CoreError, Result};
@@ -281,7 +281,7 @@ impl Store {
                 &mut tx,
                 &room.id,
                 NewEvent {
-                    kind: "room.updated",
+                    kind: EventKind::RoomUpdated,
                     message_id: None,
                     user_id: Some(by),
                     data: None,
@@ -402,7 +402,7 @@ impl Store {
         };
         let data = serde_json::json!({"reason": reason, "by": by});
         let left = NewEvent {
-            kind: "room.member_left",
+            kind: EventKind::MemberLeft,
             message_id: None,
             user_id: Some(user_id),
             data: Some(data.to_string()),
@@ -608,7 +608,7 @@ async fn log_joined(
 ) -> Result<Vec<i64>> {
     let data = serde_json::json!({"role": role});
     let joined = NewEvent {
-        kind: "room.member_joined",
+        kind: EventKind::MemberJoined,
         message_id: None,
         user_id: Some(user_id),
         data: Some(data.to_string()),

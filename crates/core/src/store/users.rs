@@ -74,25 +74,22 @@ impl Store {
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-        Ok(sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?)
+        self.user_where("id", id).await
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE username = $1");
-        Ok(sqlx::query_as(&sql)
-            .bind(username)
-            .fetch_optional(self.pool())
-            .await?)
+        self.user_where("username", username).await
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1");
+        self.user_where("email", email).await
+    }
+
+    /// The user whose `column` (one of the unique ones) holds `value`.
+    async fn user_where(&self, column: &'static str, value: &str) -> Result<Option<UserRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE {column} = $1");
         Ok(sqlx::query_as(&sql)
-            .bind(email)
+            .bind(value)
             .fetch_optional(self.pool())
             .await?)
     }
@@ -126,19 +123,8 @@ impl Store {
             return Ok(None);
         };
         if current.role == "super_admin" && role != "super_admin" {
-            self.lock_super_admins(&mut tx).await?;
-            let others: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM users WHERE role = 'super_admin' AND disabled = 0 AND id <> $1",
-            )
-            .bind(id)
-            .fetch_one(&mut *tx.tx)
-            .await?;
-            if others == 0 {
-                return Err(CoreError::conflict(
-                    "last_super_admin",
-                    "the last super_admin cannot be demoted",
-                ));
-            }
+            self.keep_a_super_admin(&mut tx, id, "the last super_admin cannot be demoted")
+                .await?;
         }
         let sql = format!(
             "UPDATE users SET role = $2, updated_at = $3 WHERE id = $1 RETURNING {COLUMNS}"
@@ -171,19 +157,12 @@ impl Store {
             return Ok(None);
         };
         if disabled && current.role == "super_admin" && current.disabled == 0 {
-            self.lock_super_admins(&mut tx).await?;
-            let others: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM users WHERE role = 'super_admin' AND disabled = 0 AND id <> $1",
+            self.keep_a_super_admin(
+                &mut tx,
+                id,
+                "the last enabled super_admin cannot be disabled",
             )
-            .bind(id)
-            .fetch_one(&mut *tx.tx)
             .await?;
-            if others == 0 {
-                return Err(CoreError::conflict(
-                    "last_super_admin",
-                    "the last enabled super_admin cannot be disabled",
-                ));
-            }
         }
         let sql = format!(
             "UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1 RETURNING {COLUMNS}"
@@ -207,14 +186,30 @@ impl Store {
         Ok(row)
     }
 
-    /// On PostgreSQL, serialises changes to the set of super_admins so two
-    /// concurrent demotions cannot both see "one other left". SQLite's write
+    /// Refuses (`last_super_admin`, with `refusal`) a change that would leave
+    /// the server without an enabled super_admin once `id` is one no more.
+    /// On PostgreSQL the set of super_admins is locked first, so two
+    /// concurrent changes cannot both see "one other left"; SQLite's write
     /// lock already does this.
-    async fn lock_super_admins(&self, tx: &mut super::WriteTx) -> Result<()> {
+    async fn keep_a_super_admin(
+        &self,
+        tx: &mut super::WriteTx,
+        id: &str,
+        refusal: &'static str,
+    ) -> Result<()> {
         if self.backend() == super::Backend::Postgres {
             sqlx::query("SELECT id FROM users WHERE role = 'super_admin' FOR UPDATE")
                 .execute(&mut *tx.tx)
                 .await?;
+        }
+        let others: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE role = 'super_admin' AND disabled = 0 AND id <> $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx.tx)
+        .await?;
+        if others == 0 {
+            return Err(CoreError::conflict("last_super_admin", refusal));
         }
         Ok(())
     }
