@@ -4,8 +4,9 @@
 //! - [`error`]: the one error shape and the status for each core error.
 //! - [`extract`]: JSON, query and path extractors with that shape; `AuthUser`.
 //! - [`ratelimit`]: login and registration limits.
-//! - [`routes`]: one module per resource, each with its `router()`.
-//! - [`openapi`]: the OpenAPI document built from the handlers.
+//! - [`routes`]: one module per resource, each with its `router()`: the
+//!   routes and their OpenAPI operations, registered once.
+//! - [`openapi`]: the rest of the OpenAPI document, and where it is served.
 //!
 //! Handlers extract and validate input, call one core service and shape its
 //! answer; authorisation and persistence live in the core.
@@ -32,6 +33,7 @@ use tower_http::request_id::{
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa_axum::router::OpenApiRouter;
 
 use error::ApiError;
 use ratelimit::{Limiters, RateLimits};
@@ -101,7 +103,9 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with(state: AppState, extra: Router) -> Router {
     let config = state.config.clone();
     let short = Duration::from_secs(config.request_timeout_secs);
-    let requests = Router::new()
+    // Each module registers its routes with their documentation, so the
+    // document below lists exactly the routes these routers serve.
+    let (requests, requests_doc) = OpenApiRouter::default()
         .merge(routes::health::router())
         .merge(routes::auth::router())
         .merge(routes::users::router())
@@ -111,10 +115,14 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .merge(routes::search::router())
         .merge(routes::presence::router())
         .merge(routes::calls::router())
-        .merge(openapi::router())
+        .split_for_parts();
+    let (transfers, transfers_doc) = routes::files::router().split_for_parts();
+    let doc = openapi::document([requests_doc, transfers_doc]);
+    let requests = requests
+        .merge(openapi::router(doc))
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
     // Files stream their bodies and enforce their own limits, over a longer time.
-    let transfers = routes::files::router().layer(DefaultBodyLimit::disable());
+    let transfers = transfers.layer(DefaultBodyLimit::disable());
     let api = with_timeout(requests, short)
         .merge(with_timeout(
             transfers,

@@ -1,5 +1,10 @@
-//! The OpenAPI document, built from the handlers' annotations, at
-//! `/v1/openapi.json`, and a browsable page at `/docs`.
+//! The OpenAPI document, at `/v1/openapi.json`, and a browsable page at
+//! `/docs`.
+//!
+//! The operations come from the routers that serve them (each handler's
+//! `#[utoipa::path]`, registered with `routes!`); this module adds what is
+//! not one handler's: the title, the tags, the bearer scheme and the answers
+//! the shared extractors give.
 
 use axum::Router;
 use utoipa::openapi::content::Content;
@@ -10,35 +15,19 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes;
 use crate::AppState;
 
+/// What the document says besides its operations.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Roost", description = "Self-hosted voice, video and chat server: REST API v1. \
         Errors share one shape: `{\"error\": {\"code\", \"message\", \"details\"}}`."),
-    paths(
-        routes::health::healthz, routes::health::readyz,
-        routes::auth::register, routes::auth::login, routes::auth::refresh, routes::auth::logout, routes::auth::me,
-        routes::users::update_me, routes::users::profile, routes::users::by_username,
-        routes::admin::list_users, routes::admin::set_role, routes::admin::disable, routes::admin::enable,
-        routes::rooms::create, routes::rooms::list, routes::rooms::directory, routes::rooms::show, routes::rooms::update, routes::rooms::remove,
-        routes::rooms::join, routes::rooms::leave, routes::rooms::members, routes::rooms::add_member,
-        routes::rooms::kick, routes::rooms::set_member_role, routes::rooms::create_invite,
-                routes::rooms::accept_invite, routes::rooms::open_dm,
-        routes::messages::send, routes::messages::history, routes::messages::show, routes::messages::edit, routes::messages::remove,
-                routes::messages::read, routes::search::in_room, routes::search::everywhere,
-                routes::presence::presence,
-        routes::calls::credentials, routes::calls::calls,
-        routes::files::upload, routes::files::download, routes::files::thumbnail,
-    ),
-    modifiers(&BearerAuth, &SharedAnswers),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "users", description = "Profiles"),
         (name = "admin", description = "Account administration"),
-                (name = "rooms", description = "Rooms, members, invites and direct messages"),
-                (name = "messages", description = "Messages, history, read markers and search"),
+        (name = "rooms", description = "Rooms, members, invites and direct messages"),
+        (name = "messages", description = "Messages, history, read markers and search"),
         (name = "files", description = "Uploads, downloads and thumbnails of attachments"),
         (name = "presence", description = "Who is online"),
         (name = "calls", description = "Voice and video calls: ICE servers and call records"),
@@ -151,7 +140,22 @@ fn add_shared_answers(op: &mut Operation) {
     }
 }
 
-/// `/v1/openapi.json` and `/docs`.
-pub fn router() -> Router<AppState> {
-    Router::new().merge(SwaggerUi::new("/docs").url("/v1/openapi.json", ApiDoc::openapi()))
+/// The whole document: [`ApiDoc`] with the operations (and the schemas they
+/// use) of `routes`, which the routers serving them carry, then the bearer
+/// scheme and the shared answers, added once every operation is there.
+pub fn document(
+    routes: impl IntoIterator<Item = utoipa::openapi::OpenApi>,
+) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    for part in routes {
+        doc.merge(part);
+    }
+    BearerAuth.modify(&mut doc);
+    SharedAnswers.modify(&mut doc);
+    doc
+}
+
+/// `/v1/openapi.json` serving `doc`, and `/docs`.
+pub fn router(doc: utoipa::openapi::OpenApi) -> Router<AppState> {
+    Router::new().merge(SwaggerUi::new("/docs").url("/v1/openapi.json", doc))
 }

@@ -1,14 +1,15 @@
-//! The OpenAPI document tells the truth: each operation has its own id, every
-//! status the server answers it with is documented on it, and the limits it
-//! states are the ones the server enforces. Clients generate code from it, so
-//! an undocumented status is a case their code does not handle.
+//! The OpenAPI document tells the truth: it lists exactly the operations the
+//! server routes, each operation has its own id, every status the server
+//! answers it with is documented on it, and the limits it states are the ones
+//! the server enforces. Clients generate code from it, so an undocumented
+//! status is a case their code does not handle.
 //!
 //! `scripts/api-conformance` checks the same document from the outside with a
 //! real validator, generated TypeScript types and a property-based tester.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -114,6 +115,87 @@ async fn send(
     }
     let req = req.body(Body::from(body.to_owned())).unwrap();
     app.send_raw(req).await.status
+}
+
+/// The list of routes is the document's own, so a route is checked as soon as
+/// it is registered. On each documented path, each documented method reaches
+/// a handler (whatever it then answers, it is not the answer for a route
+/// nobody serves), and every other method is refused as not allowed.
+#[tokio::test]
+async fn the_server_routes_exactly_the_documented_operations() {
+    let app = TestApp::new().await;
+    let doc = document(&app).await;
+    let ops = operations(&doc);
+    let unrouted = app.call(Method::GET, "/v1/nowhere", None, None).await;
+    assert_eq!(unrouted.status, StatusCode::NOT_FOUND);
+    let mut by_path: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
+    for op in &ops {
+        by_path.entry(op.path.as_str()).or_default().push(op);
+    }
+    let some_id = uuid::Uuid::now_v7().to_string();
+    let mut wrong = Vec::new();
+    for (path, documented) in &by_path {
+        let uri = documented[0].path_with(&some_id);
+        for method in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
+            let res = app.call(method.clone(), &uri, None, None).await;
+            let routed = res.status != StatusCode::METHOD_NOT_ALLOWED
+                && !(res.status == unrouted.status && res.body == unrouted.body);
+            match documented.iter().find(|op| op.method == method) {
+                Some(op) if !routed => wrong.push(format!(
+                    "{method} {path} ({}) is documented but answers {} {}",
+                    op.id(),
+                    res.status,
+                    res.body
+                )),
+                None if res.status != StatusCode::METHOD_NOT_ALLOWED => wrong.push(format!(
+                    "{method} {path} is not documented but answers {}",
+                    res.status
+                )),
+                _ => {}
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Each operation sits under one of the tags the document declares, and each
+/// declared tag has operations: a browsable page or a generated client
+/// groups them by tag.
+#[tokio::test]
+async fn every_operation_is_under_one_declared_tag() {
+    let app = TestApp::new().await;
+    let doc = document(&app).await;
+    let declared: BTreeSet<&str> = doc["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    let mut used = BTreeSet::new();
+    for op in operations(&doc) {
+        let tags: Vec<&str> = op.doc["tags"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(tags.len(), 1, "{} {}: tags {tags:?}", op.method, op.path);
+        assert!(
+            declared.contains(tags[0]),
+            "{} {}: tag {} is not declared",
+            op.method,
+            op.path,
+            tags[0]
+        );
+        used.insert(tags[0].to_owned());
+    }
+    for tag in declared {
+        assert!(used.contains(tag), "no operation is tagged {tag}");
+    }
 }
 
 #[tokio::test]

@@ -107,8 +107,6 @@ pub enum EngineEvent {
         kind: Kind,
         source: Source,
     },
-    /// A participant started sending a track.
-    TrackPublished { participant: Uuid, kind: Kind },
     /// A participant's media connection failed or closed.
     Disconnected { participant: Uuid },
     /// Who is speaking in a call now, loudest first, with a loudness from 0

@@ -728,9 +728,6 @@ impl Sfu {
                         self.subscribe(other, &key);
                         self.offer_if_needed(other);
                     }
-                    let _ = self
-                        .events
-                        .send(EngineEvent::TrackPublished { participant, kind });
                 }
                 PeerEvent::TrackClosed { track } if role == Role::Publisher => {
                     self.unpublish(&(participant, track));

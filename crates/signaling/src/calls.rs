@@ -16,17 +16,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use roost_core::auth::Actor;
+use roost_core::model::Actor;
 use roost_core::{Core, CoreError};
-use roost_media::{Engine, EngineEvent, Kind, Source};
+use roost_media::{Engine, EngineEvent, Kind, MediaError, Source};
 use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::hub::{ConnKey, Hub};
-use crate::nodes::{lease, NodeLink, NodeMessage, Relayed, WireError};
+use crate::nodes::{self, lease, Held, LocalCalls, NodeLink, NodeMessage, Relayed};
 use crate::protocol::{
-    CallJoined, CallParticipantInfo, ClientFrame, MediaKind, ServerFrame, SfuTrack, Speaker,
+    CallJoined, CallParticipantInfo, CallRequest, MediaKind, ServerFrame, SfuTrack, Speaker,
     Topology, TrackSource,
 };
 
@@ -119,7 +119,10 @@ impl CallHub {
             Some((engine, events)) => (Some(engine), Some(events)),
             None => (None, None),
         };
-        let link = core.cluster.clone().map(|c| Arc::new(NodeLink::new(c)));
+        let link = core
+            .cluster
+            .clone()
+            .map(|c| Arc::new(NodeLink::new(c, hub.clone())));
         let calls = Arc::new(CallHub {
             core,
             hub,
@@ -130,8 +133,8 @@ impl CallHub {
         });
         if let Some(link) = &calls.link {
             let inbox = link.cluster.node_inbox();
-            tokio::spawn(listen(Arc::downgrade(&calls), inbox));
-            tokio::spawn(sweep(Arc::downgrade(&calls)));
+            tokio::spawn(nodes::listen(Arc::downgrade(&calls), inbox));
+            tokio::spawn(nodes::sweep(Arc::downgrade(&calls)));
         }
         if let Some(mut events) = events {
             let weak = Arc::downgrade(&calls);
@@ -334,24 +337,24 @@ impl CallHub {
         actor: &Actor,
         key: ConnKey,
         participant: Uuid,
-        frame: ClientFrame,
+        request: CallRequest,
     ) -> Result<serde_json::Value, CoreError> {
         let Some(link) = self.link.clone() else {
             return self
-                .handle(actor, Endpoint::Local(key), participant, frame)
+                .handle(actor, Endpoint::Local(key), participant, request)
                 .await;
         };
         if let Some(relayed) = link.relayed(participant) {
-            let leaving = matches!(frame, ClientFrame::CallLeave { .. });
+            let leaving = matches!(request, CallRequest::Leave { .. });
             let answer = link
-                .request(relayed.holder, actor, participant, frame)
+                .request(relayed.holder, actor, participant, request)
                 .await;
             if leaving && answer.is_ok() {
                 link.forget(participant);
             }
             return answer;
         }
-        if let ClientFrame::CallJoin { room_id, .. } = &frame {
+        if let CallRequest::Join { room_id } = &request {
             let room_id = *room_id;
             if let Some(holder) = self.holder_elsewhere(&link, room_id).await {
                 // Set first: the holder's frames may arrive before its answer.
@@ -363,7 +366,7 @@ impl CallHub {
                         call_id: None,
                     },
                 );
-                let answer = link.request(holder, actor, participant, frame).await;
+                let answer = link.request(holder, actor, participant, request).await;
                 match &answer {
                     Ok(joined) => {
                         let call_id = joined["call_id"].as_str().and_then(|c| c.parse().ok());
@@ -383,7 +386,7 @@ impl CallHub {
                 return answer;
             }
         }
-        self.handle(actor, Endpoint::Local(key), participant, frame)
+        self.handle(actor, Endpoint::Local(key), participant, request)
             .await
     }
 
@@ -418,14 +421,14 @@ impl CallHub {
         actor: &Actor,
         endpoint: Endpoint,
         me: Uuid,
-        frame: ClientFrame,
+        request: CallRequest,
     ) -> Result<serde_json::Value, CoreError> {
-        match frame {
-            ClientFrame::CallJoin { room_id, .. } => {
+        match request {
+            CallRequest::Join { room_id } => {
                 let joined = self.join(actor, endpoint, me, room_id).await?;
                 Ok(serde_json::to_value(joined).expect("protocol types serialise"))
             }
-            ClientFrame::CallLeave { call_id, .. } => {
+            CallRequest::Leave { call_id } => {
                 if self.leave_checked(me, call_id).await {
                     Ok(json!({}))
                 } else {
@@ -433,9 +436,7 @@ impl CallHub {
                     Err(CoreError::NotFound("call"))
                 }
             }
-            ClientFrame::CallOffer {
-                call_id, to, sdp, ..
-            } => self
+            CallRequest::Offer { call_id, to, sdp } => self
                 .relay(
                     me,
                     call_id,
@@ -447,9 +448,7 @@ impl CallHub {
                     },
                 )
                 .map(|()| json!({})),
-            ClientFrame::CallAnswer {
-                call_id, to, sdp, ..
-            } => self
+            CallRequest::Answer { call_id, to, sdp } => self
                 .relay(
                     me,
                     call_id,
@@ -461,11 +460,10 @@ impl CallHub {
                     },
                 )
                 .map(|()| json!({})),
-            ClientFrame::CallIce {
+            CallRequest::Ice {
                 call_id,
                 to,
                 candidate,
-                ..
             } => self
                 .relay(
                     me,
@@ -478,28 +476,23 @@ impl CallHub {
                     },
                 )
                 .map(|()| json!({})),
-            ClientFrame::SfuOffer {
+            CallRequest::SfuOffer {
                 call_id,
                 sdp,
                 sources,
-                ..
             } => self
                 .sfu_offer(me, call_id, sdp, sources)
                 .await
                 .map(|answer| json!({"type": "answer", "sdp": answer})),
-            ClientFrame::SfuAnswer { call_id, sdp, .. } => {
+            CallRequest::SfuAnswer { call_id, sdp } => {
                 self.sfu_answer(me, call_id, sdp).await.map(|()| json!({}))
             }
-            ClientFrame::SfuIce { call_id, .. } => self.sfu_ice(me, call_id).map(|()| json!({})),
-            ClientFrame::CallMute {
+            CallRequest::SfuIce { call_id, .. } => self.sfu_ice(me, call_id).map(|()| json!({})),
+            CallRequest::Mute {
                 call_id,
                 kind,
                 muted,
-                ..
             } => self.mute(me, call_id, kind, muted).map(|()| json!({})),
-            other => Err(CoreError::Internal(
-                format!("{} is not a call request", other.id()).into(),
-            )),
         }
     }
 
@@ -854,7 +847,6 @@ impl CallHub {
                     self.deliver(key, frame.clone());
                 }
             }
-            EngineEvent::TrackPublished { .. } => {}
         }
     }
 
@@ -864,76 +856,32 @@ impl CallHub {
     }
 }
 
-/// A session description the media engine refused: `sdp_mismatch` for an
-/// answer that belongs to another offer or another connection (the client
-/// answered with the wrong peer connection), `validation_failed` for one it
-/// cannot use at all.
-fn sdp_refused(e: roost_media::MediaError) -> CoreError {
-    match e {
-        roost_media::MediaError::Mismatch(_) => CoreError::conflict("sdp_mismatch", e.to_string()),
-        e => CoreError::validation("sdp", e.to_string()),
+/// What the cross-node code asks of this node's calls.
+impl LocalCalls for CallHub {
+    fn link(&self) -> Option<&Arc<NodeLink>> {
+        self.link.as_ref()
     }
-}
 
-/// Messages from other nodes: their connections' requests for calls held
-/// here, answers to this node's, and frames for its relayed connections.
-/// Requests are run one at a time, so each connection's stay in order.
-async fn listen(calls: std::sync::Weak<CallHub>, mut inbox: mpsc::UnboundedReceiver<String>) {
-    while let Some(payload) = inbox.recv().await {
-        let Some(calls) = calls.upgrade() else { return };
-        let Some(link) = calls.link.clone() else {
-            return;
-        };
-        let message = match serde_json::from_str::<NodeMessage>(&payload) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "an unreadable message from another node");
-                continue;
-            }
-        };
-        match message {
-            NodeMessage::Request {
-                id,
-                from,
-                conn,
-                actor,
-                frame,
-            } => {
-                let actor = Actor::from(actor);
-                let result = calls
-                    .handle(&actor, Endpoint::Remote { node: from, conn }, conn, frame)
-                    .await
-                    .map_err(|e| WireError::from(&e));
-                link.send(from, &NodeMessage::Reply { id, result });
-            }
-            NodeMessage::Reply { id, result } => link.answered(id, result),
-            NodeMessage::Frame { conn, frame } => {
-                if let Some(relayed) = link.relayed(conn) {
-                    calls.hub.send_to(relayed.key, &frame);
-                }
-            }
-            NodeMessage::Gone { conn, .. } => {
-                calls.leave(conn).await;
-            }
-        }
+    async fn handle_remote(
+        self: &Arc<Self>,
+        actor: &Actor,
+        node: Uuid,
+        conn: Uuid,
+        request: CallRequest,
+    ) -> Result<serde_json::Value, CoreError> {
+        self.handle(actor, Endpoint::Remote { node, conn }, conn, request)
+            .await
     }
-}
 
-/// Every few seconds: renews the leases of the calls held here (and this
-/// node's sign of life), removes participants whose node has died, and
-/// ends the relayed calls whose holder has.
-async fn sweep(calls: std::sync::Weak<CallHub>) {
-    let mut tick = tokio::time::interval(roost_core::cluster::RENEW_EVERY);
-    loop {
-        tick.tick().await;
-        let Some(calls) = calls.upgrade() else { return };
-        let Some(link) = calls.link.clone() else {
-            return;
-        };
-        let (held, remote): (Vec<String>, Vec<(Uuid, Uuid)>) = {
-            let s = calls.lock();
-            let held = s.by_room.keys().map(|room| lease(*room)).collect();
-            let remote = s
+    async fn remove(self: &Arc<Self>, participant: Uuid) {
+        self.leave(participant).await;
+    }
+
+    fn held(&self) -> Held {
+        let s = self.lock();
+        Held {
+            rooms: s.by_room.keys().copied().collect(),
+            remote: s
                 .by_room
                 .values()
                 .flat_map(|c| c.participants.iter())
@@ -941,48 +889,37 @@ async fn sweep(calls: std::sync::Weak<CallHub>) {
                     Endpoint::Remote { node, .. } => Some((node, *id)),
                     Endpoint::Local(_) => None,
                 })
-                .collect();
-            (held, remote)
-        };
-        if let Err(e) = link.cluster.renew(&held).await {
-            tracing::debug!(error = %e, "renewing call leases failed");
-            continue;
+                .collect(),
         }
-        let mut dead: HashMap<Uuid, bool> = HashMap::new();
-        for (node, participant) in remote {
-            if is_gone(&link.cluster, &mut dead, node).await {
-                tracing::info!(%node, %participant, "a participant's node is gone; it leaves its call");
-                calls.leave(participant).await;
-            }
-        }
-        for (conn, relayed) in link.all_relayed() {
-            if is_gone(&link.cluster, &mut dead, relayed.holder).await {
-                link.forget(conn);
-                if let Some(call_id) = relayed.call_id {
-                    tracing::info!(%call_id, holder = %relayed.holder, "the node holding a call is gone; the call ends");
-                    if let Err(e) = calls.core.calls.end(call_id).await {
-                        tracing::debug!(error = %e, "ending a call whose node is gone failed");
-                    }
-                }
-            }
-        }
+    }
+
+    async fn end(&self, call_id: Uuid) -> Result<(), CoreError> {
+        self.core.calls.end(call_id).await
     }
 }
 
-/// Whether `node` has stopped showing signs of life, asked of Redis once
-/// per sweep (`known`). Redis out of reach counts as alive: nobody is
-/// removed for an outage of Redis alone.
-async fn is_gone(
-    cluster: &roost_core::cluster::Cluster,
-    known: &mut HashMap<Uuid, bool>,
-    node: Uuid,
-) -> bool {
-    if let Some(gone) = known.get(&node) {
-        return *gone;
+/// What a client hears when the media engine refuses its `sfu.offer` or
+/// `sfu.answer`: `validation_failed` for a session description it cannot use;
+/// `sdp_mismatch` for an answer that belongs to another offer or another
+/// connection (the client answered with the wrong peer connection);
+/// `media_conflict` or `not_negotiated` for a clash with the state of the
+/// participant's media connections; `not_found` when the engine no longer
+/// has the participant or its connection; `unavailable` when the engine has
+/// stopped (the node is going down). The WebRTC stack, the socket and the
+/// configuration failing are the server's fault: `internal`, with the detail
+/// logged and never sent.
+fn sdp_refused(e: MediaError) -> CoreError {
+    match e {
+        MediaError::Sdp(_) => CoreError::validation("sdp", e.to_string()),
+        MediaError::Mismatch(_) => CoreError::conflict("sdp_mismatch", e.to_string()),
+        MediaError::Conflict(_) => CoreError::conflict("media_conflict", e.to_string()),
+        MediaError::NotNegotiated => CoreError::conflict("not_negotiated", e.to_string()),
+        MediaError::NotFound(what) => CoreError::NotFound(what),
+        MediaError::Stopped => CoreError::Unavailable(e.to_string().into()),
+        MediaError::Stack(_) | MediaError::Config(_) | MediaError::Io(_) => {
+            CoreError::Internal(e.to_string().into())
+        }
     }
-    let gone = matches!(cluster.alive(node).await, Ok(false));
-    known.insert(node, gone);
-    gone
 }
 
 fn kind_from_media(kind: Kind) -> MediaKind {
@@ -1016,10 +953,43 @@ mod tests {
 
     #[test]
     fn an_answer_from_another_connection_is_refused_with_its_own_code() {
-        let e = sdp_refused(roost_media::MediaError::Mismatch("fingerprint".into()));
+        let e = sdp_refused(MediaError::Mismatch("fingerprint".into()));
         assert_eq!(e.code(), "sdp_mismatch");
         assert!(e.to_string().contains("fingerprint"), "{e}");
-        let e = sdp_refused(roost_media::MediaError::Sdp("unparseable".into()));
+        let e = sdp_refused(MediaError::Sdp("unparseable".into()));
         assert_eq!(e.code(), "validation_failed");
+    }
+
+    #[test]
+    fn each_refusal_of_the_media_engine_has_the_code_a_client_can_act_on() {
+        let io = std::io::Error::other("no buffer space");
+        let cases = [
+            (MediaError::Sdp("unparseable".into()), "validation_failed"),
+            (MediaError::Mismatch("fingerprint".into()), "sdp_mismatch"),
+            (
+                MediaError::Conflict("an offer is already out".into()),
+                "media_conflict",
+            ),
+            (MediaError::NotNegotiated, "not_negotiated"),
+            (MediaError::NotFound("participant"), "not_found"),
+            (MediaError::Stopped, "unavailable"),
+            (MediaError::Stack("dtls".into()), "internal"),
+            (MediaError::Config("no port".into()), "internal"),
+            (MediaError::Io(io), "internal"),
+        ];
+        for (media, code) in cases {
+            let shown = media.to_string();
+            let e = sdp_refused(media);
+            assert_eq!(e.code(), code, "{shown}");
+            if code == "internal" {
+                assert_eq!(
+                    e.public_message(),
+                    "something went wrong on the server",
+                    "the detail of {shown} stays on the server"
+                );
+            } else {
+                assert_eq!(e.public_message(), e.to_string(), "{shown}");
+            }
+        }
     }
 }

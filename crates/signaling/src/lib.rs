@@ -1,13 +1,16 @@
 //! roost-signaling: the WebSocket gateway at `GET /v1/ws`.
 //!
 //! # Layout
-//! - [`protocol`]: the frames, their parsing, close codes and the JSON Schema.
+//! - [`protocol`]: the frames, their parsing, close codes and the JSON Schema;
+//!   requests as dispatched, with those of calls nested in `CallRequest`.
 //! - [`hub`]: routes bus events to this node's connections.
 //! - [`session`]: one connection: requests, acks, resume, heartbeats, limits.
 //! - [`calls`]: who is in each call on this node, topology, mesh relaying,
 //!   and the media engine when a call goes through the server.
 //! - `nodes`: calls held by another node: requests carried there, frames
-//!   carried back (ADR 0007).
+//!   carried back, other nodes' messages read, dead nodes swept (ADR 0007).
+//!   It sees this node's calls through a trait the call hub implements, so
+//!   the dependency runs one way, from `calls` to `nodes`.
 //! - this file: configuration, the upgrade (authentication, origin check) and the router.
 //!
 //! Every request goes to the same `core` services REST uses; every change

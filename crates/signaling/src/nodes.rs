@@ -4,22 +4,26 @@
 //! answered from there, and the frames the call sends it carried back. Media
 //! never takes this path: the holder's engine answers the client's SDP, and
 //! the client sends its media straight to that node's media port.
+//!
+//! This module knows this node's calls only through [`LocalCalls`], which
+//! the call hub implements: the hub depends on this module, not the other
+//! way round.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use roost_core::auth::Actor;
 use roost_core::cluster::{Cluster, NodeOutbox};
-use roost_core::model::Role;
+use roost_core::model::{Actor, Role};
 use roost_core::CoreError;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::hub::ConnKey;
-use crate::protocol::{ClientFrame, ServerFrame};
+use crate::hub::{ConnKey, Hub};
+use crate::protocol::{CallRequest, ServerFrame};
 
 /// How long a node waits for the holder of a call to answer a request.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -34,7 +38,7 @@ pub(crate) enum NodeMessage {
         from: Uuid,
         conn: Uuid,
         actor: WireActor,
-        frame: ClientFrame,
+        request: CallRequest,
     },
     Reply {
         id: u64,
@@ -110,6 +114,8 @@ fn known_code(code: &str) -> &'static str {
         "already_in_call",
         "not_on_sfu",
         "sdp_mismatch",
+        "media_conflict",
+        "not_negotiated",
         "unavailable",
         "unauthorized",
         "rate_limited",
@@ -135,6 +141,8 @@ type Waiter = oneshot::Sender<Result<serde_json::Value, WireError>>;
 /// This node's side of calls across nodes.
 pub(crate) struct NodeLink {
     pub cluster: Cluster,
+    /// Where the frames carried back for this node's connections are written.
+    hub: Arc<Hub>,
     outbox: NodeOutbox,
     next_id: AtomicU64,
     waiting: Mutex<HashMap<u64, Waiter>>,
@@ -142,10 +150,11 @@ pub(crate) struct NodeLink {
 }
 
 impl NodeLink {
-    pub fn new(cluster: Cluster) -> NodeLink {
+    pub fn new(cluster: Cluster, hub: Arc<Hub>) -> NodeLink {
         NodeLink {
             outbox: cluster.node_outbox(),
             cluster,
+            hub,
             next_id: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
             relayed: Mutex::new(HashMap::new()),
@@ -196,7 +205,7 @@ impl NodeLink {
         holder: Uuid,
         actor: &Actor,
         conn: Uuid,
-        frame: ClientFrame,
+        request: CallRequest,
     ) -> Result<serde_json::Value, CoreError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -208,7 +217,7 @@ impl NodeLink {
                 from: self.node(),
                 conn,
                 actor: actor.into(),
-                frame,
+                request,
             },
         );
         let answer = tokio::time::timeout(ANSWER_WITHIN, rx).await;
@@ -235,6 +244,136 @@ pub(crate) fn lease(room_id: Uuid) -> String {
     format!("call:{room_id}")
 }
 
+/// What the cross-node code needs of this node's calls (the call hub).
+pub(crate) trait LocalCalls: Send + Sync + 'static {
+    /// The link to the other nodes; `None` without Redis.
+    fn link(&self) -> Option<&Arc<NodeLink>>;
+
+    /// Runs a call request of connection `conn` of node `node` on a call held here.
+    fn handle_remote(
+        self: &Arc<Self>,
+        actor: &Actor,
+        node: Uuid,
+        conn: Uuid,
+        request: CallRequest,
+    ) -> impl Future<Output = Result<serde_json::Value, CoreError>> + Send;
+
+    /// A participant leaves its call here: its connection or its node went away.
+    fn remove(self: &Arc<Self>, participant: Uuid) -> impl Future<Output = ()> + Send;
+
+    /// The calls held here, for renewing their leases and checking on the
+    /// nodes of their participants.
+    fn held(&self) -> Held;
+
+    /// Ends the record of a call.
+    fn end(&self, call_id: Uuid) -> impl Future<Output = Result<(), CoreError>> + Send;
+}
+
+/// The calls held on this node.
+pub(crate) struct Held {
+    /// The rooms whose calls live here.
+    pub rooms: Vec<Uuid>,
+    /// Their participants connected through other nodes: (node, participant).
+    pub remote: Vec<(Uuid, Uuid)>,
+}
+
+/// Messages from other nodes: their connections' requests for calls held
+/// here, answers to this node's, and frames for its relayed connections.
+/// Requests are run one at a time, so each connection's stay in order.
+pub(crate) async fn listen<C: LocalCalls>(
+    calls: Weak<C>,
+    mut inbox: mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(payload) = inbox.recv().await {
+        let Some(calls) = calls.upgrade() else { return };
+        let Some(link) = calls.link().cloned() else {
+            return;
+        };
+        let message = match serde_json::from_str::<NodeMessage>(&payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "an unreadable message from another node");
+                continue;
+            }
+        };
+        match message {
+            NodeMessage::Request {
+                id,
+                from,
+                conn,
+                actor,
+                request,
+            } => {
+                let actor = Actor::from(actor);
+                let result = calls
+                    .handle_remote(&actor, from, conn, request)
+                    .await
+                    .map_err(|e| WireError::from(&e));
+                link.send(from, &NodeMessage::Reply { id, result });
+            }
+            NodeMessage::Reply { id, result } => link.answered(id, result),
+            NodeMessage::Frame { conn, frame } => {
+                if let Some(relayed) = link.relayed(conn) {
+                    link.hub.send_to(relayed.key, &frame);
+                }
+            }
+            NodeMessage::Gone { conn, .. } => {
+                calls.remove(conn).await;
+            }
+        }
+    }
+}
+
+/// Every few seconds: renews the leases of the calls held here (and this
+/// node's sign of life), removes participants whose node has died, and
+/// ends the relayed calls whose holder has.
+pub(crate) async fn sweep<C: LocalCalls>(calls: Weak<C>) {
+    let mut tick = tokio::time::interval(roost_core::cluster::RENEW_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(calls) = calls.upgrade() else { return };
+        let Some(link) = calls.link().cloned() else {
+            return;
+        };
+        let Held { rooms, remote } = calls.held();
+        let held: Vec<String> = rooms.into_iter().map(lease).collect();
+        if let Err(e) = link.cluster.renew(&held).await {
+            tracing::debug!(error = %e, "renewing call leases failed");
+            continue;
+        }
+        let mut dead: HashMap<Uuid, bool> = HashMap::new();
+        for (node, participant) in remote {
+            if is_gone(&link.cluster, &mut dead, node).await {
+                tracing::info!(%node, %participant, "a participant's node is gone; it leaves its call");
+                calls.remove(participant).await;
+            }
+        }
+        for (conn, relayed) in link.all_relayed() {
+            if is_gone(&link.cluster, &mut dead, relayed.holder).await {
+                link.forget(conn);
+                if let Some(call_id) = relayed.call_id {
+                    tracing::info!(%call_id, holder = %relayed.holder, "the node holding a call is gone; the call ends");
+                    if let Err(e) = calls.end(call_id).await {
+                        tracing::debug!(error = %e, "ending a call whose node is gone failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `node` has stopped showing signs of life, asked of Redis once
+/// per sweep (`known`). Redis out of reach counts as alive: nobody is
+/// removed for an outage of Redis alone.
+async fn is_gone(cluster: &Cluster, known: &mut HashMap<Uuid, bool>, node: Uuid) -> bool {
+    if let Some(gone) = known.get(&node) {
+        return *gone;
+    }
+    let gone = matches!(cluster.alive(node).await, Ok(false));
+    known.insert(node, gone);
+    gone
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +389,9 @@ mod tests {
             message: "x".into(),
         };
         assert_eq!(CoreError::from(odd).code(), "internal");
+        for code in ["media_conflict", "not_negotiated", "sdp_mismatch"] {
+            let e = CoreError::conflict(code, "the media engine refused");
+            assert_eq!(CoreError::from(WireError::from(&e)).code(), code);
+        }
     }
 }

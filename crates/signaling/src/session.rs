@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use roost_core::auth::Actor;
+use roost_core::model::Actor;
 use roost_core::chat::Outgoing;
 use roost_core::events::{BusEvent, PresenceStatus, Replay, RoomEvent, RoomEventBody};
 use roost_core::CoreError;
@@ -511,7 +511,7 @@ impl Session {
                     Err(e) => Err(e),
                 }
             }
-            call => self.on_call_request(call).await,
+            ClientFrame::Call { request, .. } => self.on_call_request(request).await,
         };
         match result {
             Ok(result) => self.send(&ServerFrame::Ack { id, result }),
@@ -525,11 +525,11 @@ impl Session {
     /// The requests of calls, handed to the node's call hub.
     async fn on_call_request(
         &mut self,
-        frame: ClientFrame,
+        request: protocol::CallRequest,
     ) -> Result<serde_json::Value, CoreError> {
         let calls = self.gw.calls.clone();
         calls
-            .request(&self.actor, self.key, self.connection_id, frame)
+            .request(&self.actor, self.key, self.connection_id, request)
             .await
     }
 
@@ -555,13 +555,7 @@ impl Session {
                 "hello was already sent on this connection",
             );
         }
-        let rooms = match self
-            .gw
-            .core
-            .store
-            .room_seqs_of_user(&self.actor.user_id.to_string())
-            .await
-        {
+        let rooms = match self.gw.core.rooms.cursors(&self.actor).await {
             Ok(rooms) => rooms,
             Err(e) => {
                 let (code, message) = nack_of(&e);
@@ -570,12 +564,7 @@ impl Session {
         };
         let rooms: Vec<RoomCursor> = rooms
             .into_iter()
-            .filter_map(|(id, seq)| {
-                Some(RoomCursor {
-                    room_id: Uuid::parse_str(&id).ok()?,
-                    last_seq: seq.max(0) as u64,
-                })
-            })
+            .map(|(room_id, last_seq)| RoomCursor { room_id, last_seq })
             .collect();
         self.gw
             .hub
@@ -701,22 +690,15 @@ impl Session {
     /// Every so often, and whatever the bus did: the session is still valid,
     /// the rooms followed are the user's rooms, and nothing logged was missed.
     async fn reconcile(&mut self) -> Result<(), Stop> {
-        let store = &self.gw.core.store;
-        match store.session(&self.actor.session_id.to_string()).await {
-            Ok(Some(s)) if s.revoked_at.is_none() && s.disabled == 0 => {}
-            Ok(_) => return Err((close::SESSION_ENDED, "session ended".into())),
+        match self.gw.core.auth.session_alive(&self.actor).await {
+            Ok(true) => {}
+            Ok(false) => return Err((close::SESSION_ENDED, "session ended".into())),
             Err(_) => return Ok(()),
         }
-        let Ok(rooms) = store
-            .room_seqs_of_user(&self.actor.user_id.to_string())
-            .await
-        else {
+        let Ok(rooms) = self.gw.core.rooms.cursors(&self.actor).await else {
             return Ok(());
         };
-        let now: HashMap<Uuid, u64> = rooms
-            .into_iter()
-            .filter_map(|(id, seq)| Some((Uuid::parse_str(&id).ok()?, seq.max(0) as u64)))
-            .collect();
+        let now: HashMap<Uuid, u64> = rooms.into_iter().collect();
         let followed: Vec<Uuid> = self.cursors.keys().copied().collect();
         for room in followed {
             if !now.contains_key(&room) {

@@ -1,24 +1,24 @@
 //! `/v1/admin/*`: account administration.
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::Router;
 use roost_core::model::{Page, Role, User};
 use roost_core::pagination::PageRequest;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/users", get(list_users))
-        .route("/v1/admin/users/{id}/role", post(set_role))
-        .route("/v1/admin/users/{id}/disable", post(disable))
-        .route("/v1/admin/users/{id}/enable", post(enable))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_users))
+        .routes(routes!(set_role))
+        .routes(routes!(disable))
+        .routes(routes!(enable))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

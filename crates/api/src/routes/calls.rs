@@ -3,11 +3,11 @@
 //! of a room's calls). Joining and leaving calls is on the WebSocket.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use roost_core::calls::CallRecord;
 use roost_core::model::Page;
 use roost_core::turn::IceConfig;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::PageQuery;
@@ -15,10 +15,10 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/turn/credentials", get(credentials))
-        .route("/v1/rooms/{id}/calls", get(calls))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(credentials))
+        .routes(routes!(calls))
 }
 
 /// A room's calls, newest first: when each started and ended, its peak

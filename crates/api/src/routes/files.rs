@@ -7,25 +7,25 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use roost_core::auth::Actor;
 use roost_core::files::{Upload, Variant};
 use roost_core::model::File;
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/files", post(upload))
-        .route("/v1/files/{id}", get(download))
-        .route("/v1/files/{id}/thumbnail", get(thumbnail))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(upload))
+        .routes(routes!(download))
+        .routes(routes!(thumbnail))
 }
 
 /// Only for a raw upload; a multipart upload names its file in its part.

@@ -3,26 +3,23 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::Router;
 use roost_core::chat::{History, Outgoing};
 use roost_core::model::Message;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/rooms/{id}/messages", post(send).get(history))
-        .route(
-            "/v1/rooms/{id}/messages/{message_id}",
-            get(show).patch(edit).delete(remove),
-        )
-        .route("/v1/rooms/{id}/read", post(read))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(send, history))
+        .routes(routes!(show, edit, remove))
+        .routes(routes!(read))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,4 +1,11 @@
-//! One module per resource; each exposes `router()`.
+//! One module per resource; each exposes `router()`, an `OpenApiRouter`.
+//!
+//! A route is registered once, with `routes!(handler, ...)`: the path and the
+//! method come from the handler's `#[utoipa::path]`, so the route that is
+//! served and the operation that is documented are the same declaration.
+//! One `routes!` holds the handlers of one path only (it would serve each of
+//! them at every path it is given). `OpenApiRouter::route` would serve a
+//! route the document does not know: it is not used here.
 
 pub mod admin;
 pub mod auth;

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use roost_core::CoreError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiResult, ErrorBody};
@@ -17,8 +17,8 @@ use crate::AppState;
 /// The most users one request may ask about.
 pub const MAX_USERS: usize = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/presence", get(presence))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(presence))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::Router;
 use roost_core::model::{Invite, Member, MemberRole, Page, RoomView, Visibility};
 use roost_core::pagination::PageRequest;
 use roost_core::rooms::{NewInvite, NewRoom, RoomPatch};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{double_option, PageQuery};
@@ -18,21 +18,18 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/rooms", post(create).get(list))
-        .route("/v1/rooms/public", get(directory))
-        .route("/v1/rooms/{id}", get(show).patch(update).delete(remove))
-        .route("/v1/rooms/{id}/join", post(join))
-        .route("/v1/rooms/{id}/leave", post(leave))
-        .route("/v1/rooms/{id}/members", get(members).post(add_member))
-        .route(
-            "/v1/rooms/{id}/members/{user_id}",
-            delete(kick).patch(set_member_role),
-        )
-        .route("/v1/rooms/{id}/invites", post(create_invite))
-        .route("/v1/invites/{code}/accept", post(accept_invite))
-        .route("/v1/dms", post(open_dm))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(create, list))
+        .routes(routes!(directory))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(join))
+        .routes(routes!(leave))
+        .routes(routes!(members, add_member))
+        .routes(routes!(kick, set_member_role))
+        .routes(routes!(create_invite))
+        .routes(routes!(accept_invite))
+        .routes(routes!(open_dm))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

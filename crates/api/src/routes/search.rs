@@ -2,23 +2,23 @@
 //! messages, in one room or in every room of the caller, through `core::search`.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use roost_core::model::Page;
 use roost_core::search::SearchHit;
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path, Query};
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> OpenApiRouter<AppState> {
     // A static segment wins over a parameter, so `search` is never taken for a message id.
-    Router::new()
-        .route("/v1/rooms/{id}/messages/search", get(in_room))
-        .route("/v1/search", get(everywhere))
+    OpenApiRouter::default()
+        .routes(routes!(in_room))
+        .routes(routes!(everywhere))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

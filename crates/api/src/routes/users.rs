@@ -1,22 +1,22 @@
 //! `/v1/users/*`: profiles.
 
 use axum::extract::State;
-use axum::routing::{get, patch};
-use axum::Router;
 use roost_core::model::{PublicUser, User};
 use serde::Deserialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{AuthUser, Json, Path};
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users/me", patch(update_me))
-        .route("/v1/users/{id}", get(profile))
-        .route("/v1/users/by-username/{username}", get(by_username))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(update_me))
+        .routes(routes!(profile))
+        .routes(routes!(by_username))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

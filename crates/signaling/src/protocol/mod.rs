@@ -12,6 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use wire::ClientFrame as WireFrame;
+
 /// The subprotocol a client offers (and the server selects) on the upgrade.
 pub const SUBPROTOCOL: &str = "roost.v1";
 /// The prefix of the subprotocol entry that carries the access token.
@@ -40,128 +42,126 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4009;
 }
 
-/// A request from the client.
+/// A request from the client, as the server dispatches it: the session's own
+/// requests, and those of calls nested in [`CallRequest`], so that every
+/// `match` over them is exhaustive and a request no code handles does not
+/// compile. On the wire it is one flat object tagged by `type` (`wire::ClientFrame`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(tag = "type", deny_unknown_fields)]
+#[serde(from = "WireFrame", into = "WireFrame")]
+#[schemars(description = "A request from the client.")]
 pub enum ClientFrame {
-    /// Must come first. `resume` maps room ids to the last sequence number the
-    /// client has of each; the server sends what followed, then the live stream.
-    #[serde(rename = "hello")]
     Hello {
         id: String,
-        #[serde(default)]
         resume: BTreeMap<Uuid, u64>,
     },
-    #[serde(rename = "message.send")]
     MessageSend {
         id: String,
         room_id: Uuid,
-        /// May be empty (or absent) when `attachments` are given.
-        #[serde(default)]
         body: String,
         client_msg_id: String,
         reply_to: Option<Uuid>,
-        /// Ids of the sender's uploaded files (`POST /v1/files`).
-        #[serde(default)]
         attachments: Vec<Uuid>,
     },
-    #[serde(rename = "message.edit")]
     MessageEdit {
         id: String,
         room_id: Uuid,
         message_id: Uuid,
         body: String,
     },
-    #[serde(rename = "message.delete")]
     MessageDelete {
         id: String,
         room_id: Uuid,
         message_id: Uuid,
     },
-    /// Moves the read marker forward; the room gets `message.read`.
-    #[serde(rename = "read")]
     Read {
         id: String,
         room_id: Uuid,
         message_id: Uuid,
     },
-    /// The room gets `typing`, which expires by itself.
-    #[serde(rename = "typing.start")]
-    TypingStart { id: String, room_id: Uuid },
-    /// `online` or `away` for this connection.
-    #[serde(rename = "presence.set")]
-    PresenceSet { id: String, status: PresenceStatus },
-    /// A fresh access token for this connection, before the current one expires.
-    #[serde(rename = "auth.refresh")]
-    AuthRefresh { id: String, access_token: String },
-    /// Answered with `pong`.
-    #[serde(rename = "ping")]
-    Ping { id: String },
-    /// Joins the room's call (starting one if none is going on).
+    TypingStart {
+        id: String,
+        room_id: Uuid,
+    },
+    PresenceSet {
+        id: String,
+        status: PresenceStatus,
+    },
+    AuthRefresh {
+        id: String,
+        access_token: String,
+    },
+    Ping {
+        id: String,
+    },
+    /// A request of the call the connection is in, or joins; the node's
+    /// call hub answers it.
+    Call {
+        id: String,
+        request: CallRequest,
+    },
+}
+
+/// A request of a call, without the request `id` (the session answers
+/// that). Serialised as the client's frame of the same `type`, less the `id`,
+/// when a request is carried to the node holding the call.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type")]
+pub enum CallRequest {
+    /// `call.join`.
     #[serde(rename = "call.join")]
-    CallJoin { id: String, room_id: Uuid },
+    Join { room_id: Uuid },
+    /// `call.leave`.
     #[serde(rename = "call.leave")]
-    CallLeave { id: String, call_id: Uuid },
-    /// Mesh: an SDP offer for another participant of the same call.
+    Leave { call_id: Uuid },
+    /// `call.offer` (mesh).
     #[serde(rename = "call.offer")]
-    CallOffer {
-        id: String,
+    Offer {
         call_id: Uuid,
         to: Uuid,
         sdp: String,
     },
-    /// Mesh: the answer to another participant's offer.
+    /// `call.answer` (mesh).
     #[serde(rename = "call.answer")]
-    CallAnswer {
-        id: String,
+    Answer {
         call_id: Uuid,
         to: Uuid,
         sdp: String,
     },
-    /// Mesh: an ICE candidate (`RTCIceCandidateInit`) for another participant.
+    /// `call.ice` (mesh).
     #[serde(rename = "call.ice")]
-    CallIce {
-        id: String,
+    Ice {
         call_id: Uuid,
         to: Uuid,
         candidate: serde_json::Value,
     },
-    /// SFU: the offer of the client's sending connection; acknowledged with the server's answer.
+    /// `sfu.offer`.
     #[serde(rename = "sfu.offer")]
     SfuOffer {
-        id: String,
         call_id: Uuid,
         sdp: String,
-        /// What some of the offer's media sections carry, by `mid`; a section
-        /// not named is the microphone (audio) or the camera (video).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         sources: BTreeMap<String, TrackSource>,
     },
-    /// SFU: the answer to the server's `sfu.offer` for the receiving connection.
+    /// `sfu.answer`.
     #[serde(rename = "sfu.answer")]
-    SfuAnswer {
-        id: String,
-        call_id: Uuid,
-        sdp: String,
-    },
-    /// SFU: a client ICE candidate. The server is ICE-lite and learns the
-    /// client's addresses from its connectivity checks, so these are
-    /// acknowledged and not needed.
+    SfuAnswer { call_id: Uuid, sdp: String },
+    /// `sfu.ice`.
     #[serde(rename = "sfu.ice")]
     SfuIce {
-        id: String,
         call_id: Uuid,
         candidate: serde_json::Value,
     },
-    /// Tells the others this participant muted or unmuted its microphone or camera.
+    /// `call.mute`.
     #[serde(rename = "call.mute")]
-    CallMute {
-        id: String,
+    Mute {
         call_id: Uuid,
         kind: MediaKind,
         muted: bool,
     },
 }
+
+/// The wire form of [`ClientFrame`], and the conversions both ways.
+mod wire;
 
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -245,18 +245,11 @@ impl ClientFrame {
             | ClientFrame::PresenceSet { id, .. }
             | ClientFrame::AuthRefresh { id, .. }
             | ClientFrame::Ping { id }
-            | ClientFrame::CallJoin { id, .. }
-            | ClientFrame::CallLeave { id, .. }
-            | ClientFrame::CallOffer { id, .. }
-            | ClientFrame::CallAnswer { id, .. }
-            | ClientFrame::CallIce { id, .. }
-            | ClientFrame::SfuOffer { id, .. }
-            | ClientFrame::SfuAnswer { id, .. }
-            | ClientFrame::SfuIce { id, .. }
-            | ClientFrame::CallMute { id, .. } => id,
+            | ClientFrame::Call { id, .. } => id,
         }
     }
 }
+
 
 /// A room the session follows, with its newest sequence number at `hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -468,6 +461,70 @@ mod tests {
             send,
             Ok(ClientFrame::MessageSend { reply_to: None, .. })
         ));
+    }
+
+    #[test]
+    fn call_requests_nest_and_are_written_back_as_they_came() {
+        let texts = [
+            r#"{"type":"call.join","id":"1","room_id":"00000000-0000-0000-0000-000000000001"}"#,
+            r#"{"type":"call.leave","id":"2","call_id":"00000000-0000-0000-0000-000000000002"}"#,
+            r#"{"type":"call.offer","id":"3","call_id":"00000000-0000-0000-0000-000000000002","to":"00000000-0000-0000-0000-000000000003","sdp":"v=0"}"#,
+            r#"{"type":"call.answer","id":"4","call_id":"00000000-0000-0000-0000-000000000002","to":"00000000-0000-0000-0000-000000000003","sdp":"v=0"}"#,
+            r#"{"type":"call.ice","id":"5","call_id":"00000000-0000-0000-0000-000000000002","to":"00000000-0000-0000-0000-000000000003","candidate":{"candidate":"c"}}"#,
+            r#"{"type":"sfu.offer","id":"6","call_id":"00000000-0000-0000-0000-000000000002","sdp":"v=0","sources":{"2":"screen"}}"#,
+            r#"{"type":"sfu.offer","id":"7","call_id":"00000000-0000-0000-0000-000000000002","sdp":"v=0"}"#,
+            r#"{"type":"sfu.answer","id":"8","call_id":"00000000-0000-0000-0000-000000000002","sdp":"v=0"}"#,
+            r#"{"type":"sfu.ice","id":"9","call_id":"00000000-0000-0000-0000-000000000002","candidate":{"candidate":"c"}}"#,
+            r#"{"type":"call.mute","id":"10","call_id":"00000000-0000-0000-0000-000000000002","kind":"video","muted":true}"#,
+        ];
+        for text in texts {
+            let frame = parse(text).unwrap();
+            let ClientFrame::Call { id, request } = &frame else {
+                panic!("{text} is not a call request: {frame:?}");
+            };
+            let sent: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(id, sent["id"].as_str().unwrap());
+            assert_eq!(serde_json::to_value(&frame).unwrap(), sent);
+            // Between nodes a request travels without the client's id.
+            let carried = serde_json::to_value(request).unwrap();
+            assert_eq!(carried["type"], sent["type"]);
+            assert!(carried.get("id").is_none(), "{carried}");
+            let back: CallRequest = serde_json::from_value(carried).unwrap();
+            assert_eq!(&back, request);
+        }
+        let edit = r#"{"type":"message.edit","id":"1","room_id":"00000000-0000-0000-0000-000000000001","message_id":"00000000-0000-0000-0000-000000000002","body":"b"}"#;
+        assert_eq!(
+            serde_json::to_value(parse(edit).unwrap()).unwrap(),
+            serde_json::from_str::<serde_json::Value>(edit).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_refused_frame_is_described_as_before() {
+        let message = |text: &str| match parse(text) {
+            Err(ServerFrame::Nack { message, .. }) => message,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(
+            message(r#"{"type":"ping","id":"1","extra":true}"#),
+            "unknown field `extra`, expected `id`"
+        );
+        assert_eq!(
+            message(r#"{"type":"call.leave","id":"1"}"#),
+            "missing field `call_id`"
+        );
+        let unknown = message(r#"{"type":"nope","id":"1"}"#);
+        assert!(
+            unknown.starts_with("unknown variant `nope`, expected one of `hello`, "),
+            "{unknown}"
+        );
+        assert!(unknown.ends_with(", `call.mute`"), "{unknown}");
+        assert_eq!(
+            serde_json::from_str::<ClientFrame>(r#""ping""#)
+                .unwrap_err()
+                .to_string(),
+            "invalid type: string \"ping\", expected internally tagged enum ClientFrame at line 1 column 6"
+        );
     }
 
     #[test]
