@@ -250,7 +250,6 @@ impl ClientFrame {
     }
 }
 
-
 /// A room the session follows, with its newest sequence number at `hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RoomCursor {

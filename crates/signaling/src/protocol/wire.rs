@@ -11,7 +11,6 @@ use uuid::Uuid;
 
 use super::{CallRequest, ClientFrame as Dispatched, MediaKind, TrackSource};
 
-
 /// A request from the client as it is written: one object tagged by
 /// `type`. serde reads it, and its texts for a frame it cannot read (an
 /// unknown `type` or field, a missing one, not an object) are what `nack`
