@@ -7,7 +7,8 @@ use axum::extract::{
 };
 use axum::http::header;
 use axum::http::request::Parts;
-use roost_core::auth::{Actor, ClientInfo};
+use roost_core::auth::ClientInfo;
+use roost_core::model::Actor;
 
 use crate::error::ApiError;
 use crate::AppState;

@@ -65,7 +65,7 @@ pub struct IceServer {
 }
 
 /// Credentials for the configured TURN servers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnCredentials {
     pub urls: Vec<String>,
     pub username: String,
@@ -87,7 +87,7 @@ impl TurnCredentials {
 
 /// What a client needs to configure its peer connection: the ICE servers and,
 /// when they carry credentials, when those lapse.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IceConfig {
     /// Empty when no TURN server is configured: clients then reach the media
     /// server or each other only by their host and server-reflexive addresses.

@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use roost_core::auth::Actor;
+use roost_core::model::Actor;
 use roost_core::files::{Upload, Variant};
 use roost_core::model::File;
 use serde::Deserialize;

@@ -13,12 +13,10 @@ use uuid::Uuid;
 
 use crate::error::{CoreError, Result};
 use crate::events::{Bus, BusEvent};
-use crate::model::{Role, User};
+use crate::model::{Actor, Role, User};
 use crate::store::convert::{parse_id, user_from_row};
 use crate::store::{NewUser, RefreshOutcome, Store};
 use crate::users::{normalize_display_name, normalize_email, normalize_username};
-
-pub use crate::model::Actor;
 use password::PasswordHasherPool;
 use token::{hash_refresh_token, random_token, Claims, TokenKeys};
 

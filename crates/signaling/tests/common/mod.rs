@@ -185,7 +185,7 @@ impl TestServer {
         }
     }
 
-    pub async fn actor(&self, user: &User) -> roost_core::auth::Actor {
+    pub async fn actor(&self, user: &User) -> roost_core::model::Actor {
         self.core.auth.authenticate(&user.token).await.unwrap()
     }
 
