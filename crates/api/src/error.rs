@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use roost_core::CoreError;
+use roost_core::{CoreError, ErrorKind};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -82,47 +82,27 @@ impl ApiError {
 }
 
 impl From<CoreError> for ApiError {
+    /// Core decides the code and the message; this only picks the status.
     fn from(e: CoreError) -> Self {
-        let code = e.code();
-        match e {
-            CoreError::Validation { field, message } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                code,
-                format!("{field}: {message}"),
-            )
-            .with_details(serde_json::json!({ "field": field })),
-            CoreError::Unauthorized { message, .. } => {
-                ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+        let status = match e.kind() {
+            ErrorKind::Validation | ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Gone => StatusCode::GONE,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let err = ApiError::new(status, e.code(), e.public_message());
+        match &e {
+            CoreError::Validation { field, .. } => {
+                err.with_details(serde_json::json!({ "field": field }))
             }
-            CoreError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, code, m),
-            CoreError::NotFound(what) => ApiError::not_found(what),
-            CoreError::Conflict { message, .. } => {
-                ApiError::new(StatusCode::CONFLICT, code, message)
-            }
-            CoreError::Gone { message, .. } => ApiError::new(StatusCode::GONE, code, message),
-            CoreError::TooLarge { message, .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
-            }
-            CoreError::UnsupportedType { message, .. } => {
-                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code, message)
-            }
-            CoreError::Unprocessable { message, .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-            }
-            CoreError::BadRequest { message, .. } => {
-                ApiError::new(StatusCode::BAD_REQUEST, code, message)
-            }
-            CoreError::Unavailable(message) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
-            }
-            e if e.is_unavailable() => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.public_message())
-            }
-            other => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                code,
-                other.public_message(),
-            ),
+            _ => err,
         }
     }
 }

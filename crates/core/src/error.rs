@@ -3,6 +3,27 @@
 
 use std::borrow::Cow;
 
+/// The kinds of failure, each answered alike at every door (the API gives
+/// each its HTTP status; the gateway and other nodes carry only the code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Input that breaks a rule.
+    Validation,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    Gone,
+    TooLarge,
+    UnsupportedType,
+    Unprocessable,
+    BadRequest,
+    /// The database or Redis is out of reach for now; retry later.
+    Unavailable,
+    /// Roost's own failure; details are logged, never shown.
+    Internal,
+}
+
 /// A failure of a core operation.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -148,25 +169,46 @@ impl CoreError {
         }
     }
 
-    /// The stable code a client sees.
-    pub fn code(&self) -> &'static str {
+    /// What kind of failure this is, whichever door it leaves by: an outage
+    /// of the database is `Unavailable` here, not a database error.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            CoreError::Validation { .. } => "validation_failed",
-            CoreError::Unauthorized { code, .. } => code,
-            CoreError::Forbidden(_) => "forbidden",
-            CoreError::NotFound(_) => "not_found",
-            CoreError::Conflict { code, .. } => code,
-            CoreError::Gone { code, .. } => code,
-            CoreError::TooLarge { code, .. } => code,
-            CoreError::UnsupportedType { code, .. } => code,
-            CoreError::Unprocessable { code, .. } => code,
-            CoreError::BadRequest { code, .. } => code,
-            CoreError::Unavailable(_) => "unavailable",
-            e if e.is_unavailable() => "unavailable",
+            CoreError::Validation { .. } => ErrorKind::Validation,
+            CoreError::Unauthorized { .. } => ErrorKind::Unauthorized,
+            CoreError::Forbidden(_) => ErrorKind::Forbidden,
+            CoreError::NotFound(_) => ErrorKind::NotFound,
+            CoreError::Conflict { .. } => ErrorKind::Conflict,
+            CoreError::Gone { .. } => ErrorKind::Gone,
+            CoreError::TooLarge { .. } => ErrorKind::TooLarge,
+            CoreError::UnsupportedType { .. } => ErrorKind::UnsupportedType,
+            CoreError::Unprocessable { .. } => ErrorKind::Unprocessable,
+            CoreError::BadRequest { .. } => ErrorKind::BadRequest,
+            CoreError::Unavailable(_) => ErrorKind::Unavailable,
+            e if e.is_unavailable() => ErrorKind::Unavailable,
             CoreError::Database(_)
             | CoreError::Migrate(_)
             | CoreError::Storage(_)
-            | CoreError::Internal(_) => "internal",
+            | CoreError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The stable code a client sees.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CoreError::Unauthorized { code, .. }
+            | CoreError::Conflict { code, .. }
+            | CoreError::Gone { code, .. }
+            | CoreError::TooLarge { code, .. }
+            | CoreError::UnsupportedType { code, .. }
+            | CoreError::Unprocessable { code, .. }
+            | CoreError::BadRequest { code, .. } => code,
+            e => match e.kind() {
+                ErrorKind::Validation => "validation_failed",
+                ErrorKind::Forbidden => "forbidden",
+                ErrorKind::NotFound => "not_found",
+                ErrorKind::Unavailable => "unavailable",
+                _ => "internal",
+            },
         }
     }
 
@@ -176,11 +218,11 @@ impl CoreError {
     pub fn public_message(&self) -> Cow<'_, str> {
         match self {
             CoreError::Unavailable(message) => Cow::Borrowed(message),
-            e if e.is_unavailable() => {
+            e if e.kind() == ErrorKind::Unavailable => {
                 tracing::warn!(error = %e, "the database is out of reach");
                 Cow::Borrowed("the server is busy; try again")
             }
-            e if e.code() == "internal" => {
+            e if e.kind() == ErrorKind::Internal => {
                 tracing::error!(error = %e, "internal error");
                 Cow::Borrowed("something went wrong on the server")
             }
@@ -260,15 +302,30 @@ mod classification {
     #[test]
     fn an_outage_is_unavailable_with_a_plain_message_at_every_door() {
         let outage = CoreError::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(outage.kind(), ErrorKind::Unavailable);
         assert_eq!(outage.code(), "unavailable");
+        let redis = CoreError::Unavailable("Redis is out of reach".into());
+        assert_eq!(
+            (redis.kind(), redis.code()),
+            (ErrorKind::Unavailable, "unavailable")
+        );
+        assert_eq!(redis.public_message(), "Redis is out of reach");
         assert_eq!(outage.public_message(), "the server is busy; try again");
         let broken = CoreError::Database(sqlx::Error::RowNotFound);
+        assert_eq!(broken.kind(), ErrorKind::Internal);
         assert_eq!(broken.code(), "internal");
         assert_eq!(
             broken.public_message(),
             "something went wrong on the server"
         );
         let refused = CoreError::validation("body", "must not be empty");
+        assert_eq!(refused.kind(), ErrorKind::Validation);
+        assert_eq!(refused.code(), "validation_failed");
         assert_eq!(refused.public_message(), refused.to_string());
+        let taken = CoreError::conflict("email_taken", "this email is taken");
+        assert_eq!(
+            (taken.kind(), taken.code()),
+            (ErrorKind::Conflict, "email_taken")
+        );
     }
 }

@@ -55,7 +55,7 @@ pub mod sweeps;
 pub mod turn;
 pub mod users;
 
-pub use error::{CoreError, Result};
+pub use error::{CoreError, ErrorKind, Result};
 
 use auth::{Auth, AuthConfig};
 use calls::{Calls, CallsConfig};

@@ -8,15 +8,16 @@
 //! - `sfu`: one media loop: the peers of its calls and forwarding between
 //!   publishers and subscribers.
 //! - `udp`: sending a loop's datagrams in groups (`sendmmsg`).
-//! - [`peer`]: one peer connection; the only module that touches the `rtc`
-//!   stack.
+//! - [`peer`]: one peer connection; the only module of the server that
+//!   touches the `rtc` stack.
 //! - [`retransmit`]: how much a subscriber's NACKs may make the engine resend.
 //! - [`demux`]: which peer a datagram on the shared port belongs to.
 //! - [`forwarder`]: a subscriber's view of a stream (SSRC, sequence numbers,
 //!   timestamps), as pure arithmetic.
 //! - `keyframe`: whether a packet starts a keyframe, from its codec's
 //!   payload header.
-//! - [`client`]: a WebRTC client on the same stack, for tests and the load tool.
+//! - [`client`]: a WebRTC client on the same stack, for tests and the load
+//!   tool; it builds its nominating check from the stack's STUN and ICE types.
 
 #[doc(hidden)]
 pub mod bench;

@@ -114,12 +114,7 @@ impl Store {
     /// Sets a user's role, refusing to leave the server without an enabled super_admin.
     pub async fn set_role(&self, id: &str, role: &str, now: i64) -> Result<Option<UserRow>> {
         let mut tx = self.begin_write().await?;
-        let Some(current) =
-            sqlx::query_as::<_, UserRow>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&mut *tx.tx)
-                .await?
-        else {
+        let Some(current) = user_in(&mut tx, id).await? else {
             return Ok(None);
         };
         if current.role == "super_admin" && role != "super_admin" {
@@ -148,12 +143,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<UserRow>> {
         let mut tx = self.begin_write().await?;
-        let Some(current) =
-            sqlx::query_as::<_, UserRow>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&mut *tx.tx)
-                .await?
-        else {
+        let Some(current) = user_in(&mut tx, id).await? else {
             return Ok(None);
         };
         if disabled && current.role == "super_admin" && current.disabled == 0 {
@@ -241,4 +231,14 @@ impl Store {
             .fetch_all(self.pool())
             .await?)
     }
+}
+
+/// A user as the write transaction `tx` sees it.
+async fn user_in(tx: &mut super::WriteTx, id: &str) -> Result<Option<UserRow>> {
+    Ok(
+        sqlx::query_as::<_, UserRow>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx.tx)
+            .await?,
+    )
 }
