@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
-use crate::engine::EngineEvent;
+use crate::events::EngineEvent;
 use crate::harness::{Loop, ENGINE};
 use crate::peer::{Kind, Peer, PeerEvent, PeerSetup, Rtp, SenderId};
 use crate::MediaError;

@@ -16,264 +16,22 @@
 //! two never offer at once: glare cannot happen.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::config::EngineConfig;
 use crate::demux::Demux;
-use crate::peer::Kind;
+use crate::events::Source;
+use crate::events::{EngineEvent, EngineStats};
+use crate::placement::SharedPlacement;
 use crate::sfu::{Command, Inbound, PeerKey, RouteUpdate, Sfu};
 use crate::MediaError;
-
-/// Where the engine listens and what it tells clients.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// The one UDP address every peer shares.
-    pub listen: SocketAddr,
-    /// Addresses put in answers and offers as host candidates (a public or
-    /// NAT 1:1 address). Empty: the listening address, which must then be a
-    /// specific one.
-    pub advertised_ips: Vec<IpAddr>,
-    /// Media loops; each owns the calls placed on it. 0: one per core.
-    pub loops: usize,
-    /// Datagrams queued for one media loop before the receive loop drops
-    /// more (UDP semantics: a loop that falls behind loses, never blocks).
-    pub loop_queue: usize,
-    /// The socket's send and receive buffers, in bytes (the kernel caps them).
-    pub socket_buffer: usize,
-    /// Packets kept per forwarded video stream to resend on a subscriber's
-    /// NACK: a power of two from 64 to 32,768.
-    pub retransmit_history: u16,
-    /// How often a packet is resent to one subscriber, and how much of its
-    /// stream's rate retransmissions may add (see [`crate::retransmit`]).
-    pub retransmit_limits: crate::RetransmitLimits,
-    /// Keyframe requests forwarded to a publisher per track, at most one per this interval.
-    pub keyframe_interval: Duration,
-    /// A peer silent this long counts as disconnected, and after
-    /// `peer_failed` more as gone: it leaves the call.
-    pub peer_disconnected: Duration,
-    pub peer_failed: Duration,
-}
-
-impl EngineConfig {
-    /// Whether `packets` is a history the NACK responder can keep: a power
-    /// of two from 64 to 32,768 (anything else would silently keep none).
-    pub fn retransmit_history_valid(packets: u16) -> bool {
-        (64..=32_768).contains(&packets) && packets.is_power_of_two()
-    }
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 7882)),
-            advertised_ips: Vec::new(),
-            loops: 0,
-            loop_queue: 4096,
-            socket_buffer: 4 << 20,
-            retransmit_history: 512,
-            retransmit_limits: crate::RetransmitLimits::default(),
-            keyframe_interval: Duration::from_millis(500),
-            peer_disconnected: Duration::from_secs(5),
-            peer_failed: Duration::from_secs(10),
-        }
-    }
-}
-
-/// What the engine tells signaling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EngineEvent {
-    /// The engine offers the participant's subscriber connection (new or
-    /// changed tracks); answer with [`Engine::subscriber_answer`]. `tracks`
-    /// says whose each offered media section is.
-    SubscriberOffer {
-        participant: Uuid,
-        sdp: String,
-        tracks: Vec<OfferedTrack>,
-    },
-    /// `subscriber` can now play `publisher`'s track of `kind`: its
-    /// connection is up and the first keyframe (for audio, the first packet)
-    /// went out to it. Sent once per subscription.
-    Receiving {
-        call: Uuid,
-        subscriber: Uuid,
-        publisher: Uuid,
-        kind: Kind,
-        source: Source,
-    },
-    /// A participant's media connection failed or closed.
-    Disconnected { participant: Uuid },
-    /// Who is speaking in a call now, loudest first, with a loudness from 0
-    /// (silence) to 127; sent when the set changes, at most every 250 ms.
-    Speaking {
-        call: Uuid,
-        speakers: Vec<(Uuid, u8)>,
-    },
-}
-
-/// What a published track carries, as its publisher declared it (or as its
-/// kind suggests: audio is the microphone, video the camera).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    Microphone,
-    Camera,
-    Screen,
-    ScreenAudio,
-}
-
-impl Source {
-    /// The source a track of `kind` has when its publisher says nothing.
-    pub fn default_for(kind: Kind) -> Source {
-        match kind {
-            Kind::Audio => Source::Microphone,
-            Kind::Video => Source::Camera,
-        }
-    }
-}
-
-/// One media section of an offer to a subscriber: whose track it carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OfferedTrack {
-    /// The section's `a=mid`.
-    pub mid: String,
-    /// The participant who publishes it.
-    pub publisher: Uuid,
-    pub kind: Kind,
-    pub source: Source,
-}
-
-/// Counters of the engine, for tests and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// Media loops running.
-    pub loops: usize,
-    pub participants: usize,
-    pub peers: usize,
-    pub tracks: usize,
-    pub packets_in: u64,
-    pub packets_forwarded: u64,
-    pub datagrams_dropped: u64,
-    pub keyframe_requests: u64,
-}
-
-impl EngineStats {
-    fn add(&mut self, other: &EngineStats) {
-        self.participants += other.participants;
-        self.peers += other.peers;
-        self.tracks += other.tracks;
-        self.packets_in += other.packets_in;
-        self.packets_forwarded += other.packets_forwarded;
-        self.datagrams_dropped += other.datagrams_dropped;
-        self.keyframe_requests += other.keyframe_requests;
-    }
-}
-
-/// Which media loop holds each call and participant. Touched when people
-/// join and leave, never per packet.
-#[derive(Debug, Default)]
-pub(crate) struct Placement {
-    /// The loop of each call, and how many of its participants are in the engine.
-    calls: HashMap<Uuid, (usize, usize)>,
-    participants: HashMap<Uuid, Placed>,
-    /// How many loops there are.
-    loops: usize,
-    /// Numbers placements, so a stale removal can be told from a current one.
-    next: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Placed {
-    at: usize,
-    call: Uuid,
-    id: u64,
-}
-
-impl Placement {
-    fn new(loops: usize) -> Self {
-        Placement {
-            loops,
-            ..Default::default()
-        }
-    }
-
-    /// Participants on loop `at`.
-    fn load(&self, at: usize) -> usize {
-        self.calls
-            .values()
-            .filter(|(on, _)| *on == at)
-            .map(|(_, count)| count)
-            .sum()
-    }
-
-    /// Places a participant on its call's loop, or the call on the least
-    /// loaded one; returns the loop and the placement's number.
-    fn place(&mut self, call: Uuid, participant: Uuid) -> Result<(usize, u64), MediaError> {
-        if self.participants.contains_key(&participant) {
-            return Err(MediaError::Conflict("already in a call".into()));
-        }
-        let at = match self.calls.get_mut(&call) {
-            Some((at, count)) => {
-                *count += 1;
-                *at
-            }
-            None => {
-                let at = (0..self.loops).min_by_key(|&i| self.load(i)).unwrap_or(0);
-                self.calls.insert(call, (at, 1));
-                at
-            }
-        };
-        self.next += 1;
-        let id = self.next;
-        self.participants
-            .insert(participant, Placed { at, call, id });
-        Ok((at, id))
-    }
-
-    fn loop_of(&self, participant: Uuid) -> Option<usize> {
-        self.participants.get(&participant).map(|p| p.at)
-    }
-
-    /// Forgets the placement `id` of a participant, unless a newer one replaced it.
-    pub(crate) fn remove_placed(&mut self, participant: Uuid, id: u64) {
-        if self
-            .participants
-            .get(&participant)
-            .is_some_and(|p| p.id == id)
-        {
-            self.remove(participant);
-        }
-    }
-
-    /// Forgets a participant, and its call once the last one is gone;
-    /// returns the loop it was on.
-    pub(crate) fn remove(&mut self, participant: Uuid) -> Option<usize> {
-        let Placed { at, call, .. } = self.participants.remove(&participant)?;
-        if let Some((_, count)) = self.calls.get_mut(&call) {
-            *count -= 1;
-            if *count == 0 {
-                self.calls.remove(&call);
-            }
-        }
-        Some(at)
-    }
-}
-
-/// The placement, shared by the handle and the loops.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SharedPlacement(Arc<Mutex<Placement>>);
-
-impl SharedPlacement {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Placement> {
-        // A panic while holding it leaves plain maps behind, still usable.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// A handle on a running engine. Cheap to clone.
 #[derive(Clone)]
@@ -325,7 +83,7 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let placement = SharedPlacement(Arc::new(Mutex::new(Placement::new(loops))));
+        let placement = SharedPlacement::new(loops);
         let (events, events_rx) = mpsc::unbounded_channel();
         let (routes, routes_rx) = mpsc::unbounded_channel();
         let mut commands = Vec::with_capacity(loops);
@@ -531,53 +289,5 @@ async fn receive(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retransmit_histories_are_powers_of_two_in_range() {
-        for ok in [64, 512, 32_768] {
-            assert!(EngineConfig::retransmit_history_valid(ok), "{ok}");
-        }
-        for bad in [0, 32, 63, 100, 1000, 65_535] {
-            assert!(!EngineConfig::retransmit_history_valid(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn calls_go_to_the_least_loaded_loop_and_stay_whole() {
-        let mut placement = Placement::new(2);
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let people: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
-        let first = placement.place(a, people[0]).unwrap().0;
-        assert_eq!(placement.place(a, people[1]).unwrap().0, first);
-        let (_, third) = placement.place(a, people[2]).unwrap();
-        let second = placement.place(b, people[3]).unwrap().0;
-        assert_ne!(first, second, "a new call goes to the idle loop");
-        assert!(matches!(
-            placement.place(b, people[0]),
-            Err(MediaError::Conflict(_))
-        ));
-        // Left and placed again at once: the old placement's late removal changes nothing.
-        placement.remove(people[2]);
-        let (_, again) = placement.place(a, people[2]).unwrap();
-        placement.remove_placed(people[2], third);
-        assert_eq!(placement.loop_of(people[2]), Some(first));
-        placement.remove_placed(people[2], again);
-        assert_eq!(placement.loop_of(people[2]), None);
-        for p in &people[..2] {
-            placement.remove(*p);
-        }
-        assert!(
-            !placement.calls.contains_key(&a),
-            "an empty call is forgotten"
-        );
-        assert_eq!(placement.load(first), 0);
-        let c = Uuid::new_v4();
-        assert_eq!(placement.place(c, people[4]).unwrap().0, first);
     }
 }

@@ -9,8 +9,10 @@ use bytes::BytesMut;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::config::EngineConfig;
 use crate::demux::Demux;
-use crate::engine::{EngineConfig, EngineEvent, EngineStats, SharedPlacement};
+use crate::events::{EngineEvent, EngineStats};
+use crate::placement::SharedPlacement;
 use crate::sfu::{PeerKey, RouteUpdate, Sfu};
 use crate::MediaError;
 

@@ -22,8 +22,10 @@
 #[doc(hidden)]
 pub mod bench;
 pub mod client;
+pub mod config;
 pub mod demux;
 pub mod engine;
+pub mod events;
 pub mod forwarder;
 #[doc(hidden)]
 pub mod fuzz;
@@ -31,11 +33,14 @@ pub mod fuzz;
 pub mod harness;
 mod keyframe;
 pub mod peer;
+mod placement;
 pub mod retransmit;
 mod sfu;
 mod udp;
 
-pub use engine::{Engine, EngineConfig, EngineEvent, EngineStats, OfferedTrack, Source};
+pub use config::EngineConfig;
+pub use engine::Engine;
+pub use events::{EngineEvent, EngineStats, OfferedTrack, Source};
 pub use peer::Kind;
 pub use retransmit::RetransmitLimits;
 

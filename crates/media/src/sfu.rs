@@ -14,12 +14,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::engine::{
-    EngineConfig, EngineEvent, EngineStats, OfferedTrack, SharedPlacement, Source,
-};
+use crate::config::EngineConfig;
+use crate::events::{EngineEvent, EngineStats, OfferedTrack, Source};
 use crate::forwarder::DownTrack;
 use crate::keyframe::starts_keyframe;
 use crate::peer::{Codec, Flow, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp, SenderId, TrackId};
+use crate::placement::SharedPlacement;
 use crate::MediaError;
 
 /// How often the speakers of each call are looked at.

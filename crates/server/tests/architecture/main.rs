@@ -135,8 +135,22 @@ fn library_crates_read_no_environment() {
 
 #[test]
 fn core_modules_reference_each_other_in_no_circle() {
-    let found = circles(&core_graph(&crate_sources("crates/core")));
+    let found = circles(&module_graph("crates/core", &crate_sources("crates/core")));
     assert_none("roost-core's modules use each other in no circle", found);
+}
+
+#[test]
+fn no_crate_has_modules_that_use_each_other_in_a_circle() {
+    let mut found = Vec::new();
+    for dir in [
+        "crates/media",
+        "crates/signaling",
+        "crates/api",
+        "crates/server",
+    ] {
+        found.extend(circles(&module_graph(dir, &crate_sources(dir))));
+    }
+    assert_none("a crate's modules use each other in no circle", found);
 }
 
 #[test]
@@ -147,7 +161,10 @@ fn core_modules_use_only_their_own_layer_or_those_above() {
         !layers.is_empty(),
         "docs/ARCHITECTURE.md's \"Invariants\" have {missing}"
     );
-    let found = layer_violations(&core_graph(&crate_sources("crates/core")), &layers);
+    let found = layer_violations(
+        &module_graph("crates/core", &crate_sources("crates/core")),
+        &layers,
+    );
     assert_none(
         "roost-core's modules use only their layer or those above",
         found,
@@ -279,13 +296,16 @@ struct Graph {
     edges: BTreeMap<(String, String), Vec<String>>,
 }
 
-/// The references between `roost-core`'s top-level modules: `crate::x`
-/// (a `super::` chain to the crate root reads as `crate::`), and names that
+/// The references between a crate's top-level modules: `crate::x` (a
+/// `super::` chain to the crate root reads as `crate::`), and names that
 /// `lib.rs` imports into the root (`crate::CoreError` is `error`'s).
-fn core_graph(sources: &[Source]) -> Graph {
-    const SRC: &str = "crates/core/src/";
-    let lib = sources.iter().find(|s| s.path == format!("{SRC}lib.rs"));
-    let lib = lib.expect("roost-core has a lib.rs");
+fn module_graph(dir: &str, sources: &[Source]) -> Graph {
+    let src = format!("{dir}/src/");
+    let root_file =
+        |s: &&Source| s.path == format!("{src}lib.rs") || s.path == format!("{src}main.rs");
+    let lib = sources.iter().find(|s| s.path == format!("{src}lib.rs"));
+    let lib = lib.or_else(|| sources.iter().find(root_file));
+    let lib = lib.unwrap_or_else(|| panic!("{dir} has a lib.rs or a main.rs"));
     let declared = lib.modules.iter().filter(|m| m.cfg != Cfg::TestOnly);
     let modules: Vec<_> = declared.map(|m| (m.name.clone(), lib.at(m.line))).collect();
     let is_module = |name: &str| modules.iter().any(|(m, _)| m == name);
@@ -299,7 +319,7 @@ fn core_graph(sources: &[Source]) -> Graph {
     }
     let mut edges: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for source in sources {
-        let inner = source.path.strip_prefix(SRC).unwrap_or_default();
+        let inner = source.path.strip_prefix(&src).unwrap_or_default();
         let from = inner.split(['/', '.']).next().unwrap_or_default();
         for named in source.paths.iter().filter(|n| n.segments[0] == "crate") {
             let head = named.segments.get(1).map_or("", String::as_str);
@@ -576,7 +596,7 @@ mod inner { use super::{super::c as e, self}; }
     let sources: Vec<Source> = files(tree)
         .map(|(path, text)| parse(&format!("crates/core/src/{path}"), text))
         .collect();
-    let graph = core_graph(&sources);
+    let graph = module_graph("crates/core", &sources);
     let edges: Vec<String> = graph
         .edges
         .keys()
