@@ -23,6 +23,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod floor;
 pub mod janus;
 
 /// A `roost serve` started for a run, on a free port and a fresh data directory.
@@ -90,16 +91,64 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 /// A process's CPU time so far (user + system, all threads), in seconds, from `/proc`.
 pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    Ok(cpu_time(pid)?.total())
+}
+
+/// A process's CPU time so far, in seconds: its own code's (user) and the
+/// kernel's on its behalf (system), which for a forwarder is mostly sending.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTime {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl CpuTime {
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Add for CpuTime {
+    type Output = CpuTime;
+    fn add(self, other: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
+    }
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = CpuTime;
+    fn sub(self, other: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user - other.user,
+            system: self.system - other.system,
+        }
+    }
+}
+
+impl std::iter::Sum for CpuTime {
+    fn sum<I: Iterator<Item = CpuTime>>(times: I) -> CpuTime {
+        times.fold(CpuTime::default(), |a, b| a + b)
+    }
+}
+
+/// The user and system CPU time of process `pid` (`/proc/<pid>/stat`).
+pub fn cpu_time(pid: u32) -> anyhow::Result<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after_name = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
         .unwrap_or_default();
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 of stat (utime, stime), counted after the name's closing parenthesis.
-    let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    Ok((utime + stime) / 100.0)
+    // Fields 14 and 15 of stat (utime, stime), counted after the name's
+    // closing parenthesis, in clock ticks (100 a second on Linux).
+    let ticks = |i: usize| -> f64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
+    Ok(CpuTime {
+        user: ticks(11) / 100.0,
+        system: ticks(12) / 100.0,
+    })
 }
 
 impl Drop for Server {

@@ -7,8 +7,13 @@
 //! track but their own. Each payload carries its publisher and send time.
 //! After a warm-up, the tool counts for `--secs` what goes into and out of
 //! the server and reports: packets per second in and out, loss, send-to-
-//! receive latency (p50, p99), the server's CPU time per forwarded packet
-//! and its memory per participant (both from `/proc`). `--json` writes the
+//! receive latency (p50, p99), the server's CPU time per forwarded packet,
+//! in all and split into user (Roost's own work) and system (the kernel's,
+//! mostly sending), and its memory per participant (both from `/proc`).
+//! After each turn the kernel's floor for the same fan-out (one `sendmmsg`
+//! round per packet to every other participant, [`roost_bench::floor`]) is
+//! measured in the same sitting, and each result carries it and the
+//! server's CPU as a multiple of it. `--json` writes the
 //! result; a Markdown table row goes to stdout. `--smoke` runs a few peers
 //! for a few seconds, so CI keeps the tool working; it asserts no timing.
 
@@ -20,7 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
-use roost_bench::{cpu_secs, create_room, janus, open, percentile, register, rss_kib, Server, Ws};
+use roost_bench::floor::{self, Way};
+use roost_bench::{
+    cpu_time, create_room, janus, open, percentile, register, rss_kib, CpuTime, Server, Ws,
+};
 use roost_media::client::{Client, ClientEvent};
 use roost_media::Kind;
 use serde_json::{json, Value};
@@ -508,7 +516,7 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
     let window = started.elapsed().as_secs_f64();
     // What was sent in the window arrives within a second.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cpu_secs = cpu(&pids)? - cpu_before;
+    let cpu = cpu(&pids)? - cpu_before;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await??;
@@ -523,6 +531,13 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
     let expected = sent * (people as u64 - 1);
     let mut latencies = std::mem::take(&mut *tally.latencies_us.lock().expect("not poisoned"));
     latencies.sort_unstable();
+    let per_packet = |secs: f64| {
+        if received == 0 || pids.is_empty() {
+            Value::Null
+        } else {
+            json!(secs * 1e6 / received as f64)
+        }
+    };
     let loss = if expected == 0 {
         0.0
     } else {
@@ -541,7 +556,9 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
         "loss": loss,
         "latency_p50_us": percentile(&latencies, 50.0),
         "latency_p99_us": percentile(&latencies, 99.0),
-        "server_cpu_us_per_packet_out": if received == 0 || pids.is_empty() { Value::Null } else { json!(cpu_secs * 1e6 / received as f64) },
+        "server_cpu_us_per_packet_out": per_packet(cpu.total()),
+        "server_user_us_per_packet_out": per_packet(cpu.user),
+        "server_system_us_per_packet_out": per_packet(cpu.system),
         "server_kib_per_participant": if pids.is_empty() { Value::Null } else { json!(rss_after.saturating_sub(rss_before) as f64 / people as f64) },
     }))
 }
@@ -551,15 +568,31 @@ fn memory(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter().map(|p| rss_kib(*p)).sum()
 }
 
-/// The summed CPU time of `pids`, in seconds.
-fn cpu(pids: &[u32]) -> anyhow::Result<f64> {
-    pids.iter().map(|p| cpu_secs(*p)).sum()
+/// The summed CPU time of `pids`.
+fn cpu(pids: &[u32]) -> anyhow::Result<CpuTime> {
+    pids.iter().map(|p| cpu_time(*p)).sum()
+}
+
+/// The kernel's CPU per datagram for the fan-out of `plan` on this machine
+/// now: each publisher's packets, one `sendmmsg` round to every other
+/// participant (what the engine does), without SRTP or WebRTC.
+async fn floor_now(args: &Args, plan: Plan) -> anyhow::Result<f64> {
+    let people = args.publishers + args.listeners;
+    let load = floor::Load {
+        receivers: people.saturating_sub(1).max(1),
+        size: plan.size,
+        rate: plan.rate * args.publishers as f64,
+        secs: (args.secs as f64).min(3.0),
+    };
+    let turns =
+        tokio::task::spawn_blocking(move || floor::measure(load, &[Way::SendMmsg])).await??;
+    Ok(turns[0].cpu_us_per_datagram)
 }
 
 fn row(r: &Value) -> String {
     let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     format!(
-        "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2}% | {:.2} | {:.2} | {:.2} | {:.0} |",
+        "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
         r["server"].as_str().unwrap_or_default(),
         r["kind"].as_str().unwrap_or_default(),
         r["publishers"],
@@ -570,6 +603,10 @@ fn row(r: &Value) -> String {
         num("latency_p50_us") / 1000.0,
         num("latency_p99_us") / 1000.0,
         num("server_cpu_us_per_packet_out"),
+        num("server_user_us_per_packet_out"),
+        num("server_system_us_per_packet_out"),
+        num("floor_us_per_datagram"),
+        num("cpu_over_floor"),
         num("server_kib_per_participant"),
     )
 }
@@ -610,17 +647,26 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut results = Vec::new();
     for _ in 0..args.turns.max(1) {
-        results.push(run(&args, Target::Roost, plan).await?);
+        let mut turn = vec![run(&args, Target::Roost, plan).await?];
         if args.janus.is_some() {
-            results.push(run(&args, Target::Janus, plan).await?);
+            turn.push(run(&args, Target::Janus, plan).await?);
         }
+        // The floor of the same sitting, right after the turn it stands beside.
+        let floor = floor_now(&args, plan).await?;
+        for r in &mut turn {
+            r["floor_us_per_datagram"] = json!(floor);
+            if let Some(cpu) = r["server_cpu_us_per_packet_out"].as_f64() {
+                r["cpu_over_floor"] = json!(cpu / floor);
+            }
+        }
+        results.extend(turn);
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
     }
     eprintln!("{}", serde_json::to_string_pretty(&results)?);
-    println!("| server | kind | publishers | listeners | in/s | out/s | loss | p50 ms | p99 ms | server µs/packet out | KiB/participant |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| server | kind | publishers | listeners | in/s | out/s | loss | p50 ms | p99 ms | server µs/packet out | user µs | system µs | floor µs | × floor | KiB/participant |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         println!("{}", row(r));
     }
@@ -636,6 +682,14 @@ async fn main() -> anyhow::Result<()> {
                 .iter()
                 .all(|r| r["packets_out_per_sec"].as_f64() > Some(0.0)),
             "no packet went through the SFU"
+        );
+        anyhow::ensure!(
+            results
+                .iter()
+                .all(|r| r["server_user_us_per_packet_out"].is_number()
+                    && r["server_system_us_per_packet_out"].is_number()
+                    && r["floor_us_per_datagram"].is_number()),
+            "a result lacks the split of the server's CPU or the floor beside it"
         );
     }
     Ok(())

@@ -1,28 +1,11 @@
-//! The kernel's share of forwarding on this machine: what it costs a
-//! sender's thread to put one datagram on the loopback to one of many
-//! receivers, with nothing else in the path (no SRTP, no WebRTC stack).
-//!
-//! One thread sends `--rate` rounds a second; a round is one `--size`-byte
-//! datagram to each of `--receivers` sockets, drained by their own threads,
-//! as an SFU sends one packet to every subscriber. The tool measures the
-//! sending thread's CPU time (user + system, from `getrusage`) per datagram,
-//! with one `sendto` per datagram and with `sendmmsg` per round, in turns
-//! within one run so that both see the same machine. On loopback the kernel
-//! delivers each datagram to its receiver inside the sender's system call,
-//! so this is the floor under any SFU's CPU per packet measured here.
+//! The kernel's cost of one loopback send to one of many receivers, with
+//! `sendto` and with `sendmmsg` in alternating turns: the floor under any
+//! SFU's CPU per packet measured here ([`roost_bench::floor`]).
 //!
 //! `udp_floor --receivers 50 --rate 400 --secs 3 --turns 3`
 
-use std::io::IoSlice;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use clap::Parser;
-use nix::sys::resource::{getrusage, UsageWho};
-use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use roost_bench::floor::{measure, Load, Way};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -46,116 +29,32 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Way {
-    SendTo,
-    SendMmsg,
-}
-
-fn thread_cpu() -> anyhow::Result<Duration> {
-    let usage = getrusage(UsageWho::RUSAGE_THREAD)?;
-    let us = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
-    };
-    Ok(us(usage.user_time()) + us(usage.system_time()))
-}
-
-/// Sends one round; returns the datagrams sent.
-fn round(
-    socket: &UdpSocket,
-    way: Way,
-    payload: &[u8],
-    to: &[SocketAddr],
-    storage: &[Option<SockaddrStorage>],
-    headers: &mut MultiHeaders<SockaddrStorage>,
-) -> usize {
-    match way {
-        Way::SendTo => to
-            .iter()
-            .filter(|a| socket.send_to(payload, a).is_ok())
-            .count(),
-        Way::SendMmsg => {
-            let slices: Vec<[IoSlice<'_>; 1]> =
-                to.iter().map(|_| [IoSlice::new(payload)]).collect();
-            sendmmsg(
-                socket.as_raw_fd(),
-                headers,
-                &slices,
-                storage,
-                [],
-                MsgFlags::empty(),
-            )
-            .map(|r| r.count())
-            .unwrap_or(0)
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let stop = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let mut addrs = Vec::with_capacity(args.receivers);
-    let mut threads = Vec::new();
-    for _ in 0..args.receivers {
-        let socket = UdpSocket::bind("127.0.0.1:0")?;
-        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-        addrs.push(socket.local_addr()?);
-        let (stop, received) = (stop.clone(), received.clone());
-        threads.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if socket.recv(&mut buf).is_ok() {
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    let storage: Vec<Option<SockaddrStorage>> = addrs
-        .iter()
-        .map(|a| Some(SockaddrStorage::from(*a)))
+    let ways: Vec<Way> = (0..args.turns)
+        .flat_map(|_| [Way::SendTo, Way::SendMmsg])
         .collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(addrs.len(), None);
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
-    let payload = vec![0x5A; args.size];
-    let every = Duration::from_secs_f64(1.0 / args.rate);
-
+    let load = Load {
+        receivers: args.receivers,
+        size: args.size,
+        rate: args.rate,
+        secs: args.secs as f64,
+    };
     let mut results = Vec::new();
-    for turn in 0..args.turns * 2 {
-        let way = if turn % 2 == 0 {
-            Way::SendTo
-        } else {
-            Way::SendMmsg
-        };
-        let before_rx = received.load(Ordering::Relaxed);
-        let cpu_before = thread_cpu()?;
-        let start = Instant::now();
-        let mut sent = 0u64;
-        let mut next = start;
-        while start.elapsed() < Duration::from_secs(args.secs) {
-            sent += round(&socket, way, &payload, &addrs, &storage, &mut headers) as u64;
-            next += every;
-            if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-        let cpu = thread_cpu()? - cpu_before;
-        std::thread::sleep(Duration::from_millis(200));
-        let got = received.load(Ordering::Relaxed) - before_rx;
-        let per = cpu.as_secs_f64() * 1e6 / sent.max(1) as f64;
-        eprintln!("{way:?}: {sent} datagrams, {got} received, {per:.2} µs CPU each");
+    for turn in measure(load, &ways)? {
+        let way = turn.way;
+        eprintln!(
+            "{way:?}: {} datagrams, {} received, {:.2} µs CPU each",
+            turn.sent, turn.received, turn.cpu_us_per_datagram
+        );
         results.push(json!({
             "way": format!("{way:?}"),
             "receivers": args.receivers,
             "size": args.size,
-            "datagrams": sent,
-            "received": got,
-            "sender_cpu_us_per_datagram": per,
+            "datagrams": turn.sent,
+            "received": turn.received,
+            "sender_cpu_us_per_datagram": turn.cpu_us_per_datagram,
         }));
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
     }
     let mean = |way: &str| {
         let v: Vec<f64> = results
