@@ -36,7 +36,10 @@ function received() {
     for (const pc of window.__pcs) {
       if (pc.connectionState === "closed" || pc.signalingState === "closed") continue;
       s.open += 1;
-      for (const r of (await pc.getStats()).values()) {
+      // A connection closed while its stats are read may never answer: such
+      // a round counts nothing from it, and the caller asks again.
+      const stats = await Promise.race([pc.getStats(), new Promise((r) => setTimeout(() => r(new Map()), 3000))]);
+      for (const r of stats.values()) {
         if (r.type !== "inbound-rtp") continue;
         if (r.kind === "audio" && r.packetsReceived > 0) {
           s.audio += r.packetsReceived;
