@@ -113,7 +113,7 @@ impl Call {
             }
             while let Some((to, datagram)) = member.peer.poll_transmit() {
                 if to == ENGINE {
-                    self.lp.datagram(datagram, member.addr);
+                    self.lp.datagram_at(now, datagram, member.addr);
                 }
             }
             while let Some(event) = member.peer.poll_event() {
@@ -177,7 +177,9 @@ impl Call {
     /// One packet through the loop: demux, SRTP decryption, fan-out, SRTP
     /// encryption for each subscriber. Returns the datagrams to send.
     pub fn forward(&mut self, datagram: BytesMut) -> usize {
-        self.lp.datagram(datagram, self.publisher.addr);
+        // The clock is read once per packet, as the engine reads it once per batch.
+        self.lp
+            .datagram_at(Instant::now(), datagram, self.publisher.addr);
         self.lp.drop_outbox()
     }
 }

@@ -98,6 +98,7 @@ impl Engine {
                 events.clone(),
                 routes.clone(),
                 placement.clone(),
+                std::time::Instant::now(),
             );
             tokio::spawn(crate::sfu::run(socket.clone(), command_rx, inbound_rx, sfu));
             commands.push(command_tx);

@@ -1,6 +1,8 @@
 //! One media loop driven without a socket: datagrams in through the same
 //! demux as the receive loop's, datagrams out taken from the loop's outbox,
-//! time passed in. The fuzz target and the benches run the engine this way.
+//! time passed in. The loop sees only this harness's clock, which moves when
+//! the caller says ([`Loop::advance`], [`Loop::timeouts`], [`Loop::datagram_at`]).
+//! The fuzz target and the benches run the engine this way.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -38,6 +40,7 @@ impl Loop {
     pub fn new() -> Loop {
         let (events, events_rx) = mpsc::unbounded_channel();
         let (routes, routes_rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
         let sfu = Sfu::new(
             0,
             vec![ENGINE],
@@ -45,6 +48,7 @@ impl Loop {
             events,
             routes,
             SharedPlacement::default(),
+            now,
         );
         Loop {
             sfu,
@@ -52,7 +56,7 @@ impl Loop {
             routes: routes_rx,
             events: events_rx,
             ufrags: Vec::new(),
-            now: Instant::now(),
+            now,
             unrouted: 0,
             next_placement: 0,
         }
@@ -75,14 +79,16 @@ impl Loop {
 
     pub fn join(&mut self, call: Uuid, participant: Uuid) -> Result<(), MediaError> {
         self.next_placement += 1;
-        let joined = self.sfu.join(call, participant, self.next_placement);
+        let joined = self
+            .sfu
+            .join(self.now, call, participant, self.next_placement);
         self.apply_routes();
         joined
     }
 
     /// Answers a participant's offer of its sending connection.
     pub fn publish(&mut self, participant: Uuid, offer: String) -> Result<String, MediaError> {
-        let answer = self.sfu.publish(participant, offer);
+        let answer = self.sfu.publish(self.now, participant, offer);
         self.apply_routes();
         answer
     }
@@ -93,16 +99,27 @@ impl Loop {
         participant: Uuid,
         answer: String,
     ) -> Result<(), MediaError> {
-        self.sfu.subscriber_answer(participant, answer)
+        self.sfu.subscriber_answer(self.now, participant, answer)
     }
 
-    /// Takes one datagram from `from` as the engine would.
+    /// Takes one datagram from `from` as the engine would, at the loop's time.
     pub fn datagram(&mut self, datagram: BytesMut, from: SocketAddr) {
+        self.datagram_at(self.now, datagram, from);
+    }
+
+    /// Takes one datagram at `now`, which becomes the loop's time if later.
+    pub fn datagram_at(&mut self, now: Instant, datagram: BytesMut, from: SocketAddr) {
+        self.now = self.now.max(now);
         self.apply_routes();
         match self.demux.route(&datagram, from) {
-            Some((_, key)) => self.sfu.datagram(key, datagram, from),
+            Some((_, key)) => self.sfu.datagram(self.now, key, datagram, from),
             None => self.unrouted += 1,
         }
+    }
+
+    /// The loop's time.
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// Lets the peers' timers run, `by` later than the last time.
@@ -111,9 +128,10 @@ impl Loop {
         self.sfu.timeouts(self.now);
     }
 
-    /// Lets the peers' timers run at `now`.
+    /// Lets the peers' timers run at `now`, which becomes the loop's time if later.
     pub fn timeouts(&mut self, now: Instant) {
-        self.sfu.timeouts(now);
+        self.now = self.now.max(now);
+        self.sfu.timeouts(self.now);
     }
 
     /// The datagrams the loop would send, and where.

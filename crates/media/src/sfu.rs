@@ -188,6 +188,8 @@ pub(crate) struct Sfu {
     stats: EngineStats,
     /// The speakers last announced, per call.
     speakers: HashMap<Uuid, Vec<Uuid>>,
+    /// The time of the latest input: the loop reads no clock of its own.
+    now: Instant,
 }
 
 /// Datagrams taken from the queue at once, between two flushes of the outbox.
@@ -211,15 +213,17 @@ pub(crate) async fn run(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             command = commands.recv() => match command {
-                Some(c) => sfu.command(c),
+                Some(c) => sfu.command(c, Instant::now()),
                 None => break,
             },
             n = inbound.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     break;
                 }
+                // One reading of the clock for the batch.
+                let now = Instant::now();
                 for Inbound { key, from, datagram } in batch.drain(..) {
-                    sfu.datagram(key, datagram, from);
+                    sfu.datagram(now, key, datagram, from);
                 }
             },
             _ = tokio::time::sleep_until(deadline.into()) => sfu.timeouts(Instant::now()),
@@ -240,6 +244,7 @@ impl Sfu {
         events: mpsc::UnboundedSender<EngineEvent>,
         routes: mpsc::UnboundedSender<RouteUpdate>,
         placement: SharedPlacement,
+        now: Instant,
     ) -> Sfu {
         Sfu {
             index,
@@ -261,7 +266,17 @@ impl Sfu {
             placement,
             stats: EngineStats::default(),
             speakers: HashMap::new(),
+            now,
         }
+    }
+
+    /// Moves the loop's time to `now`; time never runs back, so a caller
+    /// may pass an instant a little older than the last.
+    fn at(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
     }
 
     pub(crate) fn take_outbox(&mut self) -> Vec<(SocketAddr, BytesMut)> {
@@ -287,7 +302,7 @@ impl Sfu {
         stats
     }
 
-    fn command(&mut self, command: Command) {
+    fn command(&mut self, command: Command, now: Instant) {
         match command {
             Command::Join {
                 call,
@@ -295,7 +310,7 @@ impl Sfu {
                 placement,
                 reply,
             } => {
-                let _ = reply.send(self.join(call, participant, placement));
+                let _ = reply.send(self.join(now, call, participant, placement));
             }
             Command::Publish {
                 participant,
@@ -303,16 +318,19 @@ impl Sfu {
                 sources,
                 reply,
             } => {
-                let _ = reply.send(self.publish_sources(participant, offer, &sources));
+                let _ = reply.send(self.publish_sources(now, participant, offer, &sources));
             }
             Command::SubscriberAnswer {
                 participant,
                 answer,
                 reply,
             } => {
-                let _ = reply.send(self.subscriber_answer(participant, answer));
+                let _ = reply.send(self.subscriber_answer(now, participant, answer));
             }
-            Command::Leave { participants } => self.leave_all(&participants),
+            Command::Leave { participants } => {
+                self.at(now);
+                self.leave_all(&participants)
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
@@ -341,7 +359,7 @@ impl Sfu {
             retransmit_history: self.retransmit_history,
             retransmit_limits: self.retransmit_limits,
         };
-        let peer = Peer::new(&setup, Instant::now())?;
+        let peer = Peer::new(&setup, self.now)?;
         let key = self.next_peer;
         self.next_peer += 1;
         let _ = self.routes.send(RouteUpdate::Add {
@@ -364,10 +382,12 @@ impl Sfu {
 
     pub(crate) fn join(
         &mut self,
+        now: Instant,
         call: Uuid,
         participant: Uuid,
         placement: u64,
     ) -> Result<(), MediaError> {
+        self.at(now);
         if self.participants.contains_key(&participant) {
             return Err(MediaError::Conflict("already in a call".into()));
         }
@@ -404,20 +424,23 @@ impl Sfu {
 
     pub(crate) fn publish(
         &mut self,
+        now: Instant,
         participant: Uuid,
         offer: String,
     ) -> Result<String, MediaError> {
-        self.publish_sources(participant, offer, &[])
+        self.publish_sources(now, participant, offer, &[])
     }
 
     /// Answers a publisher's offer; `sources` names what some of its
     /// sections (by mid) carry.
     pub(crate) fn publish_sources(
         &mut self,
+        now: Instant,
         participant: Uuid,
         offer: String,
         sources: &[(String, Source)],
     ) -> Result<String, MediaError> {
+        let now = self.at(now);
         let Some(p) = self.participants.get_mut(&participant) else {
             return Err(MediaError::NotFound("participant"));
         };
@@ -442,16 +465,18 @@ impl Sfu {
             .peers
             .get_mut(&key)
             .ok_or(MediaError::NotFound("peer"))?;
-        let answer = slot.peer.answer(offer, Instant::now())?;
+        let answer = slot.peer.answer(offer, now)?;
         self.pump(key);
         Ok(answer)
     }
 
     pub(crate) fn subscriber_answer(
         &mut self,
+        now: Instant,
         participant: Uuid,
         answer: String,
     ) -> Result<(), MediaError> {
+        let now = self.at(now);
         let Some(p) = self.participants.get(&participant) else {
             return Err(MediaError::NotFound("participant"));
         };
@@ -460,7 +485,7 @@ impl Sfu {
             .peers
             .get_mut(&key)
             .ok_or(MediaError::NotFound("peer"))?;
-        slot.peer.accept_answer(answer, Instant::now())?;
+        slot.peer.accept_answer(answer, now)?;
         let connected = slot.connected;
         self.pump(key);
         // New subscriptions start with a keyframe; on a new connection, once
@@ -605,7 +630,7 @@ impl Sfu {
         if slot.peer.awaiting_answer() {
             return; // offered again once the answer is in
         }
-        match slot.peer.offer(Instant::now()) {
+        match slot.peer.offer(self.now) {
             Ok(Some(sdp)) => {
                 p.renegotiate = false;
                 let tracks = msid_tracks(&sdp)
@@ -633,12 +658,19 @@ impl Sfu {
         self.pump(key);
     }
 
-    pub(crate) fn datagram(&mut self, key: PeerKey, datagram: BytesMut, from: SocketAddr) {
+    pub(crate) fn datagram(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        datagram: BytesMut,
+        from: SocketAddr,
+    ) {
+        let now = self.at(now);
         let Some(slot) = self.peers.get_mut(&key) else {
             self.stats.datagrams_dropped += 1;
             return;
         };
-        if let Err(e) = slot.peer.handle_datagram(datagram, from, Instant::now()) {
+        if let Err(e) = slot.peer.handle_datagram(datagram, from, now) {
             self.stats.datagrams_dropped += 1;
             tracing::trace!(error = %e, %from, "a datagram was refused");
         }
@@ -655,6 +687,7 @@ impl Sfu {
     }
 
     pub(crate) fn timeouts(&mut self, now: Instant) {
+        let now = self.at(now);
         let keyframes: Vec<TrackKey> = self
             .tracks
             .iter()
@@ -761,6 +794,7 @@ impl Sfu {
 
     /// Tells signaling who speaks in each call, when that changed.
     fn announce_speakers(&mut self, now: Instant) {
+        let now = self.at(now);
         let mut by_call: HashMap<Uuid, Vec<(Uuid, u8)>> = HashMap::new();
         for ((participant, _), track) in &self.tracks {
             let Some(call) = self.participants.get(participant).map(|p| p.call) else {
@@ -789,7 +823,7 @@ impl Sfu {
 
     /// Sends a publisher's packet to every subscriber of the track.
     fn forward(&mut self, key: &TrackKey, packet: &Rtp) {
-        let now = Instant::now();
+        let now = self.now;
         if let (Some(level), Some(track)) = (packet.audio_level, self.tracks.get_mut(key)) {
             track.observe_level(level, now);
         }
@@ -878,7 +912,7 @@ impl Sfu {
         if track.kind != Kind::Video {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         let since_last = track.last_keyframe_request.map(|at| now.duration_since(at));
         if force {
             if let Some(since) = since_last.filter(|s| *s < KEYFRAME_SPACING) {
