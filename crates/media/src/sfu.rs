@@ -190,13 +190,16 @@ pub(crate) struct Sfu {
     speakers: HashMap<Uuid, Vec<Uuid>>,
     /// The time of the latest input: the loop reads no clock of its own.
     now: Instant,
+    /// When speakers are next looked at (every [`SPEAKING_EVERY`]).
+    next_speaking: Instant,
 }
 
 /// Datagrams taken from the queue at once, between two flushes of the outbox.
 const BATCH: usize = 64;
 
-/// A media loop: commands from the handle, datagrams from the receive loop,
-/// the peers' timers and the speaker tick, until the handle is dropped.
+/// A media loop: commands from the handle, datagrams from the receive loop
+/// and the loop's timers (the peers', keyframe requests held back, the
+/// speakers' tick), until the handle is dropped.
 pub(crate) async fn run(
     socket: Arc<UdpSocket>,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -204,13 +207,9 @@ pub(crate) async fn run(
     mut sfu: Sfu,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    let mut speaking = tokio::time::interval(SPEAKING_EVERY);
-    speaking.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         crate::udp::send_all(&socket, &mut sfu.outbox).await;
-        let deadline = sfu
-            .next_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let deadline = sfu.next_timeout();
         tokio::select! {
             command = commands.recv() => match command {
                 Some(c) => sfu.command(c, Instant::now()),
@@ -227,7 +226,6 @@ pub(crate) async fn run(
                 }
             },
             _ = tokio::time::sleep_until(deadline.into()) => sfu.timeouts(Instant::now()),
-            _ = speaking.tick() => sfu.announce_speakers(Instant::now()),
         }
     }
     for key in sfu.peers.keys().copied().collect::<Vec<_>>() {
@@ -267,6 +265,7 @@ impl Sfu {
             stats: EngineStats::default(),
             speakers: HashMap::new(),
             now,
+            next_speaking: now,
         }
     }
 
@@ -677,17 +676,24 @@ impl Sfu {
         self.pump(key);
     }
 
-    fn next_timeout(&mut self) -> Option<Instant> {
+    /// The loop's next deadline: a peer's timer, a held keyframe request, or
+    /// the speakers' tick, which always comes.
+    fn next_timeout(&mut self) -> Instant {
         let keyframes = self.tracks.values().filter_map(|t| t.keyframe_due).min();
         self.peers
             .values_mut()
             .filter_map(|s| s.peer.poll_timeout())
             .chain(keyframes)
-            .min()
+            .fold(self.next_speaking, Instant::min)
     }
 
     pub(crate) fn timeouts(&mut self, now: Instant) {
         let now = self.at(now);
+        if now >= self.next_speaking {
+            // A tick missed while the loop was busy is not made up for.
+            self.next_speaking = now + SPEAKING_EVERY;
+            self.announce_speakers(now);
+        }
         let keyframes: Vec<TrackKey> = self
             .tracks
             .iter()
@@ -794,7 +800,6 @@ impl Sfu {
 
     /// Tells signaling who speaks in each call, when that changed.
     fn announce_speakers(&mut self, now: Instant) {
-        let now = self.at(now);
         let mut by_call: HashMap<Uuid, Vec<(Uuid, u8)>> = HashMap::new();
         for ((participant, _), track) in &self.tracks {
             let Some(call) = self.participants.get(participant).map(|p| p.call) else {
