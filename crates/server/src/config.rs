@@ -811,6 +811,27 @@ mod tests {
     }
 
     #[test]
+    fn the_drain_window_is_bounded() {
+        let long = Config {
+            shutdown_drain_secs: 301,
+            ..Config::default()
+        };
+        let err = long
+            .validate()
+            .expect_err("a drain of over 5 minutes is refused");
+        assert!(
+            err.to_string()
+                .contains("shutdown_drain_secs must be at most 300"),
+            "{err}"
+        );
+        let longest = Config {
+            shutdown_drain_secs: 300,
+            ..Config::default()
+        };
+        longest.validate().expect("5 minutes is allowed");
+    }
+
+    #[test]
     fn several_nodes_need_one_configured_jwt_secret() {
         let several = Config {
             redis_url: Some("redis://127.0.0.1:6379".into()),
