@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use roost_media::bench::Call;
 use roost_media::demux::Demux;
-use roost_media::forwarder::DownTrack;
+use roost_media::munger::Munger;
 use roost_media::fuzz::binding_request;
 use roost_media::Kind;
 use rtc::srtp::context::Context;
@@ -65,7 +65,7 @@ fn route(c: &mut Criterion) {
 }
 
 fn rewrite(c: &mut Criterion) {
-    let mut track = DownTrack::new(0xCAFE, 90_000);
+    let mut track = Munger::new(0xCAFE, 90_000);
     let now = Instant::now();
     let mut seq = 0u16;
     c.bench_function("rewrite", |b| {

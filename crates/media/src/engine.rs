@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::net::UdpSocket;
@@ -30,8 +31,47 @@ use crate::demux::Demux;
 use crate::events::Source;
 use crate::events::{EngineEvent, EngineStats};
 use crate::placement::SharedPlacement;
-use crate::sfu::{Command, Inbound, PeerKey, RouteUpdate, Sfu};
+use crate::sfu::{Input, Output, PeerKey, Route, Sfu};
 use crate::MediaError;
+
+/// What the engine's handle asks of a loop.
+enum Command {
+    Join {
+        call: Uuid,
+        participant: Uuid,
+        /// Names this placement, so that leaving on its own (a failed
+        /// connection) never forgets a newer one.
+        placement: u64,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    Publish {
+        participant: Uuid,
+        offer: String,
+        sources: Vec<(String, Source)>,
+        reply: oneshot::Sender<Result<String, MediaError>>,
+    },
+    SubscriberAnswer {
+        participant: Uuid,
+        answer: String,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    Leave {
+        participants: Vec<Uuid>,
+    },
+    Stats {
+        reply: oneshot::Sender<EngineStats>,
+    },
+}
+
+/// A datagram routed to one of a loop's peers.
+struct Inbound {
+    key: PeerKey,
+    from: SocketAddr,
+    datagram: BytesMut,
+}
+
+/// A route change, from the loop at the index.
+type RouteUpdate = (usize, Route);
 
 /// A handle on a running engine. Cheap to clone.
 #[derive(Clone)]
@@ -91,16 +131,16 @@ impl Engine {
         for index in 0..loops {
             let (command_tx, command_rx) = mpsc::unbounded_channel();
             let (inbound_tx, inbound_rx) = mpsc::channel(config.loop_queue.max(16));
-            let sfu = Sfu::new(
+            let sfu = Sfu::new(Instant::now(), advertised.clone(), &config, rand::random());
+            let shell = Shell {
                 index,
-                advertised.clone(),
-                &config,
-                events.clone(),
-                routes.clone(),
-                placement.clone(),
-                std::time::Instant::now(),
-            );
-            tokio::spawn(crate::sfu::run(socket.clone(), command_rx, inbound_rx, sfu));
+                socket: socket.clone(),
+                events: events.clone(),
+                routes: routes.clone(),
+                placement: placement.clone(),
+                transmits: Vec::with_capacity(BATCH),
+            };
+            tokio::spawn(run(shell, command_rx, inbound_rx, sfu));
             commands.push(command_tx);
             inbound.push(inbound_tx);
         }
@@ -242,6 +282,129 @@ impl Engine {
     }
 }
 
+/// Datagrams taken from a loop's queue at once, between two flushes.
+const BATCH: usize = 64;
+
+/// What a media loop's task owns around its [`Sfu`]: the IO.
+struct Shell {
+    /// Which loop this is, in route updates.
+    index: usize,
+    socket: Arc<UdpSocket>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    routes: mpsc::UnboundedSender<RouteUpdate>,
+    placement: SharedPlacement,
+    /// Datagrams to send, gathered for `sendmmsg`.
+    transmits: Vec<(SocketAddr, BytesMut)>,
+}
+
+impl Shell {
+    /// Takes everything the loop has to hand back. Routes and events go out
+    /// at once, so a new peer's route reaches the receive loop before the
+    /// reply that lets its client send; datagrams wait for [`Shell::flush`].
+    fn drain(&mut self, sfu: &mut Sfu) {
+        while let Some(output) = sfu.poll_output() {
+            match output {
+                Output::Transmit { to, datagram } => self.transmits.push((to, datagram)),
+                Output::Event(event) => {
+                    let _ = self.events.send(event);
+                }
+                Output::Route(route) => {
+                    let _ = self.routes.send((self.index, route));
+                }
+                Output::Unplaced {
+                    participant,
+                    placement,
+                } => self.placement.lock().remove_placed(participant, placement),
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        crate::udp::send_all(&self.socket, &mut self.transmits).await;
+    }
+
+    fn command(&mut self, sfu: &mut Sfu, command: Command, now: Instant) {
+        // Each reply goes after the loop's outputs are drained.
+        match command {
+            Command::Join {
+                call,
+                participant,
+                placement,
+                reply,
+            } => {
+                let joined = sfu.join(now, call, participant, placement);
+                self.drain(sfu);
+                let _ = reply.send(joined);
+            }
+            Command::Publish {
+                participant,
+                offer,
+                sources,
+                reply,
+            } => {
+                let answer = sfu.publish_sources(now, participant, offer, &sources);
+                self.drain(sfu);
+                let _ = reply.send(answer);
+            }
+            Command::SubscriberAnswer {
+                participant,
+                answer,
+                reply,
+            } => {
+                let taken = sfu.subscriber_answer(now, participant, answer);
+                self.drain(sfu);
+                let _ = reply.send(taken);
+            }
+            Command::Leave { participants } => {
+                sfu.handle(now, Input::Leave(participants));
+                self.drain(sfu);
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(sfu.stats());
+            }
+        }
+    }
+}
+
+/// A media loop's task: commands from the handle, datagrams from the
+/// receive loop and the loop's timers, until the handle is dropped. It reads
+/// the clock once per command, per batch of datagrams and per timer.
+async fn run(
+    mut shell: Shell,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    mut sfu: Sfu,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        shell.flush().await;
+        let deadline = sfu.poll_timeout();
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(c) => shell.command(&mut sfu, c, Instant::now()),
+                None => break,
+            },
+            n = inbound.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                for Inbound { key, from, datagram } in batch.drain(..) {
+                    sfu.handle(now, Input::Datagram { key, from, datagram });
+                }
+                shell.drain(&mut sfu);
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                sfu.handle(Instant::now(), Input::Timeout);
+                shell.drain(&mut sfu);
+            }
+        }
+    }
+    sfu.handle(Instant::now(), Input::Shutdown);
+    shell.drain(&mut sfu);
+    shell.flush().await;
+}
+
 /// Datagrams are received into one buffer and cut off it, so handing one to
 /// its loop allocates nothing; the buffer is renewed when it runs short.
 const RECEIVE_BUFFER: usize = 256 * 1024;
@@ -267,8 +430,8 @@ async fn receive(
         tokio::select! {
             biased;
             update = routes.recv() => match update {
-                Some(RouteUpdate::Add { ufrag, at, key }) => demux.add(&ufrag, (at, key)),
-                Some(RouteUpdate::Remove { ufrag, at, key }) => demux.remove(&ufrag, (at, key)),
+                Some((at, Route::Add { ufrag, key })) => demux.add(&ufrag, (at, key)),
+                Some((at, Route::Remove { ufrag, key })) => demux.remove(&ufrag, (at, key)),
                 // Every media loop has stopped.
                 None => break,
             },

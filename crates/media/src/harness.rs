@@ -1,6 +1,6 @@
 //! One media loop driven without a socket: datagrams in through the same
-//! demux as the receive loop's, datagrams out taken from the loop's outbox,
-//! time passed in. The loop sees only this harness's clock, which moves when
+//! demux as the receive loop's, the loop's outputs gathered after every
+//! input, time passed in. The loop sees only this harness's clock, which moves when
 //! the caller says ([`Loop::advance`], [`Loop::timeouts`], [`Loop::datagram_at`]).
 //! The fuzz target and the benches run the engine this way.
 
@@ -8,26 +8,28 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::config::EngineConfig;
 use crate::demux::Demux;
 use crate::events::{EngineEvent, EngineStats};
-use crate::placement::SharedPlacement;
-use crate::sfu::{PeerKey, RouteUpdate, Sfu};
+use crate::sfu::{Input, Output, PeerKey, Route, Sfu};
 use crate::MediaError;
 
 /// The address the loop's peers answer from.
 pub const ENGINE: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7882);
 
+/// The seed of the loop's random choices (ufrags, SSRCs): a run replays.
+const SEED: u64 = 0x5EED;
+
 /// A media loop and the demux in front of it.
 pub struct Loop {
     sfu: Sfu,
-    demux: Demux<(usize, PeerKey)>,
-    routes: mpsc::UnboundedReceiver<RouteUpdate>,
-    events: mpsc::UnboundedReceiver<EngineEvent>,
+    demux: Demux<PeerKey>,
+    /// Datagrams the loop sent, until taken.
+    outbox: Vec<(SocketAddr, BytesMut)>,
+    events: Vec<EngineEvent>,
     /// The ICE ufrags of the loop's peers.
     ufrags: Vec<String>,
     now: Instant,
@@ -38,23 +40,13 @@ pub struct Loop {
 
 impl Loop {
     pub fn new() -> Loop {
-        let (events, events_rx) = mpsc::unbounded_channel();
-        let (routes, routes_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
-        let sfu = Sfu::new(
-            0,
-            vec![ENGINE],
-            &EngineConfig::default(),
-            events,
-            routes,
-            SharedPlacement::default(),
-            now,
-        );
+        let sfu = Sfu::new(now, vec![ENGINE], &EngineConfig::default(), SEED);
         Loop {
             sfu,
             demux: Demux::new(8),
-            routes: routes_rx,
-            events: events_rx,
+            outbox: Vec::new(),
+            events: Vec::new(),
             ufrags: Vec::new(),
             now,
             unrouted: 0,
@@ -62,17 +54,22 @@ impl Loop {
         }
     }
 
-    fn apply_routes(&mut self) {
-        while let Ok(update) = self.routes.try_recv() {
-            match update {
-                RouteUpdate::Add { ufrag, at, key } => {
-                    self.demux.add(&ufrag, (at, key));
+    /// Takes what the loop handed back.
+    fn drain(&mut self) {
+        while let Some(output) = self.sfu.poll_output() {
+            match output {
+                Output::Transmit { to, datagram } => self.outbox.push((to, datagram)),
+                Output::Event(event) => self.events.push(event),
+                Output::Route(Route::Add { ufrag, key }) => {
+                    self.demux.add(&ufrag, key);
                     self.ufrags.push(ufrag);
                 }
-                RouteUpdate::Remove { ufrag, at, key } => {
-                    self.demux.remove(&ufrag, (at, key));
+                Output::Route(Route::Remove { ufrag, key }) => {
+                    self.demux.remove(&ufrag, key);
                     self.ufrags.retain(|u| *u != ufrag);
                 }
+                // The harness places nobody.
+                Output::Unplaced { .. } => {}
             }
         }
     }
@@ -82,14 +79,14 @@ impl Loop {
         let joined = self
             .sfu
             .join(self.now, call, participant, self.next_placement);
-        self.apply_routes();
+        self.drain();
         joined
     }
 
     /// Answers a participant's offer of its sending connection.
     pub fn publish(&mut self, participant: Uuid, offer: String) -> Result<String, MediaError> {
         let answer = self.sfu.publish(self.now, participant, offer);
-        self.apply_routes();
+        self.drain();
         answer
     }
 
@@ -99,7 +96,9 @@ impl Loop {
         participant: Uuid,
         answer: String,
     ) -> Result<(), MediaError> {
-        self.sfu.subscriber_answer(self.now, participant, answer)
+        let taken = self.sfu.subscriber_answer(self.now, participant, answer);
+        self.drain();
+        taken
     }
 
     /// Takes one datagram from `from` as the engine would, at the loop's time.
@@ -110,9 +109,16 @@ impl Loop {
     /// Takes one datagram at `now`, which becomes the loop's time if later.
     pub fn datagram_at(&mut self, now: Instant, datagram: BytesMut, from: SocketAddr) {
         self.now = self.now.max(now);
-        self.apply_routes();
         match self.demux.route(&datagram, from) {
-            Some((_, key)) => self.sfu.datagram(self.now, key, datagram, from),
+            Some(key) => {
+                let input = Input::Datagram {
+                    key,
+                    from,
+                    datagram,
+                };
+                self.sfu.handle(self.now, input);
+                self.drain();
+            }
             None => self.unrouted += 1,
         }
     }
@@ -125,32 +131,32 @@ impl Loop {
     /// Lets the peers' timers run, `by` later than the last time.
     pub fn advance(&mut self, by: Duration) {
         self.now += by;
-        self.sfu.timeouts(self.now);
+        self.sfu.handle(self.now, Input::Timeout);
+        self.drain();
     }
 
     /// Lets the peers' timers run at `now`, which becomes the loop's time if later.
     pub fn timeouts(&mut self, now: Instant) {
         self.now = self.now.max(now);
-        self.sfu.timeouts(self.now);
+        self.sfu.handle(self.now, Input::Timeout);
+        self.drain();
     }
 
     /// The datagrams the loop would send, and where.
     pub fn take_outbox(&mut self) -> Vec<(SocketAddr, BytesMut)> {
-        self.sfu.take_outbox()
+        std::mem::take(&mut self.outbox)
     }
 
     /// The number of datagrams waiting to be sent; forgets them.
     pub fn drop_outbox(&mut self) -> usize {
-        self.sfu.drop_outbox()
+        let n = self.outbox.len();
+        self.outbox.clear();
+        n
     }
 
     /// What the loop told signaling since the last call.
     pub fn events(&mut self) -> Vec<EngineEvent> {
-        let mut out = Vec::new();
-        while let Ok(e) = self.events.try_recv() {
-            out.push(e);
-        }
-        out
+        std::mem::take(&mut self.events)
     }
 
     pub fn ufrags(&self) -> &[String] {

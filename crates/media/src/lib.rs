@@ -4,15 +4,17 @@
 //!
 //! # Layout
 //! - [`engine`]: the socket, the receive loop that routes datagrams, the
-//!   handle signaling holds, and which media loop holds which call.
-//! - `sfu`: one media loop: the peers of its calls and forwarding between
-//!   publishers and subscribers.
+//!   handle signaling holds, and each media loop's task, which owns the IO
+//!   around the loop's state: the only async code of the engine.
+//! - `sfu`: one media loop's state machine, sans-IO: the peers of its calls
+//!   and forwarding between publishers and subscribers; time comes in with
+//!   each input and its work comes back through `poll_output`.
 //! - `udp`: sending a loop's datagrams in groups (`sendmmsg`).
 //! - [`peer`]: one peer connection; the only module of the server that
 //!   touches the `rtc` stack.
 //! - [`retransmit`]: how much a subscriber's NACKs may make the engine resend.
 //! - [`demux`]: which peer a datagram on the shared port belongs to.
-//! - [`forwarder`]: a subscriber's view of a stream (SSRC, sequence numbers,
+//! - [`munger`]: a subscriber's view of a stream (SSRC, sequence numbers,
 //!   timestamps), as pure arithmetic.
 //! - `keyframe`: whether a packet starts a keyframe, from its codec's
 //!   payload header.
@@ -26,12 +28,12 @@ pub mod config;
 pub mod demux;
 pub mod engine;
 pub mod events;
-pub mod forwarder;
 #[doc(hidden)]
 pub mod fuzz;
 #[doc(hidden)]
 pub mod harness;
 mod keyframe;
+pub mod munger;
 pub mod peer;
 mod placement;
 pub mod retransmit;

@@ -113,6 +113,18 @@ async fn negotiate_offers(
     (answered, offers)
 }
 
+/// A client sends its first check as soon as it has the answer: the engine
+/// routes the new connection before the answer comes back, so not one
+/// datagram of the connection is dropped.
+#[tokio::test]
+async fn a_new_connection_is_routed_before_its_answer_comes_back() {
+    let (engine, _events) = engine().await;
+    let (_, _client) = publisher(&engine, Uuid::new_v4(), Kind::Audio).await;
+    let stats = engine.stats().await.unwrap();
+    assert_eq!(stats.peers, 2, "a subscriber and a publisher connection");
+    assert_eq!(stats.datagrams_dropped, 0, "no datagram was dropped");
+}
+
 #[tokio::test]
 async fn every_subscriber_receives_every_packet_in_order_under_its_own_ssrc() {
     let (engine, mut events) = engine().await;

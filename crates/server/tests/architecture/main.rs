@@ -67,6 +67,18 @@ const MEDIA_STACK_FILES: Rules = &[
 /// connects one that sends nothing to learn the address of its default route.
 const UDP_USERS: &str = "crates/media/* crates/server/src/lib.rs";
 
+/// The media loop's state machine and its parts: they take time as input
+/// and do no IO (ADR 0019); the engine around them owns the clock, the
+/// tasks, the channels and the socket.
+const SANS_IO: &str = "crates/media/src/sfu/* crates/media/src/peer.rs \
+                       crates/media/src/munger.rs crates/media/src/keyframe.rs \
+                       crates/media/src/retransmit.rs crates/media/src/demux.rs";
+
+/// What the sans-IO files may not name, as runs of path segments: a clock,
+/// a runtime, a lock, a socket, or randomness they were not handed.
+const IO_AND_CLOCKS: &str = "Instant::now SystemTime tokio Mutex RwLock UdpSocket std::net::UdpSocket \
+                             thread_rng rand::random OsRng";
+
 /// Library crates: they receive typed configuration.
 const LIBRARIES: &str = "crates/core crates/media crates/signaling crates/api";
 
@@ -122,6 +134,14 @@ fn only_media_touches_udp() {
     let crates = members.iter().filter(|d| d.starts_with("crates/"));
     let sources: Vec<Source> = crates.flat_map(|d| crate_sources(d)).collect();
     assert_none("only roost-media touches UDP", udp_violations(&sources));
+}
+
+#[test]
+fn the_media_loop_reads_no_clock_and_does_no_io() {
+    let found = sans_io_violations(&crate_sources("crates/media"));
+    let rule = "the media loop's state machine and its parts take time as input: they name no \
+                clock, runtime, lock, socket or unseeded randomness (ADR 0019)";
+    assert_none(rule, found);
 }
 
 #[test]
@@ -254,6 +274,14 @@ fn media_stack_violations(sources: &[Source]) -> Vec<String> {
 fn udp_violations(sources: &[Source]) -> Vec<String> {
     places_where(sources, |source, named| {
         !matches_any(UDP_USERS, &source.path) && named.segments.iter().any(|s| s == "UdpSocket")
+    })
+}
+
+fn sans_io_violations(sources: &[Source]) -> Vec<String> {
+    places_where(sources, |source, named| {
+        let path = format!("::{}::", named.segments.join("::"));
+        let names = |forbidden: &str| path.contains(&format!("::{forbidden}::"));
+        matches_any(SANS_IO, &source.path) && IO_AND_CLOCKS.split_whitespace().any(names)
     })
 }
 

@@ -1,96 +1,75 @@
-//! One media loop: the peers of the calls placed on it, and forwarding
-//! between them. Everything here runs on the loop's own task; the receive
-//! loop hands it datagrams already routed to one of its peers, and it sends
-//! on the shared socket itself.
+//! One media loop's state: the peers of the calls placed on it, and
+//! forwarding between them. It does no IO and reads no clock: every input
+//! carries the time, and what it has to do comes back through
+//! [`Sfu::poll_output`] (datagrams to send, events for signaling, route and
+//! placement changes) and [`Sfu::poll_timeout`] (when to call it next). The
+//! engine's task for the loop (`engine::run`) owns the socket, the channels
+//! and the clock; the in-memory harness drives it the same way on a clock
+//! of its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use rand::Rng;
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
 use crate::config::EngineConfig;
 use crate::events::{EngineEvent, EngineStats, OfferedTrack, Source};
-use crate::forwarder::DownTrack;
-use crate::keyframe::starts_keyframe;
-use crate::peer::{Codec, Flow, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp, SenderId, TrackId};
-use crate::placement::SharedPlacement;
+use crate::peer::{Flow, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp};
 use crate::MediaError;
 
-/// How often the speakers of each call are looked at.
-const SPEAKING_EVERY: Duration = Duration::from_millis(250);
-/// Loudness (127 minus the RFC 6464 level in -dBov) from which someone speaks: -60 dBov.
-const SPEAKING_LOUDNESS: u8 = 67;
-/// How long a level counts after it arrived.
-const LEVEL_FRESH: Duration = Duration::from_millis(500);
-/// The least time between two keyframe requests to one publisher that a
-/// new subscriber's request may not be merged into: encoders ignore requests
-/// that come too soon after the last (Chromium's allows one per 300 ms), so
-/// a request that would come sooner is held until this has passed.
-const KEYFRAME_SPACING: Duration = Duration::from_millis(350);
+mod down_track;
+mod forwarder;
+mod ids;
+mod keyframe_requests;
+mod speakers;
+mod up_track;
 
-/// What the engine's handle asks of a loop.
-pub(crate) enum Command {
-    Join {
-        call: Uuid,
-        participant: Uuid,
-        /// Names this placement, so that leaving on its own (a failed
-        /// connection) never forgets a newer one.
-        placement: u64,
-        reply: oneshot::Sender<Result<(), MediaError>>,
-    },
-    Publish {
-        participant: Uuid,
-        offer: String,
-        sources: Vec<(String, Source)>,
-        reply: oneshot::Sender<Result<String, MediaError>>,
-    },
-    SubscriberAnswer {
-        participant: Uuid,
-        answer: String,
-        reply: oneshot::Sender<Result<(), MediaError>>,
-    },
-    Leave {
-        participants: Vec<Uuid>,
-    },
-    Stats {
-        reply: oneshot::Sender<EngineStats>,
-    },
-}
+use down_track::DownTrack;
+pub(crate) use ids::PeerKey;
+use ids::{Role, TrackKey};
+use keyframe_requests::Ask;
+use speakers::{Speakers, SPEAKING_EVERY};
+use up_track::UpTrack;
 
-/// A datagram routed to one of the loop's peers.
-pub(crate) struct Inbound {
-    pub key: PeerKey,
-    pub from: SocketAddr,
-    pub datagram: BytesMut,
-}
-
-/// Tells the receive loop which peers a loop owns, by their ICE ufrag.
-pub(crate) enum RouteUpdate {
-    Add {
-        ufrag: String,
-        at: usize,
+/// An input without a typed answer.
+pub(crate) enum Input {
+    /// A datagram the receive loop routed to one of the loop's peers.
+    Datagram {
         key: PeerKey,
+        from: SocketAddr,
+        datagram: BytesMut,
     },
-    Remove {
-        ufrag: String,
-        at: usize,
-        key: PeerKey,
-    },
+    /// The time given by [`Sfu::poll_timeout`] has come (or passed).
+    Timeout,
+    /// Participants leave at once.
+    Leave(Vec<Uuid>),
+    /// The loop stops: every peer is closed.
+    Shutdown,
 }
 
-/// A peer, unique within its loop.
-pub(crate) type PeerKey = u64;
+/// What the loop hands back, in the order it arose.
+#[derive(Debug)]
+pub(crate) enum Output {
+    /// A datagram to send.
+    Transmit { to: SocketAddr, datagram: BytesMut },
+    /// Something for signaling.
+    Event(EngineEvent),
+    /// A peer the receive loop must route to this loop, or no longer.
+    Route(Route),
+    /// A participant has left on the loop's own account (its connection
+    /// failed): its placement, unless a newer one replaced it, is free.
+    Unplaced { participant: Uuid, placement: u64 },
+}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Publisher,
-    Subscriber,
+/// Which peers the loop owns, by their ICE ufrag.
+#[derive(Debug)]
+pub(crate) enum Route {
+    Add { ufrag: String, key: PeerKey },
+    Remove { ufrag: String, key: PeerKey },
 }
 
 struct PeerSlot {
@@ -111,64 +90,14 @@ struct Participant {
     /// The subscriber connection changed while an offer was out: offer again.
     renegotiate: bool,
     /// What this participant receives, by the published track it comes from.
-    down: HashMap<TrackKey, Down>,
+    down: HashMap<TrackKey, DownTrack>,
     /// What its published tracks carry, by their track id (the second part
     /// of the offer's `a=msid`), where it said, until the track opens.
     sources: HashMap<String, Source>,
 }
 
-struct Down {
-    sender: SenderId,
-    track: DownTrack,
-    mime_type: String,
-    /// The track id it is offered under (`a=msid`).
-    name: String,
-    /// Whether the subscriber was told it can play this track.
-    playing: bool,
-}
-
-/// A published track: its publisher and `rtc`'s id for it.
-type TrackKey = (Uuid, TrackId);
-
-struct Published {
-    kind: Kind,
-    source: Source,
-    codec: Codec,
-    subscribers: Vec<Uuid>,
-    last_keyframe_request: Option<Instant>,
-    /// A new subscriber's keyframe request held back until
-    /// [`KEYFRAME_SPACING`] after the last one.
-    keyframe_due: Option<Instant>,
-    /// Smoothed loudness of an audio track, and when a level last came.
-    loudness: u8,
-    level_at: Option<Instant>,
-}
-
-impl Published {
-    /// Takes a level (RFC 6464, -dBov): rises at once, falls gently, so the
-    /// pauses between words do not end a turn.
-    fn observe_level(&mut self, level: u8, now: Instant) {
-        let loud = 127 - level.min(127);
-        self.loudness = if loud >= self.loudness {
-            loud
-        } else {
-            self.loudness - (self.loudness - loud).div_ceil(16)
-        };
-        self.level_at = Some(now);
-    }
-
-    fn speaking(&self, now: Instant) -> Option<u8> {
-        let fresh = self
-            .level_at
-            .is_some_and(|at| now.duration_since(at) < LEVEL_FRESH);
-        (fresh && self.loudness >= SPEAKING_LOUDNESS).then_some(self.loudness)
-    }
-}
-
 /// The state of one media loop.
 pub(crate) struct Sfu {
-    /// Which loop this is, in route updates.
-    index: usize,
     local: SocketAddr,
     advertised: Vec<SocketAddr>,
     keyframe_interval: Duration,
@@ -179,73 +108,31 @@ pub(crate) struct Sfu {
     next_peer: PeerKey,
     participants: HashMap<Uuid, Participant>,
     calls: HashMap<Uuid, HashSet<Uuid>>,
-    tracks: HashMap<TrackKey, Published>,
-    /// Datagrams to send, filled while handling input, emptied by the loop.
-    outbox: Vec<(SocketAddr, BytesMut)>,
-    events: mpsc::UnboundedSender<EngineEvent>,
-    routes: mpsc::UnboundedSender<RouteUpdate>,
-    placement: SharedPlacement,
+    tracks: HashMap<TrackKey, UpTrack>,
+    /// Datagrams to send, in order, until polled.
+    transmits: VecDeque<(SocketAddr, BytesMut)>,
+    /// Everything else to hand back, in order, until polled.
+    out: VecDeque<Output>,
+    /// Ufrags, passwords and SSRCs; seeded by the caller, so that a run
+    /// can be replayed.
+    rng: StdRng,
     stats: EngineStats,
-    /// The speakers last announced, per call.
-    speakers: HashMap<Uuid, Vec<Uuid>>,
+    speakers: Speakers,
     /// The time of the latest input: the loop reads no clock of its own.
     now: Instant,
     /// When speakers are next looked at (every [`SPEAKING_EVERY`]).
     next_speaking: Instant,
 }
 
-/// Datagrams taken from the queue at once, between two flushes of the outbox.
-const BATCH: usize = 64;
-
-/// A media loop: commands from the handle, datagrams from the receive loop
-/// and the loop's timers (the peers', keyframe requests held back, the
-/// speakers' tick), until the handle is dropped.
-pub(crate) async fn run(
-    socket: Arc<UdpSocket>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    mut inbound: mpsc::Receiver<Inbound>,
-    mut sfu: Sfu,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        crate::udp::send_all(&socket, &mut sfu.outbox).await;
-        let deadline = sfu.next_timeout();
-        tokio::select! {
-            command = commands.recv() => match command {
-                Some(c) => sfu.command(c, Instant::now()),
-                None => break,
-            },
-            n = inbound.recv_many(&mut batch, BATCH) => {
-                if n == 0 {
-                    break;
-                }
-                // One reading of the clock for the batch.
-                let now = Instant::now();
-                for Inbound { key, from, datagram } in batch.drain(..) {
-                    sfu.datagram(now, key, datagram, from);
-                }
-            },
-            _ = tokio::time::sleep_until(deadline.into()) => sfu.timeouts(Instant::now()),
-        }
-    }
-    for key in sfu.peers.keys().copied().collect::<Vec<_>>() {
-        sfu.drop_peer(key);
-    }
-    crate::udp::send_all(&socket, &mut sfu.outbox).await;
-}
-
 impl Sfu {
+    /// A loop starting at `now`, whose random choices follow from `seed`.
     pub(crate) fn new(
-        index: usize,
+        now: Instant,
         advertised: Vec<SocketAddr>,
         config: &EngineConfig,
-        events: mpsc::UnboundedSender<EngineEvent>,
-        routes: mpsc::UnboundedSender<RouteUpdate>,
-        placement: SharedPlacement,
-        now: Instant,
+        seed: u64,
     ) -> Sfu {
         Sfu {
-            index,
             // The address peers see as ours: the first advertised one.
             local: advertised[0],
             advertised,
@@ -258,12 +145,11 @@ impl Sfu {
             participants: HashMap::new(),
             calls: HashMap::new(),
             tracks: HashMap::new(),
-            outbox: Vec::new(),
-            events,
-            routes,
-            placement,
+            transmits: VecDeque::with_capacity(256),
+            out: VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed),
             stats: EngineStats::default(),
-            speakers: HashMap::new(),
+            speakers: Speakers::default(),
             now,
             next_speaking: now,
         }
@@ -278,15 +164,33 @@ impl Sfu {
         self.now
     }
 
-    pub(crate) fn take_outbox(&mut self) -> Vec<(SocketAddr, BytesMut)> {
-        std::mem::take(&mut self.outbox)
+    /// The next thing to hand back: datagrams first, then the rest in
+    /// order; `None` once all is taken. Call it after every input.
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        if let Some((to, datagram)) = self.transmits.pop_front() {
+            return Some(Output::Transmit { to, datagram });
+        }
+        self.out.pop_front()
     }
 
-    /// Forgets what waits to be sent; returns how many datagrams it was.
-    pub(crate) fn drop_outbox(&mut self) -> usize {
-        let n = self.outbox.len();
-        self.outbox.clear();
-        n
+    /// Takes an input at `now`.
+    pub(crate) fn handle(&mut self, now: Instant, input: Input) {
+        let now = self.at(now);
+        match input {
+            Input::Datagram {
+                key,
+                from,
+                datagram,
+            } => self.datagram(key, datagram, from),
+            Input::Timeout => self.timeouts(now),
+            Input::Leave(participants) => self.leave_all(&participants),
+            Input::Shutdown => {
+                let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+                for key in keys {
+                    self.drop_peer(key);
+                }
+            }
+        }
     }
 
     pub(crate) fn participants(&self) -> usize {
@@ -301,43 +205,8 @@ impl Sfu {
         stats
     }
 
-    fn command(&mut self, command: Command, now: Instant) {
-        match command {
-            Command::Join {
-                call,
-                participant,
-                placement,
-                reply,
-            } => {
-                let _ = reply.send(self.join(now, call, participant, placement));
-            }
-            Command::Publish {
-                participant,
-                offer,
-                sources,
-                reply,
-            } => {
-                let _ = reply.send(self.publish_sources(now, participant, offer, &sources));
-            }
-            Command::SubscriberAnswer {
-                participant,
-                answer,
-                reply,
-            } => {
-                let _ = reply.send(self.subscriber_answer(now, participant, answer));
-            }
-            Command::Leave { participants } => {
-                self.at(now);
-                self.leave_all(&participants)
-            }
-            Command::Stats { reply } => {
-                let _ = reply.send(self.stats());
-            }
-        }
-    }
-
     fn new_peer(&mut self, participant: Uuid, role: Role) -> Result<PeerKey, MediaError> {
-        let mut rng = rand::thread_rng();
+        let rng = &mut self.rng;
         let ufrag: String = (0..16)
             .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
             .collect();
@@ -361,11 +230,10 @@ impl Sfu {
         let peer = Peer::new(&setup, self.now)?;
         let key = self.next_peer;
         self.next_peer += 1;
-        let _ = self.routes.send(RouteUpdate::Add {
+        self.out.push_back(Output::Route(Route::Add {
             ufrag: ufrag.clone(),
-            at: self.index,
             key,
-        });
+        }));
         self.peers.insert(
             key,
             PeerSlot {
@@ -509,9 +377,10 @@ impl Sfu {
             .filter_map(|id| self.participants.remove(id).map(|p| (*id, p)))
             .collect();
         for (participant, p) in gone {
-            self.placement
-                .lock()
-                .remove_placed(participant, p.placement);
+            self.out.push_back(Output::Unplaced {
+                participant,
+                placement: p.placement,
+            });
             if let Some(members) = self.calls.get_mut(&p.call) {
                 members.remove(&participant);
                 if members.is_empty() {
@@ -542,13 +411,12 @@ impl Sfu {
         if let Some(mut slot) = self.peers.remove(&key) {
             slot.peer.close();
             while let Some((to, d)) = slot.peer.poll_transmit() {
-                self.outbox.push((to, d));
+                self.transmits.push_back((to, d));
             }
-            let _ = self.routes.send(RouteUpdate::Remove {
+            self.out.push_back(Output::Route(Route::Remove {
                 ufrag: slot.ufrag,
-                at: self.index,
                 key,
-            });
+            }));
         }
     }
 
@@ -586,9 +454,9 @@ impl Sfu {
         let Some(slot) = self.peers.get_mut(&p.subscriber) else {
             return;
         };
-        let ssrc: u32 = rand::thread_rng().gen();
+        let ssrc: u32 = self.rng.gen();
         // Video is resent on its own stream where the subscriber negotiates RTX.
-        let rtx = (track.kind == Kind::Video).then(|| rand::thread_rng().gen());
+        let rtx = (track.kind == Kind::Video).then(|| self.rng.gen());
         let stream = key.0.simple().to_string();
         let name = format!("{stream}-{}", key.1);
         match slot
@@ -598,13 +466,7 @@ impl Sfu {
             Ok(sender) => {
                 p.down.insert(
                     key.clone(),
-                    Down {
-                        sender,
-                        track: DownTrack::new(ssrc, track.codec.clock_rate),
-                        mime_type: track.codec.mime_type.clone(),
-                        name,
-                        playing: false,
-                    },
+                    DownTrack::new(sender, ssrc, &track.codec, name),
                 );
                 p.renegotiate = true;
                 track.subscribers.push(participant);
@@ -645,11 +507,11 @@ impl Sfu {
                         })
                     })
                     .collect();
-                let _ = self.events.send(EngineEvent::SubscriberOffer {
+                self.out.push_back(Output::Event(EngineEvent::SubscriberOffer {
                     participant,
                     sdp,
                     tracks,
-                });
+                }));
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, %participant, "offering failed"),
@@ -657,14 +519,8 @@ impl Sfu {
         self.pump(key);
     }
 
-    pub(crate) fn datagram(
-        &mut self,
-        now: Instant,
-        key: PeerKey,
-        datagram: BytesMut,
-        from: SocketAddr,
-    ) {
-        let now = self.at(now);
+    fn datagram(&mut self, key: PeerKey, datagram: BytesMut, from: SocketAddr) {
+        let now = self.now;
         let Some(slot) = self.peers.get_mut(&key) else {
             self.stats.datagrams_dropped += 1;
             return;
@@ -676,10 +532,12 @@ impl Sfu {
         self.pump(key);
     }
 
-    /// The loop's next deadline: a peer's timer, a held keyframe request, or
-    /// the speakers' tick, which always comes.
-    fn next_timeout(&mut self) -> Instant {
-        let keyframes = self.tracks.values().filter_map(|t| t.keyframe_due).min();
+    /// When to give the loop [`Input::Timeout`]: a peer's timer, a held
+    /// keyframe request, or the speakers' tick, which always comes. It looks
+    /// at every peer, so the caller asks once before it waits, not after
+    /// every input.
+    pub(crate) fn poll_timeout(&mut self) -> Instant {
+        let keyframes = self.tracks.values().filter_map(|t| t.keyframes.due()).min();
         self.peers
             .values_mut()
             .filter_map(|s| s.peer.poll_timeout())
@@ -687,8 +545,7 @@ impl Sfu {
             .fold(self.next_speaking, Instant::min)
     }
 
-    pub(crate) fn timeouts(&mut self, now: Instant) {
-        let now = self.at(now);
+    fn timeouts(&mut self, now: Instant) {
         if now >= self.next_speaking {
             // A tick missed while the loop was busy is not made up for.
             self.next_speaking = now + SPEAKING_EVERY;
@@ -697,7 +554,7 @@ impl Sfu {
         let keyframes: Vec<TrackKey> = self
             .tracks
             .iter()
-            .filter(|(_, t)| t.keyframe_due.is_some_and(|at| at <= now))
+            .filter(|(_, t)| t.keyframes.due().is_some_and(|at| at <= now))
             .map(|(k, _)| k.clone())
             .collect();
         for key in keyframes {
@@ -725,7 +582,7 @@ impl Sfu {
                 return;
             };
             while let Some(out) = slot.peer.poll_transmit() {
-                self.outbox.push(out);
+                self.transmits.push_back(out);
             }
             let Some(event) = slot.peer.poll_event() else {
                 return;
@@ -747,16 +604,7 @@ impl Sfu {
                     let key = (participant, track);
                     self.tracks.insert(
                         key.clone(),
-                        Published {
-                            kind,
-                            source,
-                            codec,
-                            subscribers: Vec::new(),
-                            last_keyframe_request: None,
-                            keyframe_due: None,
-                            loudness: 0,
-                            level_at: None,
-                        },
+                        UpTrack::new(kind, source, codec),
                     );
                     let call = self.participants.get(&participant).map(|p| p.call);
                     let others: Vec<Uuid> = call
@@ -775,7 +623,7 @@ impl Sfu {
                     let source = self.participants.get(&participant).and_then(|p| {
                         p.down
                             .iter()
-                            .find(|(_, d)| d.track.ssrc() == media_ssrc)
+                            .find(|(_, d)| d.ssrc() == media_ssrc)
                             .map(|(k, _)| k.clone())
                     });
                     if let Some(source) = source {
@@ -789,7 +637,8 @@ impl Sfu {
                     }
                 }
                 PeerEvent::Failed => {
-                    let _ = self.events.send(EngineEvent::Disconnected { participant });
+                    self.out
+                        .push_back(Output::Event(EngineEvent::Disconnected { participant }));
                     self.leave(participant);
                     return;
                 }
@@ -800,43 +649,26 @@ impl Sfu {
 
     /// Tells signaling who speaks in each call, when that changed.
     fn announce_speakers(&mut self, now: Instant) {
-        let mut by_call: HashMap<Uuid, Vec<(Uuid, u8)>> = HashMap::new();
-        for ((participant, _), track) in &self.tracks {
-            let Some(call) = self.participants.get(participant).map(|p| p.call) else {
-                continue;
-            };
-            let speakers = by_call.entry(call).or_default();
-            if let Some(loudness) = track.speaking(now) {
-                match speakers.iter_mut().find(|(p, _)| p == participant) {
-                    Some(s) => s.1 = s.1.max(loudness),
-                    None => speakers.push((*participant, loudness)),
-                }
-            }
-        }
-        self.speakers.retain(|call, _| by_call.contains_key(call));
-        for (call, mut speakers) in by_call {
-            speakers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            let mut ids: Vec<Uuid> = speakers.iter().map(|s| s.0).collect();
-            ids.sort();
-            let last = self.speakers.entry(call).or_default();
-            if *last != ids {
-                *last = ids;
-                let _ = self.events.send(EngineEvent::Speaking { call, speakers });
-            }
+        let participants = &self.participants;
+        let tracks = self.tracks.iter().filter_map(|((publisher, _), track)| {
+            let call = participants.get(publisher)?.call;
+            Some((call, *publisher, &track.level))
+        });
+        for event in self.speakers.tick(now, tracks) {
+            self.out.push_back(Output::Event(event));
         }
     }
 
     /// Sends a publisher's packet to every subscriber of the track.
     fn forward(&mut self, key: &TrackKey, packet: &Rtp) {
         let now = self.now;
-        if let (Some(level), Some(track)) = (packet.audio_level, self.tracks.get_mut(key)) {
-            track.observe_level(level, now);
-        }
-        let Some(track) = self.tracks.get(key) else {
+        let Some(track) = self.tracks.get_mut(key) else {
             return;
         };
-        // Read once, and only while someone waits for a first keyframe.
-        let mut keyframe = None;
+        track.observe(packet, now);
+        let track = &*track;
+        // Read once, and only while someone waits for a packet to start at.
+        let mut playable = None;
         for subscriber in &track.subscribers {
             let Some(p) = self.participants.get_mut(subscriber) else {
                 continue;
@@ -847,11 +679,12 @@ impl Sfu {
             let Some(slot) = self.peers.get_mut(&p.subscriber) else {
                 continue;
             };
-            let out = down.track.rewrite(packet.ssrc, packet.seq, packet.ts, now);
+            let starts = || *playable.get_or_insert_with(|| track.starts_playback(packet));
+            let decision = forwarder::decide(down, packet, slot.connected, starts, now);
             let rewritten = Rtp {
-                ssrc: out.ssrc,
-                seq: out.seq,
-                ts: out.ts,
+                ssrc: decision.rewrite.ssrc,
+                seq: decision.rewrite.seq,
+                ts: decision.rewrite.ts,
                 ..packet.clone()
             };
             match slot
@@ -860,27 +693,21 @@ impl Sfu {
             {
                 Ok(()) => {
                     self.stats.packets_forwarded += 1;
-                    if !down.playing && slot.connected {
-                        let playable = track.kind == Kind::Audio
-                            || *keyframe.get_or_insert_with(|| {
-                                starts_keyframe(&track.codec.mime_type, &packet.payload)
-                            });
-                        if playable {
-                            down.playing = true;
-                            let _ = self.events.send(EngineEvent::Receiving {
-                                call: p.call,
-                                subscriber: *subscriber,
-                                publisher: key.0,
-                                kind: track.kind,
-                                source: track.source,
-                            });
-                        }
+                    if decision.starts_playing {
+                        down.playing = true;
+                        self.out.push_back(Output::Event(EngineEvent::Receiving {
+                            call: p.call,
+                            subscriber: *subscriber,
+                            publisher: key.0,
+                            kind: track.kind,
+                            source: track.source,
+                        }));
                     }
                 }
                 Err(e) => tracing::trace!(error = %e, "forwarding a packet failed"),
             }
             while let Some(out) = slot.peer.poll_transmit() {
-                self.outbox.push(out);
+                self.transmits.push_back(out);
             }
         }
     }
@@ -907,9 +734,8 @@ impl Sfu {
     }
 
     /// Asks a track's publisher for a keyframe, at most once per interval
-    /// unless `force` (a new subscriber needs its first frame now). A forced
-    /// request that would follow the last one too closely for the encoder to
-    /// act on it waits until [`KEYFRAME_SPACING`] has passed.
+    /// unless `force` (a new subscriber needs its first frame now); see
+    /// [`keyframe_requests`] for when a request waits or merges.
     fn request_keyframe(&mut self, key: &TrackKey, force: bool) {
         let Some(track) = self.tracks.get_mut(key) else {
             return;
@@ -918,20 +744,9 @@ impl Sfu {
             return;
         }
         let now = self.now;
-        let since_last = track.last_keyframe_request.map(|at| now.duration_since(at));
-        if force {
-            if let Some(since) = since_last.filter(|s| *s < KEYFRAME_SPACING) {
-                let due = now + (KEYFRAME_SPACING - since);
-                track.keyframe_due = Some(track.keyframe_due.map_or(due, |d| d.min(due)));
-                return;
-            }
-        } else if since_last.is_some_and(|s| s < self.keyframe_interval)
-            || track.keyframe_due.is_some()
-        {
+        if track.keyframes.ask(now, force, self.keyframe_interval) != Ask::Send {
             return;
         }
-        track.keyframe_due = None;
-        track.last_keyframe_request = Some(now);
         let Some(publisher) = self.participants.get(&key.0).and_then(|p| p.publisher) else {
             return;
         };
@@ -941,7 +756,7 @@ impl Sfu {
                 Err(e) => tracing::debug!(error = %e, "requesting a keyframe failed"),
             }
             while let Some(out) = slot.peer.poll_transmit() {
-                self.outbox.push(out);
+                self.transmits.push_back(out);
             }
         }
     }

@@ -1,6 +1,6 @@
-//! What a subscriber sees of a stream: its own SSRC, and sequence numbers
-//! and timestamps that run on without a break whichever publisher's packets
-//! fill it. Pure arithmetic over header fields; no IO.
+//! The munger: what a subscriber sees of a stream, its own SSRC, and
+//! sequence numbers and timestamps that run on without a break whichever
+//! source's packets fill it. Pure arithmetic over header fields; no IO.
 
 use std::time::Instant;
 
@@ -12,9 +12,9 @@ pub struct Rewritten {
     pub ts: u32,
 }
 
-/// One subscriber's outgoing stream.
+/// The numbering of one subscriber's outgoing stream.
 #[derive(Debug, Clone)]
-pub struct DownTrack {
+pub struct Munger {
     ssrc: u32,
     clock_rate: u32,
     source: Option<Source>,
@@ -29,9 +29,9 @@ struct Source {
     ts_offset: u32,
 }
 
-impl DownTrack {
-    pub fn new(ssrc: u32, clock_rate: u32) -> DownTrack {
-        DownTrack {
+impl Munger {
+    pub fn new(ssrc: u32, clock_rate: u32) -> Munger {
+        Munger {
             ssrc,
             clock_rate: clock_rate.max(1),
             source: None,
@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn one_source_keeps_its_spacing_under_the_subscribers_ssrc() {
         let t = Instant::now();
-        let mut d = DownTrack::new(42, 48_000);
+        let mut d = Munger::new(42, 48_000);
         let a = d.rewrite(7, 100, 1000, t);
         let b = d.rewrite(7, 101, 1960, t);
         assert_eq!(a.ssrc, 42);
@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn a_new_source_continues_the_numbering() {
         let t = Instant::now();
-        let mut d = DownTrack::new(1, 48_000);
+        let mut d = Munger::new(1, 48_000);
         d.rewrite(10, 65_534, 4_000_000_000, t);
         let last = d.rewrite(10, 65_535, 4_000_000_960, t + Duration::from_millis(20));
         // Another publisher speaks 100 ms later, with its own numbers.
@@ -149,7 +149,7 @@ mod tests {
         fn switching_sources_never_breaks_the_sequence(
             runs in proptest::collection::vec((proptest::num::u16::ANY, proptest::num::u32::ANY, 1u16..50), 1..20)
         ) {
-            let mut d = DownTrack::new(9, 90_000);
+            let mut d = Munger::new(9, 90_000);
             let mut now = Instant::now();
             let mut prev: Option<u16> = None;
             // Each run is another publisher with numbers of its own.
