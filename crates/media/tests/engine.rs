@@ -911,6 +911,12 @@ mod in_memory {
         connected: bool,
         /// Payloads of the RTP packets received.
         received: Vec<Bytes>,
+        /// The audio level its packets carry (RFC 6464, -dBov).
+        level: Option<u8>,
+        /// When its peer reported a keyframe request, on the call's clock.
+        keyframe_requests: Vec<Instant>,
+        /// A member that vanished neither sends nor receives.
+        vanished: bool,
     }
 
     impl Member {
@@ -932,6 +938,9 @@ mod in_memory {
                 sender,
                 connected: false,
                 received: Vec::new(),
+                level: None,
+                keyframe_requests: Vec::new(),
+                vanished: false,
             }
         }
 
@@ -944,7 +953,7 @@ mod in_memory {
                     marker: false,
                     payload_type: 0,
                     payload: Bytes::from_static(payload),
-                    audio_level: None,
+                    audio_level: self.level,
                 };
                 let _ = self.peer.send_rtp(*id, &packet, mime, now);
             }
@@ -957,6 +966,8 @@ mod in_memory {
         call: Uuid,
         now: Instant,
         sent: Vec<BytesMut>,
+        /// The loop's events other than offers, with the time they came.
+        events: Vec<(Instant, EngineEvent)>,
     }
 
     impl Call {
@@ -966,6 +977,7 @@ mod in_memory {
                 call: Uuid::new_v4(),
                 now: Instant::now(),
                 sent: Vec::new(),
+                events: Vec::new(),
             }
         }
 
@@ -984,7 +996,7 @@ mod in_memory {
         fn step(&mut self, members: &mut [&mut Member]) {
             self.now += Duration::from_millis(10);
             let now = self.now;
-            for m in members.iter_mut() {
+            for m in members.iter_mut().filter(|m| !m.vanished) {
                 if m.peer.poll_timeout().is_some_and(|t| t <= now) {
                     m.peer.handle_timeout(now).unwrap();
                 }
@@ -1003,7 +1015,7 @@ mod in_memory {
             let now = self.now;
             for (to, d) in self.lp.take_outbox() {
                 self.sent.push(d.clone());
-                if let Some(m) = members.iter_mut().find(|m| m.addr == to) {
+                if let Some(m) = members.iter_mut().find(|m| m.addr == to && !m.vanished) {
                     let _ = m.peer.handle_datagram(d, ENGINE, now);
                 }
             }
@@ -1012,6 +1024,7 @@ mod in_memory {
                     match event {
                         PeerEvent::Connected => m.connected = true,
                         PeerEvent::Rtp { packet, .. } => m.received.push(packet.payload),
+                        PeerEvent::KeyframeRequested { .. } => m.keyframe_requests.push(now),
                         _ => {}
                     }
                 }
@@ -1020,16 +1033,48 @@ mod in_memory {
 
         /// The offers the loop made since the last call, by participant.
         fn offers(&mut self) -> Vec<(Uuid, String)> {
-            self.lp
-                .events()
-                .into_iter()
-                .filter_map(|e| match e {
+            let mut offers = Vec::new();
+            for event in self.lp.events() {
+                match event {
                     EngineEvent::SubscriberOffer {
                         participant, sdp, ..
-                    } => Some((participant, sdp)),
-                    _ => None,
-                })
-                .collect()
+                    } => offers.push((participant, sdp)),
+                    other => self.events.push((self.now, other)),
+                }
+            }
+            offers
+        }
+
+        /// Steps until every member is connected and each one without a
+        /// track of its own has received `packets` of the sender's, the
+        /// sender sending one packet a step from when it is connected, and
+        /// answering every offer; panics after 20 s of the call's time.
+        fn connect(&mut self, sender: &mut Member, others: &mut [&mut Member], packets: usize) {
+            let deadline = self.now + Duration::from_secs(20);
+            let mut seq = 0u16;
+            loop {
+                assert!(self.now < deadline, "the call did not set up");
+                if sender.connected {
+                    seq += 1;
+                    sender.send(seq, b"\x10\x00\x00\x00 a keyframe", self.now);
+                }
+                let mut all: Vec<&mut Member> = vec![&mut *sender];
+                all.extend(others.iter_mut().map(|m| &mut **m));
+                self.step(&mut all);
+                for (participant, sdp) in self.offers() {
+                    if let Some(m) = others.iter_mut().find(|m| m.id == participant) {
+                        let answer = m.peer.answer(sdp, self.now).unwrap();
+                        self.lp.subscriber_answer(m.id, answer).unwrap();
+                    }
+                }
+                let done = sender.connected
+                    && others
+                        .iter()
+                        .all(|m| m.connected && m.received.len() >= packets);
+                if done {
+                    return;
+                }
+            }
         }
 
         /// Binding requests among the datagrams the loop sent.
@@ -1038,6 +1083,151 @@ mod in_memory {
                 .iter()
                 .filter(|d| stun_type(d) == Some(BINDING_REQUEST))
                 .count()
+        }
+    }
+
+    /// Steps the call for `steps` steps of 10 ms, `sender` sending a packet
+    /// each step from `seq` on.
+    fn run(
+        call: &mut Call,
+        sender: &mut Member,
+        others: &mut [&mut Member],
+        seq: &mut u16,
+        steps: usize,
+    ) {
+        for _ in 0..steps {
+            *seq = seq.wrapping_add(1);
+            sender.send(*seq, b"\x10\x00\x00\x00 a keyframe", call.now);
+            let mut all: Vec<&mut Member> = vec![&mut *sender];
+            all.extend(others.iter_mut().map(|m| &mut **m));
+            call.step(&mut all);
+            for (participant, sdp) in call.offers() {
+                if let Some(m) = others.iter_mut().find(|m| m.id == participant) {
+                    let answer = m.peer.answer(sdp, call.now).unwrap();
+                    call.lp.subscriber_answer(m.id, answer).unwrap();
+                }
+            }
+        }
+    }
+
+    // The socket tests' twins: the same behaviour, on the loop's clock.
+
+    #[test]
+    fn a_member_that_vanishes_leaves_on_the_loops_clock_and_the_others_go_on() {
+        let mut call = Call::new();
+        let mut publisher = Member::new(30_010, Some(Kind::Audio), call.now);
+        let mut stays = Member::new(30_011, None, call.now);
+        let mut goes = Member::new(30_012, None, call.now);
+        for m in [&mut publisher, &mut stays, &mut goes] {
+            call.join(m);
+        }
+        call.connect(&mut publisher, &mut [&mut stays, &mut goes], 5);
+        goes.vanished = true;
+        let gone_at = call.now;
+        let before = stays.received.len();
+        let mut seq = 1_000;
+        // 30 s of the call's time; the default liveness is 5 + 10 s.
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut stays, &mut goes],
+            &mut seq,
+            3_000,
+        );
+        let left: Vec<(Instant, Uuid)> = call
+            .events
+            .iter()
+            .filter_map(|(at, e)| match e {
+                EngineEvent::Disconnected { participant } => Some((*at, *participant)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left.len(), 1, "only the one that vanished leaves: {left:?}");
+        let (at, who) = left[0];
+        assert_eq!(who, goes.id);
+        let silent = at - gone_at;
+        assert!(
+            silent >= Duration::from_secs(12) && silent <= Duration::from_secs(16),
+            "it left {silent:?} after it went silent"
+        );
+        assert_eq!(call.lp.participants(), 2);
+        assert!(
+            stays.received.len() >= before + 2_900,
+            "the other subscriber kept receiving: {} packets",
+            stays.received.len() - before
+        );
+    }
+
+    #[test]
+    fn who_speaks_is_announced_once_per_change_on_the_loops_clock() {
+        let mut call = Call::new();
+        let mut speaker = Member::new(30_013, Some(Kind::Audio), call.now);
+        let mut listener = Member::new(30_014, None, call.now);
+        call.join(&mut speaker);
+        call.join(&mut listener);
+        call.connect(&mut speaker, &mut [&mut listener], 5);
+        let mut seq = 1_000;
+        // -10 dBov for 3 s, then silence for 3 s.
+        speaker.level = Some(10);
+        let loud_at = call.now;
+        run(&mut call, &mut speaker, &mut [&mut listener], &mut seq, 300);
+        speaker.level = Some(127);
+        let quiet_at = call.now;
+        run(&mut call, &mut speaker, &mut [&mut listener], &mut seq, 300);
+        let announced: Vec<(Instant, Vec<Uuid>)> = call
+            .events
+            .iter()
+            .filter_map(|(at, e)| match e {
+                EngineEvent::Speaking { call: c, speakers } if *c == call.call => {
+                    Some((*at, speakers.iter().map(|s| s.0).collect()))
+                }
+                _ => None,
+            })
+            .collect();
+        let who: Vec<&Vec<Uuid>> = announced.iter().map(|(_, w)| w).collect();
+        assert_eq!(
+            who,
+            [&vec![speaker.id], &vec![]],
+            "once per change: {announced:?}"
+        );
+        // Each change is told within a tick (250 ms) of being heard; a fall
+        // to silence is smoothed over a few packets first.
+        assert!(announced[0].0 - loud_at <= Duration::from_millis(300));
+        assert!(announced[1].0 - quiet_at <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn new_viewers_keyframe_requests_are_spaced_on_the_loops_clock() {
+        let mut call = Call::new();
+        let mut publisher = Member::new(30_015, Some(Kind::Video), call.now);
+        let mut a = Member::new(30_016, None, call.now);
+        let mut b = Member::new(30_017, None, call.now);
+        for m in [&mut publisher, &mut a, &mut b] {
+            call.join(m);
+        }
+        call.connect(&mut publisher, &mut [&mut a, &mut b], 1);
+        let mut seq = 1_000;
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut a, &mut b],
+            &mut seq,
+            150,
+        );
+        // One request as the first viewer's connection comes up, and the
+        // second viewer's held until it is far enough from the first (the
+        // clients see the loop's datagrams only once a step).
+        let requests = &publisher.keyframe_requests;
+        assert!(
+            requests.len() >= 2,
+            "each new viewer's keyframe was requested: {requests:?}"
+        );
+        for pair in requests.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(300),
+                "requests {gap:?} apart: the encoder would ignore the second ({requests:?})"
+            );
         }
     }
 

@@ -89,7 +89,13 @@ mod tests {
         let t = Instant::now();
         let mut d = down();
         let last = decide(&mut d, &packet(7, 10, 0), true, || false, t);
-        let next = decide(&mut d, &packet(8, 40_000, 5), true, || false, t + Duration::from_millis(100));
+        let next = decide(
+            &mut d,
+            &packet(8, 40_000, 5),
+            true,
+            || false,
+            t + Duration::from_millis(100),
+        );
         assert_eq!(next.rewrite.seq, last.rewrite.seq.wrapping_add(1));
         assert_eq!(next.rewrite.ts.wrapping_sub(last.rewrite.ts), 9000);
     }
@@ -100,7 +106,16 @@ mod tests {
         let mut d = down();
         let mut asked = 0;
         // Not connected: not playable, and the packet is not even looked at.
-        let before = decide(&mut d, &packet(7, 1, 0), false, || { asked += 1; true }, t);
+        let before = decide(
+            &mut d,
+            &packet(7, 1, 0),
+            false,
+            || {
+                asked += 1;
+                true
+            },
+            t,
+        );
         assert!(!before.starts_playing);
         assert_eq!(asked, 0);
         // Connected, but not a packet to start from.
@@ -110,7 +125,16 @@ mod tests {
         // The loop marks it playing once sent; then nothing is looked at.
         d.playing = true;
         let mut asked = 0;
-        let after = decide(&mut d, &packet(7, 4, 0), true, || { asked += 1; true }, t);
+        let after = decide(
+            &mut d,
+            &packet(7, 4, 0),
+            true,
+            || {
+                asked += 1;
+                true
+            },
+            t,
+        );
         assert!(!after.starts_playing);
         assert_eq!(asked, 0);
     }

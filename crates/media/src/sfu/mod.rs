@@ -507,11 +507,12 @@ impl Sfu {
                         })
                     })
                     .collect();
-                self.out.push_back(Output::Event(EngineEvent::SubscriberOffer {
-                    participant,
-                    sdp,
-                    tracks,
-                }));
+                self.out
+                    .push_back(Output::Event(EngineEvent::SubscriberOffer {
+                        participant,
+                        sdp,
+                        tracks,
+                    }));
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, %participant, "offering failed"),
@@ -602,10 +603,8 @@ impl Sfu {
                         .and_then(|p| p.sources.remove(&track))
                         .unwrap_or(Source::default_for(kind));
                     let key = (participant, track);
-                    self.tracks.insert(
-                        key.clone(),
-                        UpTrack::new(kind, source, codec),
-                    );
+                    self.tracks
+                        .insert(key.clone(), UpTrack::new(kind, source, codec));
                     let call = self.participants.get(&participant).map(|p| p.call);
                     let others: Vec<Uuid> = call
                         .and_then(|c| self.calls.get(&c))

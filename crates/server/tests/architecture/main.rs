@@ -76,7 +76,8 @@ const SANS_IO: &str = "crates/media/src/sfu/* crates/media/src/peer.rs \
 
 /// What the sans-IO files may not name, as runs of path segments: a clock,
 /// a runtime, a lock, a socket, or randomness they were not handed.
-const IO_AND_CLOCKS: &str = "Instant::now SystemTime tokio Mutex RwLock UdpSocket std::net::UdpSocket \
+const IO_AND_CLOCKS: &str =
+    "Instant::now SystemTime tokio Mutex RwLock UdpSocket std::net::UdpSocket \
                              thread_rng rand::random OsRng";
 
 /// Library crates: they receive typed configuration.
