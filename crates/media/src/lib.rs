@@ -11,7 +11,9 @@
 //!   each input and its work comes back through `poll_output`.
 //! - `udp`: sending a loop's datagrams in groups (`sendmmsg`).
 //! - [`peer`]: one peer connection; the only module of the server that
-//!   touches the `rtc` stack.
+//!   touches the `rtc` stack (`peer/`: the connection in `mod.rs`, the
+//!   ICE-lite side in `presence.rs`, SDP handling in `sdp.rs`, codecs in
+//!   `codecs.rs`, the interceptor chain in `interceptors.rs`).
 //! - [`retransmit`]: how much a subscriber's NACKs may make the engine resend.
 //! - [`demux`]: which peer a datagram on the shared port belongs to.
 //! - [`munger`]: a subscriber's view of a stream (SSRC, sequence numbers,

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::config::EngineConfig;
 use crate::events::{EngineEvent, EngineStats, OfferedTrack, Source};
-use crate::peer::{Flow, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp};
+use crate::peer::{msid_tracks, Flow, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp};
 use crate::MediaError;
 
 mod down_track;
@@ -758,51 +758,5 @@ impl Sfu {
                 self.transmits.push_back(out);
             }
         }
-    }
-}
-
-/// The media sections of an SDP that carry a track: each one's `a=mid` and
-/// the track id of its `a=msid` (the second part).
-fn msid_tracks(sdp: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut mid: Option<&str> = None;
-    let mut track: Option<&str> = None;
-    let mut flush = |mid: &mut Option<&str>, track: &mut Option<&str>| {
-        if let (Some(m), Some(t)) = (mid.take(), track.take()) {
-            out.push((m.to_owned(), t.to_owned()));
-        }
-    };
-    for line in sdp.lines() {
-        let line = line.trim_end();
-        if line.starts_with("m=") {
-            flush(&mut mid, &mut track);
-        } else if let Some(m) = line.strip_prefix("a=mid:") {
-            mid = Some(m.trim());
-        } else if let Some(ids) = line.strip_prefix("a=msid:") {
-            track = ids.split_whitespace().nth(1);
-        }
-    }
-    flush(&mut mid, &mut track);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::msid_tracks;
-
-    #[test]
-    fn each_section_names_its_mid_and_track() {
-        let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\na=group:BUNDLE 0 1 2\r\n\
-            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:s a-1\r\n\
-            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:s v-1\r\na=mid:1\r\n\
-            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\n";
-        assert_eq!(
-            msid_tracks(sdp),
-            vec![
-                ("0".to_owned(), "a-1".to_owned()),
-                ("1".to_owned(), "v-1".to_owned())
-            ]
-        );
-        assert!(msid_tracks("m=audio\na=msid:only-stream").is_empty());
     }
 }
