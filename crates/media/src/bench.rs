@@ -176,6 +176,9 @@ impl Call {
 
     /// One packet through the loop: demux, SRTP decryption, fan-out, SRTP
     /// encryption for each subscriber. Returns the datagrams to send.
+    /// Never inlined, so that callgrind can count what it does (see
+    /// `benches/examples/forward_copies.rs`).
+    #[inline(never)]
     pub fn forward(&mut self, datagram: BytesMut) -> usize {
         // The clock is read once per packet, as the engine reads it once per batch.
         self.lp
