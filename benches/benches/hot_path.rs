@@ -9,7 +9,9 @@
 //! - `forward`: one publisher's packet through a media loop to N
 //!   subscribers: demux, SRTP unprotect, fan-out, rewrite, SRTP protect per
 //!   subscriber (`roost_media::bench::Call`, every peer a real connection
-//!   held in memory).
+//!   held in memory);
+//! - `owned`: the same fan-out with the stack's component crates called
+//!   directly (`owned/mod.rs`), the model of a packet path Roost owns.
 //!
 //! `cargo bench -p roost-bench --bench hot_path`; results in `docs/benchmarks.md`.
 
@@ -25,6 +27,8 @@ use roost_media::Kind;
 use rtc::srtp::context::Context;
 use rtc::srtp::option::srtp_no_replay_protection;
 use rtc::srtp::protection_profile::ProtectionProfile;
+
+mod owned;
 
 fn address(i: usize) -> SocketAddr {
     SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 40_000))
@@ -155,5 +159,43 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, route, rewrite, srtp, forward);
+fn owned(c: &mut Criterion) {
+    let mut group = c.benchmark_group("owned");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(5));
+    for (name, payload) in [("video", 1200), ("audio", 100)] {
+        for subscribers in [1usize, 10, 50] {
+            let mut fanout = owned::OwnedFanout::new(subscribers);
+            let payload = vec![0x5Au8; payload];
+            let mut out = Vec::with_capacity(subscribers);
+            let first = fanout.packet(&payload);
+            assert_eq!(
+                fanout.forward(&first, Instant::now(), &mut out),
+                subscribers
+            );
+            group.throughput(Throughput::Elements(subscribers as u64));
+            group.bench_function(BenchmarkId::new(name, subscribers), |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    let mut left = iters;
+                    while left > 0 {
+                        let n = left.min(CHUNK);
+                        let packets: Vec<_> = (0..n).map(|_| fanout.packet(&payload)).collect();
+                        let start = Instant::now();
+                        for p in packets {
+                            out.clear();
+                            criterion::black_box(fanout.forward(&p, Instant::now(), &mut out));
+                        }
+                        spent += start.elapsed();
+                        left -= n;
+                    }
+                    spent
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, route, rewrite, srtp, forward, owned);
 criterion_main!(benches);

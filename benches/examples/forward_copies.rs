@@ -12,15 +12,26 @@
 //!
 //! The difference of the two totals over 1,000 packets times 10 subscribers
 //! is the steady state's instructions per copy; the first packets' one-off
-//! work cancels out.
+//! work cancels out. With `owned` as a fourth argument it runs the model of
+//! a packet path Roost owns instead (`benches/benches/owned/mod.rs`); count
+//! it with `--toggle-collect='*OwnedFanout::forward'`.
 //!
-//! Arguments: `video` or `audio`, the number of subscribers, the number of packets.
+//! Arguments: `video` or `audio`, the number of subscribers, the number of
+//! packets, and `owned` or nothing.
+
+use std::time::Instant;
 
 use roost_media::bench::Call;
 use roost_media::Kind;
 
+#[path = "../benches/owned/mod.rs"]
+mod owned;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.get(3).is_some_and(|a| a == "owned") {
+        return run_owned(&args);
+    }
     let (kind, payload) = match args.first().map(String::as_str) {
         Some("audio") => (Kind::Audio, 100),
         _ => (Kind::Video, 1200),
@@ -41,4 +52,39 @@ fn main() {
         "every subscriber gets every packet"
     );
     println!("{copies} copies");
+}
+
+/// The model of an owned packet path, driven the same way.
+fn run_owned(args: &[String]) {
+    let payload = match args.first().map(String::as_str) {
+        Some("audio") => 100,
+        _ => 1200,
+    };
+    let number =
+        |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let (subscribers, packets) = (number(1, 10), number(2, 1000));
+    let mut fanout = owned::OwnedFanout::new(subscribers);
+    let payload = vec![0x5Au8; payload];
+    let mut out = Vec::with_capacity(subscribers);
+    let mut copies = 0;
+    for _ in 0..packets {
+        let packet = fanout.packet(&payload);
+        out.clear();
+        copies += forward_owned(&mut fanout, &packet, &mut out);
+    }
+    assert_eq!(
+        copies,
+        subscribers * packets,
+        "every subscriber gets every packet"
+    );
+    println!("{copies} copies");
+}
+
+#[inline(never)]
+fn forward_owned(
+    fanout: &mut owned::OwnedFanout,
+    packet: &[u8],
+    out: &mut Vec<bytes::BytesMut>,
+) -> usize {
+    fanout.forward(packet, Instant::now(), out)
 }
