@@ -397,14 +397,16 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
     match target {
         Target::Roost => {
             let urls = if args.url.is_empty() {
+                // The whole scenario in one call, and at least the usual large room.
+                let call_size = (args.publishers + args.listeners).max(1000).to_string();
                 let server = Server::start(
                     &args.roost,
                     &[
                         ("ROOST_CALLS__MESH_MAX", "0"),
-                        ("ROOST_CALLS__MAX_PARTICIPANTS", "1000"),
+                        ("ROOST_CALLS__MAX_PARTICIPANTS", &call_size),
                         // Every join is announced to everyone: a large room joining at once is a burst.
                         ("ROOST_GATEWAY__OUTBOUND_QUEUE", "8192"),
-                        ("ROOST_ROOMS__MAX_CALL_PARTICIPANTS_LIMIT", "1000"),
+                        ("ROOST_ROOMS__MAX_CALL_PARTICIPANTS_LIMIT", &call_size),
                         // Packets that race the DTLS handshake are the stack's business.
                         ("ROOST_LOG__LEVEL", "warn,rtc=error"),
                     ],

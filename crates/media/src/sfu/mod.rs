@@ -7,7 +7,8 @@
 //! and the clock; the in-memory harness drives it the same way on a clock
 //! of its own.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,20 @@ struct PeerSlot {
     role: Role,
     /// DTLS and SRTP are up: what is sent now can be played.
     connected: bool,
+    /// Its timer, as last asked; the loop's heap holds it.
+    deadline: Option<Instant>,
+    /// Touched since its timer was last asked: ask again.
+    dirty: bool,
+}
+
+impl PeerSlot {
+    /// Notes that the peer was handed something, so its timer may have moved.
+    fn touch(&mut self, key: PeerKey, dirty: &mut Vec<PeerKey>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(key);
+        }
+    }
 }
 
 struct Participant {
@@ -117,6 +132,11 @@ pub(crate) struct Sfu {
     /// can be replayed.
     rng: StdRng,
     stats: EngineStats,
+    /// The peers' timers, soonest first. An entry counts only while it
+    /// equals its peer's `deadline`; others are dropped when they surface.
+    deadlines: BinaryHeap<Reverse<(Instant, PeerKey)>>,
+    /// Peers touched since their timers were last asked.
+    dirty: Vec<PeerKey>,
     speakers: Speakers,
     /// The time of the latest input: the loop reads no clock of its own.
     now: Instant,
@@ -149,6 +169,8 @@ impl Sfu {
             out: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             stats: EngineStats::default(),
+            deadlines: BinaryHeap::new(),
+            dirty: Vec::new(),
             speakers: Speakers::default(),
             now,
             next_speaking: now,
@@ -242,8 +264,11 @@ impl Sfu {
                 participant,
                 role,
                 connected: false,
+                deadline: None,
+                dirty: true,
             },
         );
+        self.dirty.push(key);
         Ok(key)
     }
 
@@ -434,6 +459,7 @@ impl Sfu {
             let sub = p.subscriber;
             if let Some(slot) = self.peers.get_mut(&sub) {
                 let _ = slot.peer.remove_sender(down.sender);
+                slot.touch(sub, &mut self.dirty);
             }
             self.offer_if_needed(subscriber);
         }
@@ -454,6 +480,7 @@ impl Sfu {
         let Some(slot) = self.peers.get_mut(&p.subscriber) else {
             return;
         };
+        slot.touch(p.subscriber, &mut self.dirty);
         let ssrc: u32 = self.rng.gen();
         // Video is resent on its own stream where the subscriber negotiates RTX.
         let rtx = (track.kind == Kind::Video).then(|| self.rng.gen());
@@ -534,16 +561,52 @@ impl Sfu {
     }
 
     /// When to give the loop [`Input::Timeout`]: a peer's timer, a held
-    /// keyframe request, or the speakers' tick, which always comes. It looks
-    /// at every peer, so the caller asks once before it waits, not after
-    /// every input.
+    /// keyframe request, or the speakers' tick, which always comes. It asks
+    /// the timers of the peers touched since the last time, so the caller
+    /// asks once before it waits, not after every input.
     pub(crate) fn poll_timeout(&mut self) -> Instant {
+        self.refresh_deadlines();
+        while let Some(&Reverse((at, key))) = self.deadlines.peek() {
+            if self.peers.get(&key).is_some_and(|s| s.deadline == Some(at)) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        let peers = self.deadlines.peek().map(|Reverse((at, _))| *at);
         let keyframes = self.tracks.values().filter_map(|t| t.keyframes.due()).min();
-        self.peers
-            .values_mut()
-            .filter_map(|s| s.peer.poll_timeout())
+        peers
+            .into_iter()
             .chain(keyframes)
             .fold(self.next_speaking, Instant::min)
+    }
+
+    /// Asks the timers of the peers touched since the last time. The rest
+    /// cannot have moved: a peer's timer changes only when it is handed
+    /// something.
+    fn refresh_deadlines(&mut self) {
+        // Entries a peer's newer timer replaced wait in the heap until they
+        // surface; when they outnumber the peers, the heap is rebuilt from
+        // the peers' timers, so it stays within a few entries per peer.
+        if self.deadlines.len() > 4 * self.peers.len() + 64 {
+            self.deadlines = self
+                .peers
+                .iter()
+                .filter_map(|(key, slot)| slot.deadline.map(|at| Reverse((at, *key))))
+                .collect();
+        }
+        for key in self.dirty.drain(..) {
+            let Some(slot) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            slot.dirty = false;
+            let next = slot.peer.poll_timeout();
+            if next != slot.deadline {
+                slot.deadline = next;
+                if let Some(at) = next {
+                    self.deadlines.push(Reverse((at, key)));
+                }
+            }
+        }
     }
 
     fn timeouts(&mut self, now: Instant) {
@@ -561,11 +624,18 @@ impl Sfu {
         for key in keyframes {
             self.request_keyframe(&key, true);
         }
-        let due: Vec<PeerKey> = self
-            .peers
-            .iter_mut()
-            .filter_map(|(k, s)| s.peer.poll_timeout().filter(|t| *t <= now).map(|_| *k))
-            .collect();
+        self.refresh_deadlines();
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, key))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(slot) = self.peers.get_mut(&key).filter(|s| s.deadline == Some(at)) {
+                slot.deadline = None;
+                due.push(key);
+            }
+        }
         for key in due {
             if let Some(slot) = self.peers.get_mut(&key) {
                 if let Err(e) = slot.peer.handle_timeout(now) {
@@ -578,6 +648,9 @@ impl Sfu {
 
     /// Sends what a peer has to send and acts on what it reported.
     fn pump(&mut self, key: PeerKey) {
+        if let Some(slot) = self.peers.get_mut(&key) {
+            slot.touch(key, &mut self.dirty);
+        }
         loop {
             let Some(slot) = self.peers.get_mut(&key) else {
                 return;
@@ -678,6 +751,7 @@ impl Sfu {
             let Some(slot) = self.peers.get_mut(&p.subscriber) else {
                 continue;
             };
+            slot.touch(p.subscriber, &mut self.dirty);
             let starts = || *playable.get_or_insert_with(|| track.starts_playback(packet));
             let decision = forwarder::decide(down, packet, slot.connected, starts, now);
             let rewritten = Rtp {
@@ -750,6 +824,7 @@ impl Sfu {
             return;
         };
         if let Some(slot) = self.peers.get_mut(&publisher) {
+            slot.touch(publisher, &mut self.dirty);
             match slot.peer.request_keyframe(&key.1, now) {
                 Ok(()) => self.stats.keyframe_requests += 1,
                 Err(e) => tracing::debug!(error = %e, "requesting a keyframe failed"),
