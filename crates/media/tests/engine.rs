@@ -917,6 +917,10 @@ mod in_memory {
         keyframe_requests: Vec<Instant>,
         /// A member that vanished neither sends nor receives.
         vanished: bool,
+        /// RTP datagrams from the loop its network loses next.
+        lose: usize,
+        /// The RTP packets received, with their track.
+        packets: Vec<(String, Rtp)>,
     }
 
     impl Member {
@@ -941,6 +945,24 @@ mod in_memory {
                 level: None,
                 keyframe_requests: Vec::new(),
                 vanished: false,
+                lose: 0,
+                packets: Vec::new(),
+            }
+        }
+
+        /// Sends a packet numbered `n`, as the socket tests' publishers do.
+        fn send_numbered(&mut self, seq: u16, n: u32, now: Instant) {
+            if let Some((id, mime, ssrc)) = &self.sender {
+                let packet = Rtp {
+                    ssrc: *ssrc,
+                    seq,
+                    ts: u32::from(seq) * 3000,
+                    marker: false,
+                    payload_type: 0,
+                    payload: super::numbered(n, 1200),
+                    audio_level: None,
+                };
+                let _ = self.peer.send_rtp(*id, &packet, mime, now);
             }
         }
 
@@ -1016,6 +1038,13 @@ mod in_memory {
             for (to, d) in self.lp.take_outbox() {
                 self.sent.push(d.clone());
                 if let Some(m) = members.iter_mut().find(|m| m.addr == to && !m.vanished) {
+                    // RTP, not RTCP (RFC 5761: RTCP packet types 192-223 in the second byte).
+                    let is_rtp =
+                        d.len() > 1 && (128..192).contains(&d[0]) && !(192..224).contains(&d[1]);
+                    if is_rtp && m.lose > 0 {
+                        m.lose -= 1;
+                        continue;
+                    }
                     let _ = m.peer.handle_datagram(d, ENGINE, now);
                 }
             }
@@ -1023,7 +1052,10 @@ mod in_memory {
                 while let Some(event) = m.peer.poll_event() {
                     match event {
                         PeerEvent::Connected => m.connected = true,
-                        PeerEvent::Rtp { packet, .. } => m.received.push(packet.payload),
+                        PeerEvent::Rtp { packet, track } => {
+                            m.received.push(packet.payload.clone());
+                            m.packets.push((track, packet));
+                        }
                         PeerEvent::KeyframeRequested { .. } => m.keyframe_requests.push(now),
                         _ => {}
                     }
@@ -1229,6 +1261,54 @@ mod in_memory {
                 "requests {gap:?} apart: the encoder would ignore the second ({requests:?})"
             );
         }
+    }
+
+    #[test]
+    fn a_lost_packet_is_resent_when_the_subscriber_asks_on_the_loops_clock() {
+        let mut call = Call::new();
+        let mut publisher = Member::new(30_018, Some(Kind::Video), call.now);
+        let mut viewer = Member::new(30_019, None, call.now);
+        call.join(&mut publisher);
+        call.join(&mut viewer);
+        call.connect(&mut publisher, &mut [&mut viewer], 5);
+        // The viewer's network loses the next packet; 40 numbered ones
+        // follow, and the viewer's stack asks for the lost one (NACK).
+        viewer.lose = 1;
+        viewer.packets.clear();
+        for n in 0..40u32 {
+            publisher.send_numbered(2_000 + n as u16, n, call.now);
+            call.step(&mut [&mut publisher, &mut viewer]);
+        }
+        for _ in 0..20 {
+            call.step(&mut [&mut publisher, &mut viewer]);
+        }
+        let arrived: Vec<(u32, u16)> = viewer
+            .packets
+            .iter()
+            .filter_map(|(_, p)| Some((super::number_of(&p.payload)?, p.seq)))
+            .collect();
+        let numbers: std::collections::BTreeSet<u32> = arrived.iter().map(|a| a.0).collect();
+        assert_eq!(numbers.len(), 40, "every packet arrives: {arrived:?}");
+        let first: Vec<&(u32, u16)> = arrived.iter().filter(|a| a.0 == 0).collect();
+        // The client's stack asks again every 100 ms for a packet that came
+        // back on the retransmission stream (its NACK log follows the media
+        // stream alone); the engine resends it at most 3 times
+        // (`media.retransmit_attempts`).
+        assert!(
+            (1..=3).contains(&first.len()),
+            "the lost packet is resent, within the budget: {arrived:?}"
+        );
+        let at = |n: u32| arrived.iter().position(|a| a.0 == n).unwrap();
+        assert!(
+            at(0) > at(1),
+            "the lost packet came again, after the next: {arrived:?}"
+        );
+        let next = arrived[at(1)].1;
+        assert_eq!(
+            first[0].1,
+            next.wrapping_sub(1),
+            "resent under its own number"
+        );
     }
 
     #[test]
