@@ -17,9 +17,12 @@
 //! - `codecs`: the media engine (codecs, header extensions), what a sender
 //!   is offered and the payload types it sends with;
 //! - `interceptors`: the interceptor chain per [`Flow`], with Roost's own
-//!   (keyframe requests, the retransmission budget).
+//!   (keyframe requests, the retransmission budget);
+//! - [`dtls_srtp`]: DTLS-SRTP assembled from the stack's parts, the first
+//!   piece of the media transport Roost owns (ADR 0020); not yet in use.
 
 mod codecs;
+pub mod dtls_srtp;
 mod interceptors;
 mod presence;
 mod sdp;
