@@ -396,6 +396,108 @@ mod tests {
         assert!(client.unprotect_rtp(&altered).is_err());
     }
 
+    /// The whole of step 1 against a real peer: the stack's own client
+    /// (`RTCPeerConnection`, full ICE, DTLS client) answers an offer naming
+    /// this side's ICE credentials and fingerprint; its checks are answered
+    /// by [`super::super::ice_lite`], its handshake by [`DtlsSrtp`], and what
+    /// this side protects reaches it as RTP of the offered track.
+    #[test]
+    fn the_stacks_own_client_connects_and_receives_what_is_protected_here() {
+        use crate::peer::ice_lite;
+        use crate::peer::{Peer, PeerEvent, PeerSetup};
+        let identity = Identity::generate().unwrap();
+        let provider = rtc::crypto::default_provider().unwrap();
+        let (ufrag, pwd) = ("roostlite", "roost-lite-password-0123456789");
+        let ssrc: u32 = 0x1234;
+        let offer = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+             a=ice-lite\r\nm=video 7882 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 127.0.0.1\r\n\
+             a=mid:0\r\na=sendonly\r\na=rtcp-mux\r\na=ice-ufrag:{ufrag}\r\n\
+             a=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:actpass\r\n\
+             a=rtpmap:96 VP8/90000\r\na=msid:roost t0\r\na=ssrc:{ssrc} cname:roost\r\n\
+             a=ssrc:{ssrc} msid:roost t0\r\n\
+             a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\na=end-of-candidates\r\n",
+            fp = identity.fingerprint()
+        );
+        let mut now = Instant::now();
+        let mut client = Peer::new(&PeerSetup::client(CLIENT), now).unwrap();
+        let answer = client.answer(offer, now).unwrap();
+        let theirs = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=fingerprint:sha-256 "))
+            .expect("the answer's fingerprint")
+            .trim()
+            .to_owned();
+        // The offer lets the client choose (`actpass`): this one answers
+        // `passive`, browsers `active`; the handshake runs either way.
+        let role = if answer.contains("a=setup:passive") {
+            DtlsRole::Client
+        } else {
+            DtlsRole::Server
+        };
+        let mut server = DtlsSrtp::new(&identity, &theirs, role, &SRTP_PROFILES).unwrap();
+        if role == DtlsRole::Client {
+            server.connect(now, CLIENT).unwrap();
+        }
+        let (mut connected, mut received, mut reports, mut seq) = (false, Vec::new(), 0, 0u16);
+        for _ in 0..3_000 {
+            while let Some((to, d)) = client.poll_transmit() {
+                assert_eq!(to, SERVER, "the client sends to the offered candidate");
+                if ice_lite::is_stun(&d) {
+                    if let Some(r) = ice_lite::answer(&d, CLIENT, ufrag, pwd, provider.crypto()) {
+                        client.handle_datagram(r, SERVER, now).unwrap();
+                    }
+                } else if (20..64).contains(&d[0]) {
+                    let _ = server.handle_datagram(now, CLIENT, d);
+                } else if server.unprotect_rtcp(&d).is_ok() {
+                    reports += 1;
+                }
+            }
+            while let Some((to, d)) = server.poll_transmit() {
+                assert_eq!(to, CLIENT);
+                let _ = client.handle_datagram(d, SERVER, now);
+            }
+            if server.profile().is_some() {
+                seq += 1;
+                let mut packet = rtp(seq, b"\x10\x00\x00\x00vp8");
+                packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                let protected = server.protect_rtp(&packet).unwrap();
+                let _ = client.handle_datagram(protected, SERVER, now);
+            }
+            while let Some(event) = client.poll_event() {
+                match event {
+                    PeerEvent::Connected => connected = true,
+                    PeerEvent::Rtp { packet, .. } => received.push(packet),
+                    _ => {}
+                }
+            }
+            if connected && received.len() >= 100 && reports > 0 {
+                break;
+            }
+            now += Duration::from_millis(10);
+            if client.poll_timeout().is_some_and(|t| t <= now) {
+                client.handle_timeout(now).unwrap();
+            }
+            if server.poll_timeout().is_some_and(|t| t <= now) {
+                let _ = server.handle_timeout(now);
+            }
+        }
+        assert!(connected, "the client's ICE and DTLS came up");
+        assert_eq!(
+            server.profile(),
+            Some(SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm)
+        );
+        assert!(
+            received.len() >= 100,
+            "{} packets reached the client",
+            received.len()
+        );
+        assert!(received
+            .iter()
+            .all(|p| p.ssrc == ssrc && &p.payload[4..] == b"vp8"));
+        assert!(reports > 0, "the client's RTCP opened here");
+    }
+
     #[test]
     fn a_client_offering_only_aes_cm_gets_aes_cm() {
         let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());

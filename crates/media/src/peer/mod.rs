@@ -19,10 +19,13 @@
 //! - `interceptors`: the interceptor chain per [`Flow`], with Roost's own
 //!   (keyframe requests, the retransmission budget);
 //! - [`dtls_srtp`]: DTLS-SRTP assembled from the stack's parts, the first
-//!   piece of the media transport Roost owns (ADR 0020); not yet in use.
+//!   piece of the media transport Roost owns (ADR 0020); not yet in use;
+//! - [`ice_lite`]: binding requests answered without the stack's agent, for
+//!   that transport.
 
 mod codecs;
 pub mod dtls_srtp;
+pub mod ice_lite;
 mod interceptors;
 mod presence;
 mod sdp;
