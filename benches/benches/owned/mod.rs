@@ -1,8 +1,9 @@
 //! A model of the packet path owned by Roost: one publisher's SRTP packet
 //! forwarded to N subscribers with the stack's component crates called
-//! directly (`rtc-srtp` to unprotect and protect, `rtc-rtp` for the header,
-//! Roost's munger for the numbers), without `RTCPeerConnection`'s handler
-//! chain and interceptors. Each copy carries the `mid` header extension, as
+//! directly (`rtc-srtp` to unprotect and protect, `rtc-rtp` to read the
+//! publisher's header), Roost's munger for the numbers and its own header
+//! writer (`roost_media::peer::rtp_writer`), without `RTCPeerConnection`'s
+//! handler chain and interceptors. Each copy carries the `mid` header extension, as
 //! the engine's do, and goes into a retransmission ring of 512 packets per
 //! subscriber, as the NACK responder keeps. No server runs this; it is the
 //! measure behind ADR 0020, beside `forward` (the same work through the
@@ -12,8 +13,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use roost_media::munger::Munger;
+use roost_media::peer::rtp_writer::{RtpWriter, StreamHeader};
 use rtc::rtp::header::Header;
-use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use rtc::shared::marshal::{MarshalSize, Unmarshal};
 use rtc::srtp::context::Context;
 use rtc::srtp::option::srtp_no_replay_protection;
 use rtc::srtp::protection_profile::ProtectionProfile;
@@ -26,7 +28,7 @@ const RING: usize = 512;
 struct Subscriber {
     srtp: Context,
     munger: Munger,
-    mid: Bytes,
+    writer: RtpWriter,
     ring: Vec<Option<Bytes>>,
 }
 
@@ -65,7 +67,11 @@ impl OwnedFanout {
                 .map(|i| Subscriber {
                     srtp: context(profile, 10 + i as u8),
                     munger: Munger::new(0xD000 + i as u32, 90_000),
-                    mid: Bytes::from(i.to_string()),
+                    writer: RtpWriter::new(StreamHeader {
+                        payload_type: 96,
+                        mid: Some((MID_ID, i.to_string().into_bytes())),
+                        audio_level: None,
+                    }),
                     ring: vec![None; RING],
                 })
                 .collect(),
@@ -99,26 +105,10 @@ impl OwnedFanout {
             let rewritten =
                 sub.munger
                     .rewrite(header.ssrc, header.sequence_number, header.timestamp, now);
-            let mut h = Header {
-                version: 2,
-                marker: header.marker,
-                payload_type: header.payload_type,
-                sequence_number: rewritten.seq,
-                timestamp: rewritten.ts,
-                ssrc: rewritten.ssrc,
-                ..Default::default()
-            };
-            if h.set_extension(MID_ID, sub.mid.clone()).is_err() {
-                continue;
-            }
-            let size = h.marshal_size();
-            self.scratch.clear();
-            self.scratch.resize(size, 0);
-            if h.marshal_to(&mut self.scratch).is_err() {
-                continue;
-            }
-            self.scratch.extend_from_slice(&payload);
-            if let Ok(protected) = sub.srtp.encrypt_rtp_with_header(&self.scratch, &h) {
+            let written =
+                sub.writer
+                    .write(&mut self.scratch, header.marker, rewritten, None, &payload);
+            if let Ok(protected) = sub.srtp.encrypt_rtp_with_header(&self.scratch, written) {
                 sub.ring[usize::from(rewritten.seq) % RING] = Some(payload.clone());
                 out.push(protected);
             }

@@ -21,11 +21,14 @@
 //! - [`dtls_srtp`]: DTLS-SRTP assembled from the stack's parts, the first
 //!   piece of the media transport Roost owns (ADR 0020); not yet in use;
 //! - [`ice_lite`]: binding requests answered without the stack's agent, for
-//!   that transport.
+//!   that transport;
+//! - [`rtp_writer`]: a forwarded packet's header built by Roost, for that
+//!   transport.
 
 mod codecs;
 pub mod dtls_srtp;
 pub mod ice_lite;
+pub mod rtp_writer;
 mod interceptors;
 mod presence;
 mod sdp;
