@@ -28,9 +28,9 @@
 mod codecs;
 pub mod dtls_srtp;
 pub mod ice_lite;
-pub mod rtp_writer;
 mod interceptors;
 mod presence;
+pub mod rtp_writer;
 mod sdp;
 
 use std::collections::{HashMap, VecDeque};
