@@ -99,7 +99,7 @@ pub struct Rtp {
 
 /// The one-byte audio-level extension's body for `level` (the V bit
 /// clear), without an allocation for each packet and subscriber.
-fn audio_level_bytes(level: u8) -> Bytes {
+pub(crate) fn audio_level_bytes(level: u8) -> Bytes {
     static LEVELS: [u8; 128] = {
         let mut all = [0u8; 128];
         let mut i = 0;

@@ -128,7 +128,7 @@ impl RtpWriter {
             }
         }
         if let (Some((_, level)), Some(last)) = (level, h.extensions.last_mut()) {
-            last.payload = level_byte(level);
+            last.payload = super::audio_level_bytes(level);
         }
         h.extension = count > 0;
         h.extension_profile = if count > 0 {
@@ -141,21 +141,6 @@ impl RtpWriter {
         h.extensions_padding = (4 - used % 4) % 4;
         &self.header
     }
-}
-
-/// An audio level's byte without an allocation per packet.
-fn level_byte(level: u8) -> Bytes {
-    static LEVELS: [u8; 128] = {
-        let mut all = [0u8; 128];
-        let mut i = 0;
-        while i < 128 {
-            all[i] = i as u8;
-            i += 1;
-        }
-        all
-    };
-    let level = usize::from(level & 0x7f);
-    Bytes::from_static(&LEVELS[level..=level])
 }
 
 #[cfg(test)]
