@@ -1264,6 +1264,68 @@ mod in_memory {
     }
 
     #[test]
+    fn subscribers_keyframe_requests_reach_the_publisher_merged_on_the_loops_clock() {
+        let mut call = Call::new();
+        let mut publisher = Member::new(30_020, Some(Kind::Video), call.now);
+        let mut a = Member::new(30_021, None, call.now);
+        let mut b = Member::new(30_022, None, call.now);
+        let mut c = Member::new(30_023, None, call.now);
+        for m in [&mut publisher, &mut a, &mut b, &mut c] {
+            call.join(m);
+        }
+        call.connect(&mut publisher, &mut [&mut a, &mut b, &mut c], 1);
+        let mut seq = 1_000;
+        // Let the new viewers' own requests go out first.
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut a, &mut b, &mut c],
+            &mut seq,
+            150,
+        );
+        publisher.keyframe_requests.clear();
+        // All three lose a frame at once and ask (PLI).
+        for m in [&mut a, &mut b, &mut c] {
+            let track = m.packets.last().expect("a packet received").0.clone();
+            m.peer.request_keyframe(&track, call.now).unwrap();
+        }
+        let asked = call.now;
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut a, &mut b, &mut c],
+            &mut seq,
+            30,
+        );
+        assert_eq!(
+            publisher.keyframe_requests.len(),
+            1,
+            "three requests reach the publisher as one: {:?}",
+            publisher.keyframe_requests
+        );
+        // Another, after the interval (500 ms), goes through.
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut a, &mut b, &mut c],
+            &mut seq,
+            30,
+        );
+        let track = a.packets.last().unwrap().0.clone();
+        a.peer.request_keyframe(&track, call.now).unwrap();
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut a, &mut b, &mut c],
+            &mut seq,
+            10,
+        );
+        let requests = &publisher.keyframe_requests;
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert!(requests[1] - asked >= Duration::from_millis(500));
+    }
+
+    #[test]
     fn a_lost_packet_is_resent_when_the_subscriber_asks_on_the_loops_clock() {
         let mut call = Call::new();
         let mut publisher = Member::new(30_018, Some(Kind::Video), call.now);
