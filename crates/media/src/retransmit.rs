@@ -248,6 +248,11 @@ impl Retransmits {
         });
     }
 
+    /// The smoothed round trip, once a reception report gave one.
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
     /// Retransmissions refused so far.
     pub(crate) fn refused(&self) -> u64 {
         self.refused

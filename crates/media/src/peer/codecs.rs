@@ -24,13 +24,13 @@ pub struct Codec {
 
 /// Codecs offered beside a track's own (mime type, clock rate, channels,
 /// fmtp); the stack gives each the payload type it registered.
-const OTHER_AUDIO_CODECS: &[(&str, u32, u16, &str)] = &[
+pub(super) const OTHER_AUDIO_CODECS: &[(&str, u32, u16, &str)] = &[
     ("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1"),
     ("audio/G722", 8_000, 0, ""),
     ("audio/PCMU", 8_000, 0, ""),
     ("audio/PCMA", 8_000, 0, ""),
 ];
-const OTHER_VIDEO_CODECS: &[(&str, u32, u16, &str)] = &[
+pub(super) const OTHER_VIDEO_CODECS: &[(&str, u32, u16, &str)] = &[
     ("video/VP8", 90_000, 0, ""),
     (
         "video/H264",
@@ -47,7 +47,7 @@ const OTHER_VIDEO_CODECS: &[(&str, u32, u16, &str)] = &[
 /// parameter (`profile`, from the AV1 RTP specification) where the default
 /// gives it VP9's (`profile-id`). Audio: mime type, clock rate, channels,
 /// fmtp, payload type.
-const AUDIO_CODECS: &[(&str, u32, u16, &str, u8)] = &[
+pub(super) const AUDIO_CODECS: &[(&str, u32, u16, &str, u8)] = &[
     ("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1", 111),
     ("audio/G722", 8_000, 0, "", 9),
     ("audio/PCMU", 8_000, 0, "", 0),
@@ -55,7 +55,7 @@ const AUDIO_CODECS: &[(&str, u32, u16, &str, u8)] = &[
 ];
 /// Video, at 90 kHz: mime type, fmtp, payload type, and the payload type
 /// of its retransmission stream (RFC 4588).
-const VIDEO_CODECS: &[(&str, &str, u8, u8)] = &[
+pub(super) const VIDEO_CODECS: &[(&str, &str, u8, u8)] = &[
     ("video/VP8", "", 96, 97),
     ("video/VP9", "profile-id=0", 98, 99),
     ("video/VP9", "profile-id=1", 100, 101),
@@ -92,6 +92,13 @@ const VIDEO_CODECS: &[(&str, &str, u8, u8)] = &[
     ("video/AV1", AV1_FMTP, 41, 106),
     ("video/H265", "", 126, 107),
 ];
+/// The RTCP feedback every video codec is registered with (type, parameter).
+pub(super) const VIDEO_FEEDBACK: &[(&str, &str)] = &[
+    ("goog-remb", ""),
+    ("ccm", "fir"),
+    ("nack", ""),
+    ("nack", "pli"),
+];
 /// AV1's profile 0 (Main), the one every AV1 decoder takes.
 const AV1_FMTP: &str = "profile=0";
 
@@ -125,14 +132,8 @@ fn register_codecs(media: &mut MediaEngine) -> Result<(), MediaError> {
             )
             .map_err(stack)?;
     }
-    let feedback = [
-        ("goog-remb", ""),
-        ("ccm", "fir"),
-        ("nack", ""),
-        ("nack", "pli"),
-    ];
     for &(mime_type, fmtp, payload_type, rtx) in VIDEO_CODECS {
-        let rtp_codec = codec(mime_type, 90_000, 0, fmtp, &feedback);
+        let rtp_codec = codec(mime_type, 90_000, 0, fmtp, VIDEO_FEEDBACK);
         media
             .register_codec(
                 RTCRtpCodecParameters {

@@ -76,6 +76,11 @@ impl Identity {
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
+
+    /// The crypto provider, for the ICE-lite side's message integrity.
+    pub fn crypto(&self) -> &dyn rtc::crypto::RTCCrypto {
+        self.provider.crypto()
+    }
 }
 
 fn fingerprint_of(provider: &dyn RTCCryptoProvider, der: &[u8]) -> Result<String, MediaError> {
@@ -161,6 +166,16 @@ impl DtlsSrtp {
             profile: None,
             outgoing: VecDeque::new(),
         })
+    }
+
+    pub fn role(&self) -> DtlsRole {
+        self.role
+    }
+
+    /// Whether the handshake has a remote address: a client that has
+    /// connected, or a server that has heard from its client.
+    pub fn started(&self) -> bool {
+        self.remote.is_some()
     }
 
     /// Starts the handshake towards `remote` (the client's side).
@@ -294,6 +309,19 @@ impl DtlsSrtp {
     /// Protects an RTP packet (header and payload) for sending.
     pub fn protect_rtp(&mut self, packet: &[u8]) -> Result<BytesMut, MediaError> {
         self.contexts()?.0.encrypt_rtp(packet).map_err(stack)
+    }
+
+    /// Protects an RTP packet whose header the caller already holds parsed
+    /// (as [`super::rtp_writer::RtpWriter`] keeps it), without parsing it again.
+    pub fn protect_rtp_with_header(
+        &mut self,
+        packet: &[u8],
+        header: &rtc::rtp::header::Header,
+    ) -> Result<BytesMut, MediaError> {
+        self.contexts()?
+            .0
+            .encrypt_rtp_with_header(packet, header)
+            .map_err(stack)
     }
 
     /// Opens an SRTP packet received.
@@ -445,7 +473,7 @@ mod tests {
                 assert_eq!(to, SERVER, "the client sends to the offered candidate");
                 if ice_lite::is_stun(&d) {
                     if let Some(r) = ice_lite::answer(&d, CLIENT, ufrag, pwd, provider.crypto()) {
-                        client.handle_datagram(r, SERVER, now).unwrap();
+                        client.handle_datagram(r.response, SERVER, now).unwrap();
                     }
                 } else if (20..64).contains(&d[0]) {
                     let _ = server.handle_datagram(now, CLIENT, d);

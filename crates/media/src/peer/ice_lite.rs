@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use rtc::crypto::RTCCrypto;
-use rtc::stun::attributes::ATTR_USERNAME;
+use rtc::stun::attributes::{ATTR_USERNAME, ATTR_USE_CANDIDATE};
 use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
 use rtc::stun::message::{Message, BINDING_REQUEST, BINDING_SUCCESS};
@@ -17,6 +17,16 @@ use rtc::stun::xoraddr::XorMappedAddress;
 /// Whether a datagram is STUN (RFC 7983: first byte 0 to 3, and the magic cookie).
 pub fn is_stun(datagram: &[u8]) -> bool {
     datagram.len() >= 20 && datagram[0] < 4 && datagram[4..8] == [0x21, 0x12, 0xA4, 0x42]
+}
+
+/// A binding request answered.
+#[derive(Debug)]
+pub struct Checked {
+    /// The binding success to send back to where the request came from.
+    pub response: BytesMut,
+    /// Whether the client nominated the pair (USE-CANDIDATE): its media
+    /// comes and goes on this path from now on.
+    pub nominates: bool,
 }
 
 /// The answer to a binding request for `ufrag` (this side's), signed with
@@ -28,7 +38,7 @@ pub fn answer(
     ufrag: &str,
     pwd: &str,
     crypto: &dyn RTCCrypto,
-) -> Option<BytesMut> {
+) -> Option<Checked> {
     let mut message = Message::new();
     message.unmarshal_binary(request).ok()?;
     if message.typ != BINDING_REQUEST {
@@ -57,7 +67,10 @@ pub fn answer(
             Box::new(FINGERPRINT),
         ])
         .ok()?;
-    Some(BytesMut::from(&response.raw[..]))
+    Some(Checked {
+        response: BytesMut::from(&response.raw[..]),
+        nominates: message.contains(ATTR_USE_CANDIDATE),
+    })
 }
 
 #[cfg(test)]
@@ -79,7 +92,9 @@ mod tests {
         let ours = creds("roostlite", "roost-lite-password-0123456789");
         let request = nominating_request(&client, &ours).unwrap();
         assert!(is_stun(&request));
-        let response = answer(&request, from, &ours.0, &ours.1, crypto).expect("answered");
+        let checked = answer(&request, from, &ours.0, &ours.1, crypto).expect("answered");
+        assert!(checked.nominates, "the request carries USE-CANDIDATE");
+        let response = checked.response;
         assert_eq!(&response[..2], &[0x01, 0x01], "a binding success");
         assert_eq!(
             &response[8..20],

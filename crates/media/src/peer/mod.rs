@@ -29,9 +29,12 @@ mod codecs;
 pub mod dtls_srtp;
 pub mod ice_lite;
 mod interceptors;
+pub mod offer;
 mod presence;
+pub mod rtcp;
 pub mod rtp_writer;
 mod sdp;
+pub mod subscriber;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -1,0 +1,1 @@
+//! The subscriber offers Roost writes itself (ADR 0020, step 4).
