@@ -128,10 +128,25 @@ impl Engine {
         let (routes, routes_rx) = mpsc::unbounded_channel();
         let mut commands = Vec::with_capacity(loops);
         let mut inbound = Vec::with_capacity(loops);
+        // One certificate for every subscriber connection of the engine, and
+        // the wall clock read once: the loops read no clock of their own.
+        let identity = crate::peer::dtls_srtp::Identity::generate()?;
+        let started = Instant::now();
+        let since_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let clock = crate::peer::rtcp::WallClock::new(started, since_unix);
         for index in 0..loops {
             let (command_tx, command_rx) = mpsc::unbounded_channel();
             let (inbound_tx, inbound_rx) = mpsc::channel(config.loop_queue.max(16));
-            let sfu = Sfu::new(Instant::now(), advertised.clone(), &config, rand::random());
+            let sfu = Sfu::new(
+                started,
+                advertised.clone(),
+                &config,
+                rand::random(),
+                identity.clone(),
+                clock,
+            );
             let shell = Shell {
                 index,
                 socket: socket.clone(),

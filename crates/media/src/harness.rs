@@ -13,6 +13,8 @@ use uuid::Uuid;
 use crate::config::EngineConfig;
 use crate::demux::Demux;
 use crate::events::{EngineEvent, EngineStats};
+use crate::peer::dtls_srtp::Identity;
+use crate::peer::rtcp::WallClock;
 use crate::sfu::{Input, Output, PeerKey, Route, Sfu};
 use crate::MediaError;
 
@@ -41,7 +43,17 @@ pub struct Loop {
 impl Loop {
     pub fn new() -> Loop {
         let now = Instant::now();
-        let sfu = Sfu::new(now, vec![ENGINE], &EngineConfig::default(), SEED);
+        let identity = Identity::generate().expect("a certificate");
+        // The wall clock's time is a fixed one: 2026-12-04T00:00:00Z.
+        let clock = WallClock::new(now, Duration::from_secs(1_796_342_400));
+        let sfu = Sfu::new(
+            now,
+            vec![ENGINE],
+            &EngineConfig::default(),
+            SEED,
+            identity,
+            clock,
+        );
         Loop {
             sfu,
             demux: Demux::new(8),

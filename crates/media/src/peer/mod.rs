@@ -35,6 +35,7 @@ pub mod rtcp;
 pub mod rtp_writer;
 mod sdp;
 pub mod subscriber;
+mod subscriber_peer;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -78,6 +79,7 @@ use crate::retransmit::RetransmitLimits;
 use crate::MediaError;
 pub use codecs::{Codec, AUDIO_LEVEL_URI, MID_URI};
 pub(crate) use sdp::msid_tracks;
+pub use subscriber_peer::SubscriberPeer;
 
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

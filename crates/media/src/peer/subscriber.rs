@@ -250,6 +250,17 @@ impl SubscriberTransport {
         });
     }
 
+    pub fn has_stream(&self, ssrc: u32) -> bool {
+        self.streams.iter().any(|s| s.counts.ssrc == ssrc)
+    }
+
+    /// Stops the transport: nothing more is sent or taken, and no event comes.
+    pub fn close(&mut self) {
+        self.phase = Phase::Failed;
+        self.outgoing.clear();
+        self.events.clear();
+    }
+
     pub fn remove_stream(&mut self, ssrc: u32) {
         self.streams.retain(|s| s.counts.ssrc != ssrc);
         self.retransmits.untrack(ssrc);
@@ -285,18 +296,21 @@ impl SubscriberTransport {
         audio_level: Option<u8>,
         payload: &Bytes,
     ) -> Result<(), MediaError> {
-        if self.phase != Phase::Connected {
-            return Ok(());
-        }
-        let (Some(to), Some(dtls)) = (self.destination(), self.dtls.as_mut()) else {
-            return Ok(());
-        };
         let Some(stream) = self
             .streams
             .iter_mut()
             .find(|s| s.counts.ssrc == numbers.ssrc)
         else {
-            return Err(MediaError::NotFound("stream"));
+            return Err(MediaError::NotNegotiated);
+        };
+        // Nothing to protect with yet: a subscriber that connects asks for
+        // keyframes, so what it missed does not matter.
+        if self.phase != Phase::Connected {
+            return Ok(());
+        }
+        let to = self.nominated.or_else(|| self.answered.last().copied());
+        let (Some(to), Some(dtls)) = (to, self.dtls.as_mut()) else {
+            return Ok(());
         };
         let header = stream
             .writer
@@ -376,10 +390,11 @@ impl SubscriberTransport {
         let Some(dtls) = self.dtls.as_mut() else {
             return;
         };
-        if dtls.handle_datagram(now, from, record).is_err() {
-            // A record that does not fit the handshake (another address, a
-            // wrong certificate) is dropped; the handshake fails by its own
-            // timers or by silence.
+        if let Err(e) = dtls.handle_datagram(now, from, record) {
+            tracing::debug!(error = %e, %from, "a DTLS record was refused");
+            // A record that does not fit the handshake (malformed, or a
+            // certificate other than the answer named) is dropped; the
+            // handshake fails by its own timers or by silence.
             self.stats.dropped += 1;
         }
         self.drain_dtls();
@@ -393,8 +408,9 @@ impl SubscriberTransport {
 
     fn drain_dtls(&mut self) {
         if let Some(dtls) = self.dtls.as_mut() {
-            while let Some(out) = dtls.poll_transmit() {
-                self.outgoing.push_back(out);
+            // To the client's nominated path, where it has one.
+            while let Some((to, d)) = dtls.poll_transmit() {
+                self.outgoing.push_back((self.nominated.unwrap_or(to), d));
             }
         }
     }

@@ -1,13 +1,11 @@
-//! A down-track: one published track as one subscriber receives it, its
-//! sender on the subscriber's connection and its own numbering.
+//! A down-track: one published track as one subscriber receives it, under
+//! an SSRC of the subscriber's connection, with its own numbering.
 
 use crate::munger::Munger;
-use crate::peer::{Codec, SenderId};
+use crate::peer::Codec;
 
 pub(crate) struct DownTrack {
-    pub(crate) sender: SenderId,
     pub(crate) munger: Munger,
-    pub(crate) mime_type: String,
     /// The track id it is offered under (`a=msid`).
     pub(crate) name: String,
     /// Whether the subscriber was told it can play this track.
@@ -15,17 +13,15 @@ pub(crate) struct DownTrack {
 }
 
 impl DownTrack {
-    pub(crate) fn new(sender: SenderId, ssrc: u32, codec: &Codec, name: String) -> DownTrack {
+    pub(crate) fn new(ssrc: u32, codec: &Codec, name: String) -> DownTrack {
         DownTrack {
-            sender,
             munger: Munger::new(ssrc, codec.clock_rate),
-            mime_type: codec.mime_type.clone(),
             name,
             playing: false,
         }
     }
 
-    /// The SSRC the subscriber receives it under.
+    /// The SSRC the subscriber receives it under: its sender on the connection.
     pub(crate) fn ssrc(&self) -> u32 {
         self.munger.ssrc()
     }

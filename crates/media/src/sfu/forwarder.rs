@@ -55,7 +55,7 @@ mod tests {
             channels: 0,
             fmtp: String::new(),
         };
-        DownTrack::new(Default::default(), 0xD0, &codec, "t".into())
+        DownTrack::new(0xD0, &codec, "t".into())
     }
 
     fn packet(ssrc: u32, seq: u16, ts: u32) -> Rtp {

@@ -19,9 +19,12 @@ use uuid::Uuid;
 
 use crate::config::EngineConfig;
 use crate::events::{EngineEvent, EngineStats, OfferedTrack, Source};
-use crate::peer::{msid_tracks, Flow, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp};
+use crate::peer::dtls_srtp::Identity;
+use crate::peer::rtcp::WallClock;
+use crate::peer::{msid_tracks, Flow, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp, SubscriberPeer};
 use crate::MediaError;
 
+mod conn;
 mod down_track;
 mod forwarder;
 mod ids;
@@ -29,6 +32,7 @@ mod keyframe_requests;
 mod speakers;
 mod up_track;
 
+use conn::Conn;
 use down_track::DownTrack;
 pub(crate) use ids::PeerKey;
 use ids::{Role, TrackKey};
@@ -74,7 +78,7 @@ pub(crate) enum Route {
 }
 
 struct PeerSlot {
-    peer: Peer,
+    peer: Conn,
     ufrag: String,
     participant: Uuid,
     role: Role,
@@ -119,6 +123,10 @@ pub(crate) struct Sfu {
     ice_timeouts: (Duration, Duration),
     retransmit_history: u16,
     retransmit_limits: crate::RetransmitLimits,
+    /// The certificate every subscriber connection presents.
+    identity: Identity,
+    /// The wall clock's time, for sender reports.
+    clock: WallClock,
     peers: HashMap<PeerKey, PeerSlot>,
     next_peer: PeerKey,
     participants: HashMap<Uuid, Participant>,
@@ -145,12 +153,16 @@ pub(crate) struct Sfu {
 }
 
 impl Sfu {
-    /// A loop starting at `now`, whose random choices follow from `seed`.
+    /// A loop starting at `now`, whose random choices follow from `seed`;
+    /// its subscriber connections present `identity`, and `clock` gives
+    /// the wall clock's time.
     pub(crate) fn new(
         now: Instant,
         advertised: Vec<SocketAddr>,
         config: &EngineConfig,
         seed: u64,
+        identity: Identity,
+        clock: WallClock,
     ) -> Sfu {
         Sfu {
             // The address peers see as ours: the first advertised one.
@@ -160,6 +172,8 @@ impl Sfu {
             ice_timeouts: (config.peer_disconnected, config.peer_failed),
             retransmit_history: config.retransmit_history,
             retransmit_limits: config.retransmit_limits,
+            identity,
+            clock,
             peers: HashMap::new(),
             next_peer: 0,
             participants: HashMap::new(),
@@ -249,7 +263,15 @@ impl Sfu {
             retransmit_history: self.retransmit_history,
             retransmit_limits: self.retransmit_limits,
         };
-        let peer = Peer::new(&setup, self.now)?;
+        let peer = match role {
+            Role::Publisher => Conn::Publisher(Box::new(Peer::new(&setup, self.now)?)),
+            Role::Subscriber => Conn::Subscriber(Box::new(SubscriberPeer::new(
+                &setup,
+                &self.identity,
+                self.clock,
+                self.rng.gen(),
+            ))),
+        };
         let key = self.next_peer;
         self.next_peer += 1;
         self.out.push_back(Output::Route(Route::Add {
@@ -357,7 +379,11 @@ impl Sfu {
             .peers
             .get_mut(&key)
             .ok_or(MediaError::NotFound("peer"))?;
-        let answer = slot.peer.answer(offer, now)?;
+        let answer = slot
+            .peer
+            .publisher()
+            .ok_or(MediaError::NotFound("publisher connection"))?
+            .answer(offer, now)?;
         self.pump(key);
         Ok(answer)
     }
@@ -377,7 +403,10 @@ impl Sfu {
             .peers
             .get_mut(&key)
             .ok_or(MediaError::NotFound("peer"))?;
-        slot.peer.accept_answer(answer, now)?;
+        slot.peer
+            .subscriber()
+            .ok_or(MediaError::NotFound("subscriber connection"))?
+            .accept_answer(answer, now)?;
         let connected = slot.connected;
         self.pump(key);
         // New subscriptions start with a keyframe; on a new connection, once
@@ -458,7 +487,9 @@ impl Sfu {
             };
             let sub = p.subscriber;
             if let Some(slot) = self.peers.get_mut(&sub) {
-                let _ = slot.peer.remove_sender(down.sender);
+                if let Some(sub) = slot.peer.subscriber() {
+                    sub.remove_sender(down.ssrc());
+                }
                 slot.touch(sub, &mut self.dirty);
             }
             self.offer_if_needed(subscriber);
@@ -480,26 +511,20 @@ impl Sfu {
         let Some(slot) = self.peers.get_mut(&p.subscriber) else {
             return;
         };
-        slot.touch(p.subscriber, &mut self.dirty);
+        let Some(sub) = slot.peer.subscriber() else {
+            return;
+        };
         let ssrc: u32 = self.rng.gen();
         // Video is resent on its own stream where the subscriber negotiates RTX.
         let rtx = (track.kind == Kind::Video).then(|| self.rng.gen());
         let stream = key.0.simple().to_string();
         let name = format!("{stream}-{}", key.1);
-        match slot
-            .peer
-            .add_sender(track.kind, &track.codec, ssrc, rtx, &stream, &name)
-        {
-            Ok(sender) => {
-                p.down.insert(
-                    key.clone(),
-                    DownTrack::new(sender, ssrc, &track.codec, name),
-                );
-                p.renegotiate = true;
-                track.subscribers.push(participant);
-            }
-            Err(e) => tracing::warn!(error = %e, %participant, "adding a subscription failed"),
-        }
+        sub.add_sender(track.kind, &track.codec, ssrc, rtx, &stream, &name);
+        slot.touch(p.subscriber, &mut self.dirty);
+        p.down
+            .insert(key.clone(), DownTrack::new(ssrc, &track.codec, name));
+        p.renegotiate = true;
+        track.subscribers.push(participant);
     }
 
     /// Offers the participant's subscriber connection if it changed and no
@@ -515,10 +540,13 @@ impl Sfu {
         let Some(slot) = self.peers.get_mut(&key) else {
             return;
         };
-        if slot.peer.awaiting_answer() {
+        let Some(sub) = slot.peer.subscriber() else {
+            return;
+        };
+        if sub.awaiting_answer() {
             return; // offered again once the answer is in
         }
-        match slot.peer.offer(self.now) {
+        match sub.offer() {
             Ok(Some(sdp)) => {
                 p.renegotiate = false;
                 let tracks = msid_tracks(&sdp)
@@ -754,16 +782,16 @@ impl Sfu {
             slot.touch(p.subscriber, &mut self.dirty);
             let starts = || *playable.get_or_insert_with(|| track.starts_playback(packet));
             let decision = forwarder::decide(down, packet, slot.connected, starts, now);
-            let rewritten = Rtp {
-                ssrc: decision.rewrite.ssrc,
-                seq: decision.rewrite.seq,
-                ts: decision.rewrite.ts,
-                ..packet.clone()
+            let Some(sub) = slot.peer.subscriber() else {
+                continue;
             };
-            match slot
-                .peer
-                .send_rtp(down.sender, &rewritten, &down.mime_type, now)
-            {
+            match sub.send_rtp(
+                now,
+                packet.marker,
+                decision.rewrite,
+                packet.audio_level,
+                &packet.payload,
+            ) {
                 Ok(()) => {
                     self.stats.packets_forwarded += 1;
                     if decision.starts_playing {
@@ -825,7 +853,11 @@ impl Sfu {
         };
         if let Some(slot) = self.peers.get_mut(&publisher) {
             slot.touch(publisher, &mut self.dirty);
-            match slot.peer.request_keyframe(&key.1, now) {
+            let requested = match slot.peer.publisher() {
+                Some(peer) => peer.request_keyframe(&key.1, now),
+                None => Err(MediaError::NotFound("publisher connection")),
+            };
+            match requested {
                 Ok(()) => self.stats.keyframe_requests += 1,
                 Err(e) => tracing::debug!(error = %e, "requesting a keyframe failed"),
             }
