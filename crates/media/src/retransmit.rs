@@ -16,9 +16,11 @@
 //! each call is given; `peer.rs` feeds it from the connection's packets and
 //! keeps from the NACK responder what it refuses.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 /// Bounds on retransmissions to one subscriber connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +118,8 @@ pub(crate) struct Retransmits {
     limits: RetransmitLimits,
     /// Entries kept per stream: the NACK responder's history.
     history: usize,
-    streams: HashMap<u32, Vec<Sent>>,
+    /// By SSRC, looked up for every packet sent: the engine's own SSRCs.
+    streams: FxHashMap<u32, Vec<Sent>>,
     window: Window,
     /// The first time seen; slots and resend times count from it.
     origin: Option<Instant>,
@@ -132,7 +135,7 @@ impl Retransmits {
         Retransmits {
             limits,
             history: usize::from(history.max(1)).next_power_of_two(),
-            streams: HashMap::new(),
+            streams: FxHashMap::default(),
             window: Window {
                 slots: [(0, 0); SLOTS],
                 head: 0,

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+// The maps a forwarded packet looks up, once per copy: keys the engine
+// chose (peer keys, participant ids) or few per call (track ids), so a fast
+// hash over a DoS-resistant one.
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use crate::config::EngineConfig;
@@ -109,7 +113,7 @@ struct Participant {
     /// The subscriber connection changed while an offer was out: offer again.
     renegotiate: bool,
     /// What this participant receives, by the published track it comes from.
-    down: HashMap<TrackKey, DownTrack>,
+    down: FxHashMap<TrackKey, DownTrack>,
     /// What its published tracks carry, by their track id (the second part
     /// of the offer's `a=msid`), where it said, until the track opens.
     sources: HashMap<String, Source>,
@@ -127,11 +131,11 @@ pub(crate) struct Sfu {
     identity: Identity,
     /// The wall clock's time, for sender reports.
     clock: WallClock,
-    peers: HashMap<PeerKey, PeerSlot>,
+    peers: FxHashMap<PeerKey, PeerSlot>,
     next_peer: PeerKey,
-    participants: HashMap<Uuid, Participant>,
+    participants: FxHashMap<Uuid, Participant>,
     calls: HashMap<Uuid, HashSet<Uuid>>,
-    tracks: HashMap<TrackKey, UpTrack>,
+    tracks: FxHashMap<TrackKey, UpTrack>,
     /// Datagrams to send, in order, until polled.
     transmits: VecDeque<(SocketAddr, BytesMut)>,
     /// Everything else to hand back, in order, until polled.
@@ -174,11 +178,11 @@ impl Sfu {
             retransmit_limits: config.retransmit_limits,
             identity,
             clock,
-            peers: HashMap::new(),
+            peers: FxHashMap::default(),
             next_peer: 0,
-            participants: HashMap::new(),
+            participants: FxHashMap::default(),
             calls: HashMap::new(),
-            tracks: HashMap::new(),
+            tracks: FxHashMap::default(),
             transmits: VecDeque::with_capacity(256),
             out: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
@@ -314,7 +318,7 @@ impl Sfu {
                 publisher: None,
                 subscriber,
                 renegotiate: false,
-                down: HashMap::new(),
+                down: FxHashMap::default(),
                 sources: HashMap::new(),
             },
         );
