@@ -87,7 +87,16 @@ struct Kept {
     marker: bool,
     audio_level: Option<u8>,
     payload: Option<Bytes>,
+    sent: Option<Instant>,
 }
+
+/// How long a sent packet's payload is kept for NACKs. A resend later than
+/// this comes after the receiver's jitter buffer has given up on it (as
+/// mediasoup keeps video for 1 to 2 s); the history's length bounds the
+/// packets kept at high rates, this bounds the memory they pin at low
+/// ones: the payload is the publisher's, shared by every subscriber's
+/// history, and held as long as any keeps it.
+const HISTORY_AGE: Duration = Duration::from_secs(1);
 
 /// A stream to send, as negotiated.
 #[derive(Debug, Clone)]
@@ -122,6 +131,9 @@ struct Stream {
     counts: SentCounts,
     /// Indexed by sequence number; empty when the answer kept no NACK.
     history: Vec<Kept>,
+    /// The next packet of the history to let go of once it is older than
+    /// [`HISTORY_AGE`].
+    expire: Option<u16>,
     rtx: Option<Rtx>,
 }
 
@@ -246,6 +258,7 @@ impl SubscriberTransport {
             writer: RtpWriter::new(stream.header),
             counts: SentCounts::new(stream.ssrc, stream.clock_rate),
             history,
+            expire: None,
             rtx,
         });
     }
@@ -325,7 +338,24 @@ impl SubscriberTransport {
                 marker,
                 audio_level,
                 payload: Some(payload.clone()),
+                sent: Some(now),
             };
+            // Each packet is let go of once, as the next ones are sent.
+            let expire = stream.expire.get_or_insert(numbers.seq);
+            for _ in 0..stream.history.len() {
+                if *expire == numbers.seq {
+                    break;
+                }
+                let kept = &mut stream.history[usize::from(*expire) & mask];
+                if kept.seq == *expire && kept.payload.is_some() {
+                    let age = kept.sent.map(|at| now.saturating_duration_since(at));
+                    if age.is_some_and(|age| age <= HISTORY_AGE) {
+                        break;
+                    }
+                    kept.payload = None;
+                }
+                *expire = expire.wrapping_add(1);
+            }
             self.retransmits
                 .sent(numbers.ssrc, numbers.seq, self.buf.len(), now);
         }
@@ -865,6 +895,36 @@ mod tests {
         assert!(
             resent * 1_120 <= allowance + 1_120,
             "{resent} resends of 1,120 bytes over an allowance of {allowance}"
+        );
+    }
+
+    /// At 100 packets a second, the history lets go of each payload a
+    /// second after it was sent: a NACK for an older packet gets nothing.
+    #[test]
+    fn payloads_older_than_a_second_are_let_go() {
+        let mut call = Call::new();
+        call.run(100, false);
+        let first = call.seq + 1;
+        call.run(300, true);
+        let kept = call.sub.streams[0]
+            .history
+            .iter()
+            .filter(|k| k.payload.is_some())
+            .count();
+        assert!((100..=102).contains(&kept), "{kept} payloads kept");
+        let track = call.track.clone().expect("the client's track");
+        let before = call.sub.stats().resent;
+        call.client
+            .nack(&track, &[first, first + 10], call.now)
+            .unwrap();
+        call.step();
+        assert_eq!(call.sub.stats().resent, before, "nothing to resend");
+        call.client.nack(&track, &[call.seq - 5], call.now).unwrap();
+        call.step();
+        assert_eq!(
+            call.sub.stats().resent,
+            before + 1,
+            "a recent one is resent"
         );
     }
 
