@@ -66,6 +66,26 @@ pub struct RemoteSide {
     pub role: DtlsRole,
 }
 
+/// The client's side as a test reads it from the stack's own client's
+/// answer to a hand-written offer: its fingerprint, and the role its
+/// `a=setup` leaves this side (the offer says `actpass`: this client
+/// answers `passive`, browsers `active`).
+#[cfg(test)]
+pub(crate) fn remote_side_of(answer: &str) -> RemoteSide {
+    let fingerprint = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=fingerprint:sha-256 "))
+        .expect("the answer's fingerprint")
+        .trim()
+        .to_owned();
+    let role = if answer.contains("a=setup:passive") {
+        DtlsRole::Client
+    } else {
+        DtlsRole::Server
+    };
+    RemoteSide { fingerprint, role }
+}
+
 /// What happened on the transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriberEvent {
@@ -309,6 +329,7 @@ impl SubscriberTransport {
         audio_level: Option<u8>,
         payload: &Bytes,
     ) -> Result<(), MediaError> {
+        let to = self.destination();
         let Some(stream) = self
             .streams
             .iter_mut()
@@ -321,7 +342,6 @@ impl SubscriberTransport {
         if self.phase != Phase::Connected {
             return Ok(());
         }
-        let to = self.nominated.or_else(|| self.answered.last().copied());
         let (Some(to), Some(dtls)) = (to, self.dtls.as_mut()) else {
             return Ok(());
         };
@@ -701,19 +721,7 @@ mod tests {
             let answer = client
                 .answer(offer(identity.fingerprint(), rtx), now)
                 .unwrap();
-            let fingerprint = answer
-                .lines()
-                .find_map(|l| l.strip_prefix("a=fingerprint:sha-256 "))
-                .expect("the answer's fingerprint")
-                .trim()
-                .to_owned();
-            let role = if answer.contains("a=setup:passive") {
-                DtlsRole::Client
-            } else {
-                DtlsRole::Server
-            };
-            sub.set_remote(&RemoteSide { fingerprint, role }, now)
-                .unwrap();
+            sub.set_remote(&remote_side_of(&answer), now).unwrap();
             let header = StreamHeader {
                 payload_type: 96,
                 mid: Some((1, b"0".to_vec())),

@@ -16,8 +16,7 @@ use super::dtls_srtp::Identity;
 use super::offer::{read_answer, Answered, Offer, Section, Sender, Session};
 use super::rtcp::WallClock;
 use super::subscriber::{
-    RemoteSide, RtxSetup, StreamSetup, SubscriberEvent, SubscriberSetup, SubscriberStats,
-    SubscriberTransport,
+    RemoteSide, RtxSetup, StreamSetup, SubscriberEvent, SubscriberSetup, SubscriberTransport,
 };
 use super::{Codec, Kind, PeerEvent, PeerSetup};
 use crate::munger::Rewritten;
@@ -246,9 +245,5 @@ impl SubscriberPeer {
     /// Stops the connection: nothing more is sent or taken.
     pub fn close(&mut self) {
         self.transport.close();
-    }
-
-    pub fn stats(&self) -> SubscriberStats {
-        self.transport.stats()
     }
 }
