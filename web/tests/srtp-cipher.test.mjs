@@ -7,14 +7,10 @@
 // AEAD_AES_128_GCM, AEAD_AES_256_GCM, AES_CM_128_HMAC_SHA1_80 and _32.
 // Firefox lists AEAD_AES_128_GCM first; Chromium lists
 // AES_CM_128_HMAC_SHA1_80 first (then AEAD_AES_256_GCM, AEAD_AES_128_GCM).
-// On the connections it receives on, Roost's own transport answers the
-// client's hello with the first profile of the server's order that the
-// hello offers, so both browsers must use GCM there. The connection a
-// browser sends on still runs on the WebRTC stack's DTLS (webrtc-rs
-// `rtc-dtls` 0.21.1, flight0.rs), which takes the first of the client's
-// list: Chromium's is AES-CM until that side moves to Roost's transport
-// too (docs/webrtc.md, "SRTP ciphers"); the test says so in its output and
-// checks only that DTLS-SRTP is up there. Both browsers report `srtpCipher`
+// Roost's own transport (ADR 0020) answers the client's hello with the
+// first profile of the server's order that the hello offers, on the
+// connections a browser sends on and on those it receives on, so both
+// browsers must use GCM on both. Both browsers report `srtpCipher`
 // with the IANA registry's name, `SRTP_AEAD_AES_128_GCM`; the name without
 // the `SRTP_` prefix (RFC 7714's) is taken too.
 //
@@ -120,11 +116,6 @@ async function main() {
     for (const b of browsers) {
       for (const [k, what] of [["send", "the connection it sends on"], ["recv", "the connection it receives on"]]) {
         const t = b.seen[k];
-        if (b.name === "Chromium" && k === "send" && !GCM.test(t.srtpCipher)) {
-          console.log(`# not checked: ${b.name}, ${what}: ${t.srtpCipher}; Chromium lists AES-CM first ` +
-            "and the stack's DTLS on that side takes the client's order (docs/webrtc.md, \"SRTP ciphers\")");
-          continue;
-        }
         check(GCM.test(t.srtpCipher),
           `${b.name}: ${what} uses SRTP AEAD_AES_128_GCM (srtpCipher ${t.srtpCipher}, DTLS ${t.dtlsRole})`);
       }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use rtc::interceptor::{
     Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet,
     ReceiverReportBuilder, Registry, SenderReportBuilder, Slot, StreamInfo, TaggedPacket,
-    TwccReceiverBuilder,
+    TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -40,6 +40,11 @@ pub(super) fn interceptors(setup: &PeerSetup) -> Registry {
                     .build(),
             )
             .with(Slot::SenderReport, SenderReportBuilder::new().build());
+    }
+    if setup.flow == Flow::Both {
+        // Clients number their packets transport-wide, as browsers do, so
+        // the engine's congestion feedback meets them in tests and loads.
+        registry = registry.with(Slot::TwccSender, TwccSenderBuilder::new().build());
     }
     if setup.flow != Flow::Sends {
         registry = registry

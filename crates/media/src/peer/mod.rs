@@ -25,12 +25,16 @@
 //! - [`rtp_writer`]: a forwarded packet's header built by Roost, for that
 //!   transport.
 
+pub mod answer;
 mod codecs;
 pub mod dtls_srtp;
 pub mod ice_lite;
 mod interceptors;
+pub mod link;
 pub mod offer;
 mod presence;
+pub mod publisher;
+mod publisher_peer;
 pub mod rtcp;
 pub mod rtp_writer;
 mod sdp;
@@ -78,6 +82,7 @@ use self::sdp::{
 use crate::retransmit::RetransmitLimits;
 use crate::MediaError;
 pub use codecs::{Codec, AUDIO_LEVEL_URI, MID_URI};
+pub use publisher_peer::PublisherPeer;
 pub(crate) use sdp::msid_tracks;
 pub use subscriber_peer::SubscriberPeer;
 

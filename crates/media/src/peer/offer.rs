@@ -219,7 +219,7 @@ impl Offer {
 
 /// Refuses a value that is empty, longer than `max` or not visible ASCII:
 /// a space or a line break in it would change the SDP around it.
-fn token(what: &str, value: &str, max: usize) -> Result<(), MediaError> {
+pub(super) fn token(what: &str, value: &str, max: usize) -> Result<(), MediaError> {
     if value.is_empty() || value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(MediaError::Config(format!(
             "{what} {value:?} is not 1 to {max} visible ASCII characters"
@@ -228,7 +228,7 @@ fn token(what: &str, value: &str, max: usize) -> Result<(), MediaError> {
     Ok(())
 }
 
-fn media_type(kind: Kind) -> &'static str {
+pub(super) fn media_type(kind: Kind) -> &'static str {
     match kind {
         Kind::Audio => "audio",
         Kind::Video => "video",
@@ -289,17 +289,22 @@ fn media(session: &Session, section: &Section, offered: &Offered) -> MediaDescri
     };
     m = m.with_property_attribute(direction.into());
     for (i, addr) in session.candidates.iter().enumerate() {
-        // RFC 8445 §5.1.2: host candidates of component 1, the first
-        // address preferred, a foundation per address.
-        let preference = 65_535u32.saturating_sub(u32::try_from(i).unwrap_or(u32::MAX));
-        let priority = (126 << 24) | (preference << 8) | 255;
-        let (ip, port) = (addr.ip(), addr.port());
-        m = m.with_candidate(format!("{} 1 udp {priority} {ip} {port} typ host", i + 1));
+        m = m.with_candidate(host_candidate(i, addr));
     }
     m.with_property_attribute(ATTR_KEY_END_OF_CANDIDATES.into())
 }
 
-fn codec(mime_type: &str, clock_rate: u32, channels: u16, fmtp: &str) -> Codec {
+/// The `a=candidate` value of the `i`th advertised address (from 0). RFC
+/// 8445 §5.1.2: host candidates of component 1, the first address
+/// preferred, a foundation per address.
+pub(super) fn host_candidate(i: usize, addr: &SocketAddr) -> String {
+    let preference = 65_535u32.saturating_sub(u32::try_from(i).unwrap_or(u32::MAX));
+    let priority = (126 << 24) | (preference << 8) | 255;
+    let (ip, port) = (addr.ip(), addr.port());
+    format!("{} 1 udp {priority} {ip} {port} typ host", i + 1)
+}
+
+pub(super) fn codec(mime_type: &str, clock_rate: u32, channels: u16, fmtp: &str) -> Codec {
     Codec {
         mime_type: mime_type.into(),
         clock_rate,
@@ -308,7 +313,7 @@ fn codec(mime_type: &str, clock_rate: u32, channels: u16, fmtp: &str) -> Codec {
     }
 }
 
-fn is_rtx(codec: &Codec) -> bool {
+pub(super) fn is_rtx(codec: &Codec) -> bool {
     codec.mime_type.eq_ignore_ascii_case("video/rtx")
 }
 
@@ -387,7 +392,7 @@ fn same_codec(a: &Codec, b: &Codec) -> bool {
 /// differ), as the stack matches them, with RFC 6184's defaults where one
 /// is absent; for VP9 and AV1 the profile. Other parameters (Opus's, say)
 /// say what a receiver prefers, not what a stream is.
-fn same(a: &Codec, b: &Codec) -> bool {
+pub(super) fn same(a: &Codec, b: &Codec) -> bool {
     let param = |fmtp: &str, key: &str, default: &str| {
         let value = fmtp.split(';').find_map(|p| {
             let (k, v) = p.split_once('=')?;

@@ -24,30 +24,21 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::dtls_srtp::{DtlsRole, DtlsSrtp, Identity, SRTP_PROFILES};
-use super::ice_lite;
+use super::dtls_srtp::Identity;
+pub use super::link::RemoteSide;
+use super::link::{Inbound, Link, LinkEvent, LinkSetup};
 use super::rtcp::{self, Feedback, SentCounts, WallClock};
 use super::rtp_writer::{RtpWriter, StreamHeader};
 use crate::munger::Rewritten;
 use crate::retransmit::{RetransmitLimits, Retransmits};
 use crate::MediaError;
 
-/// DTLS records kept that came before the client's answer named its
-/// certificate: its first flight and a retransmission or two.
-const MAX_EARLY_RECORDS: usize = 8;
-/// Addresses the client's checks were answered from (its candidate pairs).
-const MAX_ANSWERED: usize = 8;
-
 /// How a subscriber transport is set up.
 #[derive(Debug, Clone)]
 pub struct SubscriberSetup {
-    /// This side's ICE credentials, from the offer.
-    pub ufrag: String,
-    pub pwd: String,
-    /// With no check, record or report from the client for this long, the
-    /// connection counts as gone. Browsers send consent checks every few
-    /// seconds (RFC 7675).
-    pub silence: Duration,
+    /// This side's ICE credentials, from the offer, and how long the
+    /// client may stay silent.
+    pub link: LinkSetup,
     pub retransmit_limits: RetransmitLimits,
     /// Packets kept per stream for NACKs (a power of two).
     pub retransmit_history: u16,
@@ -57,21 +48,13 @@ pub struct SubscriberSetup {
     pub clock: WallClock,
 }
 
-/// The client's side as its answer gives it.
-#[derive(Debug, Clone)]
-pub struct RemoteSide {
-    /// Its certificate's SHA-256 fingerprint.
-    pub fingerprint: String,
-    /// Which end of the DTLS handshake this side is.
-    pub role: DtlsRole,
-}
-
 /// The client's side as a test reads it from the stack's own client's
 /// answer to a hand-written offer: its fingerprint, and the role its
 /// `a=setup` leaves this side (the offer says `actpass`: this client
 /// answers `passive`, browsers `active`).
 #[cfg(test)]
 pub(crate) fn remote_side_of(answer: &str) -> RemoteSide {
+    use super::dtls_srtp::DtlsRole;
     let fingerprint = answer
         .lines()
         .find_map(|l| l.strip_prefix("a=fingerprint:sha-256 "))
@@ -157,13 +140,6 @@ struct Stream {
     rtx: Option<Rtx>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Connecting,
-    Connected,
-    Failed,
-}
-
 /// Counts of what the transport did, for the engine's statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubscriberStats {
@@ -177,20 +153,13 @@ pub struct SubscriberStats {
 /// One subscriber connection's transport.
 pub struct SubscriberTransport {
     setup: SubscriberSetup,
-    identity: Identity,
-    dtls: Option<DtlsSrtp>,
-    early: Vec<(SocketAddr, BytesMut)>,
-    answered: Vec<SocketAddr>,
-    nominated: Option<SocketAddr>,
-    heard: Option<Instant>,
-    phase: Phase,
+    link: Link,
     streams: Vec<Stream>,
     retransmits: Retransmits,
     next_report: Option<Instant>,
     /// The buffer each packet is written into before SRTP.
     buf: Vec<u8>,
     feedback: Vec<Feedback>,
-    outgoing: VecDeque<(SocketAddr, BytesMut)>,
     events: VecDeque<SubscriberEvent>,
     stats: SubscriberStats,
 }
@@ -200,20 +169,13 @@ impl SubscriberTransport {
     pub fn new(setup: SubscriberSetup, identity: &Identity) -> SubscriberTransport {
         let retransmits = Retransmits::new(setup.retransmit_limits, setup.retransmit_history);
         SubscriberTransport {
+            link: Link::new(setup.link.clone(), identity),
             setup,
-            identity: identity.clone(),
-            dtls: None,
-            early: Vec::new(),
-            answered: Vec::new(),
-            nominated: None,
-            heard: None,
-            phase: Phase::Connecting,
             streams: Vec::new(),
             retransmits,
             next_report: None,
             buf: Vec::with_capacity(1_500),
             feedback: Vec::new(),
-            outgoing: VecDeque::new(),
             events: VecDeque::new(),
             stats: SubscriberStats::default(),
         }
@@ -222,36 +184,21 @@ impl SubscriberTransport {
     /// The client's answer arrived: its certificate and the DTLS role. A
     /// second call (a renegotiation) changes nothing: the handshake stands.
     pub fn set_remote(&mut self, remote: &RemoteSide, now: Instant) -> Result<(), MediaError> {
-        if self.dtls.is_some() {
-            return Ok(());
-        }
-        let dtls = DtlsSrtp::new(
-            &self.identity,
-            &remote.fingerprint,
-            remote.role,
-            &SRTP_PROFILES,
-        )?;
-        self.dtls = Some(dtls);
-        for (from, record) in std::mem::take(&mut self.early) {
-            self.dtls_record(now, from, record);
-        }
-        self.connect_if_client(now);
-        Ok(())
+        let set = self.link.set_remote(remote, now);
+        self.link_events(now);
+        set
     }
 
-    /// As DTLS client, the handshake starts once the client has nominated
-    /// a path: before that its ICE side may not take DTLS yet, and the
-    /// first flight would wait for a resend.
-    fn connect_if_client(&mut self, now: Instant) {
-        let Some(to) = self.nominated else {
-            return;
-        };
-        if let Some(dtls) = self.dtls.as_mut() {
-            if dtls.role() == DtlsRole::Client && !dtls.started() {
-                if dtls.connect(now, to).is_err() {
-                    self.fail();
+    /// What the link's state changes mean here: reports start with the
+    /// connection, and the engine hears of both.
+    fn link_events(&mut self, now: Instant) {
+        while let Some(event) = self.link.poll_event() {
+            match event {
+                LinkEvent::Connected => {
+                    self.next_report = Some(now + self.setup.report_interval);
+                    self.events.push_back(SubscriberEvent::Connected);
                 }
-                self.drain_dtls();
+                LinkEvent::Failed => self.events.push_back(SubscriberEvent::Failed),
             }
         }
     }
@@ -289,8 +236,7 @@ impl SubscriberTransport {
 
     /// Stops the transport: nothing more is sent or taken, and no event comes.
     pub fn close(&mut self) {
-        self.phase = Phase::Failed;
-        self.outgoing.clear();
+        self.link.close();
         self.events.clear();
     }
 
@@ -301,13 +247,13 @@ impl SubscriberTransport {
 
     /// Whether media can flow.
     pub fn connected(&self) -> bool {
-        self.phase == Phase::Connected
+        self.link.connected()
     }
 
     /// Where media goes: the client's latest nomination, or before one the
     /// last address its checks came from.
     pub fn destination(&self) -> Option<SocketAddr> {
-        self.nominated.or_else(|| self.answered.last().copied())
+        self.link.destination()
     }
 
     /// The round trip measured from the client's reception reports.
@@ -329,7 +275,6 @@ impl SubscriberTransport {
         audio_level: Option<u8>,
         payload: &Bytes,
     ) -> Result<(), MediaError> {
-        let to = self.destination();
         let Some(stream) = self
             .streams
             .iter_mut()
@@ -339,10 +284,7 @@ impl SubscriberTransport {
         };
         // Nothing to protect with yet: a subscriber that connects asks for
         // keyframes, so what it missed does not matter.
-        if self.phase != Phase::Connected {
-            return Ok(());
-        }
-        let (Some(to), Some(dtls)) = (to, self.dtls.as_mut()) else {
+        let Some((to, dtls)) = self.link.secured() else {
             return Ok(());
         };
         let header = stream
@@ -380,105 +322,27 @@ impl SubscriberTransport {
                 .sent(numbers.ssrc, numbers.seq, self.buf.len(), now);
         }
         self.stats.sent += 1;
-        self.outgoing.push_back((to, protected));
+        self.link.send(to, protected);
         Ok(())
     }
 
     /// Takes a datagram the engine's socket received from `from` for this
     /// connection. What is not for it is dropped and counted.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: BytesMut) {
-        if self.phase == Phase::Failed {
-            return;
+        match self.link.handle_datagram(now, from, datagram) {
+            Inbound::Taken => {}
+            Inbound::Rtcp(plain) => self.rtcp(now, &plain),
+            // A subscriber sends no media.
+            Inbound::Rtp(_) | Inbound::Dropped => self.stats.dropped += 1,
         }
-        match datagram.first() {
-            Some(0..=3) if ice_lite::is_stun(&datagram) => self.check(now, from, &datagram),
-            Some(20..=63) if self.answered.contains(&from) => {
-                self.heard = Some(now);
-                if self.dtls.is_some() {
-                    self.dtls_record(now, from, datagram);
-                } else if self.early.len() < MAX_EARLY_RECORDS {
-                    self.early.push((from, datagram));
-                }
-            }
-            // RTCP's packet types are 192 to 223 (RFC 5761 §4).
-            Some(128..=191)
-                if self.answered.contains(&from)
-                    && datagram.get(1).is_some_and(|pt| (192..=223).contains(pt)) =>
-            {
-                self.rtcp(now, &datagram);
-            }
-            _ => self.stats.dropped += 1,
-        }
+        self.link_events(now);
     }
 
-    fn check(&mut self, now: Instant, from: SocketAddr, request: &[u8]) {
-        let Some(checked) = ice_lite::answer(
-            request,
-            from,
-            &self.setup.ufrag,
-            &self.setup.pwd,
-            self.identity.crypto(),
-        ) else {
-            self.stats.dropped += 1;
-            return;
-        };
-        self.heard = Some(now);
-        if let Some(at) = self.answered.iter().position(|a| *a == from) {
-            self.answered.remove(at);
-        } else if self.answered.len() == MAX_ANSWERED {
-            self.answered.remove(0);
-        }
-        self.answered.push(from);
-        if checked.nominates {
-            self.nominated = Some(from);
-        }
-        self.outgoing.push_back((from, checked.response));
-        self.connect_if_client(now);
-    }
-
-    fn dtls_record(&mut self, now: Instant, from: SocketAddr, record: BytesMut) {
-        let Some(dtls) = self.dtls.as_mut() else {
-            return;
-        };
-        if let Err(e) = dtls.handle_datagram(now, from, record) {
-            tracing::debug!(error = %e, %from, "a DTLS record was refused");
-            // A record that does not fit the handshake (malformed, or a
-            // certificate other than the answer named) is dropped; the
-            // handshake fails by its own timers or by silence.
-            self.stats.dropped += 1;
-        }
-        self.drain_dtls();
-        let keyed = self.dtls.as_ref().is_some_and(|d| d.profile().is_some());
-        if keyed && self.phase == Phase::Connecting {
-            self.phase = Phase::Connected;
-            self.next_report = Some(now + self.setup.report_interval);
-            self.events.push_back(SubscriberEvent::Connected);
-        }
-    }
-
-    fn drain_dtls(&mut self) {
-        if let Some(dtls) = self.dtls.as_mut() {
-            // To the client's nominated path, where it has one.
-            while let Some((to, d)) = dtls.poll_transmit() {
-                self.outgoing.push_back((self.nominated.unwrap_or(to), d));
-            }
-        }
-    }
-
-    fn rtcp(&mut self, now: Instant, datagram: &[u8]) {
-        let Some(dtls) = self.dtls.as_mut() else {
-            self.stats.dropped += 1;
-            return;
-        };
-        let Ok(plain) = dtls.unprotect_rtcp(datagram) else {
-            self.stats.dropped += 1;
-            return;
-        };
-        self.heard = Some(now);
+    fn rtcp(&mut self, now: Instant, plain: &[u8]) {
         let mut feedback = std::mem::take(&mut self.feedback);
         feedback.clear();
         // What parsed before a malformed packet still counts.
-        let _ = rtcp::read(&plain, &mut feedback);
+        let _ = rtcp::read(plain, &mut feedback);
         for f in &feedback {
             match *f {
                 Feedback::Keyframe { media_ssrc } => {
@@ -510,7 +374,7 @@ impl SubscriberTransport {
 
     /// Resends packet `seq` of `ssrc` if it is still kept and the budget allows.
     fn resend(&mut self, now: Instant, ssrc: u32, seq: u16) {
-        let (Some(to), Some(dtls)) = (self.destination(), self.dtls.as_mut()) else {
+        let Some((to, dtls)) = self.link.secured() else {
             return;
         };
         let Some(stream) = self.streams.iter_mut().find(|s| s.counts.ssrc == ssrc) else {
@@ -561,45 +425,27 @@ impl SubscriberTransport {
         };
         if let Ok(protected) = dtls.protect_rtp_with_header(&self.buf, header) {
             self.stats.resent += 1;
-            self.outgoing.push_back((to, protected));
+            self.link.send(to, protected);
         }
     }
 
-    fn fail(&mut self) {
-        if self.phase != Phase::Failed {
-            self.phase = Phase::Failed;
-            self.events.push_back(SubscriberEvent::Failed);
-        }
-    }
-
-    /// The earliest of the handshake's resend, the next sender report and
-    /// the moment the client would count as gone.
+    /// The earliest of the link's timers and the next sender report.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.phase == Phase::Failed {
+        if self.link.failed() {
             return None;
         }
-        let silence = self.heard.map(|h| h + self.setup.silence);
-        let dtls = self.dtls.as_ref().and_then(|d| d.poll_timeout());
-        [silence, dtls, self.next_report]
+        [self.link.poll_timeout(), self.next_report]
             .into_iter()
             .flatten()
             .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.phase == Phase::Failed {
+        self.link.handle_timeout(now);
+        self.link_events(now);
+        if self.link.failed() {
             return;
         }
-        if self.heard.is_some_and(|h| now >= h + self.setup.silence) {
-            self.fail();
-            return;
-        }
-        if let Some(dtls) = self.dtls.as_mut() {
-            if dtls.poll_timeout().is_some_and(|t| t <= now) && dtls.handle_timeout(now).is_err() {
-                self.fail();
-            }
-        }
-        self.drain_dtls();
         if self.next_report.is_some_and(|t| t <= now) {
             self.next_report = Some(now + self.setup.report_interval);
             self.report(now);
@@ -608,7 +454,7 @@ impl SubscriberTransport {
 
     /// Sends the streams' sender reports.
     fn report(&mut self, now: Instant) {
-        let (Some(to), Some(dtls)) = (self.destination(), self.dtls.as_mut()) else {
+        let Some((to, dtls)) = self.link.secured() else {
             return;
         };
         let counts: Vec<SentCounts> = self.streams.iter().map(|s| s.counts).collect();
@@ -618,13 +464,13 @@ impl SubscriberTransport {
         };
         if let Ok(protected) = dtls.protect_rtcp(&plain) {
             self.retransmits.report_sent(ntp, now);
-            self.outgoing.push_back((to, protected));
+            self.link.send(to, protected);
         }
     }
 
     /// The next datagram to send, and where.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
-        self.outgoing.pop_front()
+        self.link.poll_transmit()
     }
 
     pub fn poll_event(&mut self) -> Option<SubscriberEvent> {
@@ -636,6 +482,7 @@ impl SubscriberTransport {
 mod tests {
     use super::*;
     use crate::client::nominating_request;
+    use crate::peer::dtls_srtp::DtlsRole;
     use crate::peer::{Peer, PeerEvent, PeerSetup, Rtp};
     use proptest::prelude::*;
 
@@ -650,9 +497,11 @@ mod tests {
 
     fn setup(now: Instant) -> SubscriberSetup {
         SubscriberSetup {
-            ufrag: UFRAG.into(),
-            pwd: PWD.into(),
-            silence: Duration::from_secs(10),
+            link: LinkSetup {
+                ufrag: UFRAG.into(),
+                pwd: PWD.into(),
+                silence: Duration::from_secs(10),
+            },
             retransmit_limits: RetransmitLimits::default(),
             retransmit_history: 512,
             report_interval: Duration::from_secs(1),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::dtls_srtp::Identity;
+use super::link::LinkSetup;
 use super::offer::{read_answer, Answered, Offer, Section, Sender, Session};
 use super::rtcp::WallClock;
 use super::subscriber::{
@@ -50,10 +51,12 @@ impl SubscriberPeer {
     ) -> SubscriberPeer {
         let transport = SubscriberTransport::new(
             SubscriberSetup {
-                ufrag: setup.ufrag.clone(),
-                pwd: setup.pwd.clone(),
-                // Disconnected after the first, gone after the second more.
-                silence: setup.ice_timeouts.0 + setup.ice_timeouts.1,
+                link: LinkSetup {
+                    ufrag: setup.ufrag.clone(),
+                    pwd: setup.pwd.clone(),
+                    // Disconnected after the first, gone after the second more.
+                    silence: setup.ice_timeouts.0 + setup.ice_timeouts.1,
+                },
                 retransmit_limits: setup.retransmit_limits,
                 retransmit_history: setup.retransmit_history,
                 report_interval: REPORT_INTERVAL,
@@ -218,6 +221,11 @@ impl SubscriberPeer {
 
     pub fn handle_datagram(&mut self, datagram: BytesMut, from: SocketAddr, now: Instant) {
         self.transport.handle_datagram(now, from, datagram);
+    }
+
+    /// Datagrams the transport dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.transport.stats().dropped
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -1,6 +1,5 @@
-//! A peer slot's connection: a publisher's on the stack's
-//! `RTCPeerConnection` ([`Peer`]), a subscriber's on the transport Roost
-//! owns ([`SubscriberPeer`], ADR 0020). What the loop does to every peer
+//! A peer slot's connection, both on the transport Roost owns (ADR 0020):
+//! a publisher's ([`PublisherPeer`]) or a subscriber's ([`SubscriberPeer`]). What the loop does to every peer
 //! alike (datagrams, timers, events) goes through here.
 
 use std::net::SocketAddr;
@@ -8,16 +7,15 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use crate::peer::{Peer, PeerEvent, SubscriberPeer};
-use crate::MediaError;
+use crate::peer::{PeerEvent, PublisherPeer, SubscriberPeer};
 
 pub(crate) enum Conn {
-    Publisher(Box<Peer>),
+    Publisher(Box<PublisherPeer>),
     Subscriber(Box<SubscriberPeer>),
 }
 
 impl Conn {
-    pub(crate) fn publisher(&mut self) -> Option<&mut Peer> {
+    pub(crate) fn publisher(&mut self) -> Option<&mut PublisherPeer> {
         match self {
             Conn::Publisher(p) => Some(p),
             Conn::Subscriber(_) => None,
@@ -31,28 +29,31 @@ impl Conn {
         }
     }
 
+    /// Takes a datagram; false when the connection dropped it.
     pub(crate) fn handle_datagram(
         &mut self,
         datagram: BytesMut,
         from: SocketAddr,
         now: Instant,
-    ) -> Result<(), MediaError> {
+    ) -> bool {
         match self {
-            Conn::Publisher(p) => p.handle_datagram(datagram, from, now),
+            Conn::Publisher(p) => {
+                let before = p.stats().dropped;
+                p.handle_datagram(datagram, from, now);
+                p.stats().dropped == before
+            }
             Conn::Subscriber(s) => {
+                let before = s.dropped();
                 s.handle_datagram(datagram, from, now);
-                Ok(())
+                s.dropped() == before
             }
         }
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Result<(), MediaError> {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         match self {
             Conn::Publisher(p) => p.handle_timeout(now),
-            Conn::Subscriber(s) => {
-                s.handle_timeout(now);
-                Ok(())
-            }
+            Conn::Subscriber(s) => s.handle_timeout(now),
         }
     }
 

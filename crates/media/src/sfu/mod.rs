@@ -25,7 +25,9 @@ use crate::config::EngineConfig;
 use crate::events::{EngineEvent, EngineStats, OfferedTrack, Source};
 use crate::peer::dtls_srtp::Identity;
 use crate::peer::rtcp::WallClock;
-use crate::peer::{msid_tracks, Flow, Kind, Mode, Peer, PeerEvent, PeerSetup, Rtp, SubscriberPeer};
+use crate::peer::{
+    msid_tracks, Flow, Kind, Mode, PeerEvent, PeerSetup, PublisherPeer, Rtp, SubscriberPeer,
+};
 use crate::MediaError;
 
 mod conn;
@@ -268,7 +270,12 @@ impl Sfu {
             retransmit_limits: self.retransmit_limits,
         };
         let peer = match role {
-            Role::Publisher => Conn::Publisher(Box::new(Peer::new(&setup, self.now)?)),
+            Role::Publisher => Conn::Publisher(Box::new(PublisherPeer::new(
+                &setup,
+                &self.identity,
+                self.rng.gen(),
+                self.rng.gen(),
+            ))),
             Role::Subscriber => Conn::Subscriber(Box::new(SubscriberPeer::new(
                 &setup,
                 &self.identity,
@@ -585,9 +592,9 @@ impl Sfu {
             self.stats.datagrams_dropped += 1;
             return;
         };
-        if let Err(e) = slot.peer.handle_datagram(datagram, from, now) {
+        if !slot.peer.handle_datagram(datagram, from, now) {
             self.stats.datagrams_dropped += 1;
-            tracing::trace!(error = %e, %from, "a datagram was refused");
+            tracing::trace!(%from, "a datagram was refused");
         }
         self.pump(key);
     }
@@ -670,9 +677,7 @@ impl Sfu {
         }
         for key in due {
             if let Some(slot) = self.peers.get_mut(&key) {
-                if let Err(e) = slot.peer.handle_timeout(now) {
-                    tracing::debug!(error = %e, "a peer's timer failed");
-                }
+                slot.peer.handle_timeout(now);
             }
             self.pump(key);
         }

@@ -1,0 +1,1014 @@
+//! The transport of a publisher connection, owned by Roost (ADR 0020, step
+//! 6): the client sends, the engine receives. The [`Link`] answers checks,
+//! does DTLS and opens SRTP; here the packets are placed in their media
+//! section and handed to the engine, and the feedback a receiver owes its
+//! sender goes out:
+//! - a stream is placed by the SSRC the offer named, else by its `mid`
+//!   header extension (and its rid, where the section takes one encoding of
+//!   a simulcast), else by a payload type only one section takes; a
+//!   section's first stream is its track, and another SSRC in it is dropped;
+//! - RTX packets (RFC 4588) are opened into the packet they repair;
+//! - NACKs for lost packets, receiver reports and transport-wide congestion
+//!   feedback come from webrtc-rs's interceptors, driven here without a
+//!   peer connection; keyframe requests (PLI, or FIR where only that was
+//!   negotiated) are written when the engine asks.
+//!
+//! Nothing here reads a clock or touches a socket.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use rtc::interceptor::{
+    AttributedPacket, Interceptor, NackGeneratorBuilder, Packet, RTCPFeedback, RTPHeaderExtension,
+    ReceiverReportBuilder, Registry, Slot, StreamInfo, TaggedPacket, TwccReceiverBuilder,
+};
+use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::sansio::Protocol;
+use rtc::sdp::extmap::TRANSPORT_CC_URI;
+use rtc::shared::marshal::Unmarshal;
+use rtc::shared::TransportContext;
+
+use super::answer::ReceivedSection;
+use super::dtls_srtp::Identity;
+use super::link::{Inbound, Link, LinkEvent, LinkSetup, RemoteSide};
+use super::{Kind, PeerEvent, Rtp};
+use crate::MediaError;
+
+/// Streams a connection reads at most: one per section and its RTX, for
+/// the sections an offer may have.
+const MAX_STREAMS: usize = 64;
+
+/// A stream placed in a section.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    ssrc: u32,
+    section: usize,
+    /// Whether it carries retransmissions of the section's track.
+    rtx: bool,
+}
+
+/// Counts of what the transport did, for the engine's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    pub received: u64,
+    /// Packets repaired through RTX.
+    pub repaired: u64,
+    /// Datagrams and packets dropped: from an address no check came from,
+    /// failing SRTP, in no section, or a second stream of a track.
+    pub dropped: u64,
+    pub keyframe_requests: u64,
+}
+
+/// One publisher connection's transport.
+pub struct PublisherTransport {
+    link: Link,
+    sections: Vec<ReceivedSection>,
+    streams: Vec<Stream>,
+    /// The section's track, once its first packet came: its SSRC.
+    opened: Vec<Option<u32>>,
+    /// NACKs, receiver reports and transport-wide feedback.
+    feedback: Box<dyn Interceptor>,
+    /// The SSRC this side's feedback names as its sender.
+    own_ssrc: u32,
+    fir_seq: u8,
+    /// What passed the interceptors, taken in turn (kept to reuse its room).
+    passed: Vec<Packet>,
+    events: VecDeque<PeerEvent>,
+    stats: PublisherStats,
+}
+
+impl PublisherTransport {
+    /// A transport presenting `identity`, waiting for the client's checks.
+    pub fn new(setup: LinkSetup, identity: &Identity, own_ssrc: u32) -> PublisherTransport {
+        let feedback = Registry::new()
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+            .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
+            .build();
+        PublisherTransport {
+            link: Link::new(setup, identity),
+            sections: Vec::new(),
+            streams: Vec::new(),
+            opened: Vec::new(),
+            feedback: Box::new(feedback),
+            own_ssrc,
+            fir_seq: 0,
+            passed: Vec::new(),
+            events: VecDeque::new(),
+            stats: PublisherStats::default(),
+        }
+    }
+
+    /// The client's offer was answered: its certificate, and what each
+    /// section now takes. A track whose section no longer receives, or now
+    /// carries another track, is closed; the others go on.
+    pub fn configure(
+        &mut self,
+        remote: &RemoteSide,
+        sections: Vec<ReceivedSection>,
+        now: Instant,
+    ) -> Result<(), MediaError> {
+        self.link.set_remote(remote, now)?;
+        for (i, old) in self.sections.iter().enumerate() {
+            let kept = sections
+                .get(i)
+                .is_some_and(|new| new.receiving && new.mid == old.mid && new.track == old.track);
+            if kept {
+                continue;
+            }
+            if self.opened.get(i).copied().flatten().is_some() {
+                self.events.push_back(PeerEvent::TrackClosed {
+                    track: old.track.clone(),
+                });
+            }
+            self.opened[i] = None;
+            let gone: Vec<Stream> = self
+                .streams
+                .iter()
+                .filter(|s| s.section == i)
+                .copied()
+                .collect();
+            for stream in gone {
+                if !stream.rtx {
+                    self.feedback
+                        .unbind_remote_stream(&self.stream_info(&stream));
+                }
+            }
+            self.streams.retain(|s| s.section != i);
+        }
+        self.opened.resize(sections.len(), None);
+        self.sections = sections;
+        self.link_events();
+        Ok(())
+    }
+
+    /// Whether media flows.
+    pub fn connected(&self) -> bool {
+        self.link.connected()
+    }
+
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.link.destination()
+    }
+
+    pub fn stats(&self) -> PublisherStats {
+        self.stats
+    }
+
+    /// Stops the transport: nothing more is sent or taken, and no event comes.
+    pub fn close(&mut self) {
+        self.link.close();
+        self.events.clear();
+    }
+
+    fn link_events(&mut self) {
+        while let Some(event) = self.link.poll_event() {
+            self.events.push_back(match event {
+                LinkEvent::Connected => PeerEvent::Connected,
+                LinkEvent::Failed => PeerEvent::Failed,
+            });
+        }
+    }
+
+    /// Takes a datagram the engine's socket received from `from` for this
+    /// connection. What is not for it is dropped and counted.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: BytesMut) {
+        match self.link.handle_datagram(now, from, datagram) {
+            Inbound::Taken => {}
+            Inbound::Rtp(plain) => self.rtp(now, plain.freeze()),
+            Inbound::Rtcp(plain) => self.rtcp(now, plain.freeze()),
+            Inbound::Dropped => self.stats.dropped += 1,
+        }
+        self.link_events();
+        self.send_feedback(now);
+    }
+
+    fn rtp(&mut self, now: Instant, plain: Bytes) {
+        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut plain.clone()) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some(stream) = self.place(&packet.header) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let packet = if stream.rtx {
+            // Padding to probe the path carries no packet: only its
+            // arrival counts, for the congestion feedback.
+            match self.unwrap_rtx(&stream, packet) {
+                Ok(packet) => {
+                    self.stats.repaired += 1;
+                    packet
+                }
+                Err(padding) => {
+                    self.feed(now, Packet::Rtp(padding));
+                    self.passed.clear();
+                    return;
+                }
+            }
+        } else {
+            packet
+        };
+        self.stats.received += 1;
+        let section = stream.section;
+        self.feed(now, Packet::Rtp(packet));
+        let mut passed = std::mem::take(&mut self.passed);
+        for out in passed.drain(..) {
+            let Packet::Rtp(p) = out else {
+                continue;
+            };
+            let Some(s) = self.sections.get(section) else {
+                continue;
+            };
+            let audio_level = s
+                .extensions
+                .audio_level
+                .and_then(|id| p.header.get_extension(id))
+                .and_then(|ext| ext.first().map(|b| b & 0x7f));
+            self.events.push_back(PeerEvent::Rtp {
+                track: s.track.clone(),
+                packet: Rtp {
+                    ssrc: p.header.ssrc,
+                    seq: p.header.sequence_number,
+                    ts: p.header.timestamp,
+                    marker: p.header.marker,
+                    payload_type: p.header.payload_type,
+                    payload: p.payload,
+                    audio_level,
+                },
+            });
+        }
+        self.passed = passed;
+    }
+
+    /// The packet an RTX packet repairs: its original sequence number from
+    /// the payload's first two bytes, the track's SSRC and payload type.
+    /// An RTX packet with no payload is padding, given back as it is.
+    fn unwrap_rtx(
+        &self,
+        stream: &Stream,
+        mut packet: rtc::rtp::Packet,
+    ) -> Result<rtc::rtp::Packet, rtc::rtp::Packet> {
+        let section = &self.sections[stream.section];
+        let primary = self
+            .streams
+            .iter()
+            .find(|s| s.section == stream.section && !s.rtx)
+            .map(|s| s.ssrc);
+        let apt = section
+            .rtx
+            .iter()
+            .find(|(pt, _)| *pt == packet.header.payload_type)
+            .map(|(_, apt)| *apt);
+        let (Some(primary), Some(apt)) = (primary, apt) else {
+            return Err(packet);
+        };
+        if packet.payload.len() < 2 {
+            return Err(packet);
+        }
+        packet.header.sequence_number = u16::from_be_bytes([packet.payload[0], packet.payload[1]]);
+        packet.header.ssrc = primary;
+        packet.header.payload_type = apt;
+        packet.payload = packet.payload.slice(2..);
+        Ok(packet)
+    }
+
+    /// The stream of a packet's SSRC, placing a new one in its section.
+    fn place(&mut self, header: &rtc::rtp::header::Header) -> Option<Stream> {
+        if let Some(s) = self.streams.iter().find(|s| s.ssrc == header.ssrc) {
+            return Some(*s);
+        }
+        if self.streams.len() >= MAX_STREAMS {
+            return None;
+        }
+        let (section, rtx) = self.section_of(header)?;
+        let has_primary = self.streams.iter().any(|s| s.section == section && !s.rtx);
+        if rtx != has_primary {
+            // RTX before its track's first packet has nothing to repair;
+            // a second stream of a track would mix two encodings.
+            return None;
+        }
+        let stream = Stream {
+            ssrc: header.ssrc,
+            section,
+            rtx,
+        };
+        if rtx {
+            // The track's RTX SSRC, for the interceptors.
+            self.streams.push(stream);
+            return Some(stream);
+        }
+        self.streams.push(stream);
+        self.feedback.bind_remote_stream(&self.stream_info(&stream));
+        let s = &self.sections[section];
+        let codec = s
+            .codecs
+            .iter()
+            .find(|(pt, _)| *pt == header.payload_type)
+            .or(s.codecs.first())
+            .map(|(_, c)| c.clone());
+        if let (Some(kind), Some(codec)) = (s.kind, codec) {
+            self.opened[section] = Some(header.ssrc);
+            self.events.push_back(PeerEvent::TrackOpened {
+                track: s.track.clone(),
+                kind,
+                codec,
+                ssrc: header.ssrc,
+            });
+        }
+        Some(stream)
+    }
+
+    /// The receiving section a new SSRC belongs to, and whether it is the
+    /// section's RTX stream.
+    fn section_of(&self, header: &rtc::rtp::header::Header) -> Option<(usize, bool)> {
+        let receiving = |s: &&ReceivedSection| s.receiving;
+        let pt = header.payload_type;
+        let rtx_of = |s: &ReceivedSection| s.rtx.iter().any(|(p, _)| *p == pt);
+        let takes = |s: &ReceivedSection| s.codecs.iter().any(|(p, _)| *p == pt);
+        // Named in the offer.
+        for (i, s) in self
+            .sections
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.receiving)
+        {
+            for (ssrc, rtx) in &s.ssrcs {
+                if *ssrc == header.ssrc {
+                    return takes(s).then_some((i, false));
+                }
+                if *rtx == Some(header.ssrc) {
+                    return rtx_of(s).then_some((i, true));
+                }
+            }
+        }
+        // By its mid, and its rid where the section takes one encoding.
+        let mid_id = self.sections.iter().find_map(|s| s.extensions.mid);
+        if let Some(mid) = mid_id.and_then(|id| header.get_extension(id)) {
+            let (i, s) = self
+                .sections
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.receiving && s.mid.as_bytes() == &mid[..])?;
+            let rtx = rtx_of(s);
+            if !rtx && !takes(s) {
+                return None;
+            }
+            if let Some(rid) = &s.rid {
+                let id = if rtx {
+                    s.extensions.repaired_rid
+                } else {
+                    s.extensions.rid
+                };
+                let named = id.and_then(|id| header.get_extension(id));
+                if named.is_some_and(|named| &named[..] != rid.as_bytes()) {
+                    return None;
+                }
+            }
+            return Some((i, rtx));
+        }
+        // By a payload type only one section takes.
+        let mut found = None;
+        for (i, s) in self.sections.iter().enumerate() {
+            if !receiving(&s) {
+                continue;
+            }
+            let rtx = rtx_of(s);
+            if rtx || takes(s) {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some((i, rtx));
+            }
+        }
+        found
+    }
+
+    /// What the interceptors need to know of a track's stream.
+    fn stream_info(&self, stream: &Stream) -> StreamInfo {
+        let s = &self.sections[stream.section];
+        let rtx = self
+            .streams
+            .iter()
+            .find(|r| r.section == stream.section && r.rtx)
+            .map(|r| r.ssrc);
+        let (clock_rate, mime_type) = s
+            .codecs
+            .first()
+            .map(|(_, c)| (c.clock_rate, c.mime_type.clone()))
+            .unwrap_or((90_000, String::new()));
+        let mut rtcp_feedback = Vec::new();
+        if s.nack && s.kind == Some(Kind::Video) {
+            rtcp_feedback.push(RTCPFeedback {
+                typ: "nack".into(),
+                parameter: String::new(),
+            });
+        }
+        let rtp_header_extensions = s
+            .extensions
+            .transport_cc
+            .map(|id| RTPHeaderExtension {
+                uri: TRANSPORT_CC_URI.into(),
+                id: u16::from(id),
+            })
+            .into_iter()
+            .collect();
+        StreamInfo {
+            ssrc: stream.ssrc,
+            ssrc_rtx: rtx,
+            clock_rate,
+            mime_type,
+            payload_type: s.codecs.first().map_or(0, |(pt, _)| *pt),
+            rtcp_feedback,
+            rtp_header_extensions,
+            ..Default::default()
+        }
+    }
+
+    /// Hands a packet to the interceptors, and takes back into `passed`
+    /// what passes them.
+    fn feed(&mut self, now: Instant, packet: Packet) {
+        let tagged = TaggedPacket {
+            now,
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(packet),
+        };
+        if let Err(e) = self.feedback.handle_read(tagged) {
+            tracing::trace!(error = %e, "the interceptors refused a packet");
+        }
+        while let Some(p) = self.feedback.poll_read() {
+            self.passed.push(p.message.packet);
+        }
+    }
+
+    fn rtcp(&mut self, now: Instant, plain: Bytes) {
+        match rtc::rtcp::packet::unmarshal(&mut plain.clone()) {
+            // Sender reports, for the receiver reports' round trip.
+            Ok(packets) => {
+                self.feed(now, Packet::Rtcp(packets));
+                self.passed.clear();
+            }
+            Err(_) => self.stats.dropped += 1,
+        }
+    }
+
+    /// Sends what the interceptors wrote: NACKs, reports, feedback.
+    fn send_feedback(&mut self, _now: Instant) {
+        while let Some(out) = self.feedback.poll_write() {
+            let Packet::Rtcp(packets) = out.message.packet else {
+                continue;
+            };
+            self.send_rtcp(&packets);
+        }
+    }
+
+    fn send_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::packet::Packet>]) -> bool {
+        if packets.is_empty() {
+            return false;
+        }
+        let Some((to, dtls)) = self.link.secured() else {
+            return false;
+        };
+        let Ok(plain) = rtc::rtcp::packet::marshal(packets) else {
+            return false;
+        };
+        match dtls.protect_rtcp(&plain) {
+            Ok(protected) => {
+                self.link.send(to, protected);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Asks the client for a keyframe of the track in section `mid`: PLI,
+    /// or FIR where the section negotiated only that.
+    pub fn request_keyframe(&mut self, track: &str) -> Result<(), MediaError> {
+        let Some((i, s)) = self
+            .sections
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.receiving && s.track == track)
+        else {
+            return Err(MediaError::NotFound("track"));
+        };
+        let Some(media_ssrc) = self.opened[i] else {
+            // Nothing came yet: its first frame is a keyframe.
+            return Ok(());
+        };
+        let request: Box<dyn rtc::rtcp::packet::Packet> = if s.fir && !s.pli {
+            self.fir_seq = self.fir_seq.wrapping_add(1);
+            Box::new(FullIntraRequest {
+                sender_ssrc: self.own_ssrc,
+                media_ssrc,
+                fir: vec![FirEntry {
+                    ssrc: media_ssrc,
+                    sequence_number: self.fir_seq,
+                }],
+            })
+        } else {
+            Box::new(PictureLossIndication {
+                sender_ssrc: self.own_ssrc,
+                media_ssrc,
+            })
+        };
+        if self.send_rtcp(&[request]) {
+            self.stats.keyframe_requests += 1;
+        }
+        Ok(())
+    }
+
+    /// The earliest of the link's timers and the interceptors'.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        if self.link.failed() {
+            return None;
+        }
+        let feedback = self.link.connected().then(|| self.feedback.poll_timeout());
+        [self.link.poll_timeout(), feedback.flatten()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.link.handle_timeout(now);
+        self.link_events();
+        if !self.link.connected() {
+            return;
+        }
+        if self.feedback.poll_timeout().is_some_and(|t| t <= now) {
+            if let Err(e) = self.feedback.handle_timeout(now) {
+                tracing::trace!(error = %e, "the interceptors' timer failed");
+            }
+        }
+        self.send_feedback(now);
+    }
+
+    /// The next datagram to send, and where.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.link.poll_transmit()
+    }
+
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::client::nominating_request;
+    use crate::peer::answer::{answer, AnswerSession};
+    use crate::peer::dtls_srtp::DtlsRole;
+    use crate::peer::{Peer, PeerSetup, SenderId};
+    use proptest::prelude::*;
+
+    const SERVER: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7882);
+    const CLIENT: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50_000);
+    const UFRAG: &str = "roostpub";
+    const PWD: &str = "roost-publisher-password-0123";
+    const SSRC: u32 = 0x5EED;
+    const RTX_SSRC: u32 = 0x5EEE;
+    const STEP: Duration = Duration::from_millis(10);
+
+    fn link() -> LinkSetup {
+        LinkSetup {
+            ufrag: UFRAG.into(),
+            pwd: PWD.into(),
+            silence: Duration::from_secs(10),
+        }
+    }
+
+    fn session(identity: &Identity) -> AnswerSession {
+        AnswerSession {
+            id: 7,
+            version: 1,
+            ufrag: UFRAG.into(),
+            pwd: PWD.into(),
+            fingerprint: identity.fingerprint().to_owned(),
+            candidates: vec![SERVER],
+        }
+    }
+
+    /// The stack's own client (`RTCPeerConnection`, full ICE) publishing
+    /// one VP8 track, and the engine's side answering it, each advanced by
+    /// the same clock; datagrams between them go through `step`, where a
+    /// test can lose them.
+    struct Call {
+        now: Instant,
+        publisher: PublisherTransport,
+        client: Peer,
+        sender: SenderId,
+        events: Vec<PeerEvent>,
+        seq: u16,
+        /// Of the client's packets: which the wire loses (by sequence
+        /// number, once each, first transmissions only).
+        lose: Vec<u16>,
+        client_heard: bool,
+        /// RTCP packet types the client received (visible in SRTCP).
+        rtcp_types: Vec<u8>,
+        keyframe_requests: usize,
+    }
+
+    impl Call {
+        fn new(rtx: bool) -> Call {
+            let now = Instant::now();
+            let identity = Identity::generate().unwrap();
+            let mut publisher = PublisherTransport::new(link(), &identity, 1);
+            let mut client = Peer::new(&PeerSetup::client(CLIENT), now).unwrap();
+            let codec = crate::client::codec(Kind::Video);
+            let sender = client
+                .add_sender(
+                    Kind::Video,
+                    &codec,
+                    SSRC,
+                    rtx.then_some(RTX_SSRC),
+                    "s",
+                    "cam",
+                )
+                .unwrap();
+            let offer = client.offer(now).unwrap().unwrap();
+            let answered = answer(&offer, &session(&identity)).unwrap();
+            let remote = RemoteSide {
+                fingerprint: answered.fingerprint.clone(),
+                role: answered.role,
+            };
+            publisher
+                .configure(&remote, answered.sections, now)
+                .unwrap();
+            client.accept_answer(answered.sdp, now).unwrap();
+            Call {
+                now,
+                publisher,
+                client,
+                sender,
+                events: Vec::new(),
+                seq: 0,
+                lose: Vec::new(),
+                client_heard: true,
+                rtcp_types: Vec::new(),
+                keyframe_requests: 0,
+            }
+        }
+
+        fn step(&mut self) {
+            let now = self.now;
+            while let Some((to, d)) = self.client.poll_transmit() {
+                assert_eq!(to, SERVER, "the client sends to the answered candidate");
+                if !self.client_heard {
+                    continue;
+                }
+                let rtp = d.len() > 12 && d[0] >> 6 == 2 && !(192..=223).contains(&d[1]);
+                if rtp && d[8..12] == SSRC.to_be_bytes() {
+                    let seq = u16::from_be_bytes([d[2], d[3]]);
+                    if let Some(at) = self.lose.iter().position(|s| *s == seq) {
+                        self.lose.remove(at);
+                        continue;
+                    }
+                }
+                self.publisher.handle_datagram(now, CLIENT, d);
+            }
+            while let Some((to, d)) = self.publisher.poll_transmit() {
+                assert_eq!(to, CLIENT);
+                if d.len() > 1 && (192..=223).contains(&d[1]) {
+                    self.rtcp_types.push(d[1]);
+                }
+                let _ = self.client.handle_datagram(d, SERVER, now);
+            }
+            while let Some(event) = self.client.poll_event() {
+                if let PeerEvent::KeyframeRequested { .. } = event {
+                    self.keyframe_requests += 1;
+                }
+            }
+            while let Some(e) = self.publisher.poll_event() {
+                self.events.push(e);
+            }
+            self.now += STEP;
+            if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.client.handle_timeout(self.now).unwrap();
+            }
+            if self.publisher.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.publisher.handle_timeout(self.now);
+            }
+        }
+
+        fn send(&mut self) {
+            if !self.publisher.connected() {
+                return;
+            }
+            self.seq = self.seq.wrapping_add(1);
+            let mut payload = vec![0x10, 0, 0, 0];
+            payload.extend_from_slice(&self.seq.to_be_bytes());
+            payload.resize(1_100, 0x5A);
+            let packet = Rtp {
+                ssrc: SSRC,
+                seq: self.seq,
+                ts: u32::from(self.seq) * 3_000,
+                marker: true,
+                payload_type: 96,
+                payload: Bytes::from(payload),
+                audio_level: None,
+            };
+            self.client
+                .send_rtp(self.sender, &packet, "video/VP8", self.now)
+                .unwrap();
+        }
+
+        fn run(&mut self, steps: usize, send: bool) {
+            for _ in 0..steps {
+                if send {
+                    self.send();
+                }
+                self.step();
+            }
+        }
+
+        fn received(&self) -> Vec<&Rtp> {
+            self.events
+                .iter()
+                .filter_map(|e| match e {
+                    PeerEvent::Rtp { packet, .. } => Some(packet),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn the_stacks_client_connects_and_every_packet_arrives_on_its_track() {
+        let mut call = Call::new(false);
+        call.run(300, true);
+        assert!(matches!(call.events.first(), Some(PeerEvent::Connected)));
+        let opened: Vec<_> = call
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                PeerEvent::TrackOpened {
+                    track,
+                    kind,
+                    codec,
+                    ssrc,
+                } => Some((track.clone(), *kind, codec.mime_type.clone(), *ssrc)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            opened,
+            vec![("cam".to_owned(), Kind::Video, "video/VP8".to_owned(), SSRC)]
+        );
+        let received = call.received();
+        assert!(received.len() > 250, "{} packets", received.len());
+        for p in &received {
+            assert_eq!(
+                (p.ssrc, p.payload_type, p.ts),
+                (SSRC, 96, u32::from(p.seq) * 3_000)
+            );
+            assert_eq!(&p.payload[4..6], &p.seq.to_be_bytes(), "its own payload");
+            assert_eq!(p.payload.len(), 1_100);
+        }
+        // Receiver reports (201) each second, and transport-wide
+        // congestion feedback (205) several times a second.
+        let reports = call.rtcp_types.iter().filter(|t| **t == 201).count();
+        let feedback = call.rtcp_types.iter().filter(|t| **t == 205).count();
+        assert!(
+            (2..=4).contains(&reports),
+            "{reports} receiver reports in 3 s"
+        );
+        assert!(feedback >= 10, "{feedback} feedback packets in 3 s");
+        assert_eq!(call.publisher.stats().dropped, 0);
+    }
+
+    fn losses_repaired(mut call: Call) -> Call {
+        call.run(100, false);
+        assert!(call.publisher.connected());
+        let first = call.seq + 1;
+        call.lose = (0..10).map(|i| first + 5 + i * 13).collect();
+        let lost = call.lose.clone();
+        call.run(200, true);
+        call.run(50, false);
+        assert!(call.lose.is_empty(), "every loss happened");
+        let got: std::collections::HashSet<u16> = call.received().iter().map(|p| p.seq).collect();
+        for seq in lost {
+            assert!(got.contains(&seq), "packet {seq} came again");
+        }
+        call
+    }
+
+    #[test]
+    fn lost_packets_are_asked_for_and_come_again() {
+        let call = losses_repaired(Call::new(false));
+        // Without an RTX stream of its own the client resends on one the
+        // stack adds.
+        assert!(call.publisher.stats().repaired >= 10);
+    }
+
+    #[test]
+    fn lost_packets_come_again_on_the_rtx_stream_and_are_opened() {
+        let call = losses_repaired(Call::new(true));
+        let repaired = call.publisher.stats().repaired;
+        assert!(
+            (10..=30).contains(&repaired),
+            "{repaired} repairs for 10 losses"
+        );
+        // Repaired packets come with the track's own numbers and payload.
+        for p in call.received() {
+            assert_eq!((p.ssrc, p.payload_type), (SSRC, 96));
+            assert_eq!(&p.payload[4..6], &p.seq.to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn a_keyframe_request_reaches_the_client() {
+        let mut call = Call::new(false);
+        call.run(100, true);
+        call.publisher.request_keyframe("cam").unwrap();
+        call.step();
+        assert_eq!(call.keyframe_requests, 1);
+        assert_eq!(call.publisher.stats().keyframe_requests, 1);
+        assert!(call.publisher.request_keyframe("nothing").is_err());
+    }
+
+    #[test]
+    fn a_re_offer_without_the_track_closes_it() {
+        let mut call = Call::new(false);
+        call.run(50, true);
+        let mut sections = call.publisher.sections.clone();
+        sections[0].receiving = false;
+        let remote = RemoteSide {
+            fingerprint: "AA".into(),
+            role: DtlsRole::Server,
+        };
+        call.publisher
+            .configure(&remote, sections, call.now)
+            .unwrap();
+        call.step();
+        assert!(call
+            .events
+            .iter()
+            .any(|e| matches!(e, PeerEvent::TrackClosed { track } if track == "cam")));
+        let before = call.received().len();
+        call.run(20, true);
+        assert_eq!(call.received().len(), before, "its packets are dropped");
+    }
+
+    #[test]
+    fn a_client_that_falls_silent_fails() {
+        let mut call = Call::new(false);
+        call.run(100, true);
+        call.client_heard = false;
+        call.run(999, true);
+        assert!(!call.events.iter().any(|e| matches!(e, PeerEvent::Failed)));
+        call.run(200, true);
+        assert!(matches!(call.events.last(), Some(PeerEvent::Failed)));
+        assert!(call.publisher.poll_timeout().is_none());
+    }
+
+    fn section(mid: &str, pts: &[u8], rid: Option<&str>) -> ReceivedSection {
+        ReceivedSection {
+            mid: mid.into(),
+            kind: Some(Kind::Video),
+            receiving: true,
+            track: format!("t{mid}"),
+            codecs: pts
+                .iter()
+                .map(|pt| (*pt, crate::client::codec(Kind::Video)))
+                .collect(),
+            rtx: pts.iter().map(|pt| (pt + 1, *pt)).collect(),
+            rid: rid.map(str::to_owned),
+            extensions: crate::peer::answer::Extensions {
+                mid: Some(1),
+                rid: Some(2),
+                repaired_rid: Some(3),
+                ..Default::default()
+            },
+            nack: true,
+            pli: true,
+            ..Default::default()
+        }
+    }
+
+    fn header(
+        ssrc: u32,
+        pt: u8,
+        mid: Option<&str>,
+        rid: Option<(u8, &str)>,
+    ) -> rtc::rtp::header::Header {
+        let mut h = rtc::rtp::header::Header {
+            version: 2,
+            ssrc,
+            payload_type: pt,
+            ..Default::default()
+        };
+        if let Some(mid) = mid {
+            h.extension = true;
+            h.extension_profile = rtc::rtp::header::EXTENSION_PROFILE_ONE_BYTE;
+            h.set_extension(1, Bytes::copy_from_slice(mid.as_bytes()))
+                .unwrap();
+        }
+        if let Some((id, rid)) = rid {
+            h.extension = true;
+            h.extension_profile = rtc::rtp::header::EXTENSION_PROFILE_ONE_BYTE;
+            h.set_extension(id, Bytes::copy_from_slice(rid.as_bytes()))
+                .unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn streams_are_placed_by_mid_rid_and_payload_type_and_a_track_takes_one() {
+        let identity = Identity::generate().unwrap();
+        let mut t = PublisherTransport::new(link(), &identity, 1);
+        t.sections = vec![section("0", &[96], Some("f")), section("1", &[102], None)];
+        t.opened = vec![None, None];
+        // RTX before its track: nothing to repair yet.
+        assert!(t
+            .place(&header(10, 97, Some("0"), Some((3, "f"))))
+            .is_none());
+        // Another encoding of the simulcast than the one answered.
+        assert!(t
+            .place(&header(11, 96, Some("0"), Some((2, "q"))))
+            .is_none());
+        let f = t.place(&header(12, 96, Some("0"), Some((2, "f")))).unwrap();
+        assert_eq!((f.section, f.rtx), (0, false));
+        let rtx = t.place(&header(13, 97, Some("0"), Some((3, "f")))).unwrap();
+        assert_eq!((rtx.section, rtx.rtx), (0, true));
+        // A second stream in the same section would mix two encodings.
+        assert!(t
+            .place(&header(14, 96, Some("0"), Some((2, "f"))))
+            .is_none());
+        // No mid: the payload type only section 1 takes.
+        let by_pt = t.place(&header(15, 102, None, None)).unwrap();
+        assert_eq!(by_pt.section, 1);
+        // A payload type no section takes, and a mid no section has.
+        assert!(t.place(&header(16, 50, None, None)).is_none());
+        assert!(t.place(&header(17, 96, Some("9"), None)).is_none());
+        let opened: Vec<u32> = t
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                PeerEvent::TrackOpened { ssrc, .. } => Some(*ssrc),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(opened, vec![12, 15]);
+    }
+
+    #[test]
+    fn strangers_get_no_answer() {
+        let now = Instant::now();
+        let identity = Identity::generate().unwrap();
+        let mut t = PublisherTransport::new(link(), &identity, 1);
+        let stranger = SocketAddr::from(([127, 0, 0, 3], 4_000));
+        let creds = ("x".to_owned(), "client-password-0123456789".to_owned());
+        let forged = nominating_request(&creds, &(UFRAG.into(), "not-it-0123456789012".into()));
+        t.handle_datagram(now, stranger, BytesMut::from(&forged.unwrap()[..]));
+        t.handle_datagram(now, stranger, BytesMut::from(&[22u8, 254, 253, 0, 0][..]));
+        t.handle_datagram(
+            now,
+            stranger,
+            BytesMut::from(&[0x80u8, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..]),
+        );
+        assert!(t.poll_transmit().is_none());
+        assert_eq!(t.stats().dropped, 3);
+        assert!(t.poll_timeout().is_none(), "no clock runs for strangers");
+    }
+
+    proptest! {
+        /// Whatever arrives, from a client that passed its check, nothing
+        /// panics and the transport sends at most one answer per datagram.
+        #[test]
+        fn any_datagram_is_taken_without_a_panic(
+            datagrams in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..20)
+        ) {
+            let now = Instant::now();
+            let identity = Identity::generate().unwrap();
+            let mut t = PublisherTransport::new(link(), &identity, 1);
+            t.configure(
+                &RemoteSide { fingerprint: "AA:BB".into(), role: DtlsRole::Server },
+                vec![section("0", &[96], None)],
+                now,
+            ).unwrap();
+            let creds = ("c".to_owned(), "client-password-0123456789".to_owned());
+            let check = nominating_request(&creds, &(UFRAG.into(), PWD.into())).unwrap();
+            t.handle_datagram(now, CLIENT, BytesMut::from(&check[..]));
+            prop_assert!(t.poll_transmit().is_some());
+            for d in datagrams {
+                let len = d.len();
+                t.handle_datagram(now, CLIENT, BytesMut::from(&d[..]));
+                let mut out = 0;
+                while let Some((_, sent)) = t.poll_transmit() {
+                    out += sent.len();
+                }
+                prop_assert!(out <= len.max(200) * 2, "{out} bytes out for {len} in");
+            }
+            t.handle_timeout(now + Duration::from_secs(1));
+        }
+    }
+}

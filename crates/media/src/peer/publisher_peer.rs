@@ -1,0 +1,116 @@
+//! A publisher connection on the transport Roost owns (ADR 0020, step 6):
+//! the client's offers, the answers Roost writes to them
+//! ([`super::answer`]), and the [`PublisherTransport`] they configure. It
+//! hands the engine the same [`PeerEvent`]s a [`super::Peer`] did, so the
+//! media loop treats both alike.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::answer::{answer, AnswerSession};
+use super::dtls_srtp::Identity;
+use super::link::{LinkSetup, RemoteSide};
+use super::publisher::{PublisherStats, PublisherTransport};
+use super::{PeerEvent, PeerSetup};
+use crate::MediaError;
+
+/// One publisher connection: its answers and its transport.
+pub struct PublisherPeer {
+    transport: PublisherTransport,
+    session: AnswerSession,
+    /// The client's fingerprint, from its first offer: later offers must
+    /// carry the same.
+    remote: Option<String>,
+}
+
+impl PublisherPeer {
+    /// A connection with the ICE credentials, addresses and silence of
+    /// `setup`, presenting `identity`; `session_id` goes into every answer
+    /// and `own_ssrc` names this side in its feedback.
+    pub fn new(
+        setup: &PeerSetup,
+        identity: &Identity,
+        session_id: u64,
+        own_ssrc: u32,
+    ) -> PublisherPeer {
+        let link = LinkSetup {
+            ufrag: setup.ufrag.clone(),
+            pwd: setup.pwd.clone(),
+            // Disconnected after the first, gone after the second more.
+            silence: setup.ice_timeouts.0 + setup.ice_timeouts.1,
+        };
+        PublisherPeer {
+            transport: PublisherTransport::new(link, identity, own_ssrc),
+            session: AnswerSession {
+                // JSEP's session id has 63 bits.
+                id: session_id >> 1,
+                version: 0,
+                ufrag: setup.ufrag.clone(),
+                pwd: setup.pwd.clone(),
+                fingerprint: identity.fingerprint().to_owned(),
+                candidates: setup.advertised.clone(),
+            },
+            remote: None,
+        }
+    }
+
+    /// Answers the client's offer. A later offer that names another
+    /// certificate is refused, and the connection goes on as it was.
+    pub fn answer(&mut self, offer: String, now: Instant) -> Result<String, MediaError> {
+        let session = AnswerSession {
+            version: self.session.version + 1,
+            ..self.session.clone()
+        };
+        let answered = answer(&offer, &session)?;
+        if let Some(known) = &self.remote {
+            if !known.eq_ignore_ascii_case(&answered.fingerprint) {
+                return Err(MediaError::Sdp(
+                    "the offer names another certificate than the connection's".into(),
+                ));
+            }
+        }
+        let remote = RemoteSide {
+            fingerprint: answered.fingerprint.clone(),
+            role: answered.role,
+        };
+        self.transport.configure(&remote, answered.sections, now)?;
+        self.session.version = session.version;
+        self.remote = Some(answered.fingerprint);
+        Ok(answered.sdp)
+    }
+
+    /// Asks the client for a keyframe of one of its tracks.
+    pub fn request_keyframe(&mut self, track: &str, _now: Instant) -> Result<(), MediaError> {
+        self.transport.request_keyframe(track)
+    }
+
+    pub fn stats(&self) -> PublisherStats {
+        self.transport.stats()
+    }
+
+    pub fn handle_datagram(&mut self, datagram: BytesMut, from: SocketAddr, now: Instant) {
+        self.transport.handle_datagram(now, from, datagram);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.transport.handle_timeout(now);
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.transport.poll_timeout()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.transport.poll_transmit()
+    }
+
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.transport.poll_event()
+    }
+
+    pub fn close(&mut self) {
+        self.transport.close();
+    }
+}
