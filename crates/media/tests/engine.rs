@@ -921,6 +921,9 @@ mod in_memory {
         lose: usize,
         /// The RTP packets received, with their track.
         packets: Vec<(String, Rtp)>,
+        /// Its own ICE credentials and the loop's, on its receiving
+        /// connection, once it answered an offer.
+        ice: Option<((String, String), (String, String))>,
     }
 
     impl Member {
@@ -947,6 +950,7 @@ mod in_memory {
                 vanished: false,
                 lose: 0,
                 packets: Vec::new(),
+                ice: None,
             }
         }
 
@@ -1095,7 +1099,9 @@ mod in_memory {
                 self.step(&mut all);
                 for (participant, sdp) in self.offers() {
                     if let Some(m) = others.iter_mut().find(|m| m.id == participant) {
+                        let theirs = ice_credentials(&sdp).unwrap();
                         let answer = m.peer.answer(sdp, self.now).unwrap();
+                        m.ice = Some((ice_credentials(&answer).unwrap(), theirs));
                         self.lp.subscriber_answer(m.id, answer).unwrap();
                     }
                 }
@@ -1135,7 +1141,9 @@ mod in_memory {
             call.step(&mut all);
             for (participant, sdp) in call.offers() {
                 if let Some(m) = others.iter_mut().find(|m| m.id == participant) {
+                    let theirs = ice_credentials(&sdp).unwrap();
                     let answer = m.peer.answer(sdp, call.now).unwrap();
+                    m.ice = Some((ice_credentials(&answer).unwrap(), theirs));
                     call.lp.subscriber_answer(m.id, answer).unwrap();
                 }
             }
@@ -1188,6 +1196,49 @@ mod in_memory {
             "the other subscriber kept receiving: {} packets",
             stays.received.len() - before
         );
+    }
+
+    #[test]
+    fn a_member_that_moves_to_another_path_stays_and_keeps_receiving_on_the_loops_clock() {
+        let mut call = Call::new();
+        let mut publisher = Member::new(30_030, Some(Kind::Video), call.now);
+        let mut stays = Member::new(30_031, None, call.now);
+        let mut mover = Member::new(30_032, None, call.now);
+        for m in [&mut publisher, &mut stays, &mut mover] {
+            call.join(m);
+        }
+        call.connect(&mut publisher, &mut [&mut stays, &mut mover], 5);
+        // It moves to another path (another interface, a NAT that
+        // rebinds): everything it sends comes from there now, only what
+        // the loop sends there reaches it, and it nominates the new pair
+        // with a check, as a browser does.
+        mover.addr = SocketAddr::from(([127, 0, 0, 4], 40_032));
+        let (ours, theirs) = mover.ice.clone().expect("it answered an offer");
+        let check = nominating_request(&ours, &theirs).unwrap();
+        call.lp.datagram(BytesMut::from(&check[..]), mover.addr);
+        let moved = mover.received.len();
+        let mut seq = 1_000;
+        // 20 s of the call's time, longer than the loop's 5 + 10 s of
+        // liveness: the old path is silent all along.
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut stays, &mut mover],
+            &mut seq,
+            2_000,
+        );
+        let late = mover.received.len() - moved;
+        assert!(
+            late >= 1_900,
+            "the moved member received {late} of the 2,000 packets sent after it moved"
+        );
+        let left = call
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, EngineEvent::Disconnected { .. }))
+            .count();
+        assert_eq!(left, 0, "no one left");
+        assert_eq!(call.lp.participants(), 3);
     }
 
     #[test]
