@@ -102,6 +102,21 @@ impl Loop {
         answer
     }
 
+    /// Answers a participant's offer, `sources` naming what some of its
+    /// sections (by mid) carry.
+    pub fn publish_sources(
+        &mut self,
+        participant: Uuid,
+        offer: String,
+        sources: &[(String, crate::Source)],
+    ) -> Result<String, MediaError> {
+        let answer = self
+            .sfu
+            .publish_sources(self.now, participant, offer, sources);
+        self.drain();
+        answer
+    }
+
     /// Takes a participant's answer to the loop's offer.
     pub fn subscriber_answer(
         &mut self,

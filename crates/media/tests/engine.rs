@@ -888,7 +888,7 @@ mod in_memory {
     use roost_media::client::{ice_credentials, nominating_request};
     use roost_media::harness::{Loop, ENGINE};
     use roost_media::peer::{Peer, PeerEvent, PeerSetup, Rtp, SenderId};
-    use roost_media::{EngineEvent, Kind, MediaError};
+    use roost_media::{EngineEvent, Kind, MediaError, OfferedTrack, Source};
     use uuid::Uuid;
 
     const BINDING_REQUEST: u16 = 0x0001;
@@ -1239,6 +1239,102 @@ mod in_memory {
             .count();
         assert_eq!(left, 0, "no one left");
         assert_eq!(call.lp.participants(), 3);
+    }
+
+    #[test]
+    fn offers_name_each_tracks_sender_and_source_and_the_sender_hears_when_it_plays_on_the_loops_clock(
+    ) {
+        const DELTA: &[u8] = b"\x10\x01\x00\x00 a delta frame";
+        const KEYFRAME: &[u8] = b"\x10\x00\x00\x00 a keyframe";
+        let mut call = Call::new();
+        let mut publisher = Member::new(30_040, Some(Kind::Video), call.now);
+        let mut viewer = Member::new(30_041, None, call.now);
+        call.lp.join(call.call, publisher.id).unwrap();
+        let offer = publisher.peer.offer(call.now).unwrap().unwrap();
+        let mid = offer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .expect("the offer has a mid")
+            .trim()
+            .to_owned();
+        let answer = call
+            .lp
+            .publish_sources(publisher.id, offer, &[(mid, Source::Screen)])
+            .unwrap();
+        publisher.peer.accept_answer(answer, call.now).unwrap();
+        call.lp.join(call.call, viewer.id).unwrap();
+
+        // Delta frames only, until the viewer is connected and has some.
+        let deadline = call.now + Duration::from_secs(20);
+        let mut seq = 0u16;
+        let mut offered = Vec::new();
+        let mut receiving = Vec::new();
+        let mut step = |call: &mut Call,
+                        publisher: &mut Member,
+                        viewer: &mut Member,
+                        payload: &'static [u8],
+                        offered: &mut Vec<OfferedTrack>,
+                        receiving: &mut Vec<EngineEvent>| {
+            if publisher.connected {
+                seq += 1;
+                publisher.send(seq, payload, call.now);
+            }
+            call.step(&mut [&mut *publisher, &mut *viewer]);
+            for event in call.lp.events() {
+                match event {
+                    EngineEvent::SubscriberOffer {
+                        participant,
+                        sdp,
+                        tracks,
+                    } if participant == viewer.id => {
+                        let answer = viewer.peer.answer(sdp, call.now).unwrap();
+                        call.lp.subscriber_answer(viewer.id, answer).unwrap();
+                        offered.extend(tracks);
+                    }
+                    e @ EngineEvent::Receiving { .. } => receiving.push(e),
+                    _ => {}
+                }
+            }
+        };
+        while !(viewer.connected && viewer.received.len() >= 10) {
+            assert!(call.now < deadline, "the viewer did not connect");
+            step(
+                &mut call,
+                &mut publisher,
+                &mut viewer,
+                DELTA,
+                &mut offered,
+                &mut receiving,
+            );
+        }
+        assert_eq!(offered.len(), 1, "one offered track: {offered:?}");
+        assert_eq!(
+            (offered[0].publisher, offered[0].kind, offered[0].source),
+            (publisher.id, Kind::Video, Source::Screen),
+            "the offer says whose its one section is and what it carries"
+        );
+        // Delta frames reach the viewer, but it cannot play them: nothing said.
+        assert!(receiving.is_empty(), "{receiving:?}");
+
+        // Keyframes: the publisher hears that the viewer plays its screen, once.
+        for _ in 0..100 {
+            step(
+                &mut call,
+                &mut publisher,
+                &mut viewer,
+                KEYFRAME,
+                &mut offered,
+                &mut receiving,
+            );
+        }
+        assert!(
+            matches!(
+                receiving.as_slice(),
+                [EngineEvent::Receiving { call: c, subscriber, publisher: p, kind: Kind::Video, source: Source::Screen }]
+                    if *c == call.call && *subscriber == viewer.id && *p == publisher.id
+            ),
+            "one Receiving for the viewer: {receiving:?}"
+        );
     }
 
     #[test]
