@@ -1,6 +1,6 @@
-//! The interceptor chain of a connection, per [`Flow`]: Roost's own
-//! (keyframe requests for the engine, the retransmission budget of
-//! [`crate::retransmit`]) and webrtc-rs's of the connection's direction.
+//! The interceptor chain of a client's connection ([`super::Peer`]): Roost's
+//! own (keyframe requests, the retransmission budget of
+//! [`crate::retransmit`]) and webrtc-rs's for both directions.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -19,40 +19,33 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
 };
 use rtc::sansio::Protocol;
 
-use super::{Flow, PeerSetup};
+use super::PeerSetup;
 use crate::retransmit::{RetransmitLimits, Retransmits};
 
-/// The interceptor chain of a connection: Roost's keyframe requests and
-/// retransmission budget, and webrtc-rs's interceptors of the connection's
-/// direction only.
+/// The interceptor chain of a client's connection: Roost's keyframe
+/// requests and retransmission budget; webrtc-rs's NACK responder and
+/// sender reports for what it sends, its NACK generator, receiver reports
+/// and transport-wide feedback for what it receives, and transport-wide
+/// sequence numbers on what it sends, as browsers write them, so the
+/// engine's congestion feedback meets them in tests and loads.
 pub(super) fn interceptors(setup: &PeerSetup) -> Registry {
-    let mut registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
-    if setup.flow != Flow::Receives {
-        registry = registry
-            .with(
-                Slot::from(RETRANSMIT_BUDGET_SLOT),
-                RetransmitBudget::new(setup.retransmit_limits, setup.retransmit_history),
-            )
-            .with(
-                Slot::NackResponder,
-                NackResponderBuilder::new()
-                    .with_size(setup.retransmit_history)
-                    .build(),
-            )
-            .with(Slot::SenderReport, SenderReportBuilder::new().build());
-    }
-    if setup.flow == Flow::Both {
-        // Clients number their packets transport-wide, as browsers do, so
-        // the engine's congestion feedback meets them in tests and loads.
-        registry = registry.with(Slot::TwccSender, TwccSenderBuilder::new().build());
-    }
-    if setup.flow != Flow::Sends {
-        registry = registry
-            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-            .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
-    }
-    registry
+    Registry::new()
+        .with(Slot::from(14_000), KeyframeRequests::default())
+        .with(
+            Slot::from(RETRANSMIT_BUDGET_SLOT),
+            RetransmitBudget::new(setup.retransmit_limits, setup.retransmit_history),
+        )
+        .with(
+            Slot::NackResponder,
+            NackResponderBuilder::new()
+                .with_size(setup.retransmit_history)
+                .build(),
+        )
+        .with(Slot::SenderReport, SenderReportBuilder::new().build())
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
 }
 
 /// Marks inbound keyframe requests (PLI, FIR) for the engine; everything
@@ -268,42 +261,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_flow_carries_only_its_own_interceptors() {
-        let slots = |flow| {
-            let setup = PeerSetup {
-                flow,
-                ..PeerSetup::client("127.0.0.1:9".parse().unwrap())
-            };
-            interceptors(&setup)
-                .slots()
-                .into_iter()
-                .map(|(slot, _)| slot)
-                .collect::<Vec<_>>()
-        };
-        let sending = [
+    fn a_clients_chain_carries_both_directions_and_roosts_own() {
+        let slots: Vec<Slot> = interceptors(&PeerSetup::client("127.0.0.1:9".parse().unwrap()))
+            .slots()
+            .into_iter()
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in [
+            Slot::from(14_000),
             Slot::from(RETRANSMIT_BUDGET_SLOT),
             Slot::NackResponder,
             Slot::SenderReport,
-        ];
-        let receiving = [
+            Slot::TwccSender,
             Slot::NackGenerator,
             Slot::ReceiverReport,
             Slot::TwccReceiver,
-        ];
-        let sends = slots(Flow::Sends);
-        let receives = slots(Flow::Receives);
-        let both = slots(Flow::Both);
-        for slot in sending {
-            assert!(sends.contains(&slot) && both.contains(&slot), "{slot:?}");
-            assert!(!receives.contains(&slot), "{slot:?}");
-        }
-        for slot in receiving {
-            assert!(receives.contains(&slot) && both.contains(&slot), "{slot:?}");
-            assert!(!sends.contains(&slot), "{slot:?}");
-        }
-        // Keyframe requests reach the engine on every connection.
-        for chain in [&sends, &receives, &both] {
-            assert!(chain.contains(&Slot::from(14_000)));
+        ] {
+            assert!(slots.contains(&slot), "{slot:?} in {slots:?}");
         }
     }
 }

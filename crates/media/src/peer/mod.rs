@@ -1,29 +1,29 @@
-//! One WebRTC peer connection, on webrtc-rs's sans-IO `rtc` core. This
-//! module and its parts are the only code that touches `rtc`: the rest of
-//! the engine sees datagrams in and out, plain events, and packets as
-//! [`Rtp`] values, so another stack would replace this directory alone.
+//! WebRTC connections, on webrtc-rs's sans-IO crates. This module and its
+//! parts are the only code that touches the stack: the rest of the engine
+//! sees datagrams in and out, plain events, and packets as [`Rtp`] values,
+//! so another stack would replace this directory alone.
 //!
-//! Roost's side is ICE-lite with one host candidate per advertised address
-//! (the engine's shared UDP port) and ICE credentials the engine chooses, so
-//! the demux can name the peer of a binding request.
+//! The engine's side of every connection is the transport Roost owns (ADR
+//! 0020), ICE-lite with one host candidate per advertised address (the
+//! engine's shared UDP port) and ICE credentials the engine chooses, so the
+//! demux can name the peer of a binding request:
+//! - [`link`]: ICE-lite checks, the client's nomination, DTLS-SRTP
+//!   ([`dtls_srtp`], [`ice_lite`]) and silence, for both directions;
+//! - [`publisher`] and `publisher_peer`: a publisher's connection, and the
+//!   answers to its offers ([`answer`]);
+//! - [`subscriber`] and `subscriber_peer`: a subscriber's connection, its
+//!   offers ([`offer`]), its headers ([`rtp_writer`]) and RTCP ([`rtcp`]).
 //!
-//! Here the connection itself ([`Peer`]) and its public types; its parts:
-//! - `presence`: the ICE-lite side: the client's binding requests answered
-//!   in the step they arrive, early checks, where the client is and when it
-//!   counts as gone;
-//! - `sdp`: what the connection does to SDP beside the stack (candidates in
-//!   every section, simulcast cut to one encoding, the checks on an answer,
-//!   the codecs each section took, the tracks each section carries);
-//! - `codecs`: the media engine (codecs, header extensions), what a sender
-//!   is offered and the payload types it sends with;
-//! - `interceptors`: the interceptor chain per [`Flow`], with Roost's own
-//!   (keyframe requests, the retransmission budget);
-//! - [`dtls_srtp`]: DTLS-SRTP assembled from the stack's parts, the first
-//!   piece of the media transport Roost owns (ADR 0020); not yet in use;
-//! - [`ice_lite`]: binding requests answered without the stack's agent, for
-//!   that transport;
-//! - [`rtp_writer`]: a forwarded packet's header built by Roost, for that
-//!   transport.
+//! [`Peer`] is a whole connection on the stack's `RTCPeerConnection`: the
+//! client of the tests and the load tool. Its parts:
+//! - `sdp`: what it does to SDP beside the stack (candidates in every
+//!   section, the checks on an answer, the codecs each section took, the
+//!   tracks each section carries);
+//! - `codecs`: the media engine (codecs, header extensions; the tables the
+//!   owned offers and answers use too), what a sender is offered and the
+//!   payload types it sends with;
+//! - `interceptors`: its interceptor chain, with Roost's own (keyframe
+//!   requests, the retransmission budget).
 
 pub mod answer;
 mod codecs;
@@ -32,7 +32,6 @@ pub mod ice_lite;
 mod interceptors;
 pub mod link;
 pub mod offer;
-mod presence;
 pub mod publisher;
 mod publisher_peer;
 pub mod rtcp;
@@ -53,9 +52,7 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
-};
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -72,13 +69,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use self::codecs::media_engine;
 use self::interceptors::interceptors;
-use self::presence::{
-    transaction_id, LiteChecks, Presence, MAX_EARLY_CHECKS, STUN_ATTR_USERNAME,
-    STUN_BINDING_REQUEST, STUN_BINDING_SUCCESS,
-};
-use self::sdp::{
-    candidates_in_every_section, check_answer, codecs_by_ssrc, one_encoding, RemoteIdentity,
-};
+use self::sdp::{candidates_in_every_section, check_answer, codecs_by_ssrc, RemoteIdentity};
 use crate::retransmit::RetransmitLimits;
 use crate::MediaError;
 pub use codecs::{Codec, AUDIO_LEVEL_URI, MID_URI};
@@ -156,36 +147,10 @@ pub enum PeerEvent {
     },
 }
 
-/// Which side of a connection this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The engine: ICE-lite with the engine's credentials, DTLS server when answering.
-    Server,
-    /// A client (tests, the load tool): full ICE.
-    Client,
-}
-
-/// Which way media flows on a connection. Each interceptor an outgoing or
-/// incoming packet walks through costs time on the hot path, so a
-/// connection carries only those of its direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Media both ways (clients).
-    Both,
-    /// Sends only (the engine's subscriber connections): answering NACKs
-    /// with retransmissions, sender reports.
-    Sends,
-    /// Receives only (the engine's publisher connections): NACKs for lost
-    /// packets, receiver reports, transport-wide congestion feedback.
-    Receives,
-}
-
 /// How a peer connection is set up.
 #[derive(Debug, Clone)]
 pub struct PeerSetup {
-    pub mode: Mode,
-    pub flow: Flow,
-    /// ICE credentials of this side (servers); the ufrag names the peer in the demux.
+    /// ICE credentials of the engine's side; the ufrag names the peer in the demux.
     pub ufrag: String,
     pub pwd: String,
     /// The engine's socket address (what datagrams arrive on).
@@ -206,8 +171,6 @@ impl PeerSetup {
     /// A client's side: full ICE with credentials of its own, sending from `local`.
     pub fn client(local: SocketAddr) -> PeerSetup {
         PeerSetup {
-            mode: Mode::Client,
-            flow: Flow::Both,
             ufrag: String::new(),
             pwd: String::new(),
             local,
@@ -244,44 +207,23 @@ pub struct Peer {
     /// Whether ICE and DTLS have completed once: until then there are no
     /// SRTP keys, and media for the remote side is dropped here.
     secured: bool,
-    /// On the engine's (ICE-lite) side, where the client is and whether it
-    /// is still there; see [`Presence`].
-    presence: Option<Presence>,
-    /// On the engine's side, the client's checks as a lite agent answers
-    /// them; see [`LiteChecks`].
-    lite: Option<LiteChecks>,
-    /// Datagrams taken from the stack, ready to go, with the stack's time.
-    outgoing: VecDeque<(SocketAddr, BytesMut, Instant)>,
     /// The remote side's ICE credentials and DTLS fingerprint, once an
     /// answer to this side's offer was taken: later answers must carry the same.
     remote_identity: Option<RemoteIdentity>,
 }
 
 impl Peer {
-    /// A peer connection with Roost's codecs and interceptors (NACK within
-    /// the retransmission budget, reports, and delivery of keyframe requests
-    /// to the engine).
+    /// A client's peer connection with Roost's codecs and interceptors
+    /// (NACK within the retransmission budget, reports, transport-wide
+    /// sequence numbers, and delivery of keyframe requests).
     pub fn new(setup: &PeerSetup, now: Instant) -> Result<Peer, MediaError> {
         let media = media_engine()?;
         let registry = interceptors(setup);
         let (disconnected, failed) = setup.ice_timeouts;
         let keepalive = (disconnected / 3).max(std::time::Duration::from_millis(200));
-        let settings = match setup.mode {
-            // The agent's own liveness is off: `Presence` judges it.
-            Mode::Server => SettingEngineBuilder::new()
-                .with_ice_timeouts(
-                    Some(std::time::Duration::ZERO),
-                    Some(std::time::Duration::ZERO),
-                    Some(keepalive),
-                )
-                .with_lite(true)
-                .with_ice_credentials(setup.ufrag.clone(), setup.pwd.clone())
-                .with_answering_dtls_role(RTCDtlsRole::Server)
-                .build(),
-            Mode::Client => SettingEngineBuilder::new()
-                .with_ice_timeouts(Some(disconnected), Some(failed), Some(keepalive))
-                .build(),
-        };
+        let settings = SettingEngineBuilder::new()
+            .with_ice_timeouts(Some(disconnected), Some(failed), Some(keepalive))
+            .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(settings)
@@ -316,21 +258,12 @@ impl Peer {
             level_ids: HashMap::new(),
             awaiting_answer: false,
             secured: false,
-            presence: (setup.mode == Mode::Server)
-                .then(|| Presence::new(now, setup.ice_timeouts.0 + setup.ice_timeouts.1)),
-            lite: (setup.mode == Mode::Server).then(LiteChecks::default),
-            outgoing: VecDeque::new(),
             remote_identity: None,
         })
     }
 
     /// Answers the remote side's offer.
     pub fn answer(&mut self, offer_sdp: String, now: Instant) -> Result<String, MediaError> {
-        let offer_sdp = if self.lite.is_some() {
-            one_encoding(&offer_sdp)
-        } else {
-            offer_sdp
-        };
         let offer = RTCSessionDescription::offer(offer_sdp).map_err(sdp)?;
         self.pc.set_remote_description(now, offer).map_err(sdp)?;
         let answer = self.pc.create_answer(None).map_err(sdp)?;
@@ -383,7 +316,6 @@ impl Peer {
         self.remote_identity = Some(identity);
         self.awaiting_answer = false;
         self.sender_mids.extend(self.offered_mids.drain());
-        self.replay_early_checks(now);
         let answered = self
             .pc
             .local_description()
@@ -584,30 +516,7 @@ impl Peer {
         from: SocketAddr,
         now: Instant,
     ) -> Result<(), MediaError> {
-        if let Some(lite) = &mut self.lite {
-            if crate::demux::binding_request_attr(&datagram, STUN_ATTR_USERNAME).is_some() {
-                if self.pc.remote_description().is_none() {
-                    if lite.early.len() == MAX_EARLY_CHECKS {
-                        lite.early.remove(0);
-                    }
-                    lite.early.push((from, datagram));
-                    return Ok(());
-                }
-                if let Some(txid) = transaction_id(&datagram) {
-                    lite.pending = Some((from, txid, datagram.clone()));
-                }
-            }
-        }
-        if let Some(presence) = &mut self.presence {
-            presence.inbound(&datagram, from, now);
-        }
         self.read(datagram, from, now)?;
-        if self.lite.is_some() {
-            // Answers leave in the step the check came in (see `LiteChecks`).
-            while let Some(out) = self.next_write() {
-                self.outgoing.push_back(out);
-            }
-        }
         self.drain();
         Ok(())
     }
@@ -632,81 +541,22 @@ impl Peer {
             .map_err(stack)
     }
 
-    /// The stack's next datagram and where it goes. On the engine's side,
-    /// the agent's own checks are answered here instead (see `LiteChecks`).
-    fn next_write(&mut self) -> Option<(SocketAddr, BytesMut, Instant)> {
-        loop {
-            let m = self.pc.poll_write()?;
-            let (to, datagram, now) = (m.transport.peer_addr, m.message, m.now);
-            let Some(lite) = &mut self.lite else {
-                return Some((to, datagram, now));
-            };
-            let ty = datagram.get(..2).map(|t| u16::from_be_bytes([t[0], t[1]]));
-            if crate::demux::classify(&datagram) == crate::demux::Kind::Stun
-                && ty == Some(STUN_BINDING_REQUEST)
-            {
-                let retry = lite
-                    .pending
-                    .take_if(|(from, _, _)| *from == to)
-                    .map(|(_, _, check)| check);
-                self.answer_own_check(&datagram, to, now);
-                if let Some(check) = retry {
-                    if let Err(e) = self.read(check, to, now) {
-                        tracing::trace!(error = %e, %to, "a retried check was refused");
-                    }
-                }
-                continue;
-            }
-            if ty == Some(STUN_BINDING_SUCCESS)
-                && lite
-                    .pending
-                    .as_ref()
-                    .is_some_and(|(_, txid, _)| transaction_id(&datagram) == Some(*txid))
-            {
-                lite.pending = None;
-            }
-            return Some((to, datagram, now));
-        }
-    }
-
     /// Lets timers run (retransmissions, reports, ICE keepalives).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), MediaError> {
         self.pc.handle_timeout(now).map_err(stack)?;
         self.drain();
-        if let Some(presence) = &mut self.presence {
-            if presence.deadline().is_some_and(|d| now > d) {
-                presence.gone = true;
-                self.events.push_back(PeerEvent::Failed);
-            }
-        }
         Ok(())
     }
 
     /// When the peer next needs [`Peer::handle_timeout`].
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let stack = self.pc.poll_timeout();
-        let silence = self
-            .presence
-            .as_ref()
-            .and_then(Presence::deadline)
-            .map(|d| d + std::time::Duration::from_millis(1));
-        match (stack, silence) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.pc.poll_timeout()
     }
 
     /// The next datagram to send, and where.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
-        let (to, datagram, now) = match self.outgoing.pop_front() {
-            Some(out) => out,
-            None => self.next_write()?,
-        };
-        let to = match &mut self.presence {
-            Some(presence) => presence.outbound(&datagram, to, now),
-            None => to,
-        };
-        Some((to, datagram))
+        let m = self.pc.poll_write()?;
+        Some((m.transport.peer_addr, m.message))
     }
 
     pub fn poll_event(&mut self) -> Option<PeerEvent> {

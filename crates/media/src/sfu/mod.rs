@@ -25,9 +25,7 @@ use crate::config::EngineConfig;
 use crate::events::{EngineEvent, EngineStats, OfferedTrack, Source};
 use crate::peer::dtls_srtp::Identity;
 use crate::peer::rtcp::WallClock;
-use crate::peer::{
-    msid_tracks, Flow, Kind, Mode, PeerEvent, PeerSetup, PublisherPeer, Rtp, SubscriberPeer,
-};
+use crate::peer::{msid_tracks, Kind, PeerEvent, PeerSetup, PublisherPeer, Rtp, SubscriberPeer};
 use crate::MediaError;
 
 mod conn;
@@ -256,11 +254,6 @@ impl Sfu {
             .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
             .collect();
         let setup = PeerSetup {
-            mode: Mode::Server,
-            flow: match role {
-                Role::Publisher => Flow::Receives,
-                Role::Subscriber => Flow::Sends,
-            },
             ufrag: ufrag.clone(),
             pwd,
             local: self.local,

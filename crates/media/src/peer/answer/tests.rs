@@ -7,8 +7,8 @@ use std::time::Instant;
 use proptest::prelude::*;
 
 use super::*;
-use crate::peer::sdp::msid_tracks;
-use crate::peer::{Flow, Mode, Peer, PeerSetup};
+use crate::peer::sdp::{msid_tracks, one_encoding};
+use crate::peer::{Peer, PeerSetup};
 
 const FINGERPRINT: &str = "E3:DE:71:2A:FF:D9:EB:C7:63:2A:96:41:E9:53:9A:7F:\
                            BF:B4:55:E7:D4:CA:27:90:54:DF:93:9A:4B:5C:9D:15";
@@ -855,17 +855,13 @@ fn each_section_takes_what_todays_peer_takes() {
         ),
     ];
     for (who, offer) in offers {
-        let setup = PeerSetup {
-            mode: Mode::Server,
-            flow: Flow::Receives,
-            ufrag: UFRAG.into(),
-            pwd: PWD.into(),
-            ..PeerSetup::client("127.0.0.1:7882".parse().unwrap())
-        };
+        // The stack's own peer, answering the offer cut to one encoding as
+        // the engine's side of it did (a client's: no ICE-lite).
+        let setup = PeerSetup::client("127.0.0.1:7882".parse().unwrap());
         let now = Instant::now();
         let today = Peer::new(&setup, now)
             .unwrap()
-            .answer(offer.clone(), now)
+            .answer(one_encoding(&offer), now)
             .unwrap_or_else(|e| panic!("{who}: today's peer refused: {e}"));
         let today = parse(&today);
         let ours = parse(&answered(&offer).sdp);
@@ -874,13 +870,12 @@ fn each_section_takes_what_todays_peer_takes() {
             today.attribute("group"),
             "{who}: a=group"
         );
-        for key in ["ice-lite", "extmap-allow-mixed"] {
-            assert_eq!(
-                ours.has_attribute(key),
-                today.has_attribute(key),
-                "{who}: a={key}"
-            );
-        }
+        assert!(ours.has_attribute("ice-lite"), "{who}");
+        assert_eq!(
+            ours.has_attribute("extmap-allow-mixed"),
+            today.has_attribute("extmap-allow-mixed"),
+            "{who}: a=extmap-allow-mixed"
+        );
         let offered = parse(&offer);
         assert_eq!(
             ours.media_descriptions.len(),
