@@ -98,6 +98,25 @@ pub struct Rtp {
     pub audio_level: Option<u8>,
 }
 
+impl Rtp {
+    /// A received packet as the engine forwards it, its audio level read
+    /// from extension `level_id` where one was negotiated.
+    pub(crate) fn received(p: rtc::rtp::Packet, level_id: Option<u8>) -> Rtp {
+        let audio_level = level_id
+            .and_then(|id| p.header.get_extension(id))
+            .and_then(|ext| ext.first().map(|b| b & 0x7f));
+        Rtp {
+            ssrc: p.header.ssrc,
+            seq: p.header.sequence_number,
+            ts: p.header.timestamp,
+            marker: p.header.marker,
+            payload_type: p.header.payload_type,
+            payload: p.payload,
+            audio_level,
+        }
+    }
+}
+
 /// The one-byte audio-level extension's body for `level` (the V bit
 /// clear), without an allocation for each packet and subscriber.
 pub(crate) fn audio_level_bytes(level: u8) -> Bytes {
@@ -168,6 +187,16 @@ pub struct PeerSetup {
 }
 
 impl PeerSetup {
+    /// The engine's side of the link: its credentials, and silence for
+    /// `peer_disconnected` and then `peer_failed` as the end.
+    pub(crate) fn link(&self) -> link::LinkSetup {
+        link::LinkSetup {
+            ufrag: self.ufrag.clone(),
+            pwd: self.pwd.clone(),
+            silence: self.ice_timeouts.0 + self.ice_timeouts.1,
+        }
+    }
+
     /// A client's side: full ICE with credentials of its own, sending from `local`.
     pub fn client(local: SocketAddr) -> PeerSetup {
         PeerSetup {
@@ -652,22 +681,10 @@ impl Peer {
                     {
                         continue;
                     }
-                    let audio_level = self
-                        .level_ids
-                        .get(&track)
-                        .and_then(|id| p.header.get_extension(*id))
-                        .and_then(|ext| ext.first().map(|b| b & 0x7f));
+                    let level_id = self.level_ids.get(&track).copied();
                     self.events.push_back(PeerEvent::Rtp {
                         track,
-                        packet: Rtp {
-                            ssrc: p.header.ssrc,
-                            seq: p.header.sequence_number,
-                            ts: p.header.timestamp,
-                            marker: p.header.marker,
-                            payload_type: p.header.payload_type,
-                            payload: p.payload,
-                            audio_level,
-                        },
+                        packet: Rtp::received(p, level_id),
                     })
                 }
                 RTCMessage::RtcpPacket(_, packets) => {

@@ -190,23 +190,9 @@ impl Offer {
         // Every section, an unused one too, is in the BUNDLE: they all
         // share the connection's one transport.
         let mids: Vec<&str> = offered.iter().map(|o| o.mid.as_str()).collect();
-        let mut sdp = SessionDescription {
-            origin: Origin {
-                username: "-".into(),
-                session_id: session.id & (u64::MAX >> 1),
-                session_version: session.version,
-                network_type: "IN".into(),
-                address_type: "IP4".into(),
-                unicast_address: "0.0.0.0".into(),
-            },
-            session_name: "-".into(),
-            time_descriptions: vec![TimeDescription::default()],
-            ..Default::default()
-        }
-        .with_fingerprint("sha-256".into(), session.fingerprint.clone())
-        .with_property_attribute(ATTR_KEY_ICELITE.into())
-        .with_property_attribute(ATTR_KEY_EXTMAP_ALLOW_MIXED.into())
-        .with_value_attribute(ATTR_KEY_GROUP.into(), format!("BUNDLE {}", mids.join(" ")));
+        let mut sdp = engine_side(session.id, session.version, &session.fingerprint)
+            .with_property_attribute(ATTR_KEY_EXTMAP_ALLOW_MIXED.into())
+            .with_value_attribute(ATTR_KEY_GROUP.into(), format!("BUNDLE {}", mids.join(" ")));
         for (section, o) in session.sections.iter().zip(&offered) {
             sdp = sdp.with_media(media(session, section, o));
         }
@@ -215,6 +201,27 @@ impl Offer {
             sections: offered,
         })
     }
+}
+
+/// The session part every SDP of the engine's side starts with: `o=`
+/// (JSEP's 63-bit session id, and the version), this side's certificate
+/// fingerprint, and ICE-lite.
+pub(super) fn engine_side(id: u64, version: u64, fingerprint: &str) -> SessionDescription {
+    SessionDescription {
+        origin: Origin {
+            username: "-".into(),
+            session_id: id & (u64::MAX >> 1),
+            session_version: version,
+            network_type: "IN".into(),
+            address_type: "IP4".into(),
+            unicast_address: "0.0.0.0".into(),
+        },
+        session_name: "-".into(),
+        time_descriptions: vec![TimeDescription::default()],
+        ..Default::default()
+    }
+    .with_fingerprint("sha-256".into(), fingerprint.to_owned())
+    .with_property_attribute(ATTR_KEY_ICELITE.into())
 }
 
 /// Refuses a value that is empty, longer than `max` or not visible ASCII:

@@ -223,22 +223,9 @@ impl PublisherTransport {
             let Some(s) = self.sections.get(section) else {
                 continue;
             };
-            let audio_level = s
-                .extensions
-                .audio_level
-                .and_then(|id| p.header.get_extension(id))
-                .and_then(|ext| ext.first().map(|b| b & 0x7f));
             self.events.push_back(PeerEvent::Rtp {
                 track: s.track.clone(),
-                packet: Rtp {
-                    ssrc: p.header.ssrc,
-                    seq: p.header.sequence_number,
-                    ts: p.header.timestamp,
-                    marker: p.header.marker,
-                    payload_type: p.header.payload_type,
-                    payload: p.payload,
-                    audio_level,
-                },
+                packet: Rtp::received(p, s.extensions.audio_level),
             });
         }
         self.passed = passed;

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 
 use super::answer::{answer, AnswerSession};
 use super::dtls_srtp::Identity;
-use super::link::{LinkSetup, RemoteSide};
+use super::link::RemoteSide;
 use super::publisher::{PublisherStats, PublisherTransport};
 use super::{PeerEvent, PeerSetup};
 use crate::MediaError;
@@ -35,14 +35,8 @@ impl PublisherPeer {
         session_id: u64,
         own_ssrc: u32,
     ) -> PublisherPeer {
-        let link = LinkSetup {
-            ufrag: setup.ufrag.clone(),
-            pwd: setup.pwd.clone(),
-            // Disconnected after the first, gone after the second more.
-            silence: setup.ice_timeouts.0 + setup.ice_timeouts.1,
-        };
         PublisherPeer {
-            transport: PublisherTransport::new(link, identity, own_ssrc),
+            transport: PublisherTransport::new(setup.link(), identity, own_ssrc),
             session: AnswerSession {
                 // JSEP's session id has 63 bits.
                 id: session_id >> 1,

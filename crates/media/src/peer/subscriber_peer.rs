@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::dtls_srtp::Identity;
-use super::link::LinkSetup;
 use super::offer::{read_answer, Answered, Offer, Section, Sender, Session};
 use super::rtcp::WallClock;
 use super::subscriber::{
@@ -51,12 +50,7 @@ impl SubscriberPeer {
     ) -> SubscriberPeer {
         let transport = SubscriberTransport::new(
             SubscriberSetup {
-                link: LinkSetup {
-                    ufrag: setup.ufrag.clone(),
-                    pwd: setup.pwd.clone(),
-                    // Disconnected after the first, gone after the second more.
-                    silence: setup.ice_timeouts.0 + setup.ice_timeouts.1,
-                },
+                link: setup.link(),
                 retransmit_limits: setup.retransmit_limits,
                 retransmit_history: setup.retransmit_history,
                 report_interval: REPORT_INTERVAL,

@@ -23,17 +23,17 @@ use std::net::SocketAddr;
 use rtc::sdp::description::common::{Address, ConnectionInformation};
 use rtc::sdp::description::media::{MediaDescription, MediaName, RangedPort};
 use rtc::sdp::description::session::{
-    Origin, TimeDescription, ATTR_KEY_CONNECTION_SETUP, ATTR_KEY_END_OF_CANDIDATES,
-    ATTR_KEY_EXTMAP_ALLOW_MIXED, ATTR_KEY_EXT_MAP, ATTR_KEY_GROUP, ATTR_KEY_ICELITE,
-    ATTR_KEY_INACTIVE, ATTR_KEY_MID, ATTR_KEY_MSID, ATTR_KEY_RECV_ONLY, ATTR_KEY_RTCPMUX,
-    ATTR_KEY_RTCPRSIZE, ATTR_KEY_SEND_ONLY, ATTR_KEY_SEND_RECV, ATTR_KEY_SSRC, ATTR_KEY_SSRC_GROUP,
+    ATTR_KEY_CONNECTION_SETUP, ATTR_KEY_END_OF_CANDIDATES, ATTR_KEY_EXTMAP_ALLOW_MIXED,
+    ATTR_KEY_EXT_MAP, ATTR_KEY_GROUP, ATTR_KEY_INACTIVE, ATTR_KEY_MID, ATTR_KEY_MSID,
+    ATTR_KEY_RECV_ONLY, ATTR_KEY_RTCPMUX, ATTR_KEY_RTCPRSIZE, ATTR_KEY_SEND_ONLY,
+    ATTR_KEY_SEND_RECV, ATTR_KEY_SSRC, ATTR_KEY_SSRC_GROUP,
 };
 use rtc::sdp::extmap::{SDES_REPAIR_RTP_STREAM_ID_URI, SDES_RTP_STREAM_ID_URI, TRANSPORT_CC_URI};
 use rtc::sdp::SessionDescription;
 
 use super::codecs::{AUDIO_CODECS, AUDIO_LEVEL_URI, MID_URI, VIDEO_CODECS};
 use super::dtls_srtp::DtlsRole;
-use super::offer::{codec, host_candidate, is_rtx, media_type, same, token};
+use super::offer::{codec, engine_side, host_candidate, is_rtx, media_type, same, token};
 use super::{Codec, Kind};
 use crate::MediaError;
 
@@ -194,21 +194,7 @@ pub fn answer(offer: &str, session: &AnswerSession) -> Result<PublisherAnswer, M
         ));
     }
 
-    let mut out = SessionDescription {
-        origin: Origin {
-            username: "-".into(),
-            session_id: session.id & (u64::MAX >> 1),
-            session_version: session.version,
-            network_type: "IN".into(),
-            address_type: "IP4".into(),
-            unicast_address: "0.0.0.0".into(),
-        },
-        session_name: "-".into(),
-        time_descriptions: vec![TimeDescription::default()],
-        ..Default::default()
-    }
-    .with_fingerprint("sha-256".into(), session.fingerprint.clone())
-    .with_property_attribute(ATTR_KEY_ICELITE.into());
+    let mut out = engine_side(session.id, session.version, &session.fingerprint);
     if sdp.has_attribute(ATTR_KEY_EXTMAP_ALLOW_MIXED) {
         out = out.with_property_attribute(ATTR_KEY_EXTMAP_ALLOW_MIXED.into());
     }
