@@ -183,11 +183,11 @@ impl PublisherTransport {
             Inbound::Dropped => self.stats.dropped += 1,
         }
         self.link_events();
-        self.send_feedback(now);
+        self.send_feedback();
     }
 
-    fn rtp(&mut self, now: Instant, plain: Bytes) {
-        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut plain.clone()) else {
+    fn rtp(&mut self, now: Instant, mut plain: Bytes) {
+        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut plain) else {
             self.stats.dropped += 1;
             return;
         };
@@ -283,12 +283,11 @@ impl PublisherTransport {
             section,
             rtx,
         };
+        self.streams.push(stream);
         if rtx {
-            // The track's RTX SSRC, for the interceptors.
-            self.streams.push(stream);
+            // Opened into the track's packets before the interceptors see it.
             return Some(stream);
         }
-        self.streams.push(stream);
         self.feedback.bind_remote_stream(&self.stream_info(&stream));
         let s = &self.sections[section];
         let codec = s
@@ -312,7 +311,6 @@ impl PublisherTransport {
     /// The receiving section a new SSRC belongs to, and whether it is the
     /// section's RTX stream.
     fn section_of(&self, header: &rtc::rtp::header::Header) -> Option<(usize, bool)> {
-        let receiving = |s: &&ReceivedSection| s.receiving;
         let pt = header.payload_type;
         let rtx_of = |s: &ReceivedSection| s.rtx.iter().any(|(p, _)| *p == pt);
         let takes = |s: &ReceivedSection| s.codecs.iter().any(|(p, _)| *p == pt);
@@ -359,10 +357,12 @@ impl PublisherTransport {
         }
         // By a payload type only one section takes.
         let mut found = None;
-        for (i, s) in self.sections.iter().enumerate() {
-            if !receiving(&s) {
-                continue;
-            }
+        for (i, s) in self
+            .sections
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.receiving)
+        {
             let rtx = rtx_of(s);
             if rtx || takes(s) {
                 if found.is_some() {
@@ -377,11 +377,6 @@ impl PublisherTransport {
     /// What the interceptors need to know of a track's stream.
     fn stream_info(&self, stream: &Stream) -> StreamInfo {
         let s = &self.sections[stream.section];
-        let rtx = self
-            .streams
-            .iter()
-            .find(|r| r.section == stream.section && r.rtx)
-            .map(|r| r.ssrc);
         let (clock_rate, mime_type) = s
             .codecs
             .first()
@@ -405,7 +400,6 @@ impl PublisherTransport {
             .collect();
         StreamInfo {
             ssrc: stream.ssrc,
-            ssrc_rtx: rtx,
             clock_rate,
             mime_type,
             payload_type: s.codecs.first().map_or(0, |(pt, _)| *pt),
@@ -431,8 +425,8 @@ impl PublisherTransport {
         }
     }
 
-    fn rtcp(&mut self, now: Instant, plain: Bytes) {
-        match rtc::rtcp::packet::unmarshal(&mut plain.clone()) {
+    fn rtcp(&mut self, now: Instant, mut plain: Bytes) {
+        match rtc::rtcp::packet::unmarshal(&mut plain) {
             // Sender reports, for the receiver reports' round trip.
             Ok(packets) => {
                 self.feed(now, Packet::Rtcp(packets));
@@ -443,7 +437,7 @@ impl PublisherTransport {
     }
 
     /// Sends what the interceptors wrote: NACKs, reports, feedback.
-    fn send_feedback(&mut self, _now: Instant) {
+    fn send_feedback(&mut self) {
         while let Some(out) = self.feedback.poll_write() {
             let Packet::Rtcp(packets) = out.message.packet else {
                 continue;
@@ -531,7 +525,7 @@ impl PublisherTransport {
                 tracing::trace!(error = %e, "the interceptors' timer failed");
             }
         }
-        self.send_feedback(now);
+        self.send_feedback();
     }
 
     /// The next datagram to send, and where.

@@ -76,7 +76,7 @@ impl PublisherPeer {
     }
 
     /// Asks the client for a keyframe of one of its tracks.
-    pub fn request_keyframe(&mut self, track: &str, _now: Instant) -> Result<(), MediaError> {
+    pub fn request_keyframe(&mut self, track: &str) -> Result<(), MediaError> {
         self.transport.request_keyframe(track)
     }
 

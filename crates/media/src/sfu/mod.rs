@@ -856,7 +856,7 @@ impl Sfu {
         if let Some(slot) = self.peers.get_mut(&publisher) {
             slot.touch(publisher, &mut self.dirty);
             let requested = match slot.peer.publisher() {
-                Some(peer) => peer.request_keyframe(&key.1, now),
+                Some(peer) => peer.request_keyframe(&key.1),
                 None => Err(MediaError::NotFound("publisher connection")),
             };
             match requested {
