@@ -13,8 +13,13 @@ pub struct EngineConfig {
     /// NAT 1:1 address). Empty: the listening address, which must then be a
     /// specific one.
     pub advertised_ips: Vec<IpAddr>,
-    /// Media loops; each owns the calls placed on it. 0: one per core.
+    /// Media loops; each owns the participants placed on it. 0: one per core.
     pub loops: usize,
+    /// Participants of one call a loop takes before the call spreads to
+    /// other loops, so that a large call uses every core (each publisher's
+    /// packets then cross once to each of the call's other loops). 0: a
+    /// call never leaves its first loop.
+    pub spread_after: usize,
     /// Datagrams queued for one media loop before the receive loop drops
     /// more (UDP semantics: a loop that falls behind loses, never blocks).
     pub loop_queue: usize,
@@ -48,6 +53,7 @@ impl Default for EngineConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7882)),
             advertised_ips: Vec::new(),
             loops: 0,
+            spread_after: 32,
             loop_queue: 4096,
             socket_buffer: 4 << 20,
             retransmit_history: 512,

@@ -3,11 +3,15 @@
 //! number of media loops (about one per core), each owning the peers of the
 //! calls placed on it.
 //!
-//! Every call lives on one media loop, so forwarding a packet from a
-//! publisher to its subscribers never leaves the loop: no lock, no task and
-//! no channel hop between receiving a packet and sending its copies. The only
-//! hop is the receive loop handing a datagram to its loop, which costs one
-//! queue push and no allocation (datagrams are cut from a shared buffer).
+//! A call lives on one media loop until it outgrows it
+//! ([`EngineConfig::spread_after`]), so forwarding a packet from a publisher
+//! to its subscribers mostly never leaves the loop: no lock, no task and no
+//! channel hop between receiving a packet and sending its copies. The
+//! receive loop hands a datagram to its loop with one queue push and no
+//! allocation (datagrams are cut from a shared buffer). A call spread over
+//! several loops costs one more push per packet and other loop: the
+//! publisher's loop hands each packet, decrypted once, to every other loop
+//! of the call, which sends its own participants their copies (ADR 0021).
 //!
 //! Each participant has two peer connections, after the pattern of LiveKit:
 //! a *publisher* connection that the client offers (its microphone and
@@ -30,8 +34,9 @@ use crate::config::EngineConfig;
 use crate::demux::Demux;
 use crate::events::Source;
 use crate::events::{EngineEvent, EngineStats};
-use crate::placement::SharedPlacement;
-use crate::sfu::{Input, Output, PeerKey, Route, Sfu};
+use crate::peer::Rtp;
+use crate::placement::{SharedPlacement, Spread};
+use crate::sfu::{Input, Output, PeerKey, Relay, Route, Sfu, TrackKey};
 use crate::MediaError;
 
 /// What the engine's handle asks of a loop.
@@ -61,13 +66,36 @@ enum Command {
     Stats {
         reply: oneshot::Sender<EngineStats>,
     },
+    /// A call's loops changed.
+    Spread(Spread),
+    /// A word from another loop of a call.
+    Relay(Relay),
 }
 
-/// A datagram routed to one of a loop's peers.
-struct Inbound {
-    key: PeerKey,
-    from: SocketAddr,
-    datagram: BytesMut,
+/// What reaches a loop per packet.
+enum Inbound {
+    /// A datagram routed to one of the loop's peers.
+    Datagram {
+        key: PeerKey,
+        from: SocketAddr,
+        datagram: BytesMut,
+    },
+    /// A packet from another loop of its call.
+    Relayed { key: Arc<TrackKey>, packet: Rtp },
+}
+
+/// Tells each loop concerned that a call's loops changed, those that
+/// joined first. Called with the placement locked, so that changes reach
+/// every loop in the order they were made.
+fn tell(loops: &[mpsc::UnboundedSender<Command>], spread: Option<Spread>) {
+    let Some(spread) = spread else {
+        return;
+    };
+    for &at in &spread.notify {
+        if let Some(commands) = loops.get(at) {
+            let _ = commands.send(Command::Spread(spread.clone()));
+        }
+    }
 }
 
 /// A route change, from the loop at the index.
@@ -123,11 +151,17 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let placement = SharedPlacement::new(loops);
+        let placement = SharedPlacement::new(loops, config.spread_after);
         let (events, events_rx) = mpsc::unbounded_channel();
         let (routes, routes_rx) = mpsc::unbounded_channel();
-        let mut commands = Vec::with_capacity(loops);
-        let mut inbound = Vec::with_capacity(loops);
+        let (commands, command_rxs): (Vec<_>, Vec<_>) =
+            (0..loops).map(|_| mpsc::unbounded_channel()).unzip();
+        let (inbound, inbound_rxs): (Vec<_>, Vec<_>) = (0..loops)
+            .map(|_| mpsc::channel(config.loop_queue.max(16)))
+            .unzip();
+        let commands: Arc<[mpsc::UnboundedSender<Command>]> = commands.into();
+        let inbound: Arc<[mpsc::Sender<Inbound>]> = inbound.into();
+        let unrouted = Arc::new(AtomicU64::new(0));
         // One certificate for every subscriber connection of the engine, and
         // the wall clock read once: the loops read no clock of their own.
         let identity = crate::peer::dtls_srtp::Identity::generate()?;
@@ -136,10 +170,11 @@ impl Engine {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let clock = crate::peer::rtcp::WallClock::new(started, since_unix);
-        for index in 0..loops {
-            let (command_tx, command_rx) = mpsc::unbounded_channel();
-            let (inbound_tx, inbound_rx) = mpsc::channel(config.loop_queue.max(16));
+        for (index, (command_rx, inbound_rx)) in
+            command_rxs.into_iter().zip(inbound_rxs).enumerate()
+        {
             let sfu = Sfu::new(
+                index,
                 started,
                 advertised.clone(),
                 &config,
@@ -154,17 +189,17 @@ impl Engine {
                 routes: routes.clone(),
                 placement: placement.clone(),
                 transmits: Vec::with_capacity(BATCH),
+                loops: commands.clone(),
+                inbound: inbound.clone(),
+                dropped: unrouted.clone(),
             };
             tokio::spawn(run(shell, command_rx, inbound_rx, sfu));
-            commands.push(command_tx);
-            inbound.push(inbound_tx);
         }
         drop(routes);
-        let unrouted = Arc::new(AtomicU64::new(0));
         tokio::spawn(receive(socket, routes_rx, inbound, unrouted.clone()));
         Ok((
             Engine {
-                loops: commands.into(),
+                loops: commands,
                 placement,
                 unrouted,
                 local,
@@ -201,7 +236,12 @@ impl Engine {
 
     /// Adds a participant to a call; the others' tracks will be offered to it.
     pub async fn join(&self, call: Uuid, participant: Uuid) -> Result<(), MediaError> {
-        let (at, placement) = self.placement.lock().place(call, participant)?;
+        let (at, placement) = {
+            let mut placed = self.placement.lock();
+            let (at, placement, spread) = placed.place(call, participant)?;
+            tell(&self.loops, spread);
+            (at, placement)
+        };
         let joined = self
             .ask(at, |reply| Command::Join {
                 call,
@@ -212,7 +252,8 @@ impl Engine {
             .await
             .and_then(|r| r);
         if joined.is_err() {
-            self.placement.lock().remove_placed(participant, placement);
+            let mut placed = self.placement.lock();
+            tell(&self.loops, placed.remove_placed(participant, placement));
         }
         joined
     }
@@ -270,8 +311,9 @@ impl Engine {
         {
             let mut placement = self.placement.lock();
             for participant in participants {
-                if let Some(at) = placement.remove(*participant) {
+                if let Some((at, spread)) = placement.remove(*participant) {
                     by_loop.entry(at).or_default().push(*participant);
+                    tell(&self.loops, spread);
                 }
             }
         }
@@ -310,6 +352,12 @@ struct Shell {
     placement: SharedPlacement,
     /// Datagrams to send, gathered for `sendmmsg`.
     transmits: Vec<(SocketAddr, BytesMut)>,
+    /// Every loop's commands and packet queue, for the loops of a call
+    /// spread beyond this one.
+    loops: Arc<[mpsc::UnboundedSender<Command>]>,
+    inbound: Arc<[mpsc::Sender<Inbound>]>,
+    /// Packets another loop had no room for, with the datagrams dropped.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Shell {
@@ -329,7 +377,24 @@ impl Shell {
                 Output::Unplaced {
                     participant,
                     placement,
-                } => self.placement.lock().remove_placed(participant, placement),
+                } => {
+                    let mut placed = self.placement.lock();
+                    tell(&self.loops, placed.remove_placed(participant, placement));
+                }
+                Output::Relay { to, relay } => {
+                    if let Some(commands) = self.loops.get(to) {
+                        let _ = commands.send(Command::Relay(relay));
+                    }
+                }
+                Output::RelayRtp { to, key, packet } => {
+                    let queued = self
+                        .inbound
+                        .get(to)
+                        .is_some_and(|l| l.try_send(Inbound::Relayed { key, packet }).is_ok());
+                    if !queued {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
     }
@@ -377,6 +442,26 @@ impl Shell {
             Command::Stats { reply } => {
                 let _ = reply.send(sfu.stats());
             }
+            Command::Spread(Spread {
+                call,
+                generation,
+                loops,
+                ..
+            }) => {
+                sfu.handle(
+                    now,
+                    Input::Spread {
+                        call,
+                        generation,
+                        loops,
+                    },
+                );
+                self.drain(sfu);
+            }
+            Command::Relay(relay) => {
+                sfu.handle(now, Input::Relay(relay));
+                self.drain(sfu);
+            }
         }
     }
 }
@@ -404,8 +489,14 @@ async fn run(
                     break;
                 }
                 let now = Instant::now();
-                for Inbound { key, from, datagram } in batch.drain(..) {
-                    sfu.handle(now, Input::Datagram { key, from, datagram });
+                for inbound in batch.drain(..) {
+                    let input = match inbound {
+                        Inbound::Datagram { key, from, datagram } => {
+                            Input::Datagram { key, from, datagram }
+                        }
+                        Inbound::Relayed { key, packet } => Input::Relayed { key, packet },
+                    };
+                    sfu.handle(now, input);
                 }
                 shell.drain(&mut sfu);
             },
@@ -433,7 +524,7 @@ const MAX_DATAGRAM: usize = 2048;
 async fn receive(
     socket: Arc<UdpSocket>,
     mut routes: mpsc::UnboundedReceiver<RouteUpdate>,
-    loops: Vec<mpsc::Sender<Inbound>>,
+    loops: Arc<[mpsc::Sender<Inbound>]>,
     unrouted: Arc<AtomicU64>,
 ) {
     let mut demux: Demux<(usize, PeerKey)> = Demux::new(8);
@@ -462,7 +553,7 @@ async fn receive(
                 };
                 let queued = loops
                     .get(at)
-                    .is_some_and(|l| l.try_send(Inbound { key, from, datagram }).is_ok());
+                    .is_some_and(|l| l.try_send(Inbound::Datagram { key, from, datagram }).is_ok());
                 if !queued {
                     unrouted.fetch_add(1, Ordering::Relaxed);
                 }

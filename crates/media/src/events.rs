@@ -77,6 +77,8 @@ pub struct EngineStats {
     pub tracks: usize,
     pub packets_in: u64,
     pub packets_forwarded: u64,
+    /// Packets handed to another loop of their call (once per loop).
+    pub packets_relayed: u64,
     pub datagrams_dropped: u64,
     pub keyframe_requests: u64,
 }
@@ -88,6 +90,7 @@ impl EngineStats {
         self.tracks += other.tracks;
         self.packets_in += other.packets_in;
         self.packets_forwarded += other.packets_forwarded;
+        self.packets_relayed += other.packets_relayed;
         self.datagrams_dropped += other.datagrams_dropped;
         self.keyframe_requests += other.keyframe_requests;
     }

@@ -5,6 +5,7 @@
 //! The fuzz target and the benches run the engine this way.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -15,7 +16,8 @@ use crate::demux::Demux;
 use crate::events::{EngineEvent, EngineStats};
 use crate::peer::dtls_srtp::Identity;
 use crate::peer::rtcp::WallClock;
-use crate::sfu::{Input, Output, PeerKey, Route, Sfu};
+use crate::peer::Rtp;
+use crate::sfu::{Input, Output, PeerKey, Relay, Route, Sfu, TrackKey};
 use crate::MediaError;
 
 /// The address the loop's peers answer from.
@@ -25,9 +27,23 @@ pub const ENGINE: SocketAddr =
 /// The seed of the loop's random choices (ufrags, SSRCs): a run replays.
 const SEED: u64 = 0x5EED;
 
+/// A word or a packet one loop of a call has for another, as the engine
+/// would carry it: hand it to [`Loop::hand`] of the loop numbered `to`.
+pub struct Handoff {
+    pub to: usize,
+    what: Handed,
+}
+
+enum Handed {
+    Relay(Relay),
+    Rtp(Arc<TrackKey>, Rtp),
+}
+
 /// A media loop and the demux in front of it.
 pub struct Loop {
     sfu: Sfu,
+    /// What the loop has for other loops, until taken.
+    handoffs: Vec<Handoff>,
     demux: Demux<PeerKey>,
     /// Datagrams the loop sent, until taken.
     outbox: Vec<(SocketAddr, BytesMut)>,
@@ -42,11 +58,17 @@ pub struct Loop {
 
 impl Loop {
     pub fn new() -> Loop {
-        let now = Instant::now();
+        Loop::numbered(0, Instant::now())
+    }
+
+    /// The loop numbered `index` of several, starting at `now`: loops that
+    /// share a call must share a clock.
+    pub fn numbered(index: usize, now: Instant) -> Loop {
         let identity = Identity::generate().expect("a certificate");
         // The wall clock's time is a fixed one: 2026-12-04T00:00:00Z.
         let clock = WallClock::new(now, Duration::from_secs(1_796_342_400));
         let sfu = Sfu::new(
+            index,
             now,
             vec![ENGINE],
             &EngineConfig::default(),
@@ -56,6 +78,7 @@ impl Loop {
         );
         Loop {
             sfu,
+            handoffs: Vec::new(),
             demux: Demux::new(8),
             outbox: Vec::new(),
             events: Vec::new(),
@@ -82,6 +105,14 @@ impl Loop {
                 }
                 // The harness places nobody.
                 Output::Unplaced { .. } => {}
+                Output::Relay { to, relay } => self.handoffs.push(Handoff {
+                    to,
+                    what: Handed::Relay(relay),
+                }),
+                Output::RelayRtp { to, key, packet } => self.handoffs.push(Handoff {
+                    to,
+                    what: Handed::Rtp(key, packet),
+                }),
             }
         }
     }
@@ -126,6 +157,39 @@ impl Loop {
         let taken = self.sfu.subscriber_answer(self.now, participant, answer);
         self.drain();
         taken
+    }
+
+    /// Participants leave at once, as [`crate::Engine::leave_all`] has them.
+    pub fn leave(&mut self, participants: Vec<Uuid>) {
+        self.sfu.handle(self.now, Input::Leave(participants));
+        self.drain();
+    }
+
+    /// Tells the loop that a call's loops are now `loops`, as the engine's
+    /// placement would with its `generation`th change.
+    pub fn spread(&mut self, call: Uuid, generation: u64, loops: Vec<usize>) {
+        let input = Input::Spread {
+            call,
+            generation,
+            loops,
+        };
+        self.sfu.handle(self.now, input);
+        self.drain();
+    }
+
+    /// What the loop has for other loops since the last call.
+    pub fn take_handoffs(&mut self) -> Vec<Handoff> {
+        std::mem::take(&mut self.handoffs)
+    }
+
+    /// Takes what another loop handed over.
+    pub fn hand(&mut self, handoff: Handoff) {
+        let input = match handoff.what {
+            Handed::Relay(relay) => Input::Relay(relay),
+            Handed::Rtp(key, packet) => Input::Relayed { key, packet },
+        };
+        self.sfu.handle(self.now, input);
+        self.drain();
     }
 
     /// Takes one datagram from `from` as the engine would, at the loop's time.

@@ -616,6 +616,93 @@ async fn calls_on_different_loops_each_get_only_their_own_media() {
     assert_eq!((stats.loops, stats.participants), (2, 4), "{stats:?}");
 }
 
+/// A call larger than a loop spreads over two: the publisher's loop hands
+/// each packet to the other once, and the viewers of both receive every
+/// packet; a viewer on the other loop has its keyframe request reach the
+/// publisher.
+#[tokio::test]
+async fn a_call_spread_over_two_loops_reaches_every_viewer_on_either() {
+    let (engine, mut events) = Engine::start(EngineConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        loops: 2,
+        spread_after: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let call = Uuid::new_v4();
+    let (_, mut publisher) = publisher(&engine, call, Kind::Video).await;
+    // Two on the publisher's loop (it and the first viewer), then the other loop.
+    let mut viewers = HashMap::new();
+    let mut joined = Vec::new();
+    for _ in 0..3 {
+        let id = Uuid::new_v4();
+        engine.join(call, id).await.unwrap();
+        viewers.insert(id, client(None).await);
+        joined.push(id);
+    }
+    let mut seq: u16 = 1;
+    negotiate(&engine, &mut events, &viewers, || {
+        publisher.send(seq, u32::from(seq) * 3000, numbered(0, 1000));
+        seq += 1;
+    })
+    .await;
+    for v in viewers.values_mut() {
+        assert!(v.connected(Duration::from_secs(10)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    while publisher.next(Duration::from_millis(100)).await.is_some() {}
+    for v in viewers.values_mut() {
+        while v.events.try_recv().is_ok() {}
+    }
+    let before = engine.stats().await.unwrap();
+
+    for n in 1..=300u32 {
+        publisher.send(seq, u32::from(seq) * 3000, numbered(n, 1000));
+        seq = seq.wrapping_add(1);
+        if n % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut tracks = HashMap::new();
+    for (id, v) in viewers.iter_mut() {
+        let mut got = Vec::new();
+        while got.len() < 300 {
+            match v.next(Duration::from_secs(5)).await {
+                Some(ClientEvent::Rtp { packet, track, .. }) => {
+                    got.extend(number_of(&packet.payload).filter(|&n| n > 0));
+                    tracks.insert(*id, track);
+                }
+                Some(_) => {}
+                None => panic!("{id} received {} of 300", got.len()),
+            }
+        }
+        assert_eq!(got, (1..=300).collect::<Vec<_>>(), "every packet, in order");
+    }
+    let stats = engine.stats().await.unwrap();
+    assert_eq!((stats.participants, stats.tracks), (4, 1), "{stats:?}");
+    assert!(
+        (300..400).contains(&(stats.packets_relayed - before.packets_relayed)),
+        "each packet crossed to the other loop once: {stats:?}"
+    );
+
+    // The viewers on the other loop ask: the publisher hears.
+    for id in &joined[1..] {
+        viewers[id].request_keyframe(tracks[id].clone());
+    }
+    let asked = loop {
+        match publisher.next(Duration::from_secs(2)).await {
+            Some(ClientEvent::KeyframeRequested { .. }) => break true,
+            Some(_) => continue,
+            None => break false,
+        }
+    };
+    assert!(
+        asked,
+        "the other loop's keyframe requests reached the publisher"
+    );
+}
+
 /// What a subscriber received of the numbered packets from `first` on:
 /// copies of each number (originals and resent ones) and payload bytes.
 #[derive(Default)]
@@ -881,6 +968,7 @@ async fn new_viewers_keyframe_requests_are_spaced_so_the_encoder_takes_each() {
 // across by the test, the clients' time advanced by the test.
 
 mod in_memory {
+    use std::collections::HashSet;
     use std::net::SocketAddr;
     use std::time::{Duration, Instant};
 
@@ -986,9 +1074,13 @@ mod in_memory {
         }
     }
 
-    /// A call on one media loop, and every datagram the loop sent.
+    /// A call on one media loop (or spread over two), and every datagram
+    /// the loops sent.
     struct Call {
         lp: Loop,
+        /// A second loop the call is spread over, and the members on it.
+        far: Option<Loop>,
+        far_members: HashSet<Uuid>,
         call: Uuid,
         now: Instant,
         sent: Vec<BytesMut>,
@@ -1000,6 +1092,8 @@ mod in_memory {
         fn new() -> Call {
             Call {
                 lp: Loop::new(),
+                far: None,
+                far_members: HashSet::new(),
                 call: Uuid::new_v4(),
                 now: Instant::now(),
                 sent: Vec::new(),
@@ -1007,13 +1101,60 @@ mod in_memory {
             }
         }
 
+        /// A call spread over two loops, as the engine's placement spreads
+        /// a large one: the loop that joins hears of it first.
+        fn spread() -> Call {
+            let mut call = Call::new();
+            let mut far = Loop::numbered(1, call.lp.now());
+            far.spread(call.call, 1, vec![0, 1]);
+            call.lp.spread(call.call, 1, vec![0, 1]);
+            call.far = Some(far);
+            call
+        }
+
+        /// The loop a member is on.
+        fn loop_of(&mut self, member: Uuid) -> &mut Loop {
+            match &mut self.far {
+                Some(far) if self.far_members.contains(&member) => far,
+                _ => &mut self.lp,
+            }
+        }
+
+        /// Joins `m` on the second loop.
+        fn join_far(&mut self, m: &mut Member) {
+            self.far_members.insert(m.id);
+            self.join(m);
+        }
+
         /// Joins `m`; with a track to send, offers it and takes the answer.
         fn join(&mut self, m: &mut Member) {
-            self.lp.join(self.call, m.id).unwrap();
+            let call = self.call;
+            self.loop_of(m.id).join(call, m.id).unwrap();
             if m.sender.is_some() {
                 let offer = m.peer.offer(self.now).unwrap().unwrap();
-                let answer = self.lp.publish(m.id, offer).unwrap();
+                let answer = self.loop_of(m.id).publish(m.id, offer).unwrap();
                 m.peer.accept_answer(answer, self.now).unwrap();
+            }
+        }
+
+        /// Hands what each loop has for the other over, until neither has more.
+        fn hand_over(&mut self) {
+            let Some(far) = &mut self.far else {
+                return;
+            };
+            loop {
+                let (near_out, far_out) = (self.lp.take_handoffs(), far.take_handoffs());
+                if near_out.is_empty() && far_out.is_empty() {
+                    return;
+                }
+                for h in near_out {
+                    assert_eq!(h.to, 1, "loop 0 hands only to loop 1");
+                    far.hand(h);
+                }
+                for h in far_out {
+                    assert_eq!(h.to, 0, "loop 1 hands only to loop 0");
+                    self.lp.hand(h);
+                }
             }
         }
 
@@ -1028,18 +1169,26 @@ mod in_memory {
                 }
                 while let Some((to, d)) = m.peer.poll_transmit() {
                     if to == ENGINE {
-                        self.lp.datagram(d, m.addr);
+                        self.loop_of(m.id).datagram(d, m.addr);
                     }
                 }
             }
             self.lp.timeouts(now);
+            if let Some(far) = &mut self.far {
+                far.timeouts(now);
+            }
+            self.hand_over();
             self.deliver(members);
         }
 
         /// Hands the loop's datagrams to the clients they are for.
         fn deliver(&mut self, members: &mut [&mut Member]) {
             let now = self.now;
-            for (to, d) in self.lp.take_outbox() {
+            let mut outbox = self.lp.take_outbox();
+            if let Some(far) = &mut self.far {
+                outbox.extend(far.take_outbox());
+            }
+            for (to, d) in outbox {
                 self.sent.push(d.clone());
                 if let Some(m) = members.iter_mut().find(|m| m.addr == to && !m.vanished) {
                     // RTP, not RTCP (RFC 5761: RTCP packet types 192-223 in the second byte).
@@ -1070,7 +1219,11 @@ mod in_memory {
         /// The offers the loop made since the last call, by participant.
         fn offers(&mut self) -> Vec<(Uuid, String)> {
             let mut offers = Vec::new();
-            for event in self.lp.events() {
+            let mut events = self.lp.events();
+            if let Some(far) = &mut self.far {
+                events.extend(far.events());
+            }
+            for event in events {
                 match event {
                     EngineEvent::SubscriberOffer {
                         participant, sdp, ..
@@ -1102,7 +1255,7 @@ mod in_memory {
                         let theirs = ice_credentials(&sdp).unwrap();
                         let answer = m.peer.answer(sdp, self.now).unwrap();
                         m.ice = Some((ice_credentials(&answer).unwrap(), theirs));
-                        self.lp.subscriber_answer(m.id, answer).unwrap();
+                        self.loop_of(m.id).subscriber_answer(m.id, answer).unwrap();
                     }
                 }
                 let done = sender.connected
@@ -1144,7 +1297,7 @@ mod in_memory {
                     let theirs = ice_credentials(&sdp).unwrap();
                     let answer = m.peer.answer(sdp, call.now).unwrap();
                     m.ice = Some((ice_credentials(&answer).unwrap(), theirs));
-                    call.lp.subscriber_answer(m.id, answer).unwrap();
+                    call.loop_of(m.id).subscriber_answer(m.id, answer).unwrap();
                 }
             }
         }
@@ -1408,6 +1561,106 @@ mod in_memory {
                 "requests {gap:?} apart: the encoder would ignore the second ({requests:?})"
             );
         }
+    }
+
+    /// A call larger than one loop: the publisher's loop hands each packet
+    /// once to the other loop, whose members get it as those of the
+    /// publisher's own loop do; their keyframe requests reach the
+    /// publisher, and the track leaves both loops with its publisher.
+    #[test]
+    fn a_call_spread_over_two_loops_reaches_the_members_of_both_on_the_loops_clock() {
+        let mut call = Call::spread();
+        let mut publisher = Member::new(30_040, Some(Kind::Video), call.now);
+        let mut near = Member::new(30_041, None, call.now);
+        let mut far_a = Member::new(30_042, None, call.now);
+        let mut far_b = Member::new(30_043, None, call.now);
+        call.join(&mut publisher);
+        call.join(&mut near);
+        call.join_far(&mut far_a);
+        call.join_far(&mut far_b);
+        call.connect(&mut publisher, &mut [&mut near, &mut far_a, &mut far_b], 1);
+
+        let mut seq = 1_000u16;
+        for n in 0..200 {
+            seq += 1;
+            publisher.send_numbered(seq, n, call.now);
+            call.step(&mut [&mut publisher, &mut near, &mut far_a, &mut far_b]);
+        }
+        for m in [&near, &far_a, &far_b] {
+            let numbers: Vec<u32> = m
+                .received
+                .iter()
+                .filter_map(|p| super::number_of(p))
+                .collect();
+            assert_eq!(
+                numbers,
+                (0..200).collect::<Vec<_>>(),
+                "every packet once, in order, on either loop"
+            );
+        }
+        let (near_stats, far_stats) = (call.lp.stats(), call.far.as_ref().unwrap().stats());
+        assert!(
+            near_stats.packets_relayed >= 200 && near_stats.packets_relayed < 300,
+            "once per packet to the other loop: {near_stats:?}"
+        );
+        assert_eq!(
+            (near_stats.tracks, far_stats.tracks),
+            (1, 0),
+            "the track counts on its publisher's loop alone"
+        );
+        assert!(far_stats.packets_forwarded >= 400, "{far_stats:?}");
+
+        // A member of the far loop loses a frame and asks: the publisher hears it once.
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut near, &mut far_a, &mut far_b],
+            &mut seq,
+            100,
+        );
+        publisher.keyframe_requests.clear();
+        let track = far_a.packets.last().expect("a packet received").0.clone();
+        far_a.peer.request_keyframe(&track, call.now).unwrap();
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut near, &mut far_a, &mut far_b],
+            &mut seq,
+            30,
+        );
+        assert_eq!(publisher.keyframe_requests.len(), 1);
+
+        // A late joiner on the far loop is offered the publisher's track there.
+        let mut late = Member::new(30_044, None, call.now);
+        call.join_far(&mut late);
+        let offered: Vec<Uuid> = call.offers().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(
+            offered,
+            vec![late.id],
+            "the late joiner is offered the track"
+        );
+
+        // The publisher leaves: its track leaves the far loop too, and
+        // nothing more crosses.
+        call.lp.leave(vec![publisher.id]);
+        publisher.vanished = true;
+        call.hand_over();
+        let mut later = Member::new(30_045, None, call.now);
+        call.join_far(&mut later);
+        assert!(
+            call.offers().iter().all(|(id, _)| *id != later.id),
+            "a joiner after the publisher left is offered nothing"
+        );
+        let relayed = call.lp.stats().packets_relayed;
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut near, &mut far_a, &mut far_b],
+            &mut seq,
+            10,
+        );
+        assert_eq!(call.lp.stats().packets_relayed, relayed);
+        assert_eq!(call.far.as_ref().unwrap().stats().participants, 4);
     }
 
     #[test]

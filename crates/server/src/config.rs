@@ -161,8 +161,12 @@ pub struct MediaSection {
     /// address). Empty: the listening address, or when that is every
     /// interface, the address of the interface with the default route.
     pub public_ips: Vec<std::net::IpAddr>,
-    /// Media loops, each holding whole calls; 0: one per core.
+    /// Media loops, about one per core; 0: one per core.
     pub loops: usize,
+    /// Participants of one call a media loop takes before the call spreads
+    /// over other loops, so that a large call (a livestream to hundreds)
+    /// uses every core; 0: a call always stays on one loop.
+    pub spread_call_after: usize,
     /// The media socket's send and receive buffers, in bytes: room for the
     /// bursts of a large room's fan-out. The kernel caps them at
     /// `net.core.wmem_max` and `net.core.rmem_max`.
@@ -187,6 +191,7 @@ impl Default for MediaSection {
             listen: d.listen,
             public_ips: d.advertised_ips,
             loops: d.loops,
+            spread_call_after: d.spread_after,
             socket_buffer_bytes: d.socket_buffer,
             retransmit_history: d.retransmit_history,
             retransmit_attempts: d.retransmit_limits.attempts,

@@ -239,6 +239,7 @@ async fn start_media(
         listen: config.media.listen,
         advertised_ips: advertised.clone(),
         loops: config.media.loops,
+        spread_after: config.media.spread_call_after,
         socket_buffer: config.media.socket_buffer_bytes,
         retransmit_history: config.media.retransmit_history,
         retransmit_limits: roost_media::RetransmitLimits {

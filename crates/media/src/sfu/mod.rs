@@ -10,6 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -25,7 +26,9 @@ use crate::config::EngineConfig;
 use crate::events::{EngineEvent, EngineStats, OfferedTrack, Source};
 use crate::peer::dtls_srtp::Identity;
 use crate::peer::rtcp::WallClock;
-use crate::peer::{msid_tracks, Kind, PeerEvent, PeerSetup, PublisherPeer, Rtp, SubscriberPeer};
+use crate::peer::{
+    msid_tracks, Codec, Kind, PeerEvent, PeerSetup, PublisherPeer, Rtp, SubscriberPeer,
+};
 use crate::MediaError;
 
 mod conn;
@@ -38,8 +41,8 @@ mod up_track;
 
 use conn::Conn;
 use down_track::DownTrack;
-pub(crate) use ids::PeerKey;
-use ids::{Role, TrackKey};
+use ids::Role;
+pub(crate) use ids::{PeerKey, TrackKey};
 use keyframe_requests::Ask;
 use speakers::{Speakers, SPEAKING_EVERY};
 use up_track::UpTrack;
@@ -51,6 +54,17 @@ pub(crate) enum Input {
         key: PeerKey,
         from: SocketAddr,
         datagram: BytesMut,
+    },
+    /// A packet of a track published on another loop of its call, for
+    /// the call's participants here.
+    Relayed { key: Arc<TrackKey>, packet: Rtp },
+    /// A word from another loop of a call.
+    Relay(Relay),
+    /// A call's loops changed (see [`crate::placement`]).
+    Spread {
+        call: Uuid,
+        generation: u64,
+        loops: Vec<usize>,
     },
     /// The time given by [`Sfu::poll_timeout`] has come (or passed).
     Timeout,
@@ -65,6 +79,15 @@ pub(crate) enum Input {
 pub(crate) enum Output {
     /// A datagram to send.
     Transmit { to: SocketAddr, datagram: BytesMut },
+    /// A word for another loop of a call, never to be lost.
+    Relay { to: usize, relay: Relay },
+    /// A packet for another loop of its call: lost, like a datagram, when
+    /// that loop falls behind.
+    RelayRtp {
+        to: usize,
+        key: Arc<TrackKey>,
+        packet: Rtp,
+    },
     /// Something for signaling.
     Event(EngineEvent),
     /// A peer the receive loop must route to this loop, or no longer.
@@ -72,6 +95,38 @@ pub(crate) enum Output {
     /// A participant has left on the loop's own account (its connection
     /// failed): its placement, unless a newer one replaced it, is free.
     Unplaced { participant: Uuid, placement: u64 },
+}
+
+/// What the loops of a call spread over tell each other (ADR 0021): each
+/// track is published on one loop, its *home*, and mirrored on the others.
+#[derive(Debug)]
+pub(crate) enum Relay {
+    /// A track was published on loop `from`, when it knew the call's loops
+    /// as of `generation`.
+    Opened {
+        from: usize,
+        generation: u64,
+        call: Uuid,
+        key: Arc<TrackKey>,
+        kind: Kind,
+        source: Source,
+        codec: Codec,
+    },
+    /// The track is gone.
+    Closed { key: Arc<TrackKey> },
+    /// Someone here wants a keyframe of a track of the receiving loop.
+    Keyframe { key: Arc<TrackKey>, force: bool },
+}
+
+/// The other loops of a call spread beyond this one.
+#[derive(Debug)]
+struct Spread {
+    /// The latest change heard.
+    generation: u64,
+    /// The change that brought this loop in: an `Opened` sent before it
+    /// belongs to an earlier time the loop was in the call, and is stale.
+    since: u64,
+    others: Vec<usize>,
 }
 
 /// Which peers the loop owns, by their ICE ufrag.
@@ -121,6 +176,10 @@ struct Participant {
 
 /// The state of one media loop.
 pub(crate) struct Sfu {
+    /// Which loop this is, in the engine's words about calls' loops.
+    index: usize,
+    /// The calls spread over this loop and others.
+    spread: HashMap<Uuid, Spread>,
     local: SocketAddr,
     advertised: Vec<SocketAddr>,
     keyframe_interval: Duration,
@@ -161,6 +220,7 @@ impl Sfu {
     /// its subscriber connections present `identity`, and `clock` gives
     /// the wall clock's time.
     pub(crate) fn new(
+        index: usize,
         now: Instant,
         advertised: Vec<SocketAddr>,
         config: &EngineConfig,
@@ -169,6 +229,8 @@ impl Sfu {
         clock: WallClock,
     ) -> Sfu {
         Sfu {
+            index,
+            spread: HashMap::new(),
             // The address peers see as ours: the first advertised one.
             local: advertised[0],
             advertised,
@@ -222,6 +284,17 @@ impl Sfu {
                 from,
                 datagram,
             } => self.datagram(key, datagram, from),
+            Input::Relayed { key, packet } => {
+                if self.tracks.get(&*key).is_some_and(|t| t.home.is_some()) {
+                    self.forward(&key, &packet);
+                }
+            }
+            Input::Relay(relay) => self.relayed(relay),
+            Input::Spread {
+                call,
+                generation,
+                loops,
+            } => self.spread(call, generation, loops),
             Input::Timeout => self.timeouts(now),
             Input::Leave(participants) => self.leave_all(&participants),
             Input::Shutdown => {
@@ -241,7 +314,8 @@ impl Sfu {
         let mut stats = self.stats;
         stats.participants = self.participants.len();
         stats.peers = self.peers.len();
-        stats.tracks = self.tracks.len();
+        // Each track counts on its home loop alone.
+        stats.tracks = self.tracks.values().filter(|t| t.home.is_none()).count();
         stats
     }
 
@@ -325,13 +399,9 @@ impl Sfu {
         self.calls.entry(call).or_default().insert(participant);
         let existing: Vec<TrackKey> = self
             .tracks
-            .keys()
-            .filter(|(publisher, _)| {
-                self.participants
-                    .get(publisher)
-                    .is_some_and(|p| p.call == call)
-            })
-            .cloned()
+            .iter()
+            .filter(|(_, t)| t.call == call)
+            .map(|(k, _)| k.clone())
             .collect();
         for key in existing {
             self.subscribe(participant, &key);
@@ -482,6 +552,15 @@ impl Sfu {
         let Some(track) = self.tracks.remove(key) else {
             return;
         };
+        if track.home.is_none() {
+            for &to in self.spread.get(&track.call).map_or(&[][..], |s| &s.others) {
+                let key = track.key.clone();
+                self.out.push_back(Output::Relay {
+                    to,
+                    relay: Relay::Closed { key },
+                });
+            }
+        }
         for subscriber in track.subscribers {
             let Some(p) = self.participants.get_mut(&subscriber) else {
                 continue;
@@ -705,18 +784,19 @@ impl Sfu {
                         .get_mut(&participant)
                         .and_then(|p| p.sources.remove(&track))
                         .unwrap_or(Source::default_for(kind));
-                    let key = (participant, track);
-                    self.tracks
-                        .insert(key.clone(), UpTrack::new(kind, source, codec));
-                    let call = self.participants.get(&participant).map(|p| p.call);
-                    let others: Vec<Uuid> = call
-                        .and_then(|c| self.calls.get(&c))
-                        .map(|m| m.iter().copied().filter(|m| *m != participant).collect())
-                        .unwrap_or_default();
-                    for other in others {
-                        self.subscribe(other, &key);
-                        self.offer_if_needed(other);
+                    let Some(call) = self.participants.get(&participant).map(|p| p.call) else {
+                        continue;
+                    };
+                    let key = Arc::new((participant, track));
+                    let up = UpTrack::new(key.clone(), call, None, kind, source, codec);
+                    if let Some(spread) = self.spread.get(&call) {
+                        for &to in &spread.others {
+                            let relay = up.opened(self.index, spread.generation);
+                            self.out.push_back(Output::Relay { to, relay });
+                        }
                     }
+                    self.tracks.insert((*key).clone(), up);
+                    self.open_here(call, &key);
                 }
                 PeerEvent::TrackClosed { track } if role == Role::Publisher => {
                     self.unpublish(&(participant, track));
@@ -749,14 +829,126 @@ impl Sfu {
         }
     }
 
-    /// Tells signaling who speaks in each call, when that changed.
+    /// Offers a track to the participants of its call on this loop.
+    fn open_here(&mut self, call: Uuid, key: &TrackKey) {
+        let members: Vec<Uuid> = self
+            .calls
+            .get(&call)
+            .map(|m| m.iter().copied().filter(|m| *m != key.0).collect())
+            .unwrap_or_default();
+        for member in members {
+            self.subscribe(member, key);
+            self.offer_if_needed(member);
+        }
+    }
+
+    /// Takes a call's new set of loops: a loop that joined hears of every
+    /// track published here, and the tracks of a loop that left go.
+    fn spread(&mut self, call: Uuid, generation: u64, loops: Vec<usize>) {
+        let here = self.index;
+        if !loops.contains(&here) {
+            self.spread.remove(&call);
+            self.drop_mirrors(call, |_| true);
+            return;
+        }
+        let others: Vec<usize> = loops.into_iter().filter(|l| *l != here).collect();
+        let before = match self.spread.get(&call) {
+            Some(s) if s.generation >= generation => return,
+            Some(s) => s.others.clone(),
+            None => Vec::new(),
+        };
+        let since = self.spread.get(&call).map_or(generation, |s| s.since);
+        let joined: Vec<usize> = others
+            .iter()
+            .copied()
+            .filter(|l| !before.contains(l))
+            .collect();
+        for track in self.tracks.values() {
+            if track.call == call && track.home.is_none() {
+                for &to in &joined {
+                    let relay = track.opened(here, generation);
+                    self.out.push_back(Output::Relay { to, relay });
+                }
+            }
+        }
+        self.drop_mirrors(call, |home| !others.contains(&home));
+        if others.is_empty() {
+            self.spread.remove(&call);
+        } else {
+            self.spread.insert(
+                call,
+                Spread {
+                    generation,
+                    since,
+                    others,
+                },
+            );
+        }
+    }
+
+    /// Forgets the tracks of a call mirrored from the loops `gone` names.
+    fn drop_mirrors(&mut self, call: Uuid, gone: impl Fn(usize) -> bool) {
+        let mirrors: Vec<TrackKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.call == call && t.home.is_some_and(&gone))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in mirrors {
+            self.unpublish(&key);
+        }
+    }
+
+    /// Takes a word from another loop of a call.
+    fn relayed(&mut self, relay: Relay) {
+        match relay {
+            Relay::Opened {
+                from,
+                generation,
+                call,
+                key,
+                kind,
+                source,
+                codec,
+            } => {
+                let current = self
+                    .spread
+                    .get(&call)
+                    .is_some_and(|s| generation >= s.since && s.others.contains(&from));
+                if !current || self.tracks.contains_key(&*key) {
+                    return;
+                }
+                let up = UpTrack::new(key.clone(), call, Some(from), kind, source, codec);
+                self.tracks.insert((*key).clone(), up);
+                self.open_here(call, &key);
+            }
+            Relay::Closed { key } => {
+                if self.tracks.get(&*key).is_some_and(|t| t.home.is_some()) {
+                    self.unpublish(&key);
+                }
+            }
+            Relay::Keyframe { key, force } => {
+                if self.tracks.get(&*key).is_some_and(|t| t.home.is_none()) {
+                    self.request_keyframe(&key, force);
+                }
+            }
+        }
+    }
+
+    /// Tells signaling who speaks in each call, when that changed. Every
+    /// loop of a call hears every track, so the first of them tells.
     fn announce_speakers(&mut self, now: Instant) {
-        let participants = &self.participants;
+        let (spread, here) = (&self.spread, self.index);
+        let announces = |call: &Uuid| {
+            spread
+                .get(call)
+                .is_none_or(|s| s.others.iter().all(|&o| o > here))
+        };
         let tracks = self.tracks.iter().filter_map(|((publisher, _), track)| {
-            let call = participants.get(publisher)?.call;
-            Some((call, *publisher, &track.level))
+            announces(&track.call).then_some((track.call, *publisher, &track.level))
         });
-        for event in self.speakers.tick(now, tracks) {
+        let events = self.speakers.tick(now, tracks);
+        for event in events {
             self.out.push_back(Output::Event(event));
         }
     }
@@ -813,6 +1005,19 @@ impl Sfu {
                 self.transmits.push_back(out);
             }
         }
+        // Once to each other loop of the call, for its participants there.
+        if track.home.is_none() {
+            if let Some(spread) = self.spread.get(&track.call) {
+                for &to in &spread.others {
+                    self.stats.packets_relayed += 1;
+                    self.out.push_back(Output::RelayRtp {
+                        to,
+                        key: track.key.clone(),
+                        packet: packet.clone(),
+                    });
+                }
+            }
+        }
     }
 
     /// Asks the publishers of everything a participant receives for a
@@ -847,6 +1052,19 @@ impl Sfu {
             return;
         }
         let now = self.now;
+        // A mirror passes a new subscriber's request on at once and merges
+        // the others over the interval; its home spaces and merges them
+        // again with its own, as one encoder's.
+        if let Some(to) = track.home {
+            if force || track.keyframes.ask(now, false, self.keyframe_interval) == Ask::Send {
+                let key = track.key.clone();
+                self.out.push_back(Output::Relay {
+                    to,
+                    relay: Relay::Keyframe { key, force },
+                });
+            }
+            return;
+        }
         if track.keyframes.ask(now, force, self.keyframe_interval) != Ask::Send {
             return;
         }

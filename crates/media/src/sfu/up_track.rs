@@ -1,8 +1,10 @@
 //! An up-track: one track a participant publishes, what it carries, who
 //! receives it, and what the loop keeps of its packets (the speaker's level,
 //! keyframe requests to its encoder). Simulcast's layers by RID and SSRC
-//! will live here.
+//! will live here. A track of a call spread over several loops lives on
+//! its publisher's loop, its home, and as a mirror on each of the others.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use uuid::Uuid;
@@ -11,10 +13,17 @@ use crate::events::Source;
 use crate::keyframe::starts_keyframe;
 use crate::peer::{Codec, Kind, Rtp};
 
+use super::ids::TrackKey;
 use super::keyframe_requests::KeyframeRequests;
 use super::speakers::Level;
+use super::Relay;
 
 pub(crate) struct UpTrack {
+    /// Its key, shared with the words and packets that cross to other loops.
+    pub(crate) key: Arc<TrackKey>,
+    pub(crate) call: Uuid,
+    /// The loop it is published on, for a mirror; `None` on its home loop.
+    pub(crate) home: Option<usize>,
     pub(crate) kind: Kind,
     pub(crate) source: Source,
     pub(crate) codec: Codec,
@@ -25,14 +34,38 @@ pub(crate) struct UpTrack {
 }
 
 impl UpTrack {
-    pub(crate) fn new(kind: Kind, source: Source, codec: Codec) -> UpTrack {
+    pub(crate) fn new(
+        key: Arc<TrackKey>,
+        call: Uuid,
+        home: Option<usize>,
+        kind: Kind,
+        source: Source,
+        codec: Codec,
+    ) -> UpTrack {
         UpTrack {
+            key,
+            call,
+            home,
             kind,
             source,
             codec,
             subscribers: Vec::new(),
             keyframes: KeyframeRequests::default(),
             level: Level::default(),
+        }
+    }
+
+    /// The word that mirrors this track on another loop, from loop `from`
+    /// knowing the call's loops as of `generation`.
+    pub(crate) fn opened(&self, from: usize, generation: u64) -> Relay {
+        Relay::Opened {
+            from,
+            generation,
+            call: self.call,
+            key: self.key.clone(),
+            kind: self.kind,
+            source: self.source,
+            codec: self.codec.clone(),
         }
     }
 
@@ -76,11 +109,16 @@ mod tests {
         }
     }
 
+    fn track(kind: Kind, source: Source, codec: Codec) -> UpTrack {
+        let key = Arc::new((Uuid::new_v4(), "track".to_string()));
+        UpTrack::new(key, Uuid::new_v4(), None, kind, source, codec)
+    }
+
     #[test]
     fn audio_plays_from_any_packet_and_video_from_a_keyframe() {
-        let audio = UpTrack::new(Kind::Audio, Source::Microphone, codec("audio/opus", 48_000));
+        let audio = track(Kind::Audio, Source::Microphone, codec("audio/opus", 48_000));
         assert!(audio.starts_playback(&packet(b"\x00\x01", None)));
-        let video = UpTrack::new(Kind::Video, Source::Camera, codec("video/VP8", 90_000));
+        let video = track(Kind::Video, Source::Camera, codec("video/VP8", 90_000));
         // VP8: descriptor with S=1, partition 0, then a payload header with P=0.
         assert!(video.starts_playback(&packet(b"\x10\x00\x00\x00", None)));
         // The same, P=1: an interframe.
@@ -90,7 +128,7 @@ mod tests {
     #[test]
     fn audio_levels_reach_the_speaker_level() {
         let t = Instant::now();
-        let mut audio = UpTrack::new(Kind::Audio, Source::Microphone, codec("audio/opus", 48_000));
+        let mut audio = track(Kind::Audio, Source::Microphone, codec("audio/opus", 48_000));
         audio.observe(&packet(b"\x00", None), t);
         assert_eq!(audio.level.speaking(t), None);
         audio.observe(&packet(b"\x00", Some(10)), t);
