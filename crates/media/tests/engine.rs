@@ -1663,6 +1663,92 @@ mod in_memory {
         assert_eq!(call.far.as_ref().unwrap().stats().participants, 4);
     }
 
+    /// A subscriber that asks again for every packet of the last second,
+    /// every 20 ms, gets little more than the stream; an honest one in the
+    /// same call still has its loss repaired.
+    #[test]
+    fn a_subscriber_that_nacks_everything_gets_little_more_than_the_stream_on_the_loops_clock() {
+        let mut call = Call::new();
+        let mut publisher = Member::new(30_050, Some(Kind::Video), call.now);
+        let mut abuser = Member::new(30_051, None, call.now);
+        let mut honest = Member::new(30_052, None, call.now);
+        for m in [&mut publisher, &mut abuser, &mut honest] {
+            call.join(m);
+        }
+        call.connect(&mut publisher, &mut [&mut abuser, &mut honest], 1);
+        let mut seq = 1_000u16;
+        run(
+            &mut call,
+            &mut publisher,
+            &mut [&mut abuser, &mut honest],
+            &mut seq,
+            100,
+        );
+        abuser.packets.clear();
+        honest.packets.clear();
+        honest.lose = 1;
+
+        // Two seconds of 1,200-byte packets every 10 ms (about 1 Mbit/s).
+        const FIRST: u32 = 1_000;
+        const SENT: u32 = 200;
+        for n in 0..SENT {
+            seq = seq.wrapping_add(1);
+            publisher.send_numbered(seq, FIRST + n, call.now);
+            call.step(&mut [&mut publisher, &mut abuser, &mut honest]);
+            if n % 2 == 1 {
+                if let Some((track, _)) = abuser.packets.last() {
+                    let track = track.clone();
+                    let recent: Vec<u16> = abuser
+                        .packets
+                        .iter()
+                        .rev()
+                        .take(100)
+                        .map(|(_, p)| p.seq)
+                        .collect();
+                    abuser.peer.nack(&track, &recent, call.now).unwrap();
+                }
+            }
+        }
+        for _ in 0..50 {
+            call.step(&mut [&mut publisher, &mut abuser, &mut honest]);
+        }
+        let numbered = |m: &Member| -> Vec<(u32, usize)> {
+            m.packets
+                .iter()
+                .filter_map(|(_, p)| {
+                    let n = super::number_of(&p.payload).filter(|n| *n >= FIRST)?;
+                    Some((n, p.payload.len()))
+                })
+                .collect()
+        };
+        let abused = numbered(&abuser);
+        let stream_bytes = SENT as usize * 1_200;
+        let abused_bytes: usize = abused.iter().map(|(_, len)| len).sum();
+        // The default share is 30 % of what was sent over the last second,
+        // plus a burst of about ten packets; the stream lasts two such windows.
+        assert!(
+            abused.len() > SENT as usize,
+            "the abuser's requests were answered at all: {} packets",
+            abused.len()
+        );
+        assert!(
+            abused_bytes <= stream_bytes + stream_bytes * 35 / 100 + 30 * 1_200,
+            "the abuser received {abused_bytes} bytes for a stream of {stream_bytes}"
+        );
+        let repaired = numbered(&honest);
+        let copies = repaired.iter().filter(|(n, _)| *n == FIRST).count();
+        assert!(
+            (1..=3).contains(&copies),
+            "the honest subscriber's lost packet is resent, within the budget: {copies}"
+        );
+        let all: std::collections::BTreeSet<u32> = repaired.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            all.len(),
+            SENT as usize,
+            "the honest subscriber has every packet"
+        );
+    }
+
     #[test]
     fn subscribers_keyframe_requests_reach_the_publisher_merged_on_the_loops_clock() {
         let mut call = Call::new();
