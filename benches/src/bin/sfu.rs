@@ -87,6 +87,13 @@ struct Args {
     /// Runs of each server, alternated, so both see the same machine.
     #[arg(long, default_value_t = 1)]
     turns: usize,
+    /// Calls of this shape at once, each in its own room (Roost only).
+    /// With more than one, memory per participant is what the calls after
+    /// the first added: a warm server's cost of one more participant,
+    /// without the memory the first call's use brought in once (thread
+    /// arenas, tables, buffers).
+    #[arg(long, default_value_t = 1)]
+    calls: usize,
 }
 
 /// What the receivers saw, shared by every participant's task.
@@ -132,9 +139,12 @@ async fn answer_of(
     call: &mut Option<String>,
 ) -> anyhow::Result<Value> {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        // A thousand joining at once queue behind each other's database
+        // writes and DTLS handshakes: on two cores the last one waits
+        // about 20 s for its answer.
+        let msg = tokio::time::timeout(Duration::from_secs(60), ws.next())
             .await
-            .context("no answer from the server within 20 s")?
+            .with_context(|| format!("no answer to {id} from the server within 60 s"))?
             .context("the socket closed")??;
         let text = match msg {
             Message::Text(text) => text,
@@ -394,6 +404,8 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
     let ready = Arc::new(AtomicU64::new(0));
     let pids: Vec<u32>;
     let rss_before;
+    // Participants the memory growth is divided among.
+    let mut counted = people;
     match target {
         Target::Roost => {
             let urls = if args.url.is_empty() {
@@ -421,27 +433,43 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
                 Some(server) => vec![server.pid()],
                 None => args.pid.clone(),
             };
-            eprintln!("roost: registering {people} participants");
-            let mut accounts = Vec::with_capacity(people);
-            for i in 0..people {
-                let url = &urls[i % urls.len()];
-                let name = format!("caller{i}-{}", rand_id());
-                accounts.push(register(&http, url, &name).await?);
+            let calls = args.calls.max(1);
+            eprintln!("roost: registering {calls} × {people} participants");
+            let mut rooms = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let mut accounts = Vec::with_capacity(people);
+                for i in 0..people {
+                    let url = &urls[i % urls.len()];
+                    let name = format!("caller{i}-{}", rand_id());
+                    accounts.push(register(&http, url, &name).await?);
+                }
+                let room = create_room(&http, &urls[0], "bench call", &accounts).await?;
+                rooms.push((room, accounts));
             }
-            let room = create_room(&http, &urls[0], "bench call", &accounts).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
-            rss_before = memory(&pids)?;
-            for (i, (token, _)) in accounts.into_iter().enumerate() {
-                let url = urls[i % urls.len()].clone();
-                let room = room.clone();
-                let publishes = (i < args.publishers).then_some(plan);
-                let (tally, ready, stop) = (tally.clone(), ready.clone(), stop.clone());
-                tasks.push(tokio::spawn(async move {
-                    let (peers, ws) = join_roost(&url, &token, &room, publishes).await?;
-                    ready.fetch_add(1, Ordering::Relaxed);
-                    media(peers, Some(ws), base, tally, stop).await
-                }));
+            let mut before = memory(&pids)?;
+            for (c, (room, accounts)) in rooms.into_iter().enumerate() {
+                if c == 1 {
+                    // The first call is up and its media flows: from here
+                    // on, what each participant adds to a warm server.
+                    wait_ready(&ready, people as u64, &mut tasks).await?;
+                    tokio::time::sleep(Duration::from_secs(if args.smoke { 1 } else { 3 })).await;
+                    before = memory(&pids)?;
+                    counted = people * (calls - 1);
+                }
+                for (i, (token, _)) in accounts.into_iter().enumerate() {
+                    let url = urls[i % urls.len()].clone();
+                    let room = room.clone();
+                    let publishes = (i < args.publishers).then_some(plan);
+                    let (tally, ready, stop) = (tally.clone(), ready.clone(), stop.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let (peers, ws) = join_roost(&url, &token, &room, publishes).await?;
+                        ready.fetch_add(1, Ordering::Relaxed);
+                        media(peers, Some(ws), base, tally, stop).await
+                    }));
+                }
             }
+            rss_before = before;
         }
         Target::Janus => {
             let api = args
@@ -491,22 +519,16 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
         }
     }
 
-    // A minute, and more for large rooms.
-    let ready_within = Duration::from_secs(60 + people as u64 / 4);
-    let deadline = Instant::now() + ready_within;
-    while ready.load(Ordering::Relaxed) < people as u64 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {people} participants were ready within {ready_within:?}",
-            ready.load(Ordering::Relaxed)
-        );
-        if let Some(i) = tasks.iter().position(|t| t.is_finished()) {
-            tasks.swap_remove(i).await??;
-            anyhow::bail!("a participant stopped early");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!("{target:?}: {people} participants in the call; warming up");
+    let calls = match target {
+        Target::Roost => args.calls.max(1),
+        Target::Janus => 1,
+    };
+    let joining = Instant::now();
+    wait_ready(&ready, (people * calls) as u64, &mut tasks).await?;
+    eprintln!(
+        "{target:?}: {calls} × {people} participants in the call after {:.1} s; warming up",
+        joining.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(if args.smoke { 1 } else { 3 })).await;
     let rss_after = memory(&pids)?;
 
@@ -529,7 +551,7 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
 
     let sent = tally.sent.load(Ordering::Relaxed);
     let received = tally.received.load(Ordering::Relaxed);
-    // Each publisher's packets go to everyone else in the call.
+    // Each publisher's packets go to everyone else in its call.
     let expected = sent * (people as u64 - 1);
     let mut latencies = std::mem::take(&mut *tally.latencies_us.lock().expect("not poisoned"));
     latencies.sort_unstable();
@@ -550,6 +572,7 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
         "kind": format!("{:?}", args.kind).to_lowercase(),
         "publishers": args.publishers,
         "listeners": args.listeners,
+        "calls": calls,
         "payload_bytes": plan.size,
         "rate_per_publisher": plan.rate,
         "seconds": window,
@@ -561,8 +584,32 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
         "server_cpu_us_per_packet_out": per_packet(cpu.total()),
         "server_user_us_per_packet_out": per_packet(cpu.user),
         "server_system_us_per_packet_out": per_packet(cpu.system),
-        "server_kib_per_participant": if pids.is_empty() { Value::Null } else { json!(rss_after.saturating_sub(rss_before) as f64 / people as f64) },
+        "server_kib_per_participant": if pids.is_empty() { Value::Null } else { json!(rss_after.saturating_sub(rss_before) as f64 / counted as f64) },
     }))
+}
+
+/// Waits until `n` participants are ready, for a minute and more for
+/// large rooms; fails if one stops early.
+async fn wait_ready(
+    ready: &AtomicU64,
+    n: u64,
+    tasks: &mut Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) -> anyhow::Result<()> {
+    let ready_within = Duration::from_secs(60 + n / 4);
+    let deadline = Instant::now() + ready_within;
+    while ready.load(Ordering::Relaxed) < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {n} participants were ready within {ready_within:?}",
+            ready.load(Ordering::Relaxed)
+        );
+        if let Some(i) = tasks.iter().position(|t| t.is_finished()) {
+            tasks.swap_remove(i).await??;
+            anyhow::bail!("a participant stopped early");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// The summed resident memory of `pids`, in KiB.

@@ -80,8 +80,12 @@ enum Inbound {
         from: SocketAddr,
         datagram: BytesMut,
     },
-    /// A packet from another loop of its call.
-    Relayed { key: Arc<TrackKey>, packet: Rtp },
+    /// A packet from loop `from`, for the participants of its call here.
+    Relayed {
+        from: usize,
+        key: Arc<TrackKey>,
+        packet: Rtp,
+    },
 }
 
 /// Tells each loop concerned that a call's loops changed, those that
@@ -106,7 +110,8 @@ type RouteUpdate = (usize, Route);
 pub struct Engine {
     loops: Arc<[mpsc::UnboundedSender<Command>]>,
     placement: SharedPlacement,
-    /// Datagrams the receive loop dropped (unknown sender, full loop queue).
+    /// Datagrams the receive loop dropped (unknown sender, full loop
+    /// queue), and packets a loop handed to another that had no room.
     unrouted: Arc<AtomicU64>,
     local: SocketAddr,
 }
@@ -308,19 +313,24 @@ impl Engine {
     /// anything more.
     pub fn leave_all(&self, participants: &[Uuid]) {
         let mut by_loop: HashMap<usize, Vec<Uuid>> = HashMap::new();
-        {
-            let mut placement = self.placement.lock();
-            for participant in participants {
-                if let Some((at, spread)) = placement.remove(*participant) {
-                    by_loop.entry(at).or_default().push(*participant);
-                    tell(&self.loops, spread);
-                }
+        let mut spreads = Vec::new();
+        let mut placement = self.placement.lock();
+        for participant in participants {
+            if let Some((at, spread)) = placement.remove(*participant) {
+                by_loop.entry(at).or_default().push(*participant);
+                spreads.push(spread);
             }
         }
+        // Each loop hears of its leavers before it hears that it left a
+        // call: it closes their tracks on the loops it still knows, after
+        // any word it sent of them before.
         for (at, participants) in by_loop {
             if let Some(commands) = self.loops.get(at) {
                 let _ = commands.send(Command::Leave { participants });
             }
+        }
+        for spread in spreads {
+            tell(&self.loops, spread);
         }
     }
 
@@ -387,10 +397,10 @@ impl Shell {
                     }
                 }
                 Output::RelayRtp { to, key, packet } => {
-                    let queued = self
-                        .inbound
-                        .get(to)
-                        .is_some_and(|l| l.try_send(Inbound::Relayed { key, packet }).is_ok());
+                    let from = self.index;
+                    let queued = self.inbound.get(to).is_some_and(|l| {
+                        l.try_send(Inbound::Relayed { from, key, packet }).is_ok()
+                    });
                     if !queued {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                     }
@@ -494,7 +504,9 @@ async fn run(
                         Inbound::Datagram { key, from, datagram } => {
                             Input::Datagram { key, from, datagram }
                         }
-                        Inbound::Relayed { key, packet } => Input::Relayed { key, packet },
+                        Inbound::Relayed { from, key, packet } => {
+                            Input::Relayed { from, key, packet }
+                        }
                     };
                     sfu.handle(now, input);
                 }

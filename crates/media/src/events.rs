@@ -77,8 +77,12 @@ pub struct EngineStats {
     pub tracks: usize,
     pub packets_in: u64,
     pub packets_forwarded: u64,
-    /// Packets handed to another loop of their call (once per loop).
+    /// Packets handed to another loop of their call (once per loop),
+    /// including those that loop had no room for.
     pub packets_relayed: u64,
+    /// Datagrams the receive loop dropped (unknown sender, full loop
+    /// queue), datagrams a peer refused, and handed packets another loop
+    /// had no room for.
     pub datagrams_dropped: u64,
     pub keyframe_requests: u64,
 }

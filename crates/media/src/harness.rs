@@ -31,6 +31,7 @@ const SEED: u64 = 0x5EED;
 /// would carry it: hand it to [`Loop::hand`] of the loop numbered `to`.
 pub struct Handoff {
     pub to: usize,
+    from: usize,
     what: Handed,
 }
 
@@ -42,6 +43,7 @@ enum Handed {
 /// A media loop and the demux in front of it.
 pub struct Loop {
     sfu: Sfu,
+    index: usize,
     /// What the loop has for other loops, until taken.
     handoffs: Vec<Handoff>,
     demux: Demux<PeerKey>,
@@ -78,6 +80,7 @@ impl Loop {
         );
         Loop {
             sfu,
+            index,
             handoffs: Vec::new(),
             demux: Demux::new(8),
             outbox: Vec::new(),
@@ -107,10 +110,12 @@ impl Loop {
                 Output::Unplaced { .. } => {}
                 Output::Relay { to, relay } => self.handoffs.push(Handoff {
                     to,
+                    from: self.index,
                     what: Handed::Relay(relay),
                 }),
                 Output::RelayRtp { to, key, packet } => self.handoffs.push(Handoff {
                     to,
+                    from: self.index,
                     what: Handed::Rtp(key, packet),
                 }),
             }
@@ -186,7 +191,11 @@ impl Loop {
     pub fn hand(&mut self, handoff: Handoff) {
         let input = match handoff.what {
             Handed::Relay(relay) => Input::Relay(relay),
-            Handed::Rtp(key, packet) => Input::Relayed { key, packet },
+            Handed::Rtp(key, packet) => Input::Relayed {
+                from: handoff.from,
+                key,
+                packet,
+            },
         };
         self.sfu.handle(self.now, input);
         self.drain();

@@ -55,9 +55,13 @@ pub(crate) enum Input {
         from: SocketAddr,
         datagram: BytesMut,
     },
-    /// A packet of a track published on another loop of its call, for
-    /// the call's participants here.
-    Relayed { key: Arc<TrackKey>, packet: Rtp },
+    /// A packet of a track published on loop `from`, for the call's
+    /// participants here.
+    Relayed {
+        from: usize,
+        key: Arc<TrackKey>,
+        packet: Rtp,
+    },
     /// A word from another loop of a call.
     Relay(Relay),
     /// A call's loops changed (see [`crate::placement`]).
@@ -284,8 +288,8 @@ impl Sfu {
                 from,
                 datagram,
             } => self.datagram(key, datagram, from),
-            Input::Relayed { key, packet } => {
-                if self.tracks.get(&*key).is_some_and(|t| t.home.is_some()) {
+            Input::Relayed { from, key, packet } => {
+                if self.tracks.get(&*key).is_some_and(|t| t.home == Some(from)) {
                     self.forward(&key, &packet);
                 }
             }
@@ -846,6 +850,16 @@ impl Sfu {
     /// track published here, and the tracks of a loop that left go.
     fn spread(&mut self, call: Uuid, generation: u64, loops: Vec<usize>) {
         let here = self.index;
+        // Whether it told who speaks until now: as the call's first loop,
+        // or as its only one.
+        let announced = match self.spread.get(&call) {
+            Some(s) => s.others.iter().all(|&o| o > here),
+            None => self.calls.contains_key(&call),
+        };
+        if loops.first().is_some_and(|&first| first == here) && !announced {
+            // This loop now tells who speaks in the call.
+            self.speakers.forget(call);
+        }
         if !loops.contains(&here) {
             self.spread.remove(&call);
             self.drop_mirrors(call, |_| true);
@@ -915,8 +929,15 @@ impl Sfu {
                     .spread
                     .get(&call)
                     .is_some_and(|s| generation >= s.since && s.others.contains(&from));
-                if !current || self.tracks.contains_key(&*key) {
+                if !current {
                     return;
+                }
+                // A publisher back on another loop with the same track:
+                // the new home's track replaces the old mirror.
+                match self.tracks.get(&*key).map(|t| t.home) {
+                    Some(Some(home)) if home != from => self.unpublish(&key),
+                    Some(_) => return,
+                    None => {}
                 }
                 let up = UpTrack::new(key.clone(), call, Some(from), kind, source, codec);
                 self.tracks.insert((*key).clone(), up);

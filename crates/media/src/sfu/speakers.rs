@@ -48,10 +48,18 @@ impl Level {
 /// The speakers last announced, per call.
 #[derive(Debug, Default)]
 pub(crate) struct Speakers {
-    last: HashMap<Uuid, Vec<Uuid>>,
+    /// `None`: not known (another loop announced until now).
+    last: HashMap<Uuid, Option<Vec<Uuid>>>,
 }
 
 impl Speakers {
+    /// Forgets what was last announced in `call`, so the next tick
+    /// announces its speakers, nobody included: a loop that takes over a
+    /// call's announcements does not know what the last one said.
+    pub(crate) fn forget(&mut self, call: Uuid) {
+        self.last.insert(call, None);
+    }
+
     /// Looks at every track, given as its call, its publisher and its
     /// level, and returns an announcement for each call whose speakers
     /// changed. A call with no track is forgotten.
@@ -76,9 +84,9 @@ impl Speakers {
             speakers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             let mut ids: Vec<Uuid> = speakers.iter().map(|s| s.0).collect();
             ids.sort();
-            let last = self.last.entry(call).or_default();
-            if *last != ids {
-                *last = ids;
+            let last = self.last.entry(call).or_insert_with(|| Some(Vec::new()));
+            if last.as_ref() != Some(&ids) {
+                *last = Some(ids);
                 out.push(EngineEvent::Speaking { call, speakers });
             }
         }
@@ -141,5 +149,14 @@ mod tests {
             matches!(&quiet[..], [EngineEvent::Speaking { speakers, .. }] if speakers.is_empty())
         );
         assert!(tick(&mut speakers, later + ms(250), tracks(&la, &lb)).is_empty());
+        // Taking over a call's announcements from another loop: the next
+        // tick says who speaks, nobody included, then only changes again.
+        speakers.forget(call);
+        let taken_over = tick(&mut speakers, later + ms(500), tracks(&la, &lb));
+        assert!(
+            matches!(&taken_over[..], [EngineEvent::Speaking { speakers, .. }] if speakers.is_empty()),
+            "{taken_over:?}"
+        );
+        assert!(tick(&mut speakers, later + ms(750), tracks(&la, &lb)).is_empty());
     }
 }
