@@ -4,7 +4,9 @@
 // with media flowing throughout; then two participants allowed only relayed
 // candidates call through a real coturn with the credentials Roost issues.
 // An aiortc participant (another WebRTC stack) joins the SFU call and
-// receives the browsers' audio.
+// receives the browsers' audio. The server spreads a call over its media
+// loops from the third participant on one loop (ADR 0021), so the SFU call
+// runs across two loops: the browsers' media crosses between them.
 // Chromium runs as several processes, as separate machines would.
 //
 //   ROOST_BIN=path/to/roost node calls.test.mjs
@@ -40,6 +42,8 @@ function startRoost(origin, turnUrl) {
   return startRoostWith({
     ROOST_CALLS__MESH_MAX: "4",
     ROOST_CALLS__SFU_GRACE_SECS: "60",
+    ROOST_MEDIA__LOOPS: "2",
+    ROOST_MEDIA__SPREAD_CALL_AFTER: "2",
     ROOST_GATEWAY__ALLOWED_ORIGINS: JSON.stringify([origin]),
     ROOST_TURN_URLS: JSON.stringify([turnUrl]),
     ROOST_TURN_SECRET: TURN_SECRET,
@@ -177,6 +181,8 @@ async function main() {
     // A sixth participant on another stack.
     const py = await runAiortc(wsUrl, users[7].access_token, room.id, 8);
     check(py.topology === "sfu" && py.connection === "connected", "an aiortc participant joins the SFU call: " + JSON.stringify(py));
+    check(roost.stderr().split("\n").some((l) => l.includes("a call's media loops changed") && l.includes("[0, 1]")),
+      "the SFU call runs across both media loops");
     check(py.audio_tracks_receiving >= 5 && py.audio_frames > 500,
       `aiortc decodes the audio of all five Chromium participants (${py.audio_tracks_receiving} tracks, ${py.audio_frames} frames)`);
 

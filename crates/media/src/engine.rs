@@ -95,6 +95,7 @@ fn tell(loops: &[mpsc::UnboundedSender<Command>], spread: Option<Spread>) {
     let Some(spread) = spread else {
         return;
     };
+    tracing::info!(call = %spread.call, loops = ?spread.loops, "a call's media loops changed");
     for &at in &spread.notify {
         if let Some(commands) = loops.get(at) {
             let _ = commands.send(Command::Spread(spread.clone()));
