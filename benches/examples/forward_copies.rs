@@ -16,8 +16,13 @@
 //! a packet path Roost owns instead (`benches/benches/owned/mod.rs`); count
 //! it with `--toggle-collect='*OwnedFanout::forward'`.
 //!
+//! With `cold` as a fourth argument, 64 MiB are written over between two
+//! packets, so every copy finds its subscriber's state out of the caches,
+//! as the server does at a few packets a second per publisher; it prints
+//! the time spent forwarding alone, per copy.
+//!
 //! Arguments: `video` or `audio`, the number of subscribers, the number of
-//! packets, and `owned` or nothing.
+//! packets, and `owned`, `cold` or nothing.
 
 use std::time::Instant;
 
@@ -41,17 +46,37 @@ fn main() {
     let (subscribers, packets) = (number(1, 10), number(2, 1000));
     let mut call = Call::new(subscribers, kind).expect("the call connects");
     let payload = vec![0x5Au8; payload];
+    let cold = args.get(3).is_some_and(|a| a == "cold");
+    let mut evict = if cold {
+        vec![0u8; 64 << 20]
+    } else {
+        Vec::new()
+    };
     let mut copies = 0;
+    let mut forwarding = std::time::Duration::ZERO;
     for _ in 0..packets {
         let packet = call.packet(&payload);
+        for byte in evict.iter_mut().step_by(64) {
+            *byte = byte.wrapping_add(1);
+        }
+        let started = Instant::now();
         copies += call.forward(packet);
+        forwarding += started.elapsed();
     }
     assert_eq!(
         copies,
         subscribers * packets,
         "every subscriber gets every packet"
     );
-    println!("{copies} copies");
+    println!(
+        "{copies} copies, {:.0} ns per copy forwarding{}",
+        forwarding.as_nanos() as f64 / copies as f64,
+        if cold {
+            " (caches evicted between packets)"
+        } else {
+            ""
+        }
+    );
 }
 
 /// The model of an owned packet path, driven the same way.
