@@ -34,9 +34,8 @@ use crate::config::EngineConfig;
 use crate::demux::Demux;
 use crate::events::Source;
 use crate::events::{EngineEvent, EngineStats};
-use crate::peer::Rtp;
 use crate::placement::{SharedPlacement, Spread};
-use crate::sfu::{Input, Output, PeerKey, Relay, Route, Sfu, TrackKey};
+use crate::sfu::{Input, Output, PeerKey, Route, Sfu};
 use crate::MediaError;
 
 /// What the engine's handle asks of a loop.
@@ -66,26 +65,8 @@ enum Command {
     Stats {
         reply: oneshot::Sender<EngineStats>,
     },
-    /// A call's loops changed.
-    Spread(Spread),
-    /// A word from another loop of a call.
-    Relay(Relay),
-}
-
-/// What reaches a loop per packet.
-enum Inbound {
-    /// A datagram routed to one of the loop's peers.
-    Datagram {
-        key: PeerKey,
-        from: SocketAddr,
-        datagram: BytesMut,
-    },
-    /// A packet from loop `from`, for the participants of its call here.
-    Relayed {
-        from: usize,
-        key: Arc<TrackKey>,
-        packet: Rtp,
-    },
+    /// A call's loops changed, or a word from another loop of a call.
+    Input(Input),
 }
 
 /// Tells each loop concerned that a call's loops changed, those that
@@ -98,7 +79,11 @@ fn tell(loops: &[mpsc::UnboundedSender<Command>], spread: Option<Spread>) {
     tracing::info!(call = %spread.call, loops = ?spread.loops, "a call's media loops changed");
     for &at in &spread.notify {
         if let Some(commands) = loops.get(at) {
-            let _ = commands.send(Command::Spread(spread.clone()));
+            let _ = commands.send(Command::Input(Input::Spread {
+                call: spread.call,
+                generation: spread.generation,
+                loops: spread.loops.clone(),
+            }));
         }
     }
 }
@@ -166,7 +151,7 @@ impl Engine {
             .map(|_| mpsc::channel(config.loop_queue.max(16)))
             .unzip();
         let commands: Arc<[mpsc::UnboundedSender<Command>]> = commands.into();
-        let inbound: Arc<[mpsc::Sender<Inbound>]> = inbound.into();
+        let inbound: Arc<[mpsc::Sender<Input>]> = inbound.into();
         let unrouted = Arc::new(AtomicU64::new(0));
         // One certificate for every subscriber connection of the engine, and
         // the wall clock read once: the loops read no clock of their own.
@@ -363,10 +348,11 @@ struct Shell {
     placement: SharedPlacement,
     /// Datagrams to send, gathered for `sendmmsg`.
     transmits: Vec<(SocketAddr, BytesMut)>,
-    /// Every loop's commands and packet queue, for the loops of a call
+    /// Every loop's commands and packet queue (datagrams from the receive
+    /// loop, packets relayed by other loops), for the loops of a call
     /// spread beyond this one.
     loops: Arc<[mpsc::UnboundedSender<Command>]>,
-    inbound: Arc<[mpsc::Sender<Inbound>]>,
+    inbound: Arc<[mpsc::Sender<Input>]>,
     /// Packets another loop had no room for, with the datagrams dropped.
     dropped: Arc<AtomicU64>,
 }
@@ -394,14 +380,15 @@ impl Shell {
                 }
                 Output::Relay { to, relay } => {
                     if let Some(commands) = self.loops.get(to) {
-                        let _ = commands.send(Command::Relay(relay));
+                        let _ = commands.send(Command::Input(Input::Relay(relay)));
                     }
                 }
                 Output::RelayRtp { to, key, packet } => {
                     let from = self.index;
-                    let queued = self.inbound.get(to).is_some_and(|l| {
-                        l.try_send(Inbound::Relayed { from, key, packet }).is_ok()
-                    });
+                    let queued = self
+                        .inbound
+                        .get(to)
+                        .is_some_and(|l| l.try_send(Input::Relayed { from, key, packet }).is_ok());
                     if !queued {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                     }
@@ -453,24 +440,8 @@ impl Shell {
             Command::Stats { reply } => {
                 let _ = reply.send(sfu.stats());
             }
-            Command::Spread(Spread {
-                call,
-                generation,
-                loops,
-                ..
-            }) => {
-                sfu.handle(
-                    now,
-                    Input::Spread {
-                        call,
-                        generation,
-                        loops,
-                    },
-                );
-                self.drain(sfu);
-            }
-            Command::Relay(relay) => {
-                sfu.handle(now, Input::Relay(relay));
+            Command::Input(input) => {
+                sfu.handle(now, input);
                 self.drain(sfu);
             }
         }
@@ -483,7 +454,7 @@ impl Shell {
 async fn run(
     mut shell: Shell,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    mut inbound: mpsc::Receiver<Inbound>,
+    mut inbound: mpsc::Receiver<Input>,
     mut sfu: Sfu,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -500,15 +471,7 @@ async fn run(
                     break;
                 }
                 let now = Instant::now();
-                for inbound in batch.drain(..) {
-                    let input = match inbound {
-                        Inbound::Datagram { key, from, datagram } => {
-                            Input::Datagram { key, from, datagram }
-                        }
-                        Inbound::Relayed { from, key, packet } => {
-                            Input::Relayed { from, key, packet }
-                        }
-                    };
+                for input in batch.drain(..) {
                     sfu.handle(now, input);
                 }
                 shell.drain(&mut sfu);
@@ -537,7 +500,7 @@ const MAX_DATAGRAM: usize = 2048;
 async fn receive(
     socket: Arc<UdpSocket>,
     mut routes: mpsc::UnboundedReceiver<RouteUpdate>,
-    loops: Arc<[mpsc::Sender<Inbound>]>,
+    loops: Arc<[mpsc::Sender<Input>]>,
     unrouted: Arc<AtomicU64>,
 ) {
     let mut demux: Demux<(usize, PeerKey)> = Demux::new(8);
@@ -566,7 +529,7 @@ async fn receive(
                 };
                 let queued = loops
                     .get(at)
-                    .is_some_and(|l| l.try_send(Inbound::Datagram { key, from, datagram }).is_ok());
+                    .is_some_and(|l| l.try_send(Input::Datagram { key, from, datagram }).is_ok());
                 if !queued {
                     unrouted.fetch_add(1, Ordering::Relaxed);
                 }

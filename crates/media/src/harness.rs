@@ -5,7 +5,6 @@
 //! The fuzz target and the benches run the engine this way.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -16,8 +15,7 @@ use crate::demux::Demux;
 use crate::events::{EngineEvent, EngineStats};
 use crate::peer::dtls_srtp::Identity;
 use crate::peer::rtcp::WallClock;
-use crate::peer::Rtp;
-use crate::sfu::{Input, Output, PeerKey, Relay, Route, Sfu, TrackKey};
+use crate::sfu::{Input, Output, PeerKey, Route, Sfu};
 use crate::MediaError;
 
 /// The address the loop's peers answer from.
@@ -31,13 +29,7 @@ const SEED: u64 = 0x5EED;
 /// would carry it: hand it to [`Loop::hand`] of the loop numbered `to`.
 pub struct Handoff {
     pub to: usize,
-    from: usize,
-    what: Handed,
-}
-
-enum Handed {
-    Relay(Relay),
-    Rtp(Arc<TrackKey>, Rtp),
+    input: Input,
 }
 
 /// A media loop and the demux in front of it.
@@ -110,13 +102,15 @@ impl Loop {
                 Output::Unplaced { .. } => {}
                 Output::Relay { to, relay } => self.handoffs.push(Handoff {
                     to,
-                    from: self.index,
-                    what: Handed::Relay(relay),
+                    input: Input::Relay(relay),
                 }),
                 Output::RelayRtp { to, key, packet } => self.handoffs.push(Handoff {
                     to,
-                    from: self.index,
-                    what: Handed::Rtp(key, packet),
+                    input: Input::Relayed {
+                        from: self.index,
+                        key,
+                        packet,
+                    },
                 }),
             }
         }
@@ -189,15 +183,7 @@ impl Loop {
 
     /// Takes what another loop handed over.
     pub fn hand(&mut self, handoff: Handoff) {
-        let input = match handoff.what {
-            Handed::Relay(relay) => Input::Relay(relay),
-            Handed::Rtp(key, packet) => Input::Relayed {
-                from: handoff.from,
-                key,
-                packet,
-            },
-        };
-        self.sfu.handle(self.now, input);
+        self.sfu.handle(self.now, handoff.input);
         self.drain();
     }
 
