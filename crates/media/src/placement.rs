@@ -3,8 +3,8 @@
 //!
 //! A call starts on the least loaded loop and stays whole there until that
 //! loop holds [`EngineConfig::spread_after`](crate::EngineConfig) of its
-//! participants; later ones go to the least loaded loop with room for
-//! them, so a large call uses every core. Each change of a call's set of
+//! participants; later ones fill the call's fullest loop that has room,
+//! else the least loaded loop with room, so a large call uses every core. Each change of a call's set of
 //! loops is numbered (its generation) and told to every loop concerned, the
 //! loops that join first (see [`Spread`]).
 
@@ -42,7 +42,7 @@ struct Placed {
 /// A call's set of loops changed. Every loop in `notify` must hear it, in
 /// that order: the loops that joined come first, so that each hears of its
 /// joining before any message another loop sends it about the call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Spread {
     pub(crate) call: Uuid,
     pub(crate) generation: u64,
@@ -65,8 +65,7 @@ impl Placement {
         self.calls.values().filter_map(|on| on.get(&at)).sum()
     }
 
-    /// Whether loop `at` may take another participant of a call that has
-    /// `on` there.
+    /// Whether a loop holding `on` participants of a call may take another.
     fn room(&self, on: usize) -> bool {
         self.spread_after == 0 || on < self.spread_after
     }
@@ -82,24 +81,23 @@ impl Placement {
         if self.participants.contains_key(&participant) {
             return Err(MediaError::Conflict("already in a call".into()));
         }
-        let least_loaded = |among: Vec<usize>| among.into_iter().min_by_key(|&i| (self.load(i), i));
+        let least_loaded =
+            |among: &mut dyn Iterator<Item = usize>| among.min_by_key(|&i| (self.load(i), i));
         let at = match self.calls.get(&call) {
-            None => least_loaded((0..self.loops).collect()).unwrap_or(0),
-            Some(on) if self.spread_after == 0 => on.keys().next().copied().unwrap_or(0),
-            Some(on) => {
-                let fullest_with_room = on
-                    .iter()
-                    .filter(|(_, n)| self.room(**n))
-                    .max_by_key(|(at, n)| (**n, std::cmp::Reverse(**at)))
-                    .map(|(at, _)| *at);
-                let with_room = (0..self.loops)
-                    .filter(|i| self.room(on.get(i).copied().unwrap_or(0)))
-                    .collect();
-                fullest_with_room
-                    .or_else(|| least_loaded(with_room))
-                    .or_else(|| least_loaded((0..self.loops).collect()))
-                    .unwrap_or(0)
-            }
+            None => least_loaded(&mut (0..self.loops)).unwrap_or(0),
+            // With `spread_after` 0 every loop has room: the call's one loop.
+            Some(on) => on
+                .iter()
+                .filter(|(_, n)| self.room(**n))
+                .max_by_key(|(at, n)| (**n, std::cmp::Reverse(**at)))
+                .map(|(at, _)| *at)
+                .or_else(|| {
+                    let mut with_room =
+                        (0..self.loops).filter(|i| self.room(on.get(i).copied().unwrap_or(0)));
+                    least_loaded(&mut with_room)
+                })
+                .or_else(|| least_loaded(&mut (0..self.loops)))
+                .unwrap_or(0),
         };
         let before = self.loops_of(call);
         *self.calls.entry(call).or_default().entry(at).or_default() += 1;
