@@ -57,6 +57,10 @@ struct Args {
     /// Packets per second each publisher sends (default: 50 for audio, 100 for video).
     #[arg(long)]
     rate: Option<f64>,
+    /// Packets each publisher sends back to back, as a browser sends a
+    /// video frame's; `--rate` stays the packets per second.
+    #[arg(long, default_value_t = 1)]
+    burst: u32,
     /// Payload bytes per packet (default: 160 for audio, 1,200 for video).
     #[arg(long)]
     size: Option<usize>,
@@ -197,6 +201,8 @@ const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCA
 struct Plan {
     kind: Kind,
     rate: f64,
+    /// Packets sent back to back each time.
+    burst: u32,
     size: usize,
 }
 
@@ -328,21 +334,27 @@ async fn media(
         sender,
         mut receiver,
     } = peers;
-    let rate = sender.as_ref().map_or(1.0, |(_, plan)| plan.rate);
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let (rate, burst) = sender
+        .as_ref()
+        .map_or((1.0, 1), |(_, plan)| (plan.rate, plan.burst.max(1)));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(f64::from(burst) / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut seq: u16 = 0;
+    let mut frame: u32 = 0;
     let mut call = None;
     while !stop.load(Ordering::Relaxed) {
         tokio::select! {
             _ = tick.tick(), if sender.is_some() => {
                 if let Some((client, plan)) = &sender {
-                    seq = seq.wrapping_add(1);
                     let counted = tally.counting.load(Ordering::Relaxed);
                     let sent_ns = base.elapsed().as_nanos() as u64;
-                    client.send(seq, u32::from(seq).wrapping_mul(960), payload(plan.size, counted, sent_ns));
+                    frame = frame.wrapping_add(960);
+                    for _ in 0..burst {
+                        seq = seq.wrapping_add(1);
+                        client.send(seq, frame, payload(plan.size, counted, sent_ns));
+                    }
                     if counted {
-                        tally.sent.fetch_add(1, Ordering::Relaxed);
+                        tally.sent.fetch_add(u64::from(burst), Ordering::Relaxed);
                     }
                 }
             }
@@ -575,6 +587,7 @@ async fn run(args: &Args, target: Target, plan: Plan) -> anyhow::Result<Value> {
         "calls": calls,
         "payload_bytes": plan.size,
         "rate_per_publisher": plan.rate,
+        "burst": plan.burst,
         "seconds": window,
         "packets_in_per_sec": sent as f64 / window,
         "packets_out_per_sec": received as f64 / window,
@@ -689,6 +702,7 @@ async fn main() -> anyhow::Result<()> {
             Media::Audio => 50.0,
             Media::Video => 100.0,
         }),
+        burst: args.burst,
         size: args.size.unwrap_or(match args.kind {
             Media::Audio => 160,
             Media::Video => 1200,

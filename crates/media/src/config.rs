@@ -25,6 +25,10 @@ pub struct EngineConfig {
     pub loop_queue: usize,
     /// The socket's send and receive buffers, in bytes (the kernel caps them).
     pub socket_buffer: usize,
+    /// Whether several datagrams for one address in a batch go to the
+    /// kernel as one message it cuts up (UDP GSO, Linux). Turned off by
+    /// itself where the kernel refuses it.
+    pub gso: bool,
     /// Packets kept per forwarded video stream to resend on a subscriber's
     /// NACK: a power of two from 64 to 32,768.
     pub retransmit_history: u16,
@@ -56,6 +60,7 @@ impl Default for EngineConfig {
             spread_after: 32,
             loop_queue: 4096,
             socket_buffer: 4 << 20,
+            gso: true,
             retransmit_history: 512,
             retransmit_limits: crate::RetransmitLimits::default(),
             keyframe_interval: Duration::from_millis(500),

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -153,6 +153,7 @@ impl Engine {
         let commands: Arc<[mpsc::UnboundedSender<Command>]> = commands.into();
         let inbound: Arc<[mpsc::Sender<Input>]> = inbound.into();
         let unrouted = Arc::new(AtomicU64::new(0));
+        let gso = Arc::new(AtomicBool::new(config.gso));
         // One certificate for every subscriber connection of the engine, and
         // the wall clock read once: the loops read no clock of their own.
         let identity = crate::peer::dtls_srtp::Identity::generate()?;
@@ -180,6 +181,7 @@ impl Engine {
                 routes: routes.clone(),
                 placement: placement.clone(),
                 transmits: Vec::with_capacity(BATCH),
+                sender: crate::udp::Sender::new(gso.clone()),
                 loops: commands.clone(),
                 inbound: inbound.clone(),
                 dropped: unrouted.clone(),
@@ -348,6 +350,7 @@ struct Shell {
     placement: SharedPlacement,
     /// Datagrams to send, gathered for `sendmmsg`.
     transmits: Vec<(SocketAddr, BytesMut)>,
+    sender: crate::udp::Sender,
     /// Every loop's commands and packet queue (datagrams from the receive
     /// loop, packets relayed by other loops), for the loops of a call
     /// spread beyond this one.
@@ -398,7 +401,9 @@ impl Shell {
     }
 
     async fn flush(&mut self) {
-        crate::udp::send_all(&self.socket, &mut self.transmits).await;
+        self.sender
+            .send_all(&self.socket, &mut self.transmits)
+            .await;
     }
 
     fn command(&mut self, sfu: &mut Sfu, command: Command, now: Instant) {

@@ -171,6 +171,11 @@ pub struct MediaSection {
     /// bursts of a large room's fan-out. The kernel caps them at
     /// `net.core.wmem_max` and `net.core.rmem_max`.
     pub socket_buffer_bytes: usize,
+    /// Several packets for one client in a batch (a frame's, to a viewer)
+    /// go to the kernel as one message it cuts into datagrams (UDP GSO,
+    /// Linux): one walk of the network stack for the group. Turned off by
+    /// itself where the kernel or route refuses it.
+    pub gso: bool,
     /// Packets kept per forwarded video stream to resend when a subscriber
     /// reports a loss (NACK): a power of two from 64 to 32768. 512 is 1.3 s
     /// of a 3.8 Mbit/s stream.
@@ -193,6 +198,7 @@ impl Default for MediaSection {
             loops: d.loops,
             spread_call_after: d.spread_after,
             socket_buffer_bytes: d.socket_buffer,
+            gso: d.gso,
             retransmit_history: d.retransmit_history,
             retransmit_attempts: d.retransmit_limits.attempts,
             retransmit_share_percent: d.retransmit_limits.share_percent,

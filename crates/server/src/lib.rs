@@ -241,6 +241,7 @@ async fn start_media(
         loops: config.media.loops,
         spread_after: config.media.spread_call_after,
         socket_buffer: config.media.socket_buffer_bytes,
+        gso: config.media.gso,
         retransmit_history: config.media.retransmit_history,
         retransmit_limits: roost_media::RetransmitLimits {
             attempts: config.media.retransmit_attempts,
