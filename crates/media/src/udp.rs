@@ -86,7 +86,9 @@ impl Sender {
         plan(out, gso, &mut self.order, &mut self.messages);
         let mut next = 0;
         while next < self.messages.len() {
-            match send_some(socket, out, &self.order, &self.messages[next..]) {
+            let (n, segment) = run(&self.messages[next..]);
+            let these = &self.messages[next..next + n];
+            match send_some(socket, out, &self.order, these, segment) {
                 Ok(n) => next += n.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Err(e) = socket.writable().await {
@@ -94,12 +96,13 @@ impl Sender {
                         break;
                     }
                 }
-                Err(e) if self.messages[next].count > 1 => {
+                Err(e) if segment.is_some() => {
                     // The kernel refuses segmentation where the route
                     // cannot checksum for it (EIO): the socket never will.
                     if e.raw_os_error() == Some(EIO) && self.gso.swap(false, Ordering::Relaxed) {
                         tracing::info!(error = %e, "the media socket cannot use UDP segmentation offload; sending datagrams one by one");
                     }
+                    // The rest of the batch goes without it.
                     unbundle(&mut self.messages, next, out, &self.order);
                 }
                 Err(e) => {
@@ -167,23 +170,27 @@ fn plan(
     }
 }
 
-/// Replaces the message at `at` by one message per datagram.
+/// Replaces the messages from `at` on by one message per datagram.
 fn unbundle(
     messages: &mut Vec<Message>,
     at: usize,
     out: &[(SocketAddr, BytesMut)],
     order: &[(SocketAddr, u32)],
 ) {
-    let m = messages[at];
-    let singles = (m.first..m.first + u32::from(m.count)).map(|i| Message {
-        first: i,
-        count: 1,
-        segment: out[order[i as usize].1 as usize]
-            .1
-            .len()
-            .min(usize::from(u16::MAX)) as u16,
-    });
-    messages.splice(at..=at, singles);
+    let Some(first) = messages.get(at).map(|m| m.first) else {
+        return;
+    };
+    messages.truncate(at);
+    messages.extend((first..order.len() as u32).map(|i| {
+        Message {
+            first: i,
+            count: 1,
+            segment: out[order[i as usize].1 as usize]
+                .1
+                .len()
+                .min(usize::from(u16::MAX)) as u16,
+        }
+    }));
 }
 
 /// How many of `messages` from the first can go in one `sendmmsg`, and the
@@ -212,20 +219,21 @@ fn run(messages: &[Message]) -> (usize, Option<u16>) {
     (n, segment)
 }
 
-/// Sends a first part of `messages`; returns how many went.
+/// Sends a first part of `messages` (a [`run`], with the segment size
+/// they share); returns how many went.
 #[cfg(target_os = "linux")]
 fn send_some(
     socket: &UdpSocket,
     out: &[(SocketAddr, BytesMut)],
     order: &[(SocketAddr, u32)],
     messages: &[Message],
+    segment: Option<u16>,
 ) -> io::Result<usize> {
     use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
     use std::io::IoSlice;
     use std::os::fd::AsRawFd;
 
-    let (n, segment) = run(messages);
-    let messages = &messages[..n];
+    let n = messages.len();
     let slices: Vec<IoSlice<'_>> = messages
         .iter()
         .flat_map(|m| (m.first..m.first + u32::from(m.count)).map(|i| &order[i as usize]))
@@ -271,6 +279,7 @@ fn send_some(
     out: &[(SocketAddr, BytesMut)],
     order: &[(SocketAddr, u32)],
     messages: &[Message],
+    _segment: Option<u16>,
 ) -> io::Result<usize> {
     let (to, i) = order[messages[0].first as usize];
     socket.try_send_to(&out[i as usize].1, to).map(|_| 1)
@@ -416,6 +425,39 @@ mod tests {
         let sizes: Vec<usize> = planned(&large, true).iter().map(|(_, l)| l.len()).collect();
         let fit = MESSAGE_BYTES / 1200;
         assert_eq!(sizes, vec![fit, 60 - fit]);
+    }
+
+    /// Where the kernel refused a segmented message, the rest of the batch
+    /// goes again as single datagrams, each client's in their order, with
+    /// what was sent before left alone.
+    #[test]
+    fn after_a_refusal_the_rest_goes_datagram_by_datagram() {
+        let out = batch(&[
+            (1, 1228),
+            (2, 1228),
+            (1, 1228),
+            (2, 1228),
+            (1, 600),
+            (3, 80),
+        ]);
+        let (mut order, mut messages) = (Vec::new(), Vec::new());
+        plan(&out, true, &mut order, &mut messages);
+        assert_eq!(messages.len(), 3);
+        let sent = messages[0];
+        unbundle(&mut messages, 1, &out, &order);
+        assert_eq!(messages[0], sent);
+        let rest: Vec<(u16, u16, usize)> = messages[1..]
+            .iter()
+            .map(|m| {
+                (
+                    order[m.first as usize].0.port(),
+                    m.count,
+                    usize::from(m.segment),
+                )
+            })
+            .collect();
+        assert_eq!(rest, vec![(2, 1, 1228), (2, 1, 1228), (3, 1, 80)]);
+        assert_eq!(run(&messages[1..]), (3, None));
     }
 
     /// Messages share one `sendmmsg` while they share a segment size; a
