@@ -96,14 +96,21 @@ impl Sender {
                         break;
                     }
                 }
-                Err(e) if segment.is_some() => {
-                    // The kernel refuses segmentation where the route
-                    // cannot checksum for it (EIO): the socket never will.
-                    if e.raw_os_error() == Some(EIO) && self.gso.swap(false, Ordering::Relaxed) {
+                // The kernel refuses segmentation where the route cannot
+                // checksum for it (EIO): the socket never will, and the rest
+                // of the batch goes without it.
+                Err(e) if segment.is_some() && e.raw_os_error() == Some(EIO) => {
+                    if self.gso.swap(false, Ordering::Relaxed) {
                         tracing::info!(error = %e, "the media socket cannot use UDP segmentation offload; sending datagrams one by one");
                     }
-                    // The rest of the batch goes without it.
-                    unbundle(&mut self.messages, next, out, &self.order);
+                    let end = self.messages.len();
+                    unbundle(&mut self.messages, next..end, out, &self.order);
+                }
+                // Any other refusal of a message of several datagrams (one
+                // larger than the route's MTU, say): its datagrams go again
+                // one by one, and those refused alone are skipped.
+                Err(_) if self.messages[next].count > 1 => {
+                    unbundle(&mut self.messages, next..next + 1, out, &self.order);
                 }
                 Err(e) => {
                     let at = self.order[self.messages[next].first as usize].0;
@@ -117,6 +124,9 @@ impl Sender {
 }
 
 /// The kernel's answer to segmentation a route cannot take.
+#[cfg(target_os = "linux")]
+const EIO: i32 = nix::errno::Errno::EIO as i32;
+#[cfg(not(target_os = "linux"))]
 const EIO: i32 = 5;
 
 /// Plans the messages of a batch. Without `gso`, one per datagram in the
@@ -150,10 +160,12 @@ fn plan(
         let mut count = 1;
         let mut bytes = segment;
         // A datagram too large for a segment, or the only one left, goes alone.
-        let mut open = segment <= usize::from(u16::MAX);
+        // (An empty one too: the kernel would send one empty datagram for
+        // a message of several.)
+        let mut open = segment > 0 && segment <= usize::from(u16::MAX);
         while open && at + count < order.len() && order[at + count].0 == order[at].0 {
             let next = len(at + count);
-            if next > segment || count == SEGMENTS || bytes + next > MESSAGE_BYTES {
+            if next == 0 || next > segment || count == SEGMENTS || bytes + next > MESSAGE_BYTES {
                 break;
             }
             count += 1;
@@ -170,27 +182,31 @@ fn plan(
     }
 }
 
-/// Replaces the messages from `at` on by one message per datagram.
+/// Replaces the messages in `range` by one message per datagram.
 fn unbundle(
     messages: &mut Vec<Message>,
-    at: usize,
+    range: std::ops::Range<usize>,
     out: &[(SocketAddr, BytesMut)],
     order: &[(SocketAddr, u32)],
 ) {
-    let Some(first) = messages.get(at).map(|m| m.first) else {
+    let (Some(first), Some(last)) = (
+        messages.get(range.start),
+        range.end.checked_sub(1).and_then(|l| messages.get(l)),
+    ) else {
         return;
     };
-    messages.truncate(at);
-    messages.extend((first..order.len() as u32).map(|i| {
-        Message {
+    let datagrams = first.first..last.first + u32::from(last.count);
+    let singles: Vec<Message> = datagrams
+        .map(|i| Message {
             first: i,
             count: 1,
             segment: out[order[i as usize].1 as usize]
                 .1
                 .len()
                 .min(usize::from(u16::MAX)) as u16,
-        }
-    }));
+        })
+        .collect();
+    messages.splice(range, singles);
 }
 
 /// How many of `messages` from the first can go in one `sendmmsg`, and the
@@ -316,7 +332,9 @@ mod tests {
         let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let refused: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        // Sorted last, so that with GSO the deliverable ones go segmented
+        // before the refusal.
+        let refused: SocketAddr = "255.255.255.255:0".parse().unwrap();
         let mut out = Vec::new();
         for i in 0..150u32 {
             let to = match i % 3 {
@@ -444,7 +462,8 @@ mod tests {
         plan(&out, true, &mut order, &mut messages);
         assert_eq!(messages.len(), 3);
         let sent = messages[0];
-        unbundle(&mut messages, 1, &out, &order);
+        let end = messages.len();
+        unbundle(&mut messages, 1..end, &out, &order);
         assert_eq!(messages[0], sent);
         let rest: Vec<(u16, u16, usize)> = messages[1..]
             .iter()
@@ -458,6 +477,41 @@ mod tests {
             .collect();
         assert_eq!(rest, vec![(2, 1, 1228), (2, 1, 1228), (3, 1, 80)]);
         assert_eq!(run(&messages[1..]), (3, None));
+    }
+
+    /// A refusal of one message that is not the route's (an address no one
+    /// can send to) splits that message alone.
+    #[test]
+    fn one_refused_message_is_split_alone() {
+        let out = batch(&[
+            (1, 1228),
+            (1, 1228),
+            (2, 1228),
+            (2, 1228),
+            (3, 1228),
+            (3, 1228),
+        ]);
+        let (mut order, mut messages) = (Vec::new(), Vec::new());
+        plan(&out, true, &mut order, &mut messages);
+        let (first, last) = (messages[0], messages[2]);
+        unbundle(&mut messages, 1..2, &out, &order);
+        let shape: Vec<(u16, u16)> = messages
+            .iter()
+            .map(|m| (order[m.first as usize].0.port(), m.count))
+            .collect();
+        assert_eq!(shape, vec![(1, 2), (2, 1), (2, 1), (3, 2)]);
+        assert_eq!((messages[0], messages[3]), (first, last));
+    }
+
+    /// An empty datagram is never part of a message of several: the kernel
+    /// would send one empty datagram for all of them.
+    #[test]
+    fn empty_datagrams_go_alone() {
+        let out = batch(&[(1, 0), (1, 0), (1, 100), (1, 0)]);
+        assert_eq!(
+            planned(&out, true),
+            vec![(1, vec![0]), (1, vec![0]), (1, vec![100]), (1, vec![0])]
+        );
     }
 
     /// Messages share one `sendmmsg` while they share a segment size; a
