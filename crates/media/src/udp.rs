@@ -52,6 +52,17 @@ struct Message {
     segment: u16,
 }
 
+impl Message {
+    /// The datagram at `first` in the planned order, `len` bytes, alone.
+    fn single(first: u32, len: usize) -> Message {
+        Message {
+            first,
+            count: 1,
+            segment: len.min(usize::from(u16::MAX)) as u16,
+        }
+    }
+}
+
 /// A media loop's sending state: whether the socket takes GSO, shared by
 /// the loops of one socket (the first refusal turns it off for all), and
 /// room for planning a batch, kept between batches.
@@ -143,11 +154,7 @@ fn plan(
     messages.clear();
     order.extend(out.iter().enumerate().map(|(i, (to, _))| (*to, i as u32)));
     if !gso || out.len() < 2 {
-        messages.extend((0..out.len() as u32).map(|i| Message {
-            first: i,
-            count: 1,
-            segment: out[i as usize].1.len().min(usize::from(u16::MAX)) as u16,
-        }));
+        messages.extend((0..out.len() as u32).map(|i| Message::single(i, out[i as usize].1.len())));
         return;
     }
     // By destination, then by position: each destination's datagrams stay
@@ -174,9 +181,8 @@ fn plan(
             open = next == segment;
         }
         messages.push(Message {
-            first: at as u32,
             count: count as u16,
-            segment: segment.min(usize::from(u16::MAX)) as u16,
+            ..Message::single(at as u32, segment)
         });
         at += count;
     }
@@ -197,14 +203,7 @@ fn unbundle(
     };
     let datagrams = first.first..last.first + u32::from(last.count);
     let singles: Vec<Message> = datagrams
-        .map(|i| Message {
-            first: i,
-            count: 1,
-            segment: out[order[i as usize].1 as usize]
-                .1
-                .len()
-                .min(usize::from(u16::MAX)) as u16,
-        })
+        .map(|i| Message::single(i, out[order[i as usize].1 as usize].1.len()))
         .collect();
     messages.splice(range, singles);
 }
@@ -333,7 +332,8 @@ mod tests {
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         // Sorted last, so that with GSO the deliverable ones go segmented
-        // before the refusal.
+        // before the refusal. The kernel refuses port 0 before sending
+        // anything, so nothing leaves loopback.
         let refused: SocketAddr = "255.255.255.255:0".parse().unwrap();
         let mut out = Vec::new();
         for i in 0..150u32 {
