@@ -57,8 +57,9 @@ struct Args {
     /// Packets per second each publisher sends (default: 50 for audio, 100 for video).
     #[arg(long)]
     rate: Option<f64>,
-    /// Packets each publisher sends back to back, as a browser sends a
-    /// video frame's; `--rate` stays the packets per second.
+    /// Packets each publisher sends back to back, as an encoder that does
+    /// not pace (aiortc, GStreamer) sends a video frame's; `--rate` stays
+    /// the packets per second.
     #[arg(long, default_value_t = 1)]
     burst: u32,
     /// Payload bytes per packet (default: 160 for audio, 1,200 for video).
