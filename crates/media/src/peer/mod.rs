@@ -9,8 +9,9 @@
 //! demux can name the peer of a binding request:
 //! - [`link`]: ICE-lite checks, the client's nomination, DTLS-SRTP
 //!   ([`dtls_srtp`], [`ice_lite`]) and silence, for both directions;
-//! - [`publisher`] and `publisher_peer`: a publisher's connection, and the
-//!   answers to its offers ([`answer`]);
+//! - [`publisher`] and `publisher_peer`: a publisher's connection, the
+//!   answers to its offers ([`answer`]) and the feedback it owes the client
+//!   (`reception`: receiver reports, NACKs, congestion feedback);
 //! - [`subscriber`] and `subscriber_peer`: a subscriber's connection, its
 //!   offers ([`offer`]), its headers ([`rtp_writer`]) and RTCP ([`rtcp`]).
 //!
@@ -34,6 +35,7 @@ pub mod link;
 pub mod offer;
 pub mod publisher;
 mod publisher_peer;
+mod reception;
 pub mod rtcp;
 pub mod rtp_writer;
 mod sdp;

@@ -9,9 +9,9 @@
 //!   section's first stream is its track, and another SSRC in it is dropped;
 //! - RTX packets (RFC 4588) are opened into the packet they repair;
 //! - NACKs for lost packets, receiver reports and transport-wide congestion
-//!   feedback come from webrtc-rs's interceptors, driven here without a
-//!   peer connection; keyframe requests (PLI, or FIR where only that was
-//!   negotiated) are written when the engine asks.
+//!   feedback come from [`Reception`], which each packet updates in place;
+//!   keyframe requests (PLI, or FIR where only that was negotiated) are
+//!   written when the engine asks.
 //!
 //! Nothing here reads a clock or touches a socket.
 
@@ -20,20 +20,15 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::{
-    AttributedPacket, Interceptor, NackGeneratorBuilder, Packet, RTCPFeedback, RTPHeaderExtension,
-    ReceiverReportBuilder, Registry, Slot, StreamInfo, TaggedPacket, TwccReceiverBuilder,
-};
 use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::sansio::Protocol;
-use rtc::sdp::extmap::TRANSPORT_CC_URI;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::shared::marshal::Unmarshal;
-use rtc::shared::TransportContext;
 
 use super::answer::ReceivedSection;
 use super::dtls_srtp::Identity;
 use super::link::{Inbound, Link, LinkEvent, LinkSetup, RemoteSide};
+use super::reception::{Reception, StreamSetup};
 use super::{Kind, PeerEvent, Rtp};
 use crate::MediaError;
 
@@ -69,13 +64,16 @@ pub struct PublisherTransport {
     streams: Vec<Stream>,
     /// The section's track, once its first packet came: its SSRC.
     opened: Vec<Option<u32>>,
+    /// The transport-wide sequence number's extension id: one for the
+    /// whole bundle.
+    transport_cc: Option<u8>,
     /// NACKs, receiver reports and transport-wide feedback.
-    feedback: Box<dyn Interceptor>,
+    reception: Reception,
     /// The SSRC this side's feedback names as its sender.
     own_ssrc: u32,
     fir_seq: u8,
-    /// What passed the interceptors, taken in turn (kept to reuse its room).
-    passed: Vec<Packet>,
+    /// Feedback due, kept to reuse its room.
+    due: Vec<Box<dyn rtc::rtcp::packet::Packet>>,
     events: VecDeque<PeerEvent>,
     stats: PublisherStats,
 }
@@ -83,20 +81,16 @@ pub struct PublisherTransport {
 impl PublisherTransport {
     /// A transport presenting `identity`, waiting for the client's checks.
     pub fn new(setup: LinkSetup, identity: &Identity, own_ssrc: u32) -> PublisherTransport {
-        let feedback = Registry::new()
-            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-            .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
-            .build();
         PublisherTransport {
             link: Link::new(setup, identity),
             sections: Vec::new(),
             streams: Vec::new(),
             opened: Vec::new(),
-            feedback: Box::new(feedback),
+            transport_cc: None,
+            reception: Reception::new(own_ssrc),
             own_ssrc,
             fir_seq: 0,
-            passed: Vec::new(),
+            due: Vec::new(),
             events: VecDeque::new(),
             stats: PublisherStats::default(),
         }
@@ -132,14 +126,15 @@ impl PublisherTransport {
                 .copied()
                 .collect();
             for stream in gone {
-                if !stream.rtx {
-                    self.feedback
-                        .unbind_remote_stream(&self.stream_info(&stream));
-                }
+                self.reception.unbind(stream.ssrc);
             }
             self.streams.retain(|s| s.section != i);
         }
         self.opened.resize(sections.len(), None);
+        self.transport_cc = sections
+            .iter()
+            .filter(|s| s.receiving)
+            .find_map(|s| s.extensions.transport_cc);
         self.sections = sections;
         self.link_events();
         Ok(())
@@ -183,7 +178,7 @@ impl PublisherTransport {
             Inbound::Dropped => self.stats.dropped += 1,
         }
         self.link_events();
-        self.send_feedback();
+        self.send_feedback(now);
     }
 
     fn rtp(&mut self, now: Instant, mut plain: Bytes) {
@@ -191,44 +186,40 @@ impl PublisherTransport {
             self.stats.dropped += 1;
             return;
         };
-        let Some(stream) = self.place(&packet.header) else {
+        // Every packet that carries a transport-wide number counts for the
+        // congestion feedback, padding and streams not taken included: the
+        // path carried them.
+        let transport_seq = self
+            .transport_cc
+            .and_then(|id| packet.header.get_extension(id))
+            .filter(|ext| ext.len() >= 2)
+            .map(|ext| u16::from_be_bytes([ext[0], ext[1]]));
+        if let Some(seq) = transport_seq {
+            self.reception.transport_seq(now, packet.header.ssrc, seq);
+        }
+        let Some(stream) = self.place(now, &packet.header) else {
             self.stats.dropped += 1;
             return;
         };
         let packet = if stream.rtx {
-            // Padding to probe the path carries no packet: only its
-            // arrival counts, for the congestion feedback.
-            match self.unwrap_rtx(&stream, packet) {
-                Ok(packet) => {
-                    self.stats.repaired += 1;
-                    packet
-                }
-                Err(padding) => {
-                    self.feed(now, Packet::Rtp(padding));
-                    self.passed.clear();
-                    return;
-                }
-            }
+            // Padding to probe the path carries no packet.
+            let Ok(packet) = self.unwrap_rtx(&stream, packet) else {
+                return;
+            };
+            self.stats.repaired += 1;
+            packet
         } else {
             packet
         };
         self.stats.received += 1;
-        let section = stream.section;
-        self.feed(now, Packet::Rtp(packet));
-        let mut passed = std::mem::take(&mut self.passed);
-        for out in passed.drain(..) {
-            let Packet::Rtp(p) = out else {
-                continue;
-            };
-            let Some(s) = self.sections.get(section) else {
-                continue;
-            };
-            self.events.push_back(PeerEvent::Rtp {
-                track: s.track.clone(),
-                packet: Rtp::received(p, s.extensions.audio_level),
-            });
-        }
-        self.passed = passed;
+        let h = &packet.header;
+        self.reception
+            .rtp(now, h.ssrc, h.sequence_number, h.timestamp, stream.rtx);
+        let s = &self.sections[stream.section];
+        self.events.push_back(PeerEvent::Rtp {
+            track: s.track.clone(),
+            packet: Rtp::received(packet, s.extensions.audio_level),
+        });
     }
 
     /// The packet an RTX packet repairs: its original sequence number from
@@ -264,7 +255,7 @@ impl PublisherTransport {
     }
 
     /// The stream of a packet's SSRC, placing a new one in its section.
-    fn place(&mut self, header: &rtc::rtp::header::Header) -> Option<Stream> {
+    fn place(&mut self, now: Instant, header: &rtc::rtp::header::Header) -> Option<Stream> {
         if let Some(s) = self.streams.iter().find(|s| s.ssrc == header.ssrc) {
             return Some(*s);
         }
@@ -285,10 +276,9 @@ impl PublisherTransport {
         };
         self.streams.push(stream);
         if rtx {
-            // Opened into the track's packets before the interceptors see it.
+            // Counted as the track's packets once opened.
             return Some(stream);
         }
-        self.feedback.bind_remote_stream(&self.stream_info(&stream));
         let s = &self.sections[section];
         let codec = s
             .codecs
@@ -296,6 +286,14 @@ impl PublisherTransport {
             .find(|(pt, _)| *pt == header.payload_type)
             .or(s.codecs.first())
             .map(|(_, c)| c.clone());
+        self.reception.bind(
+            now,
+            StreamSetup {
+                ssrc: header.ssrc,
+                clock_rate: codec.as_ref().map_or(90_000, |c| c.clock_rate),
+                nack: s.nack && s.kind == Some(Kind::Video),
+            },
+        );
         if let (Some(kind), Some(codec)) = (s.kind, codec) {
             self.opened[section] = Some(header.ssrc);
             self.events.push_back(PeerEvent::TrackOpened {
@@ -374,76 +372,32 @@ impl PublisherTransport {
         found
     }
 
-    /// What the interceptors need to know of a track's stream.
-    fn stream_info(&self, stream: &Stream) -> StreamInfo {
-        let s = &self.sections[stream.section];
-        let (clock_rate, mime_type) = s
-            .codecs
-            .first()
-            .map(|(_, c)| (c.clock_rate, c.mime_type.clone()))
-            .unwrap_or((90_000, String::new()));
-        let mut rtcp_feedback = Vec::new();
-        if s.nack && s.kind == Some(Kind::Video) {
-            rtcp_feedback.push(RTCPFeedback {
-                typ: "nack".into(),
-                parameter: String::new(),
-            });
-        }
-        let rtp_header_extensions = s
-            .extensions
-            .transport_cc
-            .map(|id| RTPHeaderExtension {
-                uri: TRANSPORT_CC_URI.into(),
-                id: u16::from(id),
-            })
-            .into_iter()
-            .collect();
-        StreamInfo {
-            ssrc: stream.ssrc,
-            clock_rate,
-            mime_type,
-            payload_type: s.codecs.first().map_or(0, |(pt, _)| *pt),
-            rtcp_feedback,
-            rtp_header_extensions,
-            ..Default::default()
-        }
-    }
-
-    /// Hands a packet to the interceptors, and takes back into `passed`
-    /// what passes them.
-    fn feed(&mut self, now: Instant, packet: Packet) {
-        let tagged = TaggedPacket {
-            now,
-            transport: TransportContext::default(),
-            message: AttributedPacket::new(packet),
-        };
-        if let Err(e) = self.feedback.handle_read(tagged) {
-            tracing::trace!(error = %e, "the interceptors refused a packet");
-        }
-        while let Some(p) = self.feedback.poll_read() {
-            self.passed.push(p.message.packet);
-        }
-    }
-
     fn rtcp(&mut self, now: Instant, mut plain: Bytes) {
         match rtc::rtcp::packet::unmarshal(&mut plain) {
             // Sender reports, for the receiver reports' round trip.
             Ok(packets) => {
-                self.feed(now, Packet::Rtcp(packets));
-                self.passed.clear();
+                for p in &packets {
+                    if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                        self.reception.sender_report(now, sr.ssrc, sr.ntp_time);
+                    }
+                }
             }
             Err(_) => self.stats.dropped += 1,
         }
     }
 
-    /// Sends what the interceptors wrote: NACKs, reports, feedback.
-    fn send_feedback(&mut self) {
-        while let Some(out) = self.feedback.poll_write() {
-            let Packet::Rtcp(packets) = out.message.packet else {
-                continue;
-            };
-            self.send_rtcp(&packets);
+    /// Sends the feedback due at `now`: NACKs, reports, congestion
+    /// feedback, each in a packet of its own.
+    fn send_feedback(&mut self, now: Instant) {
+        if !self.link.connected() || self.reception.poll_timeout().is_none_or(|t| t > now) {
+            return;
         }
+        let mut due = std::mem::take(&mut self.due);
+        self.reception.feedback(now, &mut due);
+        for packet in due.drain(..) {
+            self.send_rtcp(std::slice::from_ref(&packet));
+        }
+        self.due = due;
     }
 
     fn send_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::packet::Packet>]) -> bool {
@@ -502,12 +456,12 @@ impl PublisherTransport {
         Ok(())
     }
 
-    /// The earliest of the link's timers and the interceptors'.
+    /// The earliest of the link's timers and the feedback's.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         if self.link.failed() {
             return None;
         }
-        let feedback = self.link.connected().then(|| self.feedback.poll_timeout());
+        let feedback = self.link.connected().then(|| self.reception.poll_timeout());
         [self.link.poll_timeout(), feedback.flatten()]
             .into_iter()
             .flatten()
@@ -517,15 +471,7 @@ impl PublisherTransport {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.link.handle_timeout(now);
         self.link_events();
-        if !self.link.connected() {
-            return;
-        }
-        if self.feedback.poll_timeout().is_some_and(|t| t <= now) {
-            if let Err(e) = self.feedback.handle_timeout(now) {
-                tracing::trace!(error = %e, "the interceptors' timer failed");
-            }
-        }
-        self.send_feedback();
+        self.send_feedback(now);
     }
 
     /// The next datagram to send, and where.
@@ -910,26 +856,36 @@ mod tests {
         t.opened = vec![None, None];
         // RTX before its track: nothing to repair yet.
         assert!(t
-            .place(&header(10, 97, Some("0"), Some((3, "f"))))
+            .place(Instant::now(), &header(10, 97, Some("0"), Some((3, "f"))))
             .is_none());
         // Another encoding of the simulcast than the one answered.
         assert!(t
-            .place(&header(11, 96, Some("0"), Some((2, "q"))))
+            .place(Instant::now(), &header(11, 96, Some("0"), Some((2, "q"))))
             .is_none());
-        let f = t.place(&header(12, 96, Some("0"), Some((2, "f")))).unwrap();
+        let f = t
+            .place(Instant::now(), &header(12, 96, Some("0"), Some((2, "f"))))
+            .unwrap();
         assert_eq!((f.section, f.rtx), (0, false));
-        let rtx = t.place(&header(13, 97, Some("0"), Some((3, "f")))).unwrap();
+        let rtx = t
+            .place(Instant::now(), &header(13, 97, Some("0"), Some((3, "f"))))
+            .unwrap();
         assert_eq!((rtx.section, rtx.rtx), (0, true));
         // A second stream in the same section would mix two encodings.
         assert!(t
-            .place(&header(14, 96, Some("0"), Some((2, "f"))))
+            .place(Instant::now(), &header(14, 96, Some("0"), Some((2, "f"))))
             .is_none());
         // No mid: the payload type only section 1 takes.
-        let by_pt = t.place(&header(15, 102, None, None)).unwrap();
+        let by_pt = t
+            .place(Instant::now(), &header(15, 102, None, None))
+            .unwrap();
         assert_eq!(by_pt.section, 1);
         // A payload type no section takes, and a mid no section has.
-        assert!(t.place(&header(16, 50, None, None)).is_none());
-        assert!(t.place(&header(17, 96, Some("9"), None)).is_none());
+        assert!(t
+            .place(Instant::now(), &header(16, 50, None, None))
+            .is_none());
+        assert!(t
+            .place(Instant::now(), &header(17, 96, Some("9"), None))
+            .is_none());
         let opened: Vec<u32> = t
             .events
             .iter()
