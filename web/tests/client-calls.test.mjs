@@ -225,6 +225,29 @@ async function main() {
     // The mesh connections close once the server's path plays: 2 per page.
     await waitAll(people, (s) => s.open === 2, 20_000, "each page is left with its two connections to the server");
     await rising(people, "call of five via the server");
+
+    // Tiles out of sight cost nothing: ada's grid, one column of rows one
+    // tile high, shows only her own; a second later the server stops sending
+    // her the others' video (their audio goes on), and it comes back when
+    // they show.
+    const grid = (small) => people[0].page.evaluate((small) => {
+      const g = document.querySelector("#call-grid");
+      g.style.gridTemplateColumns = small ? "1fr" : "";
+      g.style.gridAutoRows = small ? "120px" : "";
+      g.style.maxHeight = small ? "120px" : "";
+      g.scrollTop = 0;
+    }, small);
+    await grid(true);
+    await sleep(2500);
+    const hidden = await media(people[0].page);
+    await sleep(2000);
+    const later = await media(people[0].page);
+    const rose = (kind) => Object.entries(later.counters)
+      .filter(([k, v]) => k.split("/")[1] === kind && v > (hidden.counters[k] ?? Infinity)).length;
+    check(rose("video") === 0 && rose("audio") === 4,
+      `with only her own tile in sight, ada decodes no one's video and hears all four (video rising: ${rose("video")}, audio: ${rose("audio")})`);
+    await grid(false);
+    await rising(people, "with every tile in sight again");
     // Fake microphones beep on and off, so a single look can fall between beeps: each page gets a window in
     // which to light a tile, and the count is taken once it has (or the window is over).
     const speaking = await Promise.all(people.map(async (p) => {

@@ -62,6 +62,13 @@ enum Command {
     Leave {
         participants: Vec<Uuid>,
     },
+    Pause {
+        subscriber: Uuid,
+        publisher: Uuid,
+        source: Source,
+        paused: bool,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
     Stats {
         reply: oneshot::Sender<EngineStats>,
     },
@@ -290,6 +297,27 @@ impl Engine {
         .await?
     }
 
+    /// Pauses or resumes what `subscriber` receives of `publisher`'s track
+    /// of `source`, including one published later: a paused track is not
+    /// sent to it; a resumed one starts again at a keyframe.
+    pub async fn set_paused(
+        &self,
+        subscriber: Uuid,
+        publisher: Uuid,
+        source: Source,
+        paused: bool,
+    ) -> Result<(), MediaError> {
+        let at = self.loop_of(subscriber)?;
+        self.ask(at, |reply| Command::Pause {
+            subscriber,
+            publisher,
+            source,
+            paused,
+            reply,
+        })
+        .await?
+    }
+
     /// Removes a participant and its tracks at once. It may join again
     /// straight away, with new connections.
     pub fn leave(&self, participant: Uuid) {
@@ -437,6 +465,17 @@ impl Shell {
                 let taken = sfu.subscriber_answer(now, participant, answer);
                 self.drain(sfu);
                 let _ = reply.send(taken);
+            }
+            Command::Pause {
+                subscriber,
+                publisher,
+                source,
+                paused,
+                reply,
+            } => {
+                let done = sfu.set_paused(now, subscriber, publisher, source, paused);
+                self.drain(sfu);
+                let _ = reply.send(done);
             }
             Command::Leave { participants } => {
                 sfu.handle(now, Input::Leave(participants));

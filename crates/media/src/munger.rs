@@ -48,6 +48,13 @@ impl Munger {
         self.source.map(|s| s.ssrc)
     }
 
+    /// The packets of the current source stop here for a while (the
+    /// subscriber paused the track): the next one continues the numbering
+    /// as a new source's would, with no gap for the subscriber to ask after.
+    pub fn rebase(&mut self) {
+        self.source = None;
+    }
+
     /// Rewrites a packet of source `src` (its SSRC, sequence number and
     /// timestamp) sent at `now`. A packet from a new source continues the
     /// numbering where the old one stopped, with the timestamp advanced by the
@@ -135,6 +142,18 @@ mod tests {
         assert_eq!(after.seq, next.seq.wrapping_add(1));
         assert_eq!(after.ts.wrapping_sub(next.ts), 960);
         assert_eq!(d.source(), Some(20));
+    }
+
+    #[test]
+    fn a_paused_source_resumes_without_a_gap() {
+        let t = Instant::now();
+        let mut d = Munger::new(1, 90_000);
+        let last = d.rewrite(10, 100, 9_000, t);
+        d.rebase();
+        // 50 packets later and a second on, the same source again.
+        let next = d.rewrite(10, 150, 99_000, t + Duration::from_secs(1));
+        assert_eq!(next.seq, last.seq.wrapping_add(1));
+        assert_eq!(next.ts.wrapping_sub(last.ts), 90_000);
     }
 
     #[test]

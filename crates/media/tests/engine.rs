@@ -405,9 +405,9 @@ async fn video_call(
     engine: &Engine,
     events: &mut UnboundedReceiver<EngineEvent>,
     n: usize,
-) -> (Client, HashMap<Uuid, Client>, u16) {
+) -> (Uuid, Client, HashMap<Uuid, Client>, u16) {
     let call = Uuid::new_v4();
-    let (_, mut publisher) = publisher(engine, call, Kind::Video).await;
+    let (publisher_id, mut publisher) = publisher(engine, call, Kind::Video).await;
     let mut subs = HashMap::new();
     for _ in 0..n {
         let id = Uuid::new_v4();
@@ -427,13 +427,13 @@ async fn video_call(
     // first), then the merge interval after them.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     while publisher.next(Duration::from_millis(100)).await.is_some() {}
-    (publisher, subs, seq)
+    (publisher_id, publisher, subs, seq)
 }
 
 #[tokio::test]
 async fn subscribers_keyframe_requests_reach_the_publisher_merged() {
     let (engine, mut events) = engine().await;
-    let (mut publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
+    let (_, mut publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
     // Each subscriber learns its track's id from a packet, then asks ten times at once.
     let mut tracks = Vec::new();
     for s in subs.values_mut() {
@@ -472,7 +472,7 @@ async fn a_client_that_moves_to_another_path_stays_and_keeps_receiving() {
     // A browser with two working paths to the server may nominate the other
     // one mid-call and move its traffic there: the engine follows it.
     let (engine, mut events) = engine_with_short_liveness().await;
-    let (publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
+    let (_, publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
     let ids: Vec<Uuid> = subs.keys().copied().collect();
     let mover = subs.get_mut(&ids[0]).unwrap();
     mover.move_to_new_port();
@@ -509,7 +509,7 @@ async fn a_client_that_moves_to_another_path_stays_and_keeps_receiving() {
 #[tokio::test]
 async fn a_peer_that_vanishes_leaves_and_the_others_go_on() {
     let (engine, mut events) = engine_with_short_liveness().await;
-    let (publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
+    let (_, publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
     let ids: Vec<Uuid> = subs.keys().copied().collect();
     let gone = ids[0];
     subs[&gone].vanish();
@@ -744,7 +744,7 @@ async fn a_subscriber_that_nacks_everything_gets_little_more_than_the_stream() {
     // over, must not turn the server into an amplifier aimed at its link;
     // an honest subscriber in the same call still has its loss repaired.
     let (engine, mut events) = engine().await;
-    let (publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
+    let (_, publisher, mut subs, mut seq) = video_call(&engine, &mut events, 2).await;
     let ids: Vec<Uuid> = subs.keys().copied().collect();
     let (abuser, honest) = (ids[0], ids[1]);
     for s in subs.values_mut() {
@@ -814,6 +814,98 @@ async fn a_subscriber_that_nacks_everything_gets_little_more_than_the_stream() {
         repaired.copies.get(&FIRST),
         Some(&1),
         "the honest subscriber's lost packet is resent, once"
+    );
+}
+
+/// The numbers and sequence numbers of the packets `client` receives
+/// within `wait`.
+async fn received(client: &mut Client, wait: Duration) -> Vec<(Option<u32>, u16)> {
+    let mut got = Vec::new();
+    let until = Instant::now() + wait;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match client.next(left).await {
+            Some(ClientEvent::Rtp { packet, .. }) => {
+                let number =
+                    number_of(&packet.payload).or_else(|| number_of(packet.payload.get(2..)?));
+                got.push((number, packet.seq));
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_paused_track_is_not_sent_and_resumes_at_a_keyframe_without_a_gap() {
+    let (engine, mut events) = engine().await;
+    let (publisher_id, mut publisher, mut subs, mut seq) =
+        video_call(&engine, &mut events, 2).await;
+    let ids: Vec<Uuid> = subs.keys().copied().collect();
+    let (pausing, watching) = (ids[0], ids[1]);
+    let mut send = |publisher: &Client, payload: Bytes| {
+        publisher.send(seq, u32::from(seq) * 3000, payload);
+        seq = seq.wrapping_add(1);
+    };
+    send(&publisher, numbered(1, 1000));
+    let before = received(subs.get_mut(&pausing).unwrap(), Duration::from_millis(300)).await;
+    let last_seq = before.last().expect("a packet before the pause").1;
+    while subs
+        .get_mut(&watching)
+        .unwrap()
+        .next(Duration::from_millis(100))
+        .await
+        .is_some()
+    {}
+
+    engine
+        .set_paused(pausing, publisher_id, Source::Camera, true)
+        .await
+        .unwrap();
+    for n in 100..120 {
+        send(&publisher, numbered(n, 1000));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let paused = received(subs.get_mut(&pausing).unwrap(), Duration::from_millis(400)).await;
+    assert_eq!(paused, vec![], "nothing reaches the subscriber that paused");
+    let watched = received(subs.get_mut(&watching).unwrap(), Duration::from_millis(100)).await;
+    assert_eq!(watched.len(), 20, "the other subscriber gets every packet");
+    assert!(
+        engine
+            .set_paused(pausing, Uuid::new_v4(), Source::Camera, true)
+            .await
+            .is_ok(),
+        "a publisher not in the call yet is kept for later"
+    );
+    assert!(engine
+        .set_paused(Uuid::new_v4(), publisher_id, Source::Camera, true)
+        .await
+        .is_err());
+
+    engine
+        .set_paused(pausing, publisher_id, Source::Camera, false)
+        .await
+        .unwrap();
+    let asked = loop {
+        match publisher.next(Duration::from_secs(1)).await {
+            Some(ClientEvent::KeyframeRequested { .. }) => break true,
+            Some(_) => continue,
+            None => break false,
+        }
+    };
+    assert!(asked, "resuming asks the publisher for a keyframe");
+    // A frame it cannot decode from is not sent; from the keyframe on,
+    // the numbering runs on from before the pause.
+    send(&publisher, numbered(200, 1000));
+    send(&publisher, vp8_keyframe(201));
+    send(&publisher, numbered(202, 1000));
+    let resumed = received(subs.get_mut(&pausing).unwrap(), Duration::from_millis(400)).await;
+    assert_eq!(
+        resumed,
+        vec![
+            (Some(201), last_seq.wrapping_add(1)),
+            (Some(202), last_seq.wrapping_add(2))
+        ]
     );
 }
 

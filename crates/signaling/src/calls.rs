@@ -493,6 +493,15 @@ impl CallHub {
                 kind,
                 muted,
             } => self.mute(me, call_id, kind, muted).map(|()| json!({})),
+            CallRequest::Subscribe {
+                call_id,
+                participant_id,
+                source,
+                paused,
+            } => self
+                .subscribe(me, call_id, participant_id, source, paused)
+                .await
+                .map(|()| json!({})),
         }
     }
 
@@ -715,6 +724,31 @@ impl CallHub {
     /// `sfu.ice`: checked, then nothing to do (the engine is ICE-lite).
     pub fn sfu_ice(&self, participant: Uuid, call_id: Uuid) -> Result<(), CoreError> {
         self.engine_for(participant, call_id).map(|_| ())
+    }
+
+    /// `call.subscribe`: pauses or resumes what the participant receives
+    /// of another's track on the SFU. The other must be in the call.
+    pub async fn subscribe(
+        &self,
+        participant: Uuid,
+        call_id: Uuid,
+        publisher: Uuid,
+        source: TrackSource,
+        paused: bool,
+    ) -> Result<(), CoreError> {
+        let engine = self.engine_for(participant, call_id)?;
+        let known = {
+            let s = self.lock();
+            let room = self.call_of(&s, participant, call_id)?;
+            s.by_room[&room].participants.contains_key(&publisher)
+        };
+        if !known || publisher == participant {
+            return Err(CoreError::NotFound("participant"));
+        }
+        engine
+            .set_paused(participant, publisher, source_to_media(source), paused)
+            .await
+            .map_err(sdp_refused)
     }
 
     /// `call.mute`: the others hear of it.

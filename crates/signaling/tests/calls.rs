@@ -141,6 +141,10 @@ async fn mesh_signalling_reaches_only_the_addressed_participant() {
         .request(json!({"type": "sfu.offer", "call_id": call_id, "sdp": sdp}))
         .await;
     assert_eq!(not_sfu["code"], "not_on_sfu");
+    let pause = c[0]
+        .request(json!({"type": "call.subscribe", "call_id": call_id, "participant_id": b_id, "source": "camera", "paused": true}))
+        .await;
+    assert_eq!(pause["code"], "not_on_sfu", "{pause}");
 }
 
 #[tokio::test]
@@ -215,6 +219,26 @@ async fn mesh_max_zero_keeps_every_call_on_the_sfu() {
     assert_eq!(muted["participant_id"], second["participant_id"]);
     assert_eq!(muted["kind"], "video");
     assert_eq!(muted["muted"], true);
+    // Pausing another's camera is taken; one not in the call, or oneself, is not.
+    let first = c[0]
+        .request(
+            json!({"type": "call.subscribe", "call_id": second["call_id"],
+        "participant_id": second["participant_id"], "source": "camera", "paused": true}),
+        )
+        .await;
+    assert_eq!(first["type"], "ack", "{first}");
+    for who in [
+        json!(uuid::Uuid::new_v4()),
+        second["participant_id"].clone(),
+    ] {
+        let refused = c[1]
+            .request(
+                json!({"type": "call.subscribe", "call_id": second["call_id"],
+            "participant_id": who, "source": "camera", "paused": false}),
+            )
+            .await;
+        assert_eq!(refused["code"], "not_found", "{refused}");
+    }
 }
 
 #[tokio::test]

@@ -1053,6 +1053,15 @@ async function fillDevices() {
 }
 navigator.mediaDevices?.addEventListener?.("devicechange", () => fillDevices().catch(() => {}));
 
+// Which tiles the grid shows: a participant's camera is not received while
+// its tile is scrolled out of sight (`Call.setTileVisible`).
+const tilesInSight = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    const id = e.target.dataset.participant;
+    if (id !== "me") state.call?.setTileVisible(id, e.isIntersecting);
+  }
+}, { root: $("#call-grid") });
+
 function tileFor(key) {
   let tile = tiles.get(key);
   if (!tile) {
@@ -1060,6 +1069,7 @@ function tileFor(key) {
     tile = h("li", { class: "tile", "data-participant": key }, video,
       h("span", { class: "placeholder-name" }), h("span", { class: "label" }));
     tiles.set(key, tile);
+    tilesInSight.observe(tile);
   }
   return tile;
 }
@@ -1106,7 +1116,10 @@ function renderCall() {
   join.textContent = here ? `Join call (${here})` : "Start call";
   $("#call").hidden = !inCall;
   if (!state.call) {
-    for (const t of tiles.values()) t.querySelector("video").srcObject = null;
+    for (const t of tiles.values()) {
+      t.querySelector("video").srcObject = null;
+      tilesInSight.unobserve(t);
+    }
     tiles.clear();
     $("#call-grid").replaceChildren();
     return;
@@ -1142,6 +1155,7 @@ function renderCall() {
   for (const [key, t] of tiles) {
     if (!shown.includes(t)) {
       t.querySelector("video").srcObject = null;
+      tilesInSight.unobserve(t);
       tiles.delete(key);
     }
   }

@@ -23,6 +23,9 @@ export class Call extends EventTarget {
     this.sfuStreams = new Map(); // participant id -> MediaStream, from the server
     this.sfuTracks = new Map(); // mid -> {participant_id, kind, source}, from the server's sfu.offer
     this.playedBy = new Set(); // who plays our media through the server (sfu.receiving)
+    this.outOfSight = new Set(); // participants whose tile has been out of view a while
+    this.paused = new Map(); // participant id -> whether the server pauses its camera for us
+    this.pauseTimers = new Map();
     this.sendPc = null;
     this.recvPc = null;
     this.speaking = new Set();
@@ -332,11 +335,14 @@ export class Call extends EventTarget {
         case "call.participant_left":
           this.dropPeer(f.participant_id);
           this.participants.delete(f.participant_id);
+          this.paused.delete(f.participant_id);
           this.speaking.delete(f.participant_id);
           this.changed();
           break;
         case "call.topology":
           this.topology = f.topology;
+          // The server keeps pauses for the call's SFU side only while we are on it.
+          this.paused.clear();
           this.changed();
           if (f.topology === "sfu") {
             // New SFU connections every time; each peer connection goes once
@@ -358,6 +364,7 @@ export class Call extends EventTarget {
         case "sfu.offer":
           for (const t of f.tracks || []) this.sfuTracks.set(t.mid, t);
           await this.serverOffer(f.sdp);
+          this.syncPauses();
           break;
         case "sfu.receiving":
           if (f.kind === "video" || !this.hasTrack("video")) this.playedBy.add(f.participant_id);
@@ -381,6 +388,37 @@ export class Call extends EventTarget {
   }
 
   // --- what the view shows ------------------------------------------------
+
+  // The view says whether a participant's tile is in sight. Out of sight
+  // for a second, its camera is paused on the server (call.subscribe), so a
+  // grid that scrolls costs nothing for the tiles no one sees; back in
+  // sight, it is resumed at once (the server starts it at a keyframe).
+  setTileVisible(id, visible) {
+    clearTimeout(this.pauseTimers.get(id));
+    this.pauseTimers.delete(id);
+    if (visible) {
+      this.outOfSight.delete(id);
+      this.syncPauses();
+    } else if (!this.outOfSight.has(id)) {
+      this.pauseTimers.set(id, setTimeout(() => {
+        this.outOfSight.add(id);
+        this.syncPauses();
+      }, 1000));
+    }
+  }
+
+  // Tells the server what to pause and resume where it differs from what it
+  // has. Peer to peer there is nothing to tell: each connection is our own.
+  syncPauses() {
+    if (this.topology !== "sfu" || !this.callId || !this.recvPc) return;
+    for (const id of this.participants.keys()) {
+      const want = this.outOfSight.has(id);
+      if ((this.paused.get(id) || false) === want) continue;
+      this.paused.set(id, want);
+      this.request({ type: "call.subscribe", call_id: this.callId, participant_id: id, source: "camera", paused: want })
+        .catch(() => this.paused.delete(id)); // told again at the next change
+    }
+  }
 
   // The stream that plays a participant: the current topology's path first.
   streamOf(id) {

@@ -10,6 +10,11 @@ pub(crate) struct DownTrack {
     pub(crate) name: String,
     /// Whether the subscriber was told it can play this track.
     pub(crate) playing: bool,
+    /// Whether the subscriber paused it (`call.subscribe`): nothing is sent.
+    pub(crate) paused: bool,
+    /// After a pause, sending waits for a packet the subscriber can start
+    /// decoding from (a keyframe's first, for video).
+    pub(crate) resuming: bool,
 }
 
 impl DownTrack {
@@ -18,7 +23,24 @@ impl DownTrack {
             munger: Munger::new(ssrc, codec.clock_rate),
             name,
             playing: false,
+            paused: false,
+            resuming: false,
         }
+    }
+
+    /// Pauses or resumes it; whether that changed anything.
+    pub(crate) fn set_paused(&mut self, paused: bool) -> bool {
+        if paused == self.paused {
+            return false;
+        }
+        self.paused = paused;
+        if paused {
+            self.munger.rebase();
+            self.resuming = false;
+        } else {
+            self.resuming = true;
+        }
+        true
     }
 
     /// The SSRC the subscriber receives it under: its sender on the connection.

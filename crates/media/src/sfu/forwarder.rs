@@ -1,8 +1,9 @@
 //! The forwarder: for each packet of an up-track and each of its
 //! down-tracks, what to send (the rewritten header) and whether the
 //! subscriber can start playing with it. It decides; the loop sends.
-//! Today every packet is forwarded; choosing among simulcast layers and
-//! pausing a track will add packets it drops.
+//! A track the subscriber paused gets nothing; after the pause, sending
+//! starts again at a packet it can decode from. Choosing among simulcast
+//! layers will add packets it drops.
 
 use std::time::Instant;
 
@@ -14,8 +15,8 @@ use super::down_track::DownTrack;
 /// What to do with one packet for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Decision {
-    /// The header fields it goes out with.
-    pub(crate) rewrite: Rewritten,
+    /// The header fields it goes out with; `None`: it is not sent.
+    pub(crate) rewrite: Option<Rewritten>,
     /// Whether the subscriber can start playing with it, once it is sent:
     /// the first packet it can decode from, on a connection that is up.
     pub(crate) starts_playing: bool,
@@ -24,19 +25,34 @@ pub(crate) struct Decision {
 /// Decides for `packet` on `down`. `connected` says whether the
 /// subscriber's connection is up (what is sent before is lost);
 /// `starts_playback` says whether a subscriber can start at this packet, and
-/// is asked only while the down-track waits to play. The munger advances
-/// for every packet, sent or not, so the numbering has no hole to explain.
+/// is asked only while the down-track waits to play or to resume. The
+/// munger advances for every packet sent, sent before the connection is up
+/// too, so the numbering has no hole to explain; across a pause it is
+/// rebased.
 pub(crate) fn decide(
     down: &mut DownTrack,
     packet: &Rtp,
     connected: bool,
-    starts_playback: impl FnOnce() -> bool,
+    mut starts_playback: impl FnMut() -> bool,
     now: Instant,
 ) -> Decision {
+    const NOTHING: Decision = Decision {
+        rewrite: None,
+        starts_playing: false,
+    };
+    if down.paused {
+        return NOTHING;
+    }
+    if down.resuming {
+        if !starts_playback() {
+            return NOTHING;
+        }
+        down.resuming = false;
+    }
     let rewrite = down.munger.rewrite(packet.ssrc, packet.seq, packet.ts, now);
     let starts_playing = !down.playing && connected && starts_playback();
     Decision {
-        rewrite,
+        rewrite: Some(rewrite),
         starts_playing,
     }
 }
@@ -76,12 +92,21 @@ mod tests {
         let mut d = down();
         let a = decide(&mut d, &packet(7, 500, 9000), true, || false, t);
         let b = decide(&mut d, &packet(7, 501, 12000), true, || false, t);
-        assert_eq!(a.rewrite.ssrc, 0xD0);
-        assert_eq!(b.rewrite.seq, a.rewrite.seq.wrapping_add(1));
-        assert_eq!(b.rewrite.ts.wrapping_sub(a.rewrite.ts), 3000);
+        assert_eq!(a.rewrite.unwrap().ssrc, 0xD0);
+        assert_eq!(
+            b.rewrite.unwrap().seq,
+            a.rewrite.unwrap().seq.wrapping_add(1)
+        );
+        assert_eq!(
+            b.rewrite.unwrap().ts.wrapping_sub(a.rewrite.unwrap().ts),
+            3000
+        );
         // A reordered packet keeps its place.
         let late = decide(&mut d, &packet(7, 499, 6000), true, || false, t);
-        assert_eq!(late.rewrite.seq, a.rewrite.seq.wrapping_sub(1));
+        assert_eq!(
+            late.rewrite.unwrap().seq,
+            a.rewrite.unwrap().seq.wrapping_sub(1)
+        );
     }
 
     #[test]
@@ -96,8 +121,48 @@ mod tests {
             || false,
             t + Duration::from_millis(100),
         );
-        assert_eq!(next.rewrite.seq, last.rewrite.seq.wrapping_add(1));
-        assert_eq!(next.rewrite.ts.wrapping_sub(last.rewrite.ts), 9000);
+        assert_eq!(
+            next.rewrite.unwrap().seq,
+            last.rewrite.unwrap().seq.wrapping_add(1)
+        );
+        assert_eq!(
+            next.rewrite
+                .unwrap()
+                .ts
+                .wrapping_sub(last.rewrite.unwrap().ts),
+            9000
+        );
+    }
+
+    #[test]
+    fn a_paused_track_gets_nothing_and_resumes_at_a_keyframe_without_a_gap() {
+        let t = Instant::now();
+        let mut d = down();
+        d.playing = true;
+        let last = decide(&mut d, &packet(7, 10, 0), true, || false, t);
+        assert!(d.set_paused(true));
+        assert!(!d.set_paused(true), "paused already");
+        for seq in 11..20 {
+            assert_eq!(
+                decide(&mut d, &packet(7, seq, 0), true, || true, t).rewrite,
+                None
+            );
+        }
+        assert!(d.set_paused(false));
+        // Not a keyframe yet: still nothing.
+        assert_eq!(
+            decide(&mut d, &packet(7, 20, 0), true, || false, t).rewrite,
+            None
+        );
+        let back = decide(&mut d, &packet(7, 21, 90_000), true, || true, t);
+        let back = back.rewrite.expect("sent at the keyframe");
+        assert_eq!(
+            back.seq,
+            last.rewrite.unwrap().seq.wrapping_add(1),
+            "no gap"
+        );
+        let next = decide(&mut d, &packet(7, 22, 90_000), true, || false, t);
+        assert_eq!(next.rewrite.unwrap().seq, back.seq.wrapping_add(1));
     }
 
     #[test]

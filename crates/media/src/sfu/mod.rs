@@ -176,6 +176,9 @@ struct Participant {
     /// What its published tracks carry, by their track id (the second part
     /// of the offer's `a=msid`), where it said, until the track opens.
     sources: HashMap<String, Source>,
+    /// The tracks it paused, by publisher and source, kept for those
+    /// published later.
+    paused: HashSet<(Uuid, Source)>,
 }
 
 /// The state of one media loop.
@@ -398,6 +401,7 @@ impl Sfu {
                 renegotiate: false,
                 down: FxHashMap::default(),
                 sources: HashMap::new(),
+                paused: HashSet::new(),
             },
         );
         self.calls.entry(call).or_default().insert(participant);
@@ -464,6 +468,42 @@ impl Sfu {
             .answer(offer, now)?;
         self.pump(key);
         Ok(answer)
+    }
+
+    /// The subscriber pauses or resumes what it receives of `publisher`'s
+    /// track of `source` (`call.subscribe`); kept for a track published
+    /// later. A resumed video track starts again at a keyframe, asked for
+    /// as a new subscriber's is.
+    pub(crate) fn set_paused(
+        &mut self,
+        now: Instant,
+        subscriber: Uuid,
+        publisher: Uuid,
+        source: Source,
+        paused: bool,
+    ) -> Result<(), MediaError> {
+        self.at(now);
+        let p = self
+            .participants
+            .get_mut(&subscriber)
+            .ok_or(MediaError::NotFound("participant"))?;
+        if paused {
+            p.paused.insert((publisher, source));
+        } else {
+            p.paused.remove(&(publisher, source));
+        }
+        let mut resumed = Vec::new();
+        for (key, down) in &mut p.down {
+            let of_source =
+                key.0 == publisher && self.tracks.get(key).is_some_and(|t| t.source == source);
+            if of_source && down.set_paused(paused) && !paused {
+                resumed.push(key.clone());
+            }
+        }
+        for key in resumed {
+            self.request_keyframe(&key, true);
+        }
+        Ok(())
     }
 
     pub(crate) fn subscriber_answer(
@@ -608,8 +648,9 @@ impl Sfu {
         let name = format!("{stream}-{}", key.1);
         sub.add_sender(track.kind, &track.codec, ssrc, rtx, &stream, &name);
         slot.touch(p.subscriber, &mut self.dirty);
-        p.down
-            .insert(key.clone(), DownTrack::new(ssrc, &track.codec, name));
+        let mut down = DownTrack::new(ssrc, &track.codec, name);
+        down.paused = p.paused.contains(&(key.0, track.source));
+        p.down.insert(key.clone(), down);
         p.renegotiate = true;
         track.subscribers.push(participant);
     }
@@ -1002,13 +1043,16 @@ impl Sfu {
             let timer = slot.peer.poll_timeout();
             let starts = || *playable.get_or_insert_with(|| track.starts_playback(packet));
             let decision = forwarder::decide(down, packet, slot.connected, starts, now);
+            let Some(rewrite) = decision.rewrite else {
+                continue;
+            };
             let Some(sub) = slot.peer.subscriber() else {
                 continue;
             };
             match sub.send_rtp(
                 now,
                 packet.marker,
-                decision.rewrite,
+                rewrite,
                 packet.audio_level,
                 &packet.payload,
             ) {

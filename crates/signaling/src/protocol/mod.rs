@@ -158,6 +158,14 @@ pub enum CallRequest {
         kind: MediaKind,
         muted: bool,
     },
+    /// `call.subscribe`.
+    #[serde(rename = "call.subscribe")]
+    Subscribe {
+        call_id: Uuid,
+        participant_id: Uuid,
+        source: TrackSource,
+        paused: bool,
+    },
 }
 
 /// The wire form of [`ClientFrame`], and the conversions both ways.
@@ -475,6 +483,7 @@ mod tests {
             r#"{"type":"sfu.answer","id":"8","call_id":"00000000-0000-0000-0000-000000000002","sdp":"v=0"}"#,
             r#"{"type":"sfu.ice","id":"9","call_id":"00000000-0000-0000-0000-000000000002","candidate":{"candidate":"c"}}"#,
             r#"{"type":"call.mute","id":"10","call_id":"00000000-0000-0000-0000-000000000002","kind":"video","muted":true}"#,
+            r#"{"type":"call.subscribe","id":"11","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003","source":"camera","paused":true}"#,
         ];
         for text in texts {
             let frame = parse(text).unwrap();
@@ -517,7 +526,7 @@ mod tests {
             unknown.starts_with("unknown variant `nope`, expected one of `hello`, "),
             "{unknown}"
         );
-        assert!(unknown.ends_with(", `call.mute`"), "{unknown}");
+        assert!(unknown.ends_with(", `call.mute`, `call.subscribe`"), "{unknown}");
         assert_eq!(
             serde_json::from_str::<ClientFrame>(r#""ping""#)
                 .unwrap_err()

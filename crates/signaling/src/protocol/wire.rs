@@ -137,6 +137,18 @@ pub(super) enum ClientFrame {
         kind: MediaKind,
         muted: bool,
     },
+    /// On the SFU, pauses or resumes what this participant receives of
+    /// another's track of `source` (kept for a track published later): a
+    /// paused track is not sent; a resumed video track starts again at a
+    /// keyframe.
+    #[serde(rename = "call.subscribe")]
+    CallSubscribe {
+        id: String,
+        call_id: Uuid,
+        participant_id: Uuid,
+        source: TrackSource,
+        paused: bool,
+    },
 }
 
 impl From<ClientFrame> for Dispatched {
@@ -255,6 +267,21 @@ impl From<ClientFrame> for Dispatched {
                     muted,
                 },
             ),
+            ClientFrame::CallSubscribe {
+                id,
+                call_id,
+                participant_id,
+                source,
+                paused,
+            } => call(
+                id,
+                CallRequest::Subscribe {
+                    call_id,
+                    participant_id,
+                    source,
+                    paused,
+                },
+            ),
         }
     }
 }
@@ -365,6 +392,18 @@ impl From<Dispatched> for ClientFrame {
                     call_id,
                     kind,
                     muted,
+                },
+                CallRequest::Subscribe {
+                    call_id,
+                    participant_id,
+                    source,
+                    paused,
+                } => ClientFrame::CallSubscribe {
+                    id,
+                    call_id,
+                    participant_id,
+                    source,
+                    paused,
                 },
             },
         }
