@@ -526,7 +526,10 @@ mod tests {
             unknown.starts_with("unknown variant `nope`, expected one of `hello`, "),
             "{unknown}"
         );
-        assert!(unknown.ends_with(", `call.mute`, `call.subscribe`"), "{unknown}");
+        assert!(
+            unknown.ends_with(", `call.mute`, `call.subscribe`"),
+            "{unknown}"
+        );
         assert_eq!(
             serde_json::from_str::<ClientFrame>(r#""ping""#)
                 .unwrap_err()
