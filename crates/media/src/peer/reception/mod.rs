@@ -306,4 +306,51 @@ mod tests {
         r.unbind(2);
         assert_eq!(r.poll_timeout(), None);
     }
+
+    proptest::proptest! {
+        /// Whatever numbers a client sends, with whatever timing, every
+        /// feedback packet written is valid RTCP under the size of one
+        /// datagram, and feedback stays within a few packets each time it
+        /// is due: a client cannot make the server send much more than it
+        /// received.
+        #[test]
+        fn any_packets_give_bounded_valid_feedback(
+            steps in proptest::collection::vec(
+                (0u8..4, proptest::num::u16::ANY, proptest::num::u32::ANY, 0u64..300),
+                1..300,
+            ),
+        ) {
+            let mut now = Instant::now();
+            let mut r = Reception::new(OWN);
+            r.bind(now, video(1));
+            r.bind(now, StreamSetup { nack: false, ..video(2) });
+            let (mut seq, mut twcc) = (0u16, 0u16);
+            for (what, jump, ts, ms) in steps {
+                now += Duration::from_millis(ms);
+                match what {
+                    // A packet of either stream, its number moved by any amount.
+                    0 | 1 => {
+                        seq = seq.wrapping_add(jump);
+                        r.rtp(now, 1 + u32::from(what), seq, ts, jump % 7 == 0);
+                    }
+                    2 => {
+                        twcc = twcc.wrapping_add(jump % 1_000);
+                        r.transport_seq(now, 1, twcc);
+                    }
+                    _ => r.sender_report(now, 1, u64::from(ts) << 20),
+                }
+                let mut out = Vec::new();
+                if r.poll_timeout().is_some_and(|t| t <= now) {
+                    r.feedback(now, &mut out);
+                }
+                // Two streams' NACKs, a report, and congestion feedback that
+                // a packet's arrivals fill in at most a few.
+                proptest::prop_assert!(out.len() <= 8, "{} packets at once", out.len());
+                for p in &out {
+                    let wire = p.marshal().expect("valid RTCP");
+                    proptest::prop_assert!(wire.len() <= 1_200, "{} bytes", wire.len());
+                }
+            }
+        }
+    }
 }

@@ -170,6 +170,12 @@ struct Building {
     symbols: Vec<SymbolTypeTcc>,
     deltas: Vec<RecvDelta>,
     delta_bytes: usize,
+    /// Statuses outside long runs of missing packets: at worst a chunk
+    /// for each seven.
+    scattered: usize,
+    /// Chunks the long runs of missing packets take at most, with one
+    /// more each for the vector they may cut short.
+    run_chunks: usize,
 }
 
 impl Building {
@@ -183,6 +189,8 @@ impl Building {
             symbols: Vec::new(),
             deltas: Vec::new(),
             delta_bytes: 0,
+            scattered: 0,
+            run_chunks: 0,
         }
     }
 
@@ -199,12 +207,25 @@ impl Building {
             (SymbolTypeTcc::PacketReceivedLargeDelta, 2)
         };
         let statuses = usize::try_from(seq - self.base + 1).unwrap_or(usize::MAX);
-        // The header and fixed fields (20 bytes), at worst a chunk for each
-        // seven statuses, and the deltas.
-        let bytes = 20 + 2 * statuses.div_ceil(7) + self.delta_bytes + size;
+        let missing = usize::try_from(seq - self.next).unwrap_or(usize::MAX);
+        let (scattered, run_chunks) = if missing >= 14 {
+            // A run chunk holds up to 8,191.
+            (
+                self.scattered + 1,
+                self.run_chunks + missing.div_ceil(MAX_RUN) + 2,
+            )
+        } else {
+            (self.scattered + missing + 1, self.run_chunks)
+        };
+        // The header and fixed fields (20 bytes), the chunks at worst, and
+        // the deltas.
+        let chunks = scattered.div_ceil(7) + run_chunks + 1;
+        let bytes = 20 + 2 * chunks + self.delta_bytes + size;
         if statuses > usize::from(u16::MAX) || bytes > MAX_BYTES {
             return false;
         }
+        self.scattered = scattered;
+        self.run_chunks = run_chunks;
         while self.next < seq {
             self.symbols.push(SymbolTypeTcc::PacketNotReceived);
             self.next += 1;
