@@ -94,12 +94,30 @@ async fn the_sfu_of_the_holding_node_carries_media_for_the_other_nodes_participa
     // Bob speaks and cyd listens, both from node B, through node A's engine.
     let (mut b, _) = b_node.join(&bob, json!({})).await;
     let (mut c, _) = b_node.join(&cyd, json!({})).await;
+    let mut joined = Vec::new();
     for client in [&mut b, &mut c] {
-        let joined = join_call(client, &room).await;
-        assert_eq!(joined["call_id"], call_id);
-        assert_eq!(joined["topology"], "sfu");
+        let j = join_call(client, &room).await;
+        assert_eq!(j["call_id"], call_id);
+        assert_eq!(j["topology"], "sfu");
+        joined.push(j);
     }
     common::sfu_audio_reaches(&mut b, &mut [&mut c, &mut a], &call_id).await;
+
+    // Cyd pauses bob's microphone from node B: node A's engine answers,
+    // and its refusal of a stranger comes back as it was.
+    let bob_id = joined[0]["participant_id"].clone();
+    for (who, answer) in [(bob_id, "ack"), (json!(uuid::Uuid::new_v4()), "nack")] {
+        let reply = c
+            .request(
+                json!({"type": "call.subscribe", "call_id": call_id, "participant_id": who,
+                "source": "microphone", "paused": true}),
+            )
+            .await;
+        assert_eq!(reply["type"], answer, "{reply}");
+        if answer == "nack" {
+            assert_eq!(reply["code"], "not_found", "{reply}");
+        }
+    }
 
     // Leaving from node B is answered by node A.
     let ack = b
