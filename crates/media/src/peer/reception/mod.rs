@@ -106,7 +106,9 @@ impl Reception {
     }
 
     /// A packet with transport-wide sequence number `seq` came at `now`,
-    /// on stream `ssrc` (media, repair or padding).
+    /// on stream `ssrc` (media, repair or padding). Feedback on it is due an
+    /// interval after the first arrival not yet reported, so a publisher
+    /// that stops sending costs no timer.
     pub fn transport_seq(&mut self, now: Instant, ssrc: u32, seq: u16) {
         self.arrivals.record(now, ssrc, seq);
         self.next_twcc.get_or_insert(now + twcc::INTERVAL);
@@ -172,7 +174,7 @@ impl Reception {
             }
         }
         if self.next_twcc.is_some_and(|at| at <= now) {
-            self.next_twcc = Some(now + twcc::INTERVAL);
+            self.next_twcc = None;
             if self.arrivals.pending() {
                 for f in self.arrivals.feedback(self.own_ssrc) {
                     out.push(Box::new(f));
@@ -289,7 +291,10 @@ mod tests {
         let cc = of::<TransportLayerCc>(&out);
         assert_eq!(cc.len(), 1);
         assert_eq!((cc[0].sender_ssrc, cc[0].packet_status_count), (OWN, 2));
+        assert_eq!(r.poll_timeout(), None, "nothing more came: no timer");
         assert!(due(&mut r, t0 + twcc::INTERVAL * 2).is_empty());
+        r.transport_seq(t0 + twcc::INTERVAL * 3, 9, 3);
+        assert_eq!(r.poll_timeout(), Some(t0 + twcc::INTERVAL * 4));
     }
 
     #[test]
