@@ -20,13 +20,7 @@
 //
 //   ROOST_BIN=path/to/roost [FIREFOX=/usr/bin/firefox-esr] node srtp-cipher.test.mjs   (as root)
 
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
-import {
-  CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, firefoxIn, netns, serveHarness, sleep, startRoost,
-} from "./support.mjs";
+import { check, chromiumAndFirefoxOnSfu, fail, netns, sleep } from "./support.mjs";
 
 const GCM = /^(SRTP_)?AEAD_AES_128_GCM$/;
 
@@ -53,49 +47,10 @@ function transports() {
 
 async function main() {
   const ns = netns("srtp");
-  let harness;
-  let foxHarness;
-  let roost;
-  let chrome;
-  let firefox;
+  let call;
   try {
-    harness = await serveHarness();
-    foxHarness = await serveHarness(ns.host);
-    const origin = `http://127.0.0.1:${harness.address().port}`;
-    const foxOrigin = `http://${ns.host}:${foxHarness.address().port}`;
-    roost = await startRoost({
-      // No peer-to-peer calls: the first participant is already on the SFU.
-      ROOST_CALLS__MESH_MAX: "0",
-      ROOST_MEDIA__LISTEN: `${ns.host}:0`,
-      ROOST_GATEWAY__ALLOWED_ORIGINS: JSON.stringify([origin, foxOrigin]),
-    }, "warn", { listen: `${ns.host}:0` });
-    const base = roost.url;
-    const wsUrl = base.replace("http://", "ws://") + "/v1/ws";
-    const users = [];
-    for (const name of ["chromey", "foxy"]) {
-      users.push(await api(base, "/v1/auth/register", { email: `${name}@example.org`, username: name, password: PASSWORD }));
-    }
-    const room = await api(base, "/v1/rooms", { name: "srtp room" }, users[0].access_token);
-    await api(base, `/v1/rooms/${room.id}/members`, { user_id: users[1].user.id }, users[0].access_token);
-
-    chrome = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
-      executablePath: CHROMIUM, headless: true, args: chromiumArgs(),
-    });
-    // The harness page is not a secure context there: let it use the fake devices.
-    firefox = await firefoxIn(ns, { "media.devices.insecure.enabled": true, "media.getusermedia.insecure.enabled": true });
-    const browsers = [
-      { name: "Chromium", page: await chrome.newPage(), origin },
-      { name: "Firefox", page: await firefox.browser.newPage(), origin: foxOrigin },
-    ];
-    for (const [i, b] of browsers.entries()) {
-      await b.page.goto(`${b.origin}/harness.html`);
-      await b.page.waitForFunction(() => window.ready === true);
-      await b.page.evaluate((o) => window.startParticipant(o), { wsUrl, token: users[i].access_token, roomId: room.id });
-    }
-    for (const b of browsers) {
-      const r = await b.page.evaluate(() => window.participant.join());
-      if (r.topology !== "sfu") fail(`${b.name} joins the call on the SFU: ${r.topology}`);
-    }
+    call = await chromiumAndFirefoxOnSfu(ns, "srtp room");
+    const { browsers } = call;
 
     // Both connections of each page finish DTLS and report an SRTP cipher.
     const deadline = Date.now() + 30_000;
@@ -126,12 +81,7 @@ async function main() {
     process.exitCode = 1;
     throw e;
   } finally {
-    await chrome?.close().catch(() => {});
-    await firefox?.close();
-    roost?.child.kill("SIGTERM");
-    harness?.close();
-    foxHarness?.close();
-    if (process.exitCode && roost) console.error(roost.stderr().split("\n").slice(-30).join("\n"));
+    await call?.close(process.exitCode);
     ns.close();
   }
 }

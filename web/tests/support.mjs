@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { deflateSync } from "node:zlib";
+import { chromium } from "playwright-core";
 import puppeteer from "puppeteer-core";
 
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -286,4 +287,64 @@ export function freePort() {
       srv.close(() => resolve(port));
     });
   });
+}
+
+// A Chromium page on loopback and a Firefox page inside the namespace `ns`
+// (where the server listens, on `ns.host`), each a harness participant,
+// joined to one call on the SFU (`mesh_max` 0: the first is already on it).
+// `close(failed)` ends the browsers, the server and the harness servers,
+// printing the server's last log lines where the test failed; the caller
+// closes `ns`.
+export async function chromiumAndFirefoxOnSfu(ns, roomName) {
+  const made = {};
+  made.close = async (failed) => {
+    await made.chrome?.close().catch(() => {});
+    await made.firefox?.close();
+    made.roost?.child.kill("SIGTERM");
+    made.harness?.close();
+    made.foxHarness?.close();
+    if (failed && made.roost) console.error(made.roost.stderr().split("\n").slice(-30).join("\n"));
+  };
+  try {
+    made.harness = await serveHarness();
+    made.foxHarness = await serveHarness(ns.host);
+    const origin = `http://127.0.0.1:${made.harness.address().port}`;
+    const foxOrigin = `http://${ns.host}:${made.foxHarness.address().port}`;
+    made.roost = await startRoost({
+      ROOST_CALLS__MESH_MAX: "0",
+      ROOST_MEDIA__LISTEN: `${ns.host}:0`,
+      ROOST_GATEWAY__ALLOWED_ORIGINS: JSON.stringify([origin, foxOrigin]),
+    }, "warn", { listen: `${ns.host}:0` });
+    const base = made.roost.url;
+    const wsUrl = base.replace("http://", "ws://") + "/v1/ws";
+    const users = [];
+    for (const name of ["chromey", "foxy"]) {
+      users.push(await api(base, "/v1/auth/register", { email: `${name}@example.org`, username: name, password: PASSWORD }));
+    }
+    const room = await api(base, "/v1/rooms", { name: roomName }, users[0].access_token);
+    await api(base, `/v1/rooms/${room.id}/members`, { user_id: users[1].user.id }, users[0].access_token);
+
+    made.chrome = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "chromium-")), {
+      executablePath: CHROMIUM, headless: true, args: chromiumArgs(),
+    });
+    // The harness page is not a secure context there: let it use the fake devices.
+    made.firefox = await firefoxIn(ns, { "media.devices.insecure.enabled": true, "media.getusermedia.insecure.enabled": true });
+    made.browsers = [
+      { name: "Chromium", page: await made.chrome.newPage(), origin },
+      { name: "Firefox", page: await made.firefox.browser.newPage(), origin: foxOrigin },
+    ];
+    for (const [i, b] of made.browsers.entries()) {
+      await b.page.goto(`${b.origin}/harness.html`);
+      await b.page.waitForFunction(() => window.ready === true);
+      await b.page.evaluate((o) => window.startParticipant(o), { wsUrl, token: users[i].access_token, roomId: room.id });
+    }
+    for (const b of made.browsers) {
+      const r = await b.page.evaluate(() => window.participant.join());
+      if (r.topology !== "sfu") fail(`${b.name} joins the call on the SFU: ${r.topology}`);
+    }
+    return made;
+  } catch (e) {
+    await made.close(true);
+    throw e;
+  }
 }
