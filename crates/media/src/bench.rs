@@ -159,6 +159,7 @@ impl Call {
             payload: Bytes::copy_from_slice(payload),
             // Browsers put a level in every audio packet (RFC 6464).
             audio_level: (self.kind == Kind::Audio).then_some(30),
+            layer: 0,
         };
         let now = Instant::now();
         let _ = self

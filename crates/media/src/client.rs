@@ -275,7 +275,7 @@ async fn drive(
                     }
                     Some(Cmd::Send { seq, ts, payload, marker, audio_level }) => {
                         if let (Some((id, mime)), Some(ssrc)) = (&sender, ssrc) {
-                            let packet = Rtp { ssrc, seq, ts, marker, payload_type: 0, payload, audio_level };
+                            let packet = Rtp { ssrc, seq, ts, marker, payload_type: 0, payload, audio_level, layer: 0 };
                             let _ = peer.send_rtp(*id, &packet, mime, now);
                         }
                     }

@@ -32,8 +32,8 @@ use uuid::Uuid;
 
 use crate::config::EngineConfig;
 use crate::demux::Demux;
-use crate::events::Source;
 use crate::events::{EngineEvent, EngineStats};
+use crate::events::{Source, Subscription};
 use crate::placement::{SharedPlacement, Spread};
 use crate::sfu::{Input, Output, PeerKey, Route, Sfu};
 use crate::MediaError;
@@ -62,11 +62,11 @@ enum Command {
     Leave {
         participants: Vec<Uuid>,
     },
-    Pause {
+    Subscribe {
         subscriber: Uuid,
         publisher: Uuid,
         source: Source,
-        paused: bool,
+        subscription: Subscription,
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
     Stats {
@@ -297,22 +297,23 @@ impl Engine {
         .await?
     }
 
-    /// Pauses or resumes what `subscriber` receives of `publisher`'s track
-    /// of `source`, including one published later: a paused track is not
-    /// sent to it; a resumed one starts again at a keyframe.
-    pub async fn set_paused(
+    /// Sets what `subscriber` receives of `publisher`'s track of `source`,
+    /// including one published later: a paused track is not sent to it, a
+    /// resumed one starts again at a keyframe, and of a simulcast track it
+    /// receives the layer that fits the size it draws it at.
+    pub async fn set_subscription(
         &self,
         subscriber: Uuid,
         publisher: Uuid,
         source: Source,
-        paused: bool,
+        subscription: Subscription,
     ) -> Result<(), MediaError> {
         let at = self.loop_of(subscriber)?;
-        self.ask(at, |reply| Command::Pause {
+        self.ask(at, |reply| Command::Subscribe {
             subscriber,
             publisher,
             source,
-            paused,
+            subscription,
             reply,
         })
         .await?
@@ -466,14 +467,14 @@ impl Shell {
                 self.drain(sfu);
                 let _ = reply.send(taken);
             }
-            Command::Pause {
+            Command::Subscribe {
                 subscriber,
                 publisher,
                 source,
-                paused,
+                subscription,
                 reply,
             } => {
-                let done = sfu.set_paused(now, subscriber, publisher, source, paused);
+                let done = sfu.set_subscription(now, subscriber, publisher, source, subscription);
                 self.drain(sfu);
                 let _ = reply.send(done);
             }

@@ -56,6 +56,16 @@ impl Source {
     }
 }
 
+/// What a subscriber asks of one publisher's track of one source
+/// (`call.subscribe`): whether it is paused, and the largest size it is
+/// drawn at, from which the SFU picks a simulcast layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Subscription {
+    pub paused: bool,
+    /// Width and height in pixels; `None`: as large as it comes.
+    pub max_size: Option<(u16, u16)>,
+}
+
 /// One media section of an offer to a subscriber: whose track it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferedTrack {

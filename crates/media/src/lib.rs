@@ -41,10 +41,11 @@ mod placement;
 pub mod retransmit;
 mod sfu;
 mod udp;
+pub mod vp8;
 
 pub use config::EngineConfig;
 pub use engine::Engine;
-pub use events::{EngineEvent, EngineStats, OfferedTrack, Source};
+pub use events::{EngineEvent, EngineStats, OfferedTrack, Source, Subscription};
 pub use peer::Kind;
 pub use retransmit::RetransmitLimits;
 

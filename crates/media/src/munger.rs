@@ -12,6 +12,15 @@ pub struct Rewritten {
     pub ts: u32,
 }
 
+/// The VP8 picture numbers a forwarded packet's payload descriptor is
+/// given (RFC 7741 §4.2), where a subscriber's stream continues another
+/// layer's: each is written only where the packet has the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Patch {
+    pub picture_id: Option<u16>,
+    pub tl0_pic_idx: Option<u8>,
+}
+
 /// The numbering of one subscriber's outgoing stream.
 #[derive(Debug, Clone)]
 pub struct Munger {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use roost_media::client::{Client, ClientEvent};
-use roost_media::{Engine, EngineConfig, EngineEvent, Kind, OfferedTrack, Source};
+use roost_media::{Engine, EngineConfig, EngineEvent, Kind, OfferedTrack, Source, Subscription};
 use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
 
@@ -859,7 +859,7 @@ async fn a_paused_track_is_not_sent_and_resumes_at_a_keyframe_without_a_gap() {
     {}
 
     engine
-        .set_paused(pausing, publisher_id, Source::Camera, true)
+        .set_subscription(pausing, publisher_id, Source::Camera, pausing_with(true))
         .await
         .unwrap();
     for n in 100..120 {
@@ -872,18 +872,23 @@ async fn a_paused_track_is_not_sent_and_resumes_at_a_keyframe_without_a_gap() {
     assert_eq!(watched.len(), 20, "the other subscriber gets every packet");
     assert!(
         engine
-            .set_paused(pausing, Uuid::new_v4(), Source::Camera, true)
+            .set_subscription(pausing, Uuid::new_v4(), Source::Camera, pausing_with(true))
             .await
             .is_ok(),
         "a publisher not in the call yet is kept for later"
     );
     assert!(engine
-        .set_paused(Uuid::new_v4(), publisher_id, Source::Camera, true)
+        .set_subscription(
+            Uuid::new_v4(),
+            publisher_id,
+            Source::Camera,
+            pausing_with(true)
+        )
         .await
         .is_err());
 
     engine
-        .set_paused(pausing, publisher_id, Source::Camera, false)
+        .set_subscription(pausing, publisher_id, Source::Camera, pausing_with(false))
         .await
         .unwrap();
     let asked = loop {
@@ -1145,6 +1150,7 @@ mod in_memory {
                     payload_type: 0,
                     payload: super::numbered(n, 1200),
                     audio_level: None,
+                    layer: 0,
                 };
                 let _ = self.peer.send_rtp(*id, &packet, mime, now);
             }
@@ -1160,6 +1166,7 @@ mod in_memory {
                     payload_type: 0,
                     payload: Bytes::from_static(payload),
                     audio_level: self.level,
+                    layer: 0,
                 };
                 let _ = self.peer.send_rtp(*id, &packet, mime, now);
             }
@@ -2161,5 +2168,13 @@ mod in_memory {
             subscriber.received.iter().any(|p| p[..] == b"second"[..]),
             "after the refusal, the right answer brings the second track"
         );
+    }
+}
+
+/// What `call.subscribe` with only `paused` asks.
+fn pausing_with(paused: bool) -> Subscription {
+    Subscription {
+        paused,
+        max_size: None,
     }
 }

@@ -13,12 +13,13 @@
 //! `call.state` events are the core's [`roost_core::calls`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU16;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use roost_core::model::Actor;
 use roost_core::{Core, CoreError};
-use roost_media::{Engine, EngineEvent, Kind, MediaError, Source};
+use roost_media::{Engine, EngineEvent, Kind, MediaError, Source, Subscription};
 use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -498,10 +499,18 @@ impl CallHub {
                 participant_id,
                 source,
                 paused,
-            } => self
-                .subscribe(me, call_id, participant_id, source, paused)
-                .await
-                .map(|()| json!({})),
+                max_width,
+                max_height,
+            } => {
+                // A side left out is as large as it comes.
+                let side = |v: Option<NonZeroU16>| v.map_or(u16::MAX, NonZeroU16::get);
+                let max_size = (max_width.is_some() || max_height.is_some())
+                    .then(|| (side(max_width), side(max_height)));
+                let subscription = Subscription { paused, max_size };
+                self.subscribe(me, call_id, participant_id, source, subscription)
+                    .await
+                    .map(|()| json!({}))
+            }
         }
     }
 
@@ -726,15 +735,16 @@ impl CallHub {
         self.engine_for(participant, call_id).map(|_| ())
     }
 
-    /// `call.subscribe`: pauses or resumes what the participant receives
-    /// of another's track on the SFU. The other must be in the call.
+    /// `call.subscribe`: what the participant receives of another's track
+    /// on the SFU (paused, and the size it draws it at). The other must be
+    /// in the call.
     pub async fn subscribe(
         &self,
         participant: Uuid,
         call_id: Uuid,
         publisher: Uuid,
         source: TrackSource,
-        paused: bool,
+        subscription: Subscription,
     ) -> Result<(), CoreError> {
         let engine = self.engine_for(participant, call_id)?;
         let known = {
@@ -746,7 +756,12 @@ impl CallHub {
             return Err(CoreError::NotFound("participant"));
         }
         engine
-            .set_paused(participant, publisher, source_to_media(source), paused)
+            .set_subscription(
+                participant,
+                publisher,
+                source_to_media(source),
+                subscription,
+            )
             .await
             .map_err(sdp_refused)
     }

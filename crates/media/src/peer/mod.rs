@@ -98,6 +98,9 @@ pub struct Rtp {
     /// The audio level (RFC 6464) in -dBov, 0 (loudest) to 127 (silence),
     /// when the sender put one in.
     pub audio_level: Option<u8>,
+    /// The simulcast layer it belongs to (0, the smallest, without
+    /// simulcast).
+    pub layer: u8,
 }
 
 impl Rtp {
@@ -115,6 +118,7 @@ impl Rtp {
             payload_type: p.header.payload_type,
             payload: p.payload,
             audio_level,
+            layer: 0,
         }
     }
 }
@@ -154,6 +158,8 @@ pub enum PeerEvent {
         kind: Kind,
         codec: Codec,
         ssrc: u32,
+        /// How many simulcast layers the track may carry: 1 without.
+        layers: u8,
     },
     TrackClosed {
         track: TrackId,
@@ -661,6 +667,7 @@ impl Peer {
                             fmtp: codec.sdp_fmtp_line,
                         },
                         ssrc: init.ssrc,
+                        layers: 1,
                     });
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track)) => {
@@ -738,6 +745,7 @@ mod tests {
             payload_type: 111,
             payload: Bytes::from_static(&[0xf8, 0xff, 0xfe]),
             audio_level: None,
+            layer: 0,
         };
         let first = sending
             .add_sender(Kind::Audio, &codec, 4321, None, "s", "a")

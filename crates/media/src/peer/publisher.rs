@@ -4,9 +4,9 @@
 //! section and handed to the engine, and the feedback a receiver owes its
 //! sender goes out:
 //! - a stream is placed by the SSRC the offer named, else by its `mid`
-//!   header extension (and its rid, where the section takes one encoding of
-//!   a simulcast), else by a payload type only one section takes; a
-//!   section's first stream is its track, and another SSRC in it is dropped;
+//!   header extension, else by a payload type only one section takes; in a
+//!   section that takes simulcast, its rid says its layer (ADR 0025). A
+//!   layer's first stream is the layer, and another SSRC in it is dropped;
 //! - RTX packets (RFC 4588) are opened into the packet they repair;
 //! - NACKs for lost packets, receiver reports and transport-wide congestion
 //!   feedback come from [`Reception`], which each packet updates in place;
@@ -25,7 +25,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::shared::marshal::Unmarshal;
 
-use super::answer::ReceivedSection;
+use super::answer::{ReceivedSection, MAX_LAYERS};
 use super::dtls_srtp::Identity;
 use super::link::{Inbound, Link, LinkEvent, LinkSetup, RemoteSide};
 use super::reception::{Reception, StreamSetup};
@@ -41,9 +41,15 @@ const MAX_STREAMS: usize = 64;
 struct Stream {
     ssrc: u32,
     section: usize,
+    /// The simulcast layer it carries: its rid's place in the section's
+    /// list; 0 without simulcast.
+    layer: u8,
     /// Whether it carries retransmissions of the section's track.
     rtx: bool,
 }
+
+/// Each section's layers, once their first packets came: their SSRCs.
+type Opened = [Option<u32>; MAX_LAYERS];
 
 /// Counts of what the transport did, for the engine's statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,8 +68,8 @@ pub struct PublisherTransport {
     link: Link,
     sections: Vec<ReceivedSection>,
     streams: Vec<Stream>,
-    /// The section's track, once its first packet came: its SSRC.
-    opened: Vec<Option<u32>>,
+    /// The section's track, once its first packet came: its layers' SSRCs.
+    opened: Vec<Opened>,
     /// The transport-wide sequence number's extension id: one for the
     /// whole bundle.
     transport_cc: Option<u8>,
@@ -113,12 +119,16 @@ impl PublisherTransport {
             if kept {
                 continue;
             }
-            if self.opened.get(i).copied().flatten().is_some() {
+            if self
+                .opened
+                .get(i)
+                .is_some_and(|o| o.iter().any(Option::is_some))
+            {
                 self.events.push_back(PeerEvent::TrackClosed {
                     track: old.track.clone(),
                 });
             }
-            self.opened[i] = None;
+            self.opened[i] = Opened::default();
             let gone: Vec<Stream> = self
                 .streams
                 .iter()
@@ -130,7 +140,7 @@ impl PublisherTransport {
             }
             self.streams.retain(|s| s.section != i);
         }
-        self.opened.resize(sections.len(), None);
+        self.opened.resize(sections.len(), Opened::default());
         self.transport_cc = sections
             .iter()
             .filter(|s| s.receiving)
@@ -216,9 +226,11 @@ impl PublisherTransport {
         self.reception
             .rtp(now, h.ssrc, h.sequence_number, h.timestamp, stream.rtx);
         let s = &self.sections[stream.section];
+        let mut packet = Rtp::received(packet, s.extensions.audio_level);
+        packet.layer = stream.layer;
         self.events.push_back(PeerEvent::Rtp {
             track: s.track.clone(),
-            packet: Rtp::received(packet, s.extensions.audio_level),
+            packet,
         });
     }
 
@@ -234,7 +246,7 @@ impl PublisherTransport {
         let primary = self
             .streams
             .iter()
-            .find(|s| s.section == stream.section && !s.rtx)
+            .find(|s| s.section == stream.section && s.layer == stream.layer && !s.rtx)
             .map(|s| s.ssrc);
         let apt = section
             .rtx
@@ -262,16 +274,20 @@ impl PublisherTransport {
         if self.streams.len() >= MAX_STREAMS {
             return None;
         }
-        let (section, rtx) = self.section_of(header)?;
-        let has_primary = self.streams.iter().any(|s| s.section == section && !s.rtx);
+        let (section, layer, rtx) = self.section_of(header)?;
+        let has_primary = self
+            .streams
+            .iter()
+            .any(|s| s.section == section && s.layer == layer && !s.rtx);
         if rtx != has_primary {
-            // RTX before its track's first packet has nothing to repair;
-            // a second stream of a track would mix two encodings.
+            // RTX before its layer's first packet has nothing to repair;
+            // a second stream of a layer would mix two encodings.
             return None;
         }
         let stream = Stream {
             ssrc: header.ssrc,
             section,
+            layer,
             rtx,
         };
         self.streams.push(stream);
@@ -295,40 +311,30 @@ impl PublisherTransport {
             },
         );
         if let (Some(kind), Some(codec)) = (s.kind, codec) {
-            self.opened[section] = Some(header.ssrc);
-            self.events.push_back(PeerEvent::TrackOpened {
-                track: s.track.clone(),
-                kind,
-                codec,
-                ssrc: header.ssrc,
-            });
+            let opened = &mut self.opened[section];
+            // The track opens with its first layer; the others join it.
+            let first = opened.iter().all(Option::is_none);
+            opened[usize::from(layer)] = Some(header.ssrc);
+            if first {
+                self.events.push_back(PeerEvent::TrackOpened {
+                    track: s.track.clone(),
+                    kind,
+                    codec,
+                    ssrc: header.ssrc,
+                    layers: s.rids.len().max(1) as u8,
+                });
+            }
         }
         Some(stream)
     }
 
-    /// The receiving section a new SSRC belongs to, and whether it is the
-    /// section's RTX stream.
-    fn section_of(&self, header: &rtc::rtp::header::Header) -> Option<(usize, bool)> {
+    /// The receiving section a new SSRC belongs to, its layer, and whether
+    /// it is the section's RTX stream.
+    fn section_of(&self, header: &rtc::rtp::header::Header) -> Option<(usize, u8, bool)> {
         let pt = header.payload_type;
         let rtx_of = |s: &ReceivedSection| s.rtx.iter().any(|(p, _)| *p == pt);
         let takes = |s: &ReceivedSection| s.codecs.iter().any(|(p, _)| *p == pt);
-        // Named in the offer.
-        for (i, s) in self
-            .sections
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.receiving)
-        {
-            for (ssrc, rtx) in &s.ssrcs {
-                if *ssrc == header.ssrc {
-                    return takes(s).then_some((i, false));
-                }
-                if *rtx == Some(header.ssrc) {
-                    return rtx_of(s).then_some((i, true));
-                }
-            }
-        }
-        // By its mid, and its rid where the section takes one encoding.
+        // By its mid, where the packet names one.
         let mid_id = self.sections.iter().find_map(|s| s.extensions.mid);
         if let Some(mid) = mid_id.and_then(|id| header.get_extension(id)) {
             let (i, s) = self
@@ -340,18 +346,25 @@ impl PublisherTransport {
             if !rtx && !takes(s) {
                 return None;
             }
-            if let Some(rid) = &s.rid {
-                let id = if rtx {
-                    s.extensions.repaired_rid
-                } else {
-                    s.extensions.rid
-                };
-                let named = id.and_then(|id| header.get_extension(id));
-                if named.is_some_and(|named| &named[..] != rid.as_bytes()) {
-                    return None;
+            return Some((i, Self::layer_of(s, header, rtx)?, rtx));
+        }
+        // Named in the offer.
+        for (i, s) in self
+            .sections
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.receiving)
+        {
+            for (ssrc, rtx) in &s.ssrcs {
+                if *ssrc == header.ssrc {
+                    let layer = Self::layer_of(s, header, false)?;
+                    return takes(s).then_some((i, layer, false));
+                }
+                if *rtx == Some(header.ssrc) {
+                    let layer = Self::layer_of(s, header, true)?;
+                    return rtx_of(s).then_some((i, layer, true));
                 }
             }
-            return Some((i, rtx));
         }
         // By a payload type only one section takes.
         let mut found = None;
@@ -366,10 +379,33 @@ impl PublisherTransport {
                 if found.is_some() {
                     return None;
                 }
-                found = Some((i, rtx));
+                found = Some((i, Self::layer_of(s, header, rtx)?, rtx));
             }
         }
         found
+    }
+
+    /// The layer a new stream of section `s` carries: where the section
+    /// takes simulcast, the place of the rid the packet names (the repaired
+    /// rid for RTX). A packet that names no rid is the only layer of a
+    /// section with one, and unplaceable in a section with several.
+    fn layer_of(s: &ReceivedSection, header: &rtc::rtp::header::Header, rtx: bool) -> Option<u8> {
+        if s.rids.is_empty() {
+            return Some(0);
+        }
+        let id = if rtx {
+            s.extensions.repaired_rid
+        } else {
+            s.extensions.rid
+        };
+        match id.and_then(|id| header.get_extension(id)) {
+            Some(named) => s
+                .rids
+                .iter()
+                .position(|rid| rid.as_bytes() == &named[..])
+                .map(|at| at as u8),
+            None => (s.rids.len() == 1).then_some(0),
+        }
     }
 
     fn rtcp(&mut self, now: Instant, mut plain: Bytes) {
@@ -419,9 +455,10 @@ impl PublisherTransport {
         }
     }
 
-    /// Asks the client for a keyframe of the track in section `mid`: PLI,
-    /// or FIR where the section negotiated only that.
-    pub fn request_keyframe(&mut self, track: &str) -> Result<(), MediaError> {
+    /// Asks the client for a keyframe of one layer of a track (of every
+    /// layer that came, where `layer` is `None`): PLI, or FIR where the
+    /// section negotiated only that.
+    pub fn request_keyframe(&mut self, track: &str, layer: Option<u8>) -> Result<(), MediaError> {
         let Some((i, s)) = self
             .sections
             .iter()
@@ -430,28 +467,33 @@ impl PublisherTransport {
         else {
             return Err(MediaError::NotFound("track"));
         };
-        let Some(media_ssrc) = self.opened[i] else {
+        let fir = s.fir && !s.pli;
+        let opened = self.opened[i];
+        for (at, ssrc) in opened.iter().enumerate() {
             // Nothing came yet: its first frame is a keyframe.
-            return Ok(());
-        };
-        let request: Box<dyn rtc::rtcp::packet::Packet> = if s.fir && !s.pli {
-            self.fir_seq = self.fir_seq.wrapping_add(1);
-            Box::new(FullIntraRequest {
-                sender_ssrc: self.own_ssrc,
-                media_ssrc,
-                fir: vec![FirEntry {
-                    ssrc: media_ssrc,
-                    sequence_number: self.fir_seq,
-                }],
-            })
-        } else {
-            Box::new(PictureLossIndication {
-                sender_ssrc: self.own_ssrc,
-                media_ssrc,
-            })
-        };
-        if self.send_rtcp(&[request]) {
-            self.stats.keyframe_requests += 1;
+            let Some(media_ssrc) = *ssrc else { continue };
+            if layer.is_some_and(|l| usize::from(l) != at) {
+                continue;
+            }
+            let request: Box<dyn rtc::rtcp::packet::Packet> = if fir {
+                self.fir_seq = self.fir_seq.wrapping_add(1);
+                Box::new(FullIntraRequest {
+                    sender_ssrc: self.own_ssrc,
+                    media_ssrc,
+                    fir: vec![FirEntry {
+                        ssrc: media_ssrc,
+                        sequence_number: self.fir_seq,
+                    }],
+                })
+            } else {
+                Box::new(PictureLossIndication {
+                    sender_ssrc: self.own_ssrc,
+                    media_ssrc,
+                })
+            };
+            if self.send_rtcp(&[request]) {
+                self.stats.keyframe_requests += 1;
+            }
         }
         Ok(())
     }
@@ -642,6 +684,7 @@ mod tests {
                 payload_type: 96,
                 payload: Bytes::from(payload),
                 audio_level: None,
+                layer: 0,
             };
             self.client
                 .send_rtp(self.sender, &packet, "video/VP8", self.now)
@@ -682,6 +725,7 @@ mod tests {
                     kind,
                     codec,
                     ssrc,
+                    layers: 1,
                 } => Some((track.clone(), *kind, codec.mime_type.clone(), *ssrc)),
                 _ => None,
             })
@@ -755,11 +799,15 @@ mod tests {
     fn a_keyframe_request_reaches_the_client() {
         let mut call = Call::new(false);
         call.run(100, true);
-        call.publisher.request_keyframe("cam").unwrap();
+        call.publisher.request_keyframe("cam", Some(0)).unwrap();
         call.step();
         assert_eq!(call.keyframe_requests, 1);
         assert_eq!(call.publisher.stats().keyframe_requests, 1);
-        assert!(call.publisher.request_keyframe("nothing").is_err());
+        // Of a layer that never came: nothing to ask.
+        call.publisher.request_keyframe("cam", Some(2)).unwrap();
+        call.step();
+        assert_eq!(call.keyframe_requests, 1);
+        assert!(call.publisher.request_keyframe("nothing", None).is_err());
     }
 
     #[test]
@@ -797,7 +845,7 @@ mod tests {
         assert!(call.publisher.poll_timeout().is_none());
     }
 
-    fn section(mid: &str, pts: &[u8], rid: Option<&str>) -> ReceivedSection {
+    fn section(mid: &str, pts: &[u8], rids: &[&str]) -> ReceivedSection {
         ReceivedSection {
             mid: mid.into(),
             kind: Some(Kind::Video),
@@ -808,7 +856,7 @@ mod tests {
                 .map(|pt| (*pt, crate::client::codec(Kind::Video)))
                 .collect(),
             rtx: pts.iter().map(|pt| (pt + 1, *pt)).collect(),
-            rid: rid.map(str::to_owned),
+            rids: rids.iter().map(|r| (*r).to_owned()).collect(),
             extensions: crate::peer::answer::Extensions {
                 mid: Some(1),
                 rid: Some(2),
@@ -849,52 +897,66 @@ mod tests {
     }
 
     #[test]
-    fn streams_are_placed_by_mid_rid_and_payload_type_and_a_track_takes_one() {
+    fn streams_are_placed_by_mid_rid_and_payload_type_and_a_layer_takes_one() {
         let identity = Identity::generate().unwrap();
         let mut t = PublisherTransport::new(link(), &identity, 1);
-        t.sections = vec![section("0", &[96], Some("f")), section("1", &[102], None)];
-        t.opened = vec![None, None];
-        // RTX before its track: nothing to repair yet.
+        t.sections = vec![section("0", &[96], &["q", "f"]), section("1", &[102], &[])];
+        t.opened = vec![Opened::default(); 2];
+        let now = Instant::now();
+        // RTX before its layer: nothing to repair yet.
         assert!(t
-            .place(Instant::now(), &header(10, 97, Some("0"), Some((3, "f"))))
+            .place(now, &header(10, 97, Some("0"), Some((3, "f"))))
             .is_none());
-        // Another encoding of the simulcast than the one answered.
+        // A rid the answer did not take, and none where there are two layers.
         assert!(t
-            .place(Instant::now(), &header(11, 96, Some("0"), Some((2, "q"))))
+            .place(now, &header(11, 96, Some("0"), Some((2, "h"))))
             .is_none());
+        assert!(t.place(now, &header(18, 96, Some("0"), None)).is_none());
         let f = t
-            .place(Instant::now(), &header(12, 96, Some("0"), Some((2, "f"))))
+            .place(now, &header(12, 96, Some("0"), Some((2, "f"))))
             .unwrap();
-        assert_eq!((f.section, f.rtx), (0, false));
+        assert_eq!((f.section, f.layer, f.rtx), (0, 1, false));
+        let q = t
+            .place(now, &header(19, 96, Some("0"), Some((2, "q"))))
+            .unwrap();
+        assert_eq!((q.section, q.layer, q.rtx), (0, 0, false));
         let rtx = t
-            .place(Instant::now(), &header(13, 97, Some("0"), Some((3, "f"))))
+            .place(now, &header(13, 97, Some("0"), Some((3, "f"))))
             .unwrap();
-        assert_eq!((rtx.section, rtx.rtx), (0, true));
-        // A second stream in the same section would mix two encodings.
+        assert_eq!((rtx.section, rtx.layer, rtx.rtx), (0, 1, true));
+        // A second stream of the same layer would mix two encodings.
         assert!(t
-            .place(Instant::now(), &header(14, 96, Some("0"), Some((2, "f"))))
+            .place(now, &header(14, 96, Some("0"), Some((2, "f"))))
             .is_none());
         // No mid: the payload type only section 1 takes.
-        let by_pt = t
-            .place(Instant::now(), &header(15, 102, None, None))
-            .unwrap();
-        assert_eq!(by_pt.section, 1);
+        let by_pt = t.place(now, &header(15, 102, None, None)).unwrap();
+        assert_eq!((by_pt.section, by_pt.layer), (1, 0));
         // A payload type no section takes, and a mid no section has.
-        assert!(t
-            .place(Instant::now(), &header(16, 50, None, None))
-            .is_none());
-        assert!(t
-            .place(Instant::now(), &header(17, 96, Some("9"), None))
-            .is_none());
-        let opened: Vec<u32> = t
+        assert!(t.place(now, &header(16, 50, None, None)).is_none());
+        assert!(t.place(now, &header(17, 96, Some("9"), None)).is_none());
+        // Each track opens once, with its first layer, and says how many
+        // it may have.
+        let opened: Vec<(u32, u8)> = t
             .events
             .iter()
             .filter_map(|e| match e {
-                PeerEvent::TrackOpened { ssrc, .. } => Some(*ssrc),
+                PeerEvent::TrackOpened { ssrc, layers, .. } => Some((*ssrc, *layers)),
                 _ => None,
             })
             .collect();
-        assert_eq!(opened, vec![12, 15]);
+        assert_eq!(opened, vec![(12, 2), (15, 1)]);
+        assert_eq!(t.opened[0], [Some(19), Some(12), None]);
+        // A repaired packet of the full layer is opened into that layer.
+        let mut packet = rtc::rtp::Packet {
+            header: header(13, 97, None, None),
+            payload: Bytes::from_static(&[0x01, 0x02, 0xAA]),
+        };
+        packet.header.sequence_number = 9;
+        let repaired = t.unwrap_rtx(&rtx, packet).unwrap();
+        assert_eq!(
+            (repaired.header.ssrc, repaired.header.sequence_number),
+            (12, 0x0102)
+        );
     }
 
     #[test]
@@ -929,7 +991,7 @@ mod tests {
             let mut t = PublisherTransport::new(link(), &identity, 1);
             t.configure(
                 &RemoteSide { fingerprint: "AA:BB".into(), role: DtlsRole::Server },
-                vec![section("0", &[96], None)],
+                vec![section("0", &[96], &["q", "f"])],
                 now,
             ).unwrap();
             let creds = ("c".to_owned(), "client-password-0123456789".to_owned());

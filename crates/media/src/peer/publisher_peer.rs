@@ -75,9 +75,10 @@ impl PublisherPeer {
         Ok(answered.sdp)
     }
 
-    /// Asks the client for a keyframe of one of its tracks.
-    pub fn request_keyframe(&mut self, track: &str) -> Result<(), MediaError> {
-        self.transport.request_keyframe(track)
+    /// Asks the client for a keyframe of one of its tracks: of one layer,
+    /// or of every layer.
+    pub fn request_keyframe(&mut self, track: &str, layer: Option<u8>) -> Result<(), MediaError> {
+        self.transport.request_keyframe(track, layer)
     }
 
     pub fn stats(&self) -> PublisherStats {

@@ -29,8 +29,9 @@ pub use super::link::RemoteSide;
 use super::link::{Inbound, Link, LinkEvent, LinkSetup};
 use super::rtcp::{self, Feedback, SentCounts, WallClock};
 use super::rtp_writer::{RtpWriter, StreamHeader};
-use crate::munger::Rewritten;
+use crate::munger::{Rewritten, Vp8Patch};
 use crate::retransmit::{RetransmitLimits, Retransmits};
+use crate::vp8;
 use crate::MediaError;
 
 /// How a subscriber transport is set up.
@@ -90,6 +91,8 @@ struct Kept {
     marker: bool,
     audio_level: Option<u8>,
     payload: Option<Bytes>,
+    /// The picture numbers written into the payload when it went out.
+    vp8: Option<Vp8Patch>,
     sent: Option<Instant>,
 }
 
@@ -274,6 +277,7 @@ impl SubscriberTransport {
         numbers: Rewritten,
         audio_level: Option<u8>,
         payload: &Bytes,
+        vp8: Option<Vp8Patch>,
     ) -> Result<(), MediaError> {
         let Some(stream) = self
             .streams
@@ -290,6 +294,9 @@ impl SubscriberTransport {
         let header = stream
             .writer
             .write(&mut self.buf, marker, numbers, audio_level, payload);
+        if let Some(patch) = vp8 {
+            patch_vp8(&mut self.buf, payload.len(), patch);
+        }
         let protected = dtls.protect_rtp_with_header(&self.buf, header)?;
         stream.counts.sent(numbers.ts, payload.len(), now);
         if !stream.history.is_empty() {
@@ -300,6 +307,7 @@ impl SubscriberTransport {
                 marker,
                 audio_level,
                 payload: Some(payload.clone()),
+                vp8,
                 sent: Some(now),
             };
             // Each packet is let go of once, as the next ones are sent.
@@ -406,6 +414,9 @@ impl SubscriberTransport {
                         .write(&mut self.buf, kept.marker, numbers, kept.audio_level, &[]);
                 self.buf.extend_from_slice(&seq.to_be_bytes());
                 self.buf.extend_from_slice(payload);
+                if let Some(patch) = kept.vp8 {
+                    patch_vp8(&mut self.buf, payload.len(), patch);
+                }
                 header
             }
             None => {
@@ -414,13 +425,17 @@ impl SubscriberTransport {
                     seq,
                     ts: kept.ts,
                 };
-                stream.writer.write(
+                let header = stream.writer.write(
                     &mut self.buf,
                     kept.marker,
                     numbers,
                     kept.audio_level,
                     payload,
-                )
+                );
+                if let Some(patch) = kept.vp8 {
+                    patch_vp8(&mut self.buf, payload.len(), patch);
+                }
+                header
             }
         };
         if let Ok(protected) = dtls.protect_rtp_with_header(&self.buf, header) {
@@ -476,6 +491,13 @@ impl SubscriberTransport {
     pub fn poll_event(&mut self) -> Option<SubscriberEvent> {
         self.events.pop_front()
     }
+}
+
+/// Writes a VP8 payload's new picture numbers into a packet just written,
+/// whose last `payload_len` bytes are the payload.
+fn patch_vp8(packet: &mut [u8], payload_len: usize, patch: Vp8Patch) {
+    let start = packet.len().saturating_sub(payload_len);
+    vp8::rewrite(&mut packet[start..], patch.picture_id, patch.tl0_pic_idx);
 }
 
 #[cfg(test)]
@@ -658,7 +680,7 @@ mod tests {
             payload.extend_from_slice(&self.seq.to_be_bytes());
             payload.resize(1_100, 0x5A);
             self.sub
-                .send_rtp(self.now, true, numbers, None, &Bytes::from(payload))
+                .send_rtp(self.now, true, numbers, None, &Bytes::from(payload), None)
                 .unwrap();
         }
 

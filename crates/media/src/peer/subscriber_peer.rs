@@ -19,7 +19,7 @@ use super::subscriber::{
     RemoteSide, RtxSetup, StreamSetup, SubscriberEvent, SubscriberSetup, SubscriberTransport,
 };
 use super::{Codec, Kind, PeerEvent, PeerSetup};
-use crate::munger::Rewritten;
+use crate::munger::{Rewritten, Vp8Patch};
 use crate::MediaError;
 
 /// How often sender reports go out on each connection.
@@ -200,7 +200,8 @@ impl SubscriberPeer {
         }
     }
 
-    /// Sends a forwarded packet on stream `numbers.ssrc`.
+    /// Sends a forwarded packet on stream `numbers.ssrc`, its VP8 picture
+    /// numbers rewritten where `vp8` says.
     pub fn send_rtp(
         &mut self,
         now: Instant,
@@ -208,9 +209,10 @@ impl SubscriberPeer {
         numbers: Rewritten,
         audio_level: Option<u8>,
         payload: &Bytes,
+        vp8: Option<Vp8Patch>,
     ) -> Result<(), MediaError> {
         self.transport
-            .send_rtp(now, marker, numbers, audio_level, payload)
+            .send_rtp(now, marker, numbers, audio_level, payload, vp8)
     }
 
     pub fn handle_datagram(&mut self, datagram: BytesMut, from: SocketAddr, now: Instant) {

@@ -1,8 +1,10 @@
 //! A down-track: one published track as one subscriber receives it, under
-//! an SSRC of the subscriber's connection, with its own numbering.
+//! an SSRC of the subscriber's connection, with its own numbering, and of a
+//! simulcast track one layer at a time.
 
 use crate::munger::Munger;
 use crate::peer::Codec;
+use crate::vp8::IdMunger;
 
 pub(crate) struct DownTrack {
     pub(crate) munger: Munger,
@@ -15,6 +17,16 @@ pub(crate) struct DownTrack {
     /// After a pause, sending waits for a packet the subscriber can start
     /// decoding from (a keyframe's first, for video).
     pub(crate) resuming: bool,
+    /// The layer forwarded now; `None` before the first packet went.
+    pub(crate) current: Option<u8>,
+    /// The layer it should receive: where it differs from `current`, the
+    /// switch happens at the target layer's next keyframe.
+    pub(crate) target: u8,
+    /// The largest size the subscriber draws it at, where it said.
+    pub(crate) max: Option<(u16, u16)>,
+    /// For a VP8 simulcast track: the picture numbers the subscriber sees,
+    /// continued across switches of layer.
+    pub(crate) vp8: Option<IdMunger>,
 }
 
 impl DownTrack {
@@ -25,6 +37,10 @@ impl DownTrack {
             playing: false,
             paused: false,
             resuming: false,
+            current: None,
+            target: 0,
+            max: None,
+            vp8: None,
         }
     }
 

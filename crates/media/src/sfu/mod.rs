@@ -23,12 +23,13 @@ use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use crate::config::EngineConfig;
-use crate::events::{EngineEvent, EngineStats, OfferedTrack, Source};
+use crate::events::{EngineEvent, EngineStats, OfferedTrack, Source, Subscription};
 use crate::peer::dtls_srtp::Identity;
 use crate::peer::rtcp::WallClock;
 use crate::peer::{
     msid_tracks, Codec, Kind, PeerEvent, PeerSetup, PublisherPeer, Rtp, SubscriberPeer,
 };
+use crate::vp8::{self, IdMunger};
 use crate::MediaError;
 
 mod conn;
@@ -115,11 +116,18 @@ pub(crate) enum Relay {
         kind: Kind,
         source: Source,
         codec: Codec,
+        /// Its simulcast layers: 1 without.
+        layers: u8,
     },
     /// The track is gone.
     Closed { key: Arc<TrackKey> },
-    /// Someone here wants a keyframe of a track of the receiving loop.
-    Keyframe { key: Arc<TrackKey>, force: bool },
+    /// Someone here wants a keyframe of a layer of a track of the
+    /// receiving loop.
+    Keyframe {
+        key: Arc<TrackKey>,
+        layer: u8,
+        force: bool,
+    },
 }
 
 /// The other loops of a call spread beyond this one.
@@ -176,9 +184,9 @@ struct Participant {
     /// What its published tracks carry, by their track id (the second part
     /// of the offer's `a=msid`), where it said, until the track opens.
     sources: HashMap<String, Source>,
-    /// The tracks it paused, by publisher and source, kept for those
-    /// published later.
-    paused: HashSet<(Uuid, Source)>,
+    /// What it asked of tracks (paused, the size it draws them at), by
+    /// publisher and source, kept for those published later.
+    wishes: HashMap<(Uuid, Source), Subscription>,
 }
 
 /// The state of one media loop.
@@ -218,7 +226,8 @@ pub(crate) struct Sfu {
     speakers: Speakers,
     /// The time of the latest input: the loop reads no clock of its own.
     now: Instant,
-    /// When speakers are next looked at (every [`SPEAKING_EVERY`]).
+    /// When speakers, and the layers subscribers receive, are next looked
+    /// at (every [`SPEAKING_EVERY`]).
     next_speaking: Instant,
 }
 
@@ -401,7 +410,7 @@ impl Sfu {
                 renegotiate: false,
                 down: FxHashMap::default(),
                 sources: HashMap::new(),
-                paused: HashSet::new(),
+                wishes: HashMap::new(),
             },
         );
         self.calls.entry(call).or_default().insert(participant);
@@ -470,40 +479,97 @@ impl Sfu {
         Ok(answer)
     }
 
-    /// The subscriber pauses or resumes what it receives of `publisher`'s
-    /// track of `source` (`call.subscribe`); kept for a track published
-    /// later. A resumed video track starts again at a keyframe, asked for
-    /// as a new subscriber's is.
-    pub(crate) fn set_paused(
+    /// What the subscriber asks of `publisher`'s track of `source`
+    /// (`call.subscribe`), kept for a track published later: paused or not,
+    /// and the size it draws it at. A resumed video track starts again at a
+    /// keyframe, asked for as a new subscriber's is; a simulcast track
+    /// moves to the layer that fits.
+    pub(crate) fn set_subscription(
         &mut self,
         now: Instant,
         subscriber: Uuid,
         publisher: Uuid,
         source: Source,
-        paused: bool,
+        subscription: Subscription,
     ) -> Result<(), MediaError> {
         self.at(now);
         let p = self
             .participants
             .get_mut(&subscriber)
             .ok_or(MediaError::NotFound("participant"))?;
-        if paused {
-            p.paused.insert((publisher, source));
+        if subscription == Subscription::default() {
+            p.wishes.remove(&(publisher, source));
         } else {
-            p.paused.remove(&(publisher, source));
+            p.wishes.insert((publisher, source), subscription);
         }
         let mut resumed = Vec::new();
+        let mut sized = Vec::new();
         for (key, down) in &mut p.down {
             let of_source =
                 key.0 == publisher && self.tracks.get(key).is_some_and(|t| t.source == source);
-            if of_source && down.set_paused(paused) && !paused {
+            if !of_source {
+                continue;
+            }
+            if down.set_paused(subscription.paused) && !subscription.paused {
                 resumed.push(key.clone());
             }
+            if down.max != subscription.max_size {
+                down.max = subscription.max_size;
+                sized.push(key.clone());
+            }
+        }
+        for key in sized {
+            self.retarget(subscriber, &key);
         }
         for key in resumed {
-            self.request_keyframe(&key, true);
+            let layer = self
+                .participants
+                .get(&subscriber)
+                .and_then(|p| p.down.get(&key))
+                .map_or(0, |d| d.target);
+            self.request_keyframe(&key, layer, true);
         }
         Ok(())
+    }
+
+    /// Moves a subscriber's down-track of a simulcast track to the layer
+    /// that fits what it asked, among those sending now; a move asks for a
+    /// keyframe of the new layer, at which the switch happens.
+    fn retarget(&mut self, subscriber: Uuid, key: &TrackKey) {
+        let now = self.now;
+        let Some(track) = self.tracks.get(key).filter(|t| t.simulcast()) else {
+            return;
+        };
+        let Some(down) = self
+            .participants
+            .get_mut(&subscriber)
+            .and_then(|p| p.down.get_mut(key))
+        else {
+            return;
+        };
+        let target = track.layer_for(down.max, now);
+        if target == down.target {
+            return;
+        }
+        down.target = target;
+        if down.current != Some(target) && !down.paused {
+            self.request_keyframe(key, target, true);
+        }
+    }
+
+    /// Looks again at the layer each subscriber of a simulcast track
+    /// receives: a layer that stopped sending is left for one that sends, and
+    /// one that came back (or whose size is now known) is taken.
+    fn retarget_all(&mut self) {
+        let pairs: Vec<(Uuid, TrackKey)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.simulcast())
+            .flat_map(|(k, t)| t.subscribers.iter().map(move |s| (*s, k.clone())))
+            .collect();
+        for (subscriber, key) in pairs {
+            self.retarget(subscriber, &key);
+        }
     }
 
     pub(crate) fn subscriber_answer(
@@ -649,7 +715,17 @@ impl Sfu {
         sub.add_sender(track.kind, &track.codec, ssrc, rtx, &stream, &name);
         slot.touch(p.subscriber, &mut self.dirty);
         let mut down = DownTrack::new(ssrc, &track.codec, name);
-        down.paused = p.paused.contains(&(key.0, track.source));
+        let wish = p
+            .wishes
+            .get(&(key.0, track.source))
+            .copied()
+            .unwrap_or_default();
+        down.paused = wish.paused;
+        down.max = wish.max_size;
+        down.target = track.layer_for(wish.max_size, self.now);
+        if track.simulcast() && track.vp8() {
+            down.vp8 = Some(IdMunger::default());
+        }
         p.down.insert(key.clone(), down);
         p.renegotiate = true;
         track.subscribers.push(participant);
@@ -729,7 +805,11 @@ impl Sfu {
             self.deadlines.pop();
         }
         let peers = self.deadlines.peek().map(|Reverse((at, _))| *at);
-        let keyframes = self.tracks.values().filter_map(|t| t.keyframes.due()).min();
+        let keyframes = self
+            .tracks
+            .values()
+            .flat_map(|t| t.layers.iter().filter_map(|l| l.keyframes.due()))
+            .min();
         peers
             .into_iter()
             .chain(keyframes)
@@ -770,15 +850,20 @@ impl Sfu {
             // A tick missed while the loop was busy is not made up for.
             self.next_speaking = now + SPEAKING_EVERY;
             self.announce_speakers(now);
+            self.retarget_all();
         }
-        let keyframes: Vec<TrackKey> = self
+        let keyframes: Vec<(TrackKey, u8)> = self
             .tracks
             .iter()
-            .filter(|(_, t)| t.keyframes.due().is_some_and(|at| at <= now))
-            .map(|(k, _)| k.clone())
+            .flat_map(|(k, t)| {
+                t.layers.iter().enumerate().filter_map(move |(i, l)| {
+                    let due = l.keyframes.due().is_some_and(|at| at <= now);
+                    due.then(|| (k.clone(), i as u8))
+                })
+            })
             .collect();
-        for key in keyframes {
-            self.request_keyframe(&key, true);
+        for (key, layer) in keyframes {
+            self.request_keyframe(&key, layer, true);
         }
         self.refresh_deadlines();
         let mut due = Vec::new();
@@ -822,7 +907,11 @@ impl Sfu {
                     self.forward(&(participant, track), &packet);
                 }
                 PeerEvent::TrackOpened {
-                    track, kind, codec, ..
+                    track,
+                    kind,
+                    codec,
+                    layers,
+                    ..
                 } if role == Role::Publisher => {
                     let source = self
                         .participants
@@ -833,7 +922,7 @@ impl Sfu {
                         continue;
                     };
                     let key = Arc::new((participant, track));
-                    let up = UpTrack::new(key.clone(), call, None, kind, source, codec);
+                    let up = UpTrack::new(key.clone(), call, None, kind, source, codec, layers);
                     if let Some(spread) = self.spread.get(&call) {
                         for &to in &spread.others {
                             let relay = up.opened(self.index, spread.generation);
@@ -851,10 +940,10 @@ impl Sfu {
                         p.down
                             .iter()
                             .find(|(_, d)| d.ssrc() == media_ssrc)
-                            .map(|(k, _)| k.clone())
+                            .map(|(k, d)| (k.clone(), d.current.unwrap_or(d.target)))
                     });
-                    if let Some(source) = source {
-                        self.request_keyframe(&source, false);
+                    if let Some((source, layer)) = source {
+                        self.request_keyframe(&source, layer, false);
                     }
                 }
                 PeerEvent::Connected => {
@@ -965,6 +1054,7 @@ impl Sfu {
                 kind,
                 source,
                 codec,
+                layers,
             } => {
                 let current = self
                     .spread
@@ -980,7 +1070,7 @@ impl Sfu {
                     Some(_) => return,
                     None => {}
                 }
-                let up = UpTrack::new(key.clone(), call, Some(from), kind, source, codec);
+                let up = UpTrack::new(key.clone(), call, Some(from), kind, source, codec, layers);
                 self.tracks.insert((*key).clone(), up);
                 self.open_here(call, &key);
             }
@@ -989,9 +1079,9 @@ impl Sfu {
                     self.unpublish(&key);
                 }
             }
-            Relay::Keyframe { key, force } => {
+            Relay::Keyframe { key, layer, force } => {
                 if self.tracks.get(&*key).is_some_and(|t| t.home.is_none()) {
-                    self.request_keyframe(&key, force);
+                    self.request_keyframe(&key, layer, force);
                 }
             }
         }
@@ -1023,8 +1113,10 @@ impl Sfu {
         };
         track.observe(packet, now);
         let track = &*track;
-        // Read once, and only while someone waits for a packet to start at.
+        // Read once, and only while someone waits for a packet to start at
+        // (or, for VP8 simulcast, to rewrite).
         let mut playable = None;
+        let mut descriptor = None;
         for subscriber in &track.subscribers {
             let Some(p) = self.participants.get_mut(subscriber) else {
                 continue;
@@ -1042,7 +1134,8 @@ impl Sfu {
             #[cfg(debug_assertions)]
             let timer = slot.peer.poll_timeout();
             let starts = || *playable.get_or_insert_with(|| track.starts_playback(packet));
-            let decision = forwarder::decide(down, packet, slot.connected, starts, now);
+            let read = || *descriptor.get_or_insert_with(|| vp8::descriptor(&packet.payload));
+            let decision = forwarder::decide(down, packet, slot.connected, starts, read, now);
             let Some(rewrite) = decision.rewrite else {
                 continue;
             };
@@ -1055,6 +1148,7 @@ impl Sfu {
                 rewrite,
                 packet.audio_level,
                 &packet.payload,
+                decision.vp8,
             ) {
                 Ok(()) => {
                     self.stats.packets_forwarded += 1;
@@ -1101,47 +1195,56 @@ impl Sfu {
     fn keyframes_for(&mut self, participant: Uuid) {
         // Tracks it already plays need none: a re-offer that adds one track
         // asks for that track's keyframe, not for every publisher's.
-        let sources: Vec<TrackKey> = self
+        let sources: Vec<(TrackKey, u8)> = self
             .participants
             .get(&participant)
             .map(|p| {
                 p.down
                     .iter()
                     .filter(|(_, d)| !d.playing)
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, d)| (k.clone(), d.target))
                     .collect()
             })
             .unwrap_or_default();
-        for source in sources {
-            self.request_keyframe(&source, true);
+        for (source, layer) in sources {
+            self.request_keyframe(&source, layer, true);
         }
     }
 
-    /// Asks a track's publisher for a keyframe, at most once per interval
-    /// unless `force` (a new subscriber needs its first frame now); see
-    /// [`keyframe_requests`] for when a request waits or merges.
-    fn request_keyframe(&mut self, key: &TrackKey, force: bool) {
+    /// Asks a track's publisher for a keyframe of one layer, at most once
+    /// per interval unless `force` (a new subscriber needs its first frame
+    /// now, or one moves to this layer); see [`keyframe_requests`] for when
+    /// a request waits or merges.
+    fn request_keyframe(&mut self, key: &TrackKey, layer: u8, force: bool) {
         let Some(track) = self.tracks.get_mut(key) else {
             return;
         };
         if track.kind != Kind::Video {
             return;
         }
+        let home = track.home;
+        let Some(requests) = track
+            .layers
+            .get_mut(usize::from(layer))
+            .map(|l| &mut l.keyframes)
+        else {
+            return;
+        };
         let now = self.now;
         // A mirror passes a new subscriber's request on at once and merges
         // the others over the interval; its home spaces and merges them
         // again with its own, as one encoder's.
-        if let Some(to) = track.home {
-            if force || track.keyframes.ask(now, false, self.keyframe_interval) == Ask::Send {
+        if let Some(to) = home {
+            if force || requests.ask(now, false, self.keyframe_interval) == Ask::Send {
                 let key = track.key.clone();
                 self.out.push_back(Output::Relay {
                     to,
-                    relay: Relay::Keyframe { key, force },
+                    relay: Relay::Keyframe { key, layer, force },
                 });
             }
             return;
         }
-        if track.keyframes.ask(now, force, self.keyframe_interval) != Ask::Send {
+        if requests.ask(now, force, self.keyframe_interval) != Ask::Send {
             return;
         }
         let Some(publisher) = self.participants.get(&key.0).and_then(|p| p.publisher) else {
@@ -1150,7 +1253,7 @@ impl Sfu {
         if let Some(slot) = self.peers.get_mut(&publisher) {
             slot.touch(publisher, &mut self.dirty);
             let requested = match slot.peer.publisher() {
-                Some(peer) => peer.request_keyframe(&key.1),
+                Some(peer) => peer.request_keyframe(&key.1, Some(layer)),
                 None => Err(MediaError::NotFound("publisher connection")),
             };
             match requested {

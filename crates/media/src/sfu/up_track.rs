@@ -1,17 +1,19 @@
 //! An up-track: one track a participant publishes, what it carries, who
 //! receives it, and what the loop keeps of its packets (the speaker's level,
-//! keyframe requests to its encoder). Simulcast's layers by RID and SSRC
-//! will live here. A track of a call spread over several loops lives on
-//! its publisher's loop, its home, and as a mirror on each of the others.
+//! keyframe requests to its encoder, and of each simulcast layer when it
+//! last came and its size). A track of a call spread over several loops
+//! lives on its publisher's loop, its home, and as a mirror on each of the
+//! others.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use crate::events::Source;
 use crate::keyframe::starts_keyframe;
 use crate::peer::{Codec, Kind, Rtp};
+use crate::vp8;
 
 use super::ids::TrackKey;
 use super::keyframe_requests::KeyframeRequests;
@@ -29,8 +31,28 @@ pub(crate) struct UpTrack {
     pub(crate) codec: Codec,
     /// Who receives it, in the order they subscribed.
     pub(crate) subscribers: Vec<Uuid>,
-    pub(crate) keyframes: KeyframeRequests,
+    /// Its simulcast layers, smallest first; one without simulcast.
+    pub(crate) layers: Vec<Layer>,
     pub(crate) level: Level,
+}
+
+/// A layer that sent nothing for this long is taken as stopped: the
+/// publisher's encoder dropped it (its own uplink is short), or the
+/// client turned it off.
+pub(crate) const LAYER_STOPPED: Duration = Duration::from_millis(1_000);
+
+/// The size taken for a track's largest layer until a keyframe tells.
+const ASSUMED_TOP: (u16, u16) = (1280, 720);
+
+/// One simulcast layer of a track (the track itself without simulcast).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Layer {
+    /// When its latest packet came.
+    pub(crate) last: Option<Instant>,
+    /// Its frame size, read from its latest keyframe (VP8).
+    pub(crate) size: Option<(u16, u16)>,
+    /// Requests for a keyframe of this layer.
+    pub(crate) keyframes: KeyframeRequests,
 }
 
 impl UpTrack {
@@ -41,6 +63,7 @@ impl UpTrack {
         kind: Kind,
         source: Source,
         codec: Codec,
+        layers: u8,
     ) -> UpTrack {
         UpTrack {
             key,
@@ -50,9 +73,79 @@ impl UpTrack {
             source,
             codec,
             subscribers: Vec::new(),
-            keyframes: KeyframeRequests::default(),
+            layers: vec![Layer::default(); usize::from(layers.max(1))],
             level: Level::default(),
         }
+    }
+
+    /// Whether it is sent in several layers.
+    pub(crate) fn simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    /// Whether its layers are VP8, whose picture numbers a subscriber's
+    /// stream continues across a switch of layer.
+    pub(crate) fn vp8(&self) -> bool {
+        self.codec.mime_type.eq_ignore_ascii_case("video/VP8")
+    }
+
+    /// The layers sending at `now`.
+    pub(crate) fn sending(&self, now: Instant) -> impl Iterator<Item = u8> + '_ {
+        self.layers.iter().enumerate().filter_map(move |(i, l)| {
+            let on = l
+                .last
+                .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STOPPED);
+            on.then_some(i as u8)
+        })
+    }
+
+    /// The size of layer `layer`: read from its keyframes, else reckoned
+    /// from a known layer's (each layer half the size of the next), else
+    /// from a 720p top layer.
+    pub(crate) fn size(&self, layer: u8) -> (u16, u16) {
+        let at = usize::from(layer);
+        if let Some(size) = self.layers.get(at).and_then(|l| l.size) {
+            return size;
+        }
+        let known = self
+            .layers
+            .iter()
+            .enumerate()
+            .find_map(|(i, l)| l.size.map(|s| (i, s)));
+        let (from, (w, h)) = known.unwrap_or((self.layers.len() - 1, ASSUMED_TOP));
+        let scale = |v: u16| -> u16 {
+            let v = u32::from(v);
+            let shifted = if at >= from {
+                v << (at - from).min(4)
+            } else {
+                v >> (from - at).min(15)
+            };
+            shifted.min(u32::from(u16::MAX)) as u16
+        };
+        (scale(w), scale(h))
+    }
+
+    /// The layer a subscriber should receive when it draws the track at
+    /// most `max` (width, height) in pixels, or as large as it comes
+    /// (`None`): of the layers sending, the smallest that fills the box on
+    /// one side at least, else the largest. When none is sending, the same
+    /// among all layers.
+    pub(crate) fn layer_for(&self, max: Option<(u16, u16)>, now: Instant) -> u8 {
+        let mut sending: Vec<u8> = self.sending(now).collect();
+        if sending.is_empty() {
+            sending = (0..self.layers.len() as u8).collect();
+        }
+        let largest = *sending.last().unwrap_or(&0);
+        let Some((w, h)) = max else {
+            return largest;
+        };
+        sending
+            .into_iter()
+            .find(|&l| {
+                let (lw, lh) = self.size(l);
+                lw >= w || lh >= h
+            })
+            .unwrap_or(largest)
     }
 
     /// The word that mirrors this track on another loop, from loop `from`
@@ -66,13 +159,25 @@ impl UpTrack {
             kind: self.kind,
             source: self.source,
             codec: self.codec.clone(),
+            layers: self.layers.len() as u8,
         }
     }
 
-    /// Takes in what a packet says of the track (its audio level).
+    /// Takes in what a packet says of the track: its audio level, that its
+    /// layer sends, and a VP8 keyframe's size.
     pub(crate) fn observe(&mut self, packet: &Rtp, now: Instant) {
         if let Some(level) = packet.audio_level {
             self.level.observe(level, now);
+        }
+        let vp8 = self.vp8();
+        let Some(layer) = self.layers.get_mut(usize::from(packet.layer)) else {
+            return;
+        };
+        layer.last = Some(now);
+        if vp8 {
+            if let Some(size) = vp8::keyframe_size(&packet.payload) {
+                layer.size = Some(size);
+            }
         }
     }
 
@@ -97,6 +202,7 @@ mod tests {
             payload_type: 96,
             payload: Bytes::from_static(payload),
             audio_level,
+            layer: 0,
         }
     }
 
@@ -111,7 +217,7 @@ mod tests {
 
     fn track(kind: Kind, source: Source, codec: Codec) -> UpTrack {
         let key = Arc::new((Uuid::new_v4(), "track".to_string()));
-        UpTrack::new(key, Uuid::new_v4(), None, kind, source, codec)
+        UpTrack::new(key, Uuid::new_v4(), None, kind, source, codec, 1)
     }
 
     #[test]
@@ -133,5 +239,68 @@ mod tests {
         assert_eq!(audio.level.speaking(t), None);
         audio.observe(&packet(b"\x00", Some(10)), t);
         assert_eq!(audio.level.speaking(t), Some(117));
+    }
+
+    #[test]
+    fn a_subscriber_gets_the_smallest_sending_layer_that_fills_its_tile() {
+        let t = Instant::now();
+        let key = Arc::new((Uuid::new_v4(), "cam".to_string()));
+        let vp8 = codec("video/VP8", 90_000);
+        let mut cam = UpTrack::new(
+            key,
+            Uuid::new_v4(),
+            None,
+            Kind::Video,
+            Source::Camera,
+            vp8,
+            3,
+        );
+        // Nothing came: sizes reckoned from a 720p top layer, halving down.
+        assert_eq!(
+            (cam.size(0), cam.size(1), cam.size(2)),
+            ((320, 180), (640, 360), (1280, 720))
+        );
+        assert_eq!(cam.layer_for(None, t), 2);
+        assert_eq!(cam.layer_for(Some((300, 160)), t), 0);
+        assert_eq!(cam.layer_for(Some((400, 300)), t), 1);
+        // A keyframe of layer 1 says 480x270: the others follow from it.
+        let mut key = vec![0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a];
+        key.extend_from_slice(&480u16.to_le_bytes());
+        key.extend_from_slice(&270u16.to_le_bytes());
+        let keyframe = Rtp {
+            payload: Bytes::from(key),
+            layer: 1,
+            ..packet(b"", None)
+        };
+        cam.observe(&keyframe, t);
+        assert_eq!(
+            (cam.size(0), cam.size(1), cam.size(2)),
+            ((240, 135), (480, 270), (960, 540))
+        );
+        // Only layer 1 sends now: it is what everyone gets.
+        assert_eq!(cam.sending(t).collect::<Vec<_>>(), [1]);
+        assert_eq!(cam.layer_for(None, t), 1);
+        assert_eq!(cam.layer_for(Some((100, 100)), t), 1);
+        // Layers 0 and 2 send too; a second on, layer 1 has stopped.
+        let later = t + LAYER_STOPPED;
+        for layer in [0, 2] {
+            let p = Rtp {
+                layer,
+                ..packet(b"\x90", None)
+            };
+            cam.observe(&p, later);
+        }
+        assert_eq!(cam.sending(later).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(cam.layer_for(Some((400, 225)), later), 2);
+        assert_eq!(cam.layer_for(Some((200, 100)), later), 0);
+        // A packet of a layer the track does not have changes nothing.
+        cam.observe(
+            &Rtp {
+                layer: 7,
+                ..packet(b"", None)
+            },
+            later,
+        );
+        assert_eq!(cam.layers.len(), 3);
     }
 }

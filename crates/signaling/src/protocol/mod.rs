@@ -6,6 +6,7 @@
 //! `docs/protocol.schema.json` is generated from these types.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU16;
 
 use roost_core::events::{PresenceStatus, RoomEvent};
 use schemars::JsonSchema;
@@ -164,7 +165,12 @@ pub enum CallRequest {
         call_id: Uuid,
         participant_id: Uuid,
         source: TrackSource,
+        #[serde(default)]
         paused: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_width: Option<NonZeroU16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_height: Option<NonZeroU16>,
     },
 }
 
@@ -484,6 +490,7 @@ mod tests {
             r#"{"type":"sfu.ice","id":"9","call_id":"00000000-0000-0000-0000-000000000002","candidate":{"candidate":"c"}}"#,
             r#"{"type":"call.mute","id":"10","call_id":"00000000-0000-0000-0000-000000000002","kind":"video","muted":true}"#,
             r#"{"type":"call.subscribe","id":"11","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003","source":"camera","paused":true}"#,
+            r#"{"type":"call.subscribe","id":"12","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003","source":"camera","paused":false,"max_width":320,"max_height":180}"#,
         ];
         for text in texts {
             let frame = parse(text).unwrap();
@@ -520,6 +527,19 @@ mod tests {
         assert_eq!(
             message(r#"{"type":"call.leave","id":"1"}"#),
             "missing field `call_id`"
+        );
+        let size = |w: &str| {
+            message(&format!(
+                r#"{{"type":"call.subscribe","id":"1","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003","source":"camera","max_width":{w}}}"#
+            ))
+        };
+        assert_eq!(
+            size("0"),
+            "invalid value: integer `0`, expected a nonzero u16"
+        );
+        assert_eq!(
+            size("70000"),
+            "invalid value: integer `70000`, expected a nonzero u16"
         );
         let unknown = message(r#"{"type":"nope","id":"1"}"#);
         assert!(

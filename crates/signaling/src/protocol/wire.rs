@@ -3,6 +3,7 @@
 //! conversions to and from the [`ClientFrame`] the server dispatches.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU16;
 
 use roost_core::events::PresenceStatus;
 use schemars::JsonSchema;
@@ -137,17 +138,24 @@ pub(super) enum ClientFrame {
         kind: MediaKind,
         muted: bool,
     },
-    /// On the SFU, pauses or resumes what this participant receives of
-    /// another's track of `source` (kept for a track published later): a
-    /// paused track is not sent; a resumed video track starts again at a
-    /// keyframe.
+    /// On the SFU, says what this participant receives of another's track
+    /// of `source` (kept for a track published later): `paused` (a paused
+    /// track is not sent; a resumed video track starts again at a
+    /// keyframe), and the largest size in pixels it draws the track at,
+    /// from which the SFU picks the simulcast layer sent (the smallest
+    /// that fills that box on one side; the largest where nothing is said).
     #[serde(rename = "call.subscribe")]
     CallSubscribe {
         id: String,
         call_id: Uuid,
         participant_id: Uuid,
         source: TrackSource,
+        #[serde(default)]
         paused: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_width: Option<NonZeroU16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_height: Option<NonZeroU16>,
     },
 }
 
@@ -273,6 +281,8 @@ impl From<ClientFrame> for Dispatched {
                 participant_id,
                 source,
                 paused,
+                max_width,
+                max_height,
             } => call(
                 id,
                 CallRequest::Subscribe {
@@ -280,6 +290,8 @@ impl From<ClientFrame> for Dispatched {
                     participant_id,
                     source,
                     paused,
+                    max_width,
+                    max_height,
                 },
             ),
         }
@@ -398,12 +410,16 @@ impl From<Dispatched> for ClientFrame {
                     participant_id,
                     source,
                     paused,
+                    max_width,
+                    max_height,
                 } => ClientFrame::CallSubscribe {
                     id,
                     call_id,
                     participant_id,
                     source,
                     paused,
+                    max_width,
+                    max_height,
                 },
             },
         }

@@ -9,7 +9,8 @@
 //! audio or video section in which the client sends, with the codecs of
 //! Roost's media engine (`codecs`) under the offer's payload types and
 //! their RTX, the feedback the engine acts on, the header extensions the
-//! transport reads, and of a simulcast offer one encoding. Every other
+//! transport reads, and of a simulcast offer up to three encodings, each
+//! a layer of the track (ADR 0025). Every other
 //! section is rejected, and the connection goes on without it. Everything
 //! the offer gives that goes into the answer or the engine's state is
 //! checked and bounded first, so no offer can break the SDP written or
@@ -90,8 +91,10 @@ pub struct ReceivedSection {
     /// The SSRCs the offer named (`a=ssrc`), each with its RTX SSRC
     /// (`a=ssrc-group:FID`).
     pub ssrcs: Vec<(u32, Option<u32>)>,
-    /// Where the offer sends simulcast: the one rid the answer accepts.
-    pub rid: Option<String>,
+    /// Where the offer sends simulcast: the rids the answer accepts, one
+    /// per layer, in the offer's order (smallest first, as clients list
+    /// them). Empty without simulcast.
+    pub rids: Vec<String>,
     /// Header-extension ids the answer accepted.
     pub extensions: Extensions,
     /// Feedback the answer accepted for the section's video codecs.
@@ -232,6 +235,9 @@ const MAX_ID: usize = 256;
 const MAX_FMTP: usize = 256;
 /// A rid goes into packets like a mid.
 const MAX_RID: usize = 16;
+/// The layers of a simulcast track the answer takes: the largest three
+/// (clients send three at most: quarter, half and full size).
+pub const MAX_LAYERS: usize = 3;
 /// SSRCs (and FID groups) read per section; a camera or microphone has
 /// one, with its RTX, or three with simulcast.
 const MAX_SSRCS: usize = 16;
@@ -489,7 +495,7 @@ fn read_section(
             _ => {}
         }
     }
-    section.rid = simulcast_rid(m)?;
+    section.rids = simulcast_rids(m)?;
     section.ssrcs = ssrcs(m);
     section.receiving = true;
     Ok(read)
@@ -723,10 +729,12 @@ fn extensions(
     taken
 }
 
-/// Of a simulcast offer (RFC 8853), the one encoding the answer takes: the
-/// last stream of `a=simulcast:send` (browsers list the smallest first),
-/// its first alternative, unpaused, where an `a=rid` line sends it.
-fn simulcast_rid(m: &MediaDescription) -> Result<Option<String>, MediaError> {
+/// Of a simulcast offer (RFC 8853), the encodings the answer takes: each
+/// stream of `a=simulcast:send` (browsers list the smallest first), its
+/// first alternative, paused or not, where an `a=rid` line sends it; the
+/// last [`MAX_LAYERS`] of them. A rid that is not a short token refuses the
+/// offer.
+fn simulcast_rids(m: &MediaDescription) -> Result<Vec<String>, MediaError> {
     let list = m
         .attributes
         .iter()
@@ -738,33 +746,41 @@ fn simulcast_rid(m: &MediaDescription) -> Result<Option<String>, MediaError> {
             words.next()
         });
     let Some(list) = list else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    let rid = list
-        .split(';')
-        .next_back()
-        .and_then(|stream| stream.split(',').next())
-        .map(|rid| rid.trim_start_matches('~'))
-        .unwrap_or_default();
-    let valid = rid
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if rid.is_empty() || rid.len() > MAX_RID || !valid {
-        return Err(refused(format!(
-            "the offer's simulcast rid {:?} is not 1 to {MAX_RID} letters, digits, - or _",
-            excerpt(rid)
-        )));
+    let declared = |rid: &str| {
+        m.attributes
+            .iter()
+            .filter(|a| a.key == "rid")
+            .filter_map(|a| a.value.as_deref())
+            .any(|v| {
+                let mut words = v.split_ascii_whitespace();
+                words.next() == Some(rid) && words.next() == Some("send")
+            })
+    };
+    let mut rids: Vec<String> = Vec::new();
+    for stream in list.split(';') {
+        let rid = stream
+            .split(',')
+            .next()
+            .map(|rid| rid.trim_start_matches('~'))
+            .unwrap_or_default();
+        let valid = rid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if rid.is_empty() || rid.len() > MAX_RID || !valid {
+            return Err(refused(format!(
+                "the offer's simulcast rid {:?} is not 1 to {MAX_RID} letters, digits, - or _",
+                excerpt(rid)
+            )));
+        }
+        if declared(rid) && !rids.iter().any(|r| r == rid) {
+            rids.push(rid.to_owned());
+        }
     }
-    let declared = m
-        .attributes
-        .iter()
-        .filter(|a| a.key == "rid")
-        .filter_map(|a| a.value.as_deref())
-        .any(|v| {
-            let mut words = v.split_ascii_whitespace();
-            words.next() == Some(rid) && words.next() == Some("send")
-        });
-    Ok(declared.then(|| rid.to_owned()))
+    let extra = rids.len().saturating_sub(MAX_LAYERS);
+    rids.drain(..extra);
+    Ok(rids)
 }
 
 /// The SSRCs a section names, each primary once, in the order of their
@@ -829,10 +845,12 @@ fn receiving_media(read: &SectionAnswer, session: &AnswerSession, setup: &str) -
     for &(id, uri) in &read.extmaps {
         m = m.with_value_attribute(ATTR_KEY_EXT_MAP.into(), format!("{id} {uri}"));
     }
-    if let Some(rid) = &section.rid {
-        m = m
-            .with_value_attribute("rid".into(), format!("{rid} recv"))
-            .with_value_attribute("simulcast".into(), format!("recv {rid}"));
+    if !section.rids.is_empty() {
+        for rid in &section.rids {
+            m = m.with_value_attribute("rid".into(), format!("{rid} recv"));
+        }
+        let streams = section.rids.join(";");
+        m = m.with_value_attribute("simulcast".into(), format!("recv {streams}"));
     }
     for (i, addr) in session.candidates.iter().enumerate() {
         m = m.with_candidate(host_candidate(i, addr));
