@@ -331,12 +331,18 @@ export class CallClient {
 
   // The video streams this participant sends to the server and receives
   // from it: per outbound stream its rid and bytes, per inbound stream its
-  // sender (by the offer's tracks), frame size and frames.
+  // sender (by the offer's tracks), frame size, frames, bytes, the keyframe
+  // requests it sent and its freezes (Chromium's count and seconds).
   async videoStreams() {
     const sent = [];
     if (this.sendPc) {
       for (const r of (await this.sendPc.getStats()).values()) {
-        if (r.type === "outbound-rtp" && r.kind === "video") sent.push({ rid: r.rid || null, bytes: r.bytesSent || 0 });
+        if (r.type === "outbound-rtp" && r.kind === "video") {
+          sent.push({
+            rid: r.rid || null, bytes: r.bytesSent || 0, width: r.frameWidth || 0, frames: r.framesSent || 0,
+            limit: r.qualityLimitationReason || null,
+          });
+        }
       }
     }
     const received = [];
@@ -345,7 +351,9 @@ export class CallClient {
         if (r.type !== "inbound-rtp" || r.kind !== "video") continue;
         received.push({
           from: this.sfuTracks.get(r.mid)?.participant_id || null, width: r.frameWidth || 0,
-          frames: r.framesDecoded || 0, packets: r.packetsReceived || 0,
+          height: r.frameHeight || 0, frames: r.framesDecoded || 0, packets: r.packetsReceived || 0,
+          bytes: r.bytesReceived || 0, plis: r.pliCount || 0, freezes: r.freezeCount || 0,
+          frozen: r.totalFreezesDuration || 0,
         });
       }
     }

@@ -226,6 +226,30 @@ async function main() {
     await waitAll(people, (s) => s.open === 2, 20_000, "each page is left with its two connections to the server");
     await rising(people, "call of five via the server");
 
+    // Each camera is sent in up to three sizes (1280, 640 and 320 px wide)
+    // and each page tells the server how large its tiles are: it receives
+    // the size that fills a tile, not the largest sent.
+    const sized = await Promise.all(people.map((p) => p.page.evaluate(async () => {
+      const scale = window.devicePixelRatio || 1;
+      const tile = document.querySelector("#call-grid .tile:not([data-participant=me])").getBoundingClientRect();
+      const widths = [];
+      const sent = [];
+      for (const pc of window.__pcs) {
+        if (pc.connectionState === "closed") continue;
+        for (const r of (await pc.getStats()).values()) {
+          if (r.type === "inbound-rtp" && r.kind === "video" && r.frameWidth) widths.push(r.frameWidth);
+          if (r.type === "outbound-rtp" && r.kind === "video" && r.framesSent) sent.push(r.frameWidth);
+        }
+      }
+      return { tile: [Math.round(tile.width * scale), Math.round(tile.height * scale)], widths, sent };
+    })));
+    // (Chromium sends fewer encodings than asked when its CPU or estimate is
+    // short, as on this loaded machine; one larger than a tile is enough.)
+    check(sized.every((s) => s.sent.length >= 1) && sized.some((s) => s.sent.some((w) => w > 320)),
+      `the pages send their cameras in several sizes (widths sent: ${JSON.stringify(sized.map((s) => s.sent))})`);
+    check(sized.every((s) => s.widths.length === 4 && s.widths.every((w) => w < 1280 && w <= Math.max(320, 2 * s.tile[0]))),
+      `in a grid of five, each page receives the cameras at the size its tiles need: ${JSON.stringify(sized.map(({ tile, widths }) => ({ tile, widths })))}`);
+
     // Tiles out of sight cost nothing: ada's grid, one column of rows one
     // tile high, shows only her own; a second later the server stops sending
     // her the others' video (their audio goes on), and it comes back when

@@ -1062,6 +1062,17 @@ const tilesInSight = new IntersectionObserver((entries) => {
   }
 }, { root: $("#call-grid") });
 
+// And how large each is drawn: the server sends the camera layer that fills
+// it (`Call.setTileSize`), in device pixels.
+const tileSizes = new ResizeObserver((entries) => {
+  for (const e of entries) {
+    const id = e.target.dataset.participant;
+    const box = e.contentRect;
+    const scale = window.devicePixelRatio || 1;
+    if (id !== "me" && box.width > 0) state.call?.setTileSize(id, box.width * scale, box.height * scale);
+  }
+});
+
 function tileFor(key) {
   let tile = tiles.get(key);
   if (!tile) {
@@ -1070,6 +1081,7 @@ function tileFor(key) {
       h("span", { class: "placeholder-name" }), h("span", { class: "label" }));
     tiles.set(key, tile);
     tilesInSight.observe(tile);
+    tileSizes.observe(tile);
   }
   return tile;
 }
@@ -1119,6 +1131,7 @@ function renderCall() {
     for (const t of tiles.values()) {
       t.querySelector("video").srcObject = null;
       tilesInSight.unobserve(t);
+      tileSizes.unobserve(t);
     }
     tiles.clear();
     $("#call-grid").replaceChildren();
@@ -1156,6 +1169,7 @@ function renderCall() {
     if (!shown.includes(t)) {
       t.querySelector("video").srcObject = null;
       tilesInSight.unobserve(t);
+      tileSizes.unobserve(t);
       tiles.delete(key);
     }
   }

@@ -7,6 +7,16 @@
 
 const SPEAKING_LEVEL = 0.03; // of 1, for levels read locally in a mesh
 
+// The camera as captured, and as sent to the server in three encodings
+// (simulcast, smallest first: docs/webrtc.md), of which each viewer
+// receives the one that fits its tile.
+const CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 } };
+const LAYERS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", maxBitrate: 1_500_000 },
+];
+
 export class Call extends EventTarget {
   constructor(live, roomId) {
     super();
@@ -24,7 +34,8 @@ export class Call extends EventTarget {
     this.sfuTracks = new Map(); // mid -> {participant_id, kind, source}, from the server's sfu.offer
     this.playedBy = new Set(); // who plays our media through the server (sfu.receiving)
     this.outOfSight = new Set(); // participants whose tile has been out of view a while
-    this.paused = new Map(); // participant id -> whether the server pauses its camera for us
+    this.tileSizes = new Map(); // participant id -> [width, height] in device pixels
+    this.told = new Map(); // participant id -> the call.subscribe last acknowledged, as JSON
     this.pauseTimers = new Map();
     this.sendPc = null;
     this.recvPc = null;
@@ -56,7 +67,7 @@ export class Call extends EventTarget {
       throw new Error(`Calls need a secure connection: open Roost over HTTPS (or at localhost). The browser offers no microphone or camera to ${location.origin}.`);
     }
     try {
-      this.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+      this.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA });
     } catch (e) {
       try {
         // No camera (or it is refused): join with the microphone alone.
@@ -208,7 +219,11 @@ export class Call extends EventTarget {
     const pc = new RTCPeerConnection(this.pcConfig());
     this.sendPc = pc;
     this.watch(pc, "to the server");
-    for (const track of this.stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [this.stream] });
+    for (const track of this.stream.getTracks()) {
+      const init = { direction: "sendonly", streams: [this.stream] };
+      if (track.kind === "video") init.sendEncodings = LAYERS.map((l) => ({ ...l }));
+      pc.addTransceiver(track, init);
+    }
     await pc.setLocalDescription(await pc.createOffer());
     const r = await this.request({ type: "sfu.offer", call_id: this.callId, sdp: pc.localDescription.sdp });
     if (this.sendPc === pc) await pc.setRemoteDescription({ type: "answer", sdp: r.sdp });
@@ -335,14 +350,15 @@ export class Call extends EventTarget {
         case "call.participant_left":
           this.dropPeer(f.participant_id);
           this.participants.delete(f.participant_id);
-          this.paused.delete(f.participant_id);
+          this.told.delete(f.participant_id);
+          this.tileSizes.delete(f.participant_id);
           this.speaking.delete(f.participant_id);
           this.changed();
           break;
         case "call.topology":
           this.topology = f.topology;
-          // The server keeps pauses for the call's SFU side only while we are on it.
-          this.paused.clear();
+          // The server keeps subscriptions for the call's SFU side only while we are on it.
+          this.told.clear();
           this.changed();
           if (f.topology === "sfu") {
             // New SFU connections every time; each peer connection goes once
@@ -364,7 +380,7 @@ export class Call extends EventTarget {
         case "sfu.offer":
           for (const t of f.tracks || []) this.sfuTracks.set(t.mid, t);
           await this.serverOffer(f.sdp);
-          this.syncPauses();
+          this.syncSubscriptions();
           break;
         case "sfu.receiving":
           if (f.kind === "video" || !this.hasTrack("video")) this.playedBy.add(f.participant_id);
@@ -398,25 +414,39 @@ export class Call extends EventTarget {
     this.pauseTimers.delete(id);
     if (visible) {
       this.outOfSight.delete(id);
-      this.syncPauses();
+      this.syncSubscriptions();
     } else if (!this.outOfSight.has(id)) {
       this.pauseTimers.set(id, setTimeout(() => {
         this.outOfSight.add(id);
-        this.syncPauses();
+        this.syncSubscriptions();
       }, 1000));
     }
   }
 
-  // Tells the server what to pause and resume where it differs from what it
-  // has. Peer to peer there is nothing to tell: each connection is our own.
-  syncPauses() {
+  // The view says how large a participant's tile is drawn, in device
+  // pixels: the server sends the camera layer that fills it.
+  setTileSize(id, width, height) {
+    const size = [Math.max(1, Math.round(width)), Math.max(1, Math.round(height))];
+    const was = this.tileSizes.get(id);
+    if (was && was[0] === size[0] && was[1] === size[1]) return;
+    this.tileSizes.set(id, size);
+    this.syncSubscriptions();
+  }
+
+  // Tells the server what we want of each camera where it differs from what
+  // it has: paused or not, and the size it is drawn at. Peer to peer there
+  // is nothing to tell: each connection is our own.
+  syncSubscriptions() {
     if (this.topology !== "sfu" || !this.callId || !this.recvPc) return;
     for (const id of this.participants.keys()) {
-      const want = this.outOfSight.has(id);
-      if ((this.paused.get(id) || false) === want) continue;
-      this.paused.set(id, want);
-      this.request({ type: "call.subscribe", call_id: this.callId, participant_id: id, source: "camera", paused: want })
-        .catch(() => this.paused.delete(id)); // told again at the next change
+      const want = { paused: this.outOfSight.has(id) };
+      const size = this.tileSizes.get(id);
+      if (size) [want.max_width, want.max_height] = size.map((v) => Math.min(v, 65535));
+      const text = JSON.stringify(want);
+      if (this.told.get(id) === text) continue;
+      this.told.set(id, text);
+      this.request({ type: "call.subscribe", call_id: this.callId, participant_id: id, source: "camera", ...want })
+        .catch(() => this.told.delete(id)); // told again at the next change
     }
   }
 
@@ -443,7 +473,8 @@ export class Call extends EventTarget {
 
   // Switches the microphone or camera to another device, on every connection.
   async useDevice(kind, deviceId) {
-    const fresh = await navigator.mediaDevices.getUserMedia({ [kind]: { deviceId: { exact: deviceId } } });
+    const constraints = { deviceId: { exact: deviceId }, ...(kind === "video" ? CAMERA : {}) };
+    const fresh = await navigator.mediaDevices.getUserMedia({ [kind]: constraints });
     const track = fresh.getTracks()[0];
     track.enabled = !(kind === "audio" ? this.audioMuted : this.videoMuted);
     const old = this.stream.getTracks().find((t) => t.kind === kind);

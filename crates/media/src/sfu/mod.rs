@@ -44,7 +44,6 @@ use conn::Conn;
 use down_track::DownTrack;
 use ids::Role;
 pub(crate) use ids::{PeerKey, TrackKey};
-use keyframe_requests::Ask;
 use speakers::{Speakers, SPEAKING_EVERY};
 use up_track::UpTrack;
 
@@ -551,6 +550,7 @@ impl Sfu {
         if target == down.target {
             return;
         }
+        tracing::debug!(%subscriber, track = %key.1, from = down.target, to = target, current = ?down.current, "a subscriber's layer changes");
         down.target = target;
         if down.current != Some(target) && !down.paused {
             self.request_keyframe(key, target, true);
@@ -559,16 +559,29 @@ impl Sfu {
 
     /// Looks again at the layer each subscriber of a simulcast track
     /// receives: a layer that stopped sending is left for one that sends, and
-    /// one that came back (or whose size is now known) is taken.
+    /// one that came back (or whose size is now known) is taken. A video
+    /// track still waiting for the keyframe of a switch or a resume asks
+    /// for it again.
     fn retarget_all(&mut self) {
         let pairs: Vec<(Uuid, TrackKey)> = self
             .tracks
             .iter()
-            .filter(|(_, t)| t.simulcast())
+            .filter(|(_, t)| t.kind == Kind::Video)
             .flat_map(|(k, t)| t.subscribers.iter().map(move |s| (*s, k.clone())))
             .collect();
         for (subscriber, key) in pairs {
             self.retarget(subscriber, &key);
+            // A switch still waiting for its keyframe (the request was lost,
+            // or the encoder ignored it) asks again, once per interval.
+            let waiting = self
+                .participants
+                .get(&subscriber)
+                .and_then(|p| p.down.get(&key))
+                .filter(|d| !d.paused && (d.resuming || d.current.is_some_and(|c| c != d.target)))
+                .map(|d| d.target);
+            if let Some(layer) = waiting {
+                self.request_keyframe(&key, layer, false);
+            }
         }
     }
 
@@ -805,11 +818,7 @@ impl Sfu {
             self.deadlines.pop();
         }
         let peers = self.deadlines.peek().map(|Reverse((at, _))| *at);
-        let keyframes = self
-            .tracks
-            .values()
-            .flat_map(|t| t.layers.iter().filter_map(|l| l.keyframes.due()))
-            .min();
+        let keyframes = self.tracks.values().filter_map(|t| t.keyframes.due()).min();
         peers
             .into_iter()
             .chain(keyframes)
@@ -852,18 +861,14 @@ impl Sfu {
             self.announce_speakers(now);
             self.retarget_all();
         }
-        let keyframes: Vec<(TrackKey, u8)> = self
+        let keyframes: Vec<TrackKey> = self
             .tracks
             .iter()
-            .flat_map(|(k, t)| {
-                t.layers.iter().enumerate().filter_map(move |(i, l)| {
-                    let due = l.keyframes.due().is_some_and(|at| at <= now);
-                    due.then(|| (k.clone(), i as u8))
-                })
-            })
+            .filter(|(_, t)| t.keyframes.due().is_some_and(|at| at <= now))
+            .map(|(k, _)| k.clone())
             .collect();
-        for (key, layer) in keyframes {
-            self.request_keyframe(&key, layer, true);
+        for key in keyframes {
+            self.request_keyframe(&key, None, true);
         }
         self.refresh_deadlines();
         let mut due = Vec::new();
@@ -1135,7 +1140,11 @@ impl Sfu {
             let timer = slot.peer.poll_timeout();
             let starts = || *playable.get_or_insert_with(|| track.starts_playback(packet));
             let read = || *descriptor.get_or_insert_with(|| vp8::descriptor(&packet.payload));
+            let was = down.current;
             let decision = forwarder::decide(down, packet, slot.connected, starts, read, now);
+            if down.current != was {
+                tracing::debug!(%subscriber, track = %key.1, from = ?was, to = ?down.current, "a subscriber's layer switched");
+            }
             let Some(rewrite) = decision.rewrite else {
                 continue;
             };
@@ -1211,31 +1220,30 @@ impl Sfu {
         }
     }
 
-    /// Asks a track's publisher for a keyframe of one layer, at most once
-    /// per interval unless `force` (a new subscriber needs its first frame
-    /// now, or one moves to this layer); see [`keyframe_requests`] for when
-    /// a request waits or merges.
-    fn request_keyframe(&mut self, key: &TrackKey, layer: u8, force: bool) {
+    /// Asks a track's publisher for a keyframe of one layer (`None`: those
+    /// waiting), at most once per interval unless `force` (a new subscriber
+    /// needs its first frame now, or one moves to this layer); see
+    /// [`UpTrack::ask_keyframe`] and [`keyframe_requests`] for when a
+    /// request waits or merges.
+    fn request_keyframe(&mut self, key: &TrackKey, layer: impl Into<Option<u8>>, force: bool) {
         let Some(track) = self.tracks.get_mut(key) else {
             return;
         };
         if track.kind != Kind::Video {
             return;
         }
-        let home = track.home;
-        let Some(requests) = track
-            .layers
-            .get_mut(usize::from(layer))
-            .map(|l| &mut l.keyframes)
-        else {
-            return;
-        };
         let now = self.now;
         // A mirror passes a new subscriber's request on at once and merges
         // the others over the interval; its home spaces and merges them
         // again with its own, as one encoder's.
-        if let Some(to) = home {
-            if force || requests.ask(now, false, self.keyframe_interval) == Ask::Send {
+        if let Some(to) = track.home {
+            let layers = if force {
+                let asked = layer.into().map_or(0, |l| 1 << l);
+                asked | std::mem::take(&mut track.keyframe_layers)
+            } else {
+                track.ask_keyframe(layer.into(), now, false, self.keyframe_interval)
+            };
+            for layer in (0..8).filter(|l| layers & (1 << l) != 0) {
                 let key = track.key.clone();
                 self.out.push_back(Output::Relay {
                     to,
@@ -1244,21 +1252,25 @@ impl Sfu {
             }
             return;
         }
-        if requests.ask(now, force, self.keyframe_interval) != Ask::Send {
+        let layers = track.ask_keyframe(layer.into(), now, force, self.keyframe_interval);
+        if layers == 0 {
             return;
         }
+        tracing::debug!(track = %key.1, layers, force, "keyframes are asked for");
         let Some(publisher) = self.participants.get(&key.0).and_then(|p| p.publisher) else {
             return;
         };
         if let Some(slot) = self.peers.get_mut(&publisher) {
             slot.touch(publisher, &mut self.dirty);
-            let requested = match slot.peer.publisher() {
-                Some(peer) => peer.request_keyframe(&key.1, Some(layer)),
-                None => Err(MediaError::NotFound("publisher connection")),
-            };
-            match requested {
-                Ok(()) => self.stats.keyframe_requests += 1,
-                Err(e) => tracing::debug!(error = %e, "requesting a keyframe failed"),
+            for layer in (0..8).filter(|l| layers & (1 << l) != 0) {
+                let requested = match slot.peer.publisher() {
+                    Some(peer) => peer.request_keyframe(&key.1, Some(layer)),
+                    None => Err(MediaError::NotFound("publisher connection")),
+                };
+                match requested {
+                    Ok(()) => self.stats.keyframe_requests += 1,
+                    Err(e) => tracing::debug!(error = %e, "requesting a keyframe failed"),
+                }
             }
             while let Some(out) = slot.peer.poll_transmit() {
                 self.transmits.push_back(out);

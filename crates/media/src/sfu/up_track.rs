@@ -16,7 +16,7 @@ use crate::peer::{Codec, Kind, Rtp};
 use crate::vp8;
 
 use super::ids::TrackKey;
-use super::keyframe_requests::KeyframeRequests;
+use super::keyframe_requests::{Ask, KeyframeRequests};
 use super::speakers::Level;
 use super::Relay;
 
@@ -33,6 +33,12 @@ pub(crate) struct UpTrack {
     pub(crate) subscribers: Vec<Uuid>,
     /// Its simulcast layers, smallest first; one without simulcast.
     pub(crate) layers: Vec<Layer>,
+    /// Requests for keyframes, spaced for the one encoder behind all its
+    /// layers (browsers ignore a request soon after another, whichever
+    /// layer each names).
+    pub(crate) keyframes: KeyframeRequests,
+    /// The layers asked for since the last request went, one bit each.
+    pub(crate) keyframe_layers: u8,
     pub(crate) level: Level,
 }
 
@@ -51,8 +57,6 @@ pub(crate) struct Layer {
     pub(crate) last: Option<Instant>,
     /// Its frame size, read from its latest keyframe (VP8).
     pub(crate) size: Option<(u16, u16)>,
-    /// Requests for a keyframe of this layer.
-    pub(crate) keyframes: KeyframeRequests,
 }
 
 impl UpTrack {
@@ -73,9 +77,37 @@ impl UpTrack {
             source,
             codec,
             subscribers: Vec::new(),
-            layers: vec![Layer::default(); usize::from(layers.max(1))],
+            layers: vec![Layer::default(); usize::from(layers.clamp(1, 8))],
+            keyframes: KeyframeRequests::default(),
+            keyframe_layers: 0,
             level: Level::default(),
         }
+    }
+
+    /// Notes a request for a keyframe of `layer` at `now` and says which
+    /// layers to ask the encoder for now, one bit each (none: the request
+    /// waits or merged into one that went). One encoder makes every layer,
+    /// and browsers ignore a request that comes within 300 ms of the last
+    /// whichever layer it names, so the spacing is the track's: layers
+    /// asked for meanwhile go together with the next request. `force` as
+    /// for [`KeyframeRequests::ask`]; `layer` past the track's, nothing.
+    pub(crate) fn ask_keyframe(
+        &mut self,
+        layer: Option<u8>,
+        now: Instant,
+        force: bool,
+        interval: Duration,
+    ) -> u8 {
+        if let Some(layer) = layer {
+            if usize::from(layer) >= self.layers.len() {
+                return 0;
+            }
+            self.keyframe_layers |= 1 << layer;
+        }
+        if self.keyframe_layers == 0 || self.keyframes.ask(now, force, interval) != Ask::Send {
+            return 0;
+        }
+        std::mem::take(&mut self.keyframe_layers)
     }
 
     /// Whether it is sent in several layers.
@@ -302,5 +334,37 @@ mod tests {
             later,
         );
         assert_eq!(cam.layers.len(), 3);
+    }
+
+    #[test]
+    fn keyframe_requests_for_several_layers_are_spaced_as_one_encoders() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let key = Arc::new((Uuid::new_v4(), "cam".to_string()));
+        let vp8 = codec("video/VP8", 90_000);
+        let mut cam = UpTrack::new(
+            key,
+            Uuid::new_v4(),
+            None,
+            Kind::Video,
+            Source::Camera,
+            vp8,
+            3,
+        );
+        let interval = ms(500);
+        assert_eq!(cam.ask_keyframe(Some(2), t, true, interval), 0b100);
+        // Layer 0 for a subscriber moving down, 30 ms later: it waits, as
+        // the encoder would ignore it now, and layer 1 joins it.
+        assert_eq!(cam.ask_keyframe(Some(0), t + ms(30), true, interval), 0);
+        assert_eq!(cam.ask_keyframe(Some(1), t + ms(60), false, interval), 0);
+        let due = cam.keyframes.due().expect("held");
+        assert_eq!(due, t + super::super::keyframe_requests::KEYFRAME_SPACING);
+        // When it is due, both go together.
+        assert_eq!(cam.ask_keyframe(None, due, true, interval), 0b011);
+        assert_eq!(cam.keyframes.due(), None);
+        // Nothing asked: nothing to send.
+        assert_eq!(cam.ask_keyframe(None, due + ms(1000), true, interval), 0);
+        // A layer the track does not have is not asked for.
+        assert_eq!(cam.ask_keyframe(Some(3), due + ms(1000), true, interval), 0);
     }
 }
