@@ -293,6 +293,16 @@ export class CallClient {
         case "sfu.receiving":
           if (f.kind === "video") this.playedBy.add(f.participant_id);
           break;
+        case "sfu.layers": {
+          // Send only the encodings a viewer receives.
+          this.layersTold = (this.layersTold || 0) + 1;
+          const sender = this.sendPc?.getTransceivers().find((t) => t.mid === f.mid)?.sender;
+          const params = sender?.getParameters();
+          if (!params?.encodings?.length) break;
+          for (const e of params.encodings) e.active = !e.rid || f.active.includes(e.rid);
+          await sender.setParameters(params);
+          break;
+        }
         case "call.speaking":
           this.speakingFrames = (this.speakingFrames || 0) + 1;
           for (const sp of f.speakers) this.heardSpeaking.add(sp.participant_id);

@@ -26,6 +26,15 @@ pub enum EngineEvent {
         kind: Kind,
         source: Source,
     },
+    /// The SFU wants `publisher` to send only the `active` layers (rids) of
+    /// its simulcast track in media section `mid`: the others no subscriber
+    /// receives. Sent when that changes.
+    Layers {
+        call: Uuid,
+        publisher: Uuid,
+        mid: String,
+        active: Vec<String>,
+    },
     /// A participant's media connection failed or closed.
     Disconnected { participant: Uuid },
     /// Who is speaking in a call now, loudest first, with a loudness from 0

@@ -860,6 +860,24 @@ impl CallHub {
                     );
                 }
             }
+            EngineEvent::Layers {
+                call,
+                publisher,
+                mid,
+                active,
+            } => {
+                let target = self.locate(publisher).filter(|(_, c)| *c == call);
+                if let Some((key, _)) = target {
+                    self.deliver(
+                        key,
+                        ServerFrame::SfuLayers {
+                            call_id: call,
+                            mid,
+                            active,
+                        },
+                    );
+                }
+            }
             EngineEvent::Disconnected { participant } => {
                 tracing::info!(%participant, "a participant's media connection to the server failed");
                 let mut s = self.lock();

@@ -17,6 +17,21 @@ const LAYERS = [
   { rid: "f", maxBitrate: 1_500_000 },
 ];
 
+// Sends only the `active` encodings (rids) of the sender in media section
+// `mid` (`sfu.layers`): the server says which any viewer receives.
+export async function setActiveLayers(pc, mid, active) {
+  const sender = pc?.getTransceivers().find((t) => t.mid === mid)?.sender;
+  if (!sender) return;
+  const params = sender.getParameters();
+  if (!params.encodings?.length) return;
+  let changed = false;
+  for (const e of params.encodings) {
+    const on = !e.rid || active.includes(e.rid);
+    if (e.active !== on) [e.active, changed] = [on, true];
+  }
+  if (changed) await sender.setParameters(params);
+}
+
 export class Call extends EventTarget {
   constructor(live, roomId) {
     super();
@@ -384,6 +399,9 @@ export class Call extends EventTarget {
           break;
         case "sfu.receiving":
           if (f.kind === "video" || !this.hasTrack("video")) this.playedBy.add(f.participant_id);
+          break;
+        case "sfu.layers":
+          await setActiveLayers(this.sendPc, f.mid, f.active);
           break;
         case "call.speaking":
           this.speaking = new Set(f.speakers.map((s) => s.participant_id));

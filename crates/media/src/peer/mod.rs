@@ -160,6 +160,10 @@ pub enum PeerEvent {
         ssrc: u32,
         /// How many simulcast layers the track may carry: 1 without.
         layers: u8,
+        /// Its media section, and its layers' rids, smallest first (none
+        /// without simulcast).
+        mid: String,
+        rids: Vec<String>,
     },
     TrackClosed {
         track: TrackId,
@@ -668,6 +672,8 @@ impl Peer {
                         },
                         ssrc: init.ssrc,
                         layers: 1,
+                        mid: String::new(),
+                        rids: Vec::new(),
                     });
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track)) => {

@@ -322,6 +322,8 @@ impl PublisherTransport {
                     codec,
                     ssrc: header.ssrc,
                     layers: s.rids.len().max(1) as u8,
+                    mid: s.mid.clone(),
+                    rids: s.rids.clone(),
                 });
             }
         }
@@ -726,6 +728,7 @@ mod tests {
                     codec,
                     ssrc,
                     layers: 1,
+                    ..
                 } => Some((track.clone(), *kind, codec.mime_type.clone(), *ssrc)),
                 _ => None,
             })

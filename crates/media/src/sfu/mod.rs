@@ -583,6 +583,47 @@ impl Sfu {
                 self.request_keyframe(&key, layer, false);
             }
         }
+        self.steer_layers();
+    }
+
+    /// Tells publishers which of their simulcast layers to send: those a
+    /// subscriber here receives or moves to (see [`UpTrack::steer`]). A
+    /// call spread over several loops keeps every layer on, as subscribers
+    /// on the other loops are not counted here.
+    fn steer_layers(&mut self) {
+        let now = self.now;
+        let mut told = Vec::new();
+        for (key, track) in &mut self.tracks {
+            if !track.simulcast() || track.home.is_some() || self.spread.contains_key(&track.call) {
+                continue;
+            }
+            let mut wanted = 0u8;
+            for subscriber in &track.subscribers {
+                let down = self
+                    .participants
+                    .get(subscriber)
+                    .and_then(|p| p.down.get(key))
+                    .filter(|d| !d.paused);
+                if let Some(d) = down {
+                    wanted |= 1 << d.target;
+                    if let Some(current) = d.current {
+                        wanted |= 1 << current;
+                    }
+                }
+            }
+            if let Some(active) = track.steer(wanted, now) {
+                told.push(EngineEvent::Layers {
+                    call: track.call,
+                    publisher: key.0,
+                    mid: track.mid.clone(),
+                    active,
+                });
+            }
+        }
+        for event in told {
+            tracing::debug!(?event, "a publisher's layers change");
+            self.out.push_back(Output::Event(event));
+        }
     }
 
     pub(crate) fn subscriber_answer(
@@ -916,6 +957,8 @@ impl Sfu {
                     kind,
                     codec,
                     layers,
+                    mid,
+                    rids,
                     ..
                 } if role == Role::Publisher => {
                     let source = self
@@ -927,7 +970,9 @@ impl Sfu {
                         continue;
                     };
                     let key = Arc::new((participant, track));
-                    let up = UpTrack::new(key.clone(), call, None, kind, source, codec, layers);
+                    let mut up = UpTrack::new(key.clone(), call, None, kind, source, codec, layers);
+                    up.mid = mid;
+                    up.rids = rids;
                     if let Some(spread) = self.spread.get(&call) {
                         for &to in &spread.others {
                             let relay = up.opened(self.index, spread.generation);

@@ -33,6 +33,10 @@ pub(crate) struct UpTrack {
     pub(crate) subscribers: Vec<Uuid>,
     /// Its simulcast layers, smallest first; one without simulcast.
     pub(crate) layers: Vec<Layer>,
+    /// Its publisher's media section, and its layers' rids (none without
+    /// simulcast): what the publisher is told when a layer goes off or on.
+    pub(crate) mid: String,
+    pub(crate) rids: Vec<String>,
     /// Requests for keyframes, spaced for the one encoder behind all its
     /// layers (browsers ignore a request soon after another, whichever
     /// layer each names).
@@ -47,6 +51,11 @@ pub(crate) struct UpTrack {
 /// client turned it off.
 pub(crate) const LAYER_STOPPED: Duration = Duration::from_millis(1_000);
 
+/// A layer no subscriber has wanted for this long is turned off at its
+/// publisher: long enough that a tile resized back and forth does not turn
+/// it off and on again.
+pub(crate) const LAYER_UNWANTED: Duration = Duration::from_millis(2_000);
+
 /// The size taken for a track's largest layer until a keyframe tells.
 const ASSUMED_TOP: (u16, u16) = (1280, 720);
 
@@ -57,6 +66,10 @@ pub(crate) struct Layer {
     pub(crate) last: Option<Instant>,
     /// Its frame size, read from its latest keyframe (VP8).
     pub(crate) size: Option<(u16, u16)>,
+    /// The publisher was told to stop it: no subscriber wanted it.
+    pub(crate) off: bool,
+    /// Since when no subscriber wants it.
+    pub(crate) unwanted_since: Option<Instant>,
 }
 
 impl UpTrack {
@@ -80,6 +93,8 @@ impl UpTrack {
             layers: vec![Layer::default(); usize::from(layers.clamp(1, 8))],
             keyframes: KeyframeRequests::default(),
             keyframe_layers: 0,
+            mid: String::new(),
+            rids: Vec::new(),
             level: Level::default(),
         }
     }
@@ -122,12 +137,58 @@ impl UpTrack {
     }
 
     /// The layers sending at `now`.
+    #[cfg(test)]
     pub(crate) fn sending(&self, now: Instant) -> impl Iterator<Item = u8> + '_ {
-        self.layers.iter().enumerate().filter_map(move |(i, l)| {
-            let on = l
-                .last
-                .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STOPPED);
-            on.then_some(i as u8)
+        (0..self.layers.len() as u8).filter(move |&l| self.is_sending(l, now))
+    }
+
+    fn is_sending(&self, layer: u8, now: Instant) -> bool {
+        self.layers[usize::from(layer)]
+            .last
+            .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STOPPED)
+    }
+
+    /// The layers a subscriber may be given: those sending, and those the
+    /// SFU turned off at the publisher, which come back when asked.
+    pub(crate) fn available(&self, now: Instant) -> impl Iterator<Item = u8> + '_ {
+        (0..self.layers.len() as u8)
+            .filter(move |&l| self.layers[usize::from(l)].off || self.is_sending(l, now))
+    }
+
+    /// Turns layers off and on at the publisher by what its subscribers
+    /// want (`wanted`, one bit per layer) at `now`: a wanted layer that is
+    /// off comes on at once; one that sends and nobody has wanted for
+    /// [`LAYER_UNWANTED`] goes off. The smallest layer stays on, so that a
+    /// new subscriber starts at once. The rids to send where that changed.
+    pub(crate) fn steer(&mut self, wanted: u8, now: Instant) -> Option<Vec<String>> {
+        if !self.simulcast() || self.rids.len() != self.layers.len() {
+            return None;
+        }
+        let mut changed = false;
+        for l in 1..self.layers.len() as u8 {
+            let sending = self.is_sending(l, now);
+            let layer = &mut self.layers[usize::from(l)];
+            if wanted & (1 << l) != 0 {
+                layer.unwanted_since = None;
+                if layer.off {
+                    layer.off = false;
+                    changed = true;
+                }
+                continue;
+            }
+            let since = *layer.unwanted_since.get_or_insert(now);
+            if !layer.off && sending && now.saturating_duration_since(since) >= LAYER_UNWANTED {
+                layer.off = true;
+                changed = true;
+            }
+        }
+        changed.then(|| {
+            self.rids
+                .iter()
+                .zip(&self.layers)
+                .filter(|(_, l)| !l.off)
+                .map(|(rid, _)| rid.clone())
+                .collect()
         })
     }
 
@@ -159,11 +220,11 @@ impl UpTrack {
 
     /// The layer a subscriber should receive when it draws the track at
     /// most `max` (width, height) in pixels, or as large as it comes
-    /// (`None`): of the layers sending, the smallest that fills the box on
-    /// one side at least, else the largest. When none is sending, the same
-    /// among all layers.
+    /// (`None`): of the layers available, the smallest that fills the box
+    /// on one side at least, else the largest. When none is, the same among
+    /// all layers.
     pub(crate) fn layer_for(&self, max: Option<(u16, u16)>, now: Instant) -> u8 {
-        let mut sending: Vec<u8> = self.sending(now).collect();
+        let mut sending: Vec<u8> = self.available(now).collect();
         if sending.is_empty() {
             sending = (0..self.layers.len() as u8).collect();
         }
@@ -366,5 +427,74 @@ mod tests {
         assert_eq!(cam.ask_keyframe(None, due + ms(1000), true, interval), 0);
         // A layer the track does not have is not asked for.
         assert_eq!(cam.ask_keyframe(Some(3), due + ms(1000), true, interval), 0);
+    }
+
+    #[test]
+    fn layers_no_one_wants_are_turned_off_after_a_while_and_on_at_once() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let key = Arc::new((Uuid::new_v4(), "cam".to_string()));
+        let vp8 = codec("video/VP8", 90_000);
+        let mut cam = UpTrack::new(
+            key,
+            Uuid::new_v4(),
+            None,
+            Kind::Video,
+            Source::Camera,
+            vp8,
+            3,
+        );
+        cam.rids = ["q", "h", "f"].map(String::from).to_vec();
+        let send = |cam: &mut UpTrack, at: Instant| {
+            for layer in 0..3 {
+                cam.observe(
+                    &Rtp {
+                        layer,
+                        ..packet(b"\x90", None)
+                    },
+                    at,
+                );
+            }
+        };
+        send(&mut cam, t);
+        // Everyone on q: nothing changes before 2 s.
+        assert_eq!(cam.steer(0b001, t), None);
+        send(&mut cam, t + ms(1500));
+        assert_eq!(cam.steer(0b001, t + ms(1500)), None);
+        // Then h and f go off; q never does.
+        send(&mut cam, t + LAYER_UNWANTED);
+        assert_eq!(
+            cam.steer(0b001, t + LAYER_UNWANTED),
+            Some(vec!["q".to_string()])
+        );
+        assert_eq!(
+            cam.steer(0, t + ms(9000)),
+            None,
+            "q stays on, and off is said once"
+        );
+        // A layer turned off is still offered to subscribers.
+        let later = t + ms(9000);
+        send(&mut cam, later);
+        assert_eq!(cam.available(later).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(cam.layer_for(None, later), 2);
+        // Wanted again: on at once.
+        assert_eq!(
+            cam.steer(0b101, later),
+            Some(vec!["q".to_string(), "f".to_string()])
+        );
+        // A layer the browser stopped by itself (f, here) is never turned
+        // off, nor offered: it sends nothing to come back from. One turned
+        // off (h) is still offered.
+        let quiet = later + LAYER_STOPPED + LAYER_UNWANTED;
+        cam.observe(
+            &Rtp {
+                layer: 0,
+                ..packet(b"\x90", None)
+            },
+            quiet,
+        );
+        assert_eq!(cam.steer(0b001, quiet), None);
+        assert_eq!(cam.steer(0b001, quiet + LAYER_UNWANTED), None);
+        assert_eq!(cam.available(quiet).collect::<Vec<_>>(), [0, 1]);
     }
 }

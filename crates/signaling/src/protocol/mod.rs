@@ -372,6 +372,16 @@ pub enum ServerFrame {
         kind: MediaKind,
         source: TrackSource,
     },
+    /// SFU: send only the `active` encodings (rids) of the simulcast track in
+    /// the media section `mid` of this client's sending connection: no one
+    /// receives the others. Sent when that changes; a client sets
+    /// `active` on its sender's encodings (`RTCRtpSender.setParameters`).
+    #[serde(rename = "sfu.layers")]
+    SfuLayers {
+        call_id: Uuid,
+        mid: String,
+        active: Vec<String>,
+    },
     /// SFU: who speaks now, loudest first; sent when that changes.
     #[serde(rename = "call.speaking")]
     CallSpeaking {
@@ -578,6 +588,11 @@ mod tests {
             ServerFrame::PresenceUpdate {
                 user_id: Uuid::nil(),
                 status: PresenceStatus::Away,
+            },
+            ServerFrame::SfuLayers {
+                call_id: Uuid::nil(),
+                mid: "1".into(),
+                active: vec!["q".into(), "h".into()],
             },
         ];
         for f in frames {
