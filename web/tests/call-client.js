@@ -6,7 +6,8 @@
 export class CallClient {
   constructor({ wsUrl, token, roomId, stream, iceTransportPolicy, videoCodec, answerDelayMs, simulcast }) {
     this.videoCodec = videoCodec || null;
-    // Offer the camera as three simulcast encodings (rids q, h, f, smallest first).
+    // Offer the camera as three simulcast encodings (rids q, h, f, smallest
+    // first), capped as the web client caps them.
     this.simulcast = Boolean(simulcast);
     // A slow device or network: the server's offers are answered this late.
     this.answerDelayMs = answerDelayMs || 0;
@@ -124,7 +125,9 @@ export class CallClient {
       const init = { direction: "sendonly", streams: [this.stream] };
       if (track.kind === "video" && this.simulcast) {
         init.sendEncodings = [
-          { rid: "q", scaleResolutionDownBy: 4 }, { rid: "h", scaleResolutionDownBy: 2 }, { rid: "f" },
+          { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+          { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+          { rid: "f", maxBitrate: 1_500_000 },
         ];
       }
       const t = pc.addTransceiver(track, init);

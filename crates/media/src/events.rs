@@ -35,6 +35,16 @@ pub enum EngineEvent {
         mid: String,
         active: Vec<String>,
     },
+    /// `subscriber` no longer receives `publisher`'s track of `source`
+    /// (`held`), or receives it again: not even its smallest layer fits the
+    /// subscriber's bandwidth. Sent when that changes.
+    BandwidthHeld {
+        call: Uuid,
+        subscriber: Uuid,
+        publisher: Uuid,
+        source: Source,
+        held: bool,
+    },
     /// A participant's media connection failed or closed.
     Disconnected { participant: Uuid },
     /// Who is speaking in a call now, loudest first, with a loudness from 0

@@ -186,6 +186,11 @@ pub struct MediaSection {
     /// Resent bytes to one subscriber, at most this percentage of what was
     /// sent to it over the last second, plus a burst of 12,000 bytes (1 to 100).
     pub retransmit_share_percent: u8,
+    /// Fit each subscriber's video to the bandwidth its connection's
+    /// congestion feedback shows (smaller simulcast layers, tracks held
+    /// back on a short link). Off by default while its recovery after a
+    /// short spell is slow (docs/webrtc.md, "Bandwidth").
+    pub allocate_bandwidth: bool,
 }
 
 impl Default for MediaSection {
@@ -202,6 +207,7 @@ impl Default for MediaSection {
             retransmit_history: d.retransmit_history,
             retransmit_attempts: d.retransmit_limits.attempts,
             retransmit_share_percent: d.retransmit_limits.share_percent,
+            allocate_bandwidth: d.allocate_bandwidth,
         }
     }
 }

@@ -247,6 +247,7 @@ async fn start_media(
             attempts: config.media.retransmit_attempts,
             share_percent: config.media.retransmit_share_percent,
         },
+        allocate_bandwidth: config.media.allocate_bandwidth,
         ..Default::default()
     })
     .await

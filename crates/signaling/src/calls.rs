@@ -878,6 +878,27 @@ impl CallHub {
                     );
                 }
             }
+            EngineEvent::BandwidthHeld {
+                call,
+                subscriber,
+                publisher,
+                source,
+                held,
+            } => {
+                let target = self.locate(subscriber).filter(|(_, c)| *c == call);
+                if let Some((key, _)) = target {
+                    self.deliver(
+                        key,
+                        ServerFrame::SfuHeld {
+                            call_id: call,
+                            participant_id: publisher,
+                            source: source_from_media(source),
+                            held,
+                            reason: "bandwidth".into(),
+                        },
+                    );
+                }
+            }
             EngineEvent::Disconnected { participant } => {
                 tracing::info!(%participant, "a participant's media connection to the server failed");
                 let mut s = self.lock();

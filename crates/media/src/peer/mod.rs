@@ -28,6 +28,7 @@
 
 pub mod answer;
 mod codecs;
+pub mod congestion;
 pub mod dtls_srtp;
 pub mod ice_lite;
 mod interceptors;

@@ -602,6 +602,7 @@ fn answered_section(
         payload_type: own.payload_type,
         mid: extension(MID_URI).map(|id| (id, offered.mid.as_bytes().to_vec())),
         audio_level: extension(AUDIO_LEVEL_URI).filter(|_| offered.kind == Kind::Audio),
+        transport_cc: extension(TRANSPORT_CC_URI),
     });
     Ok(section)
 }
@@ -690,6 +691,7 @@ mod tests {
             payload_type,
             mid: Some((2, mid.as_bytes().to_vec())),
             audio_level,
+            transport_cc: Some(5),
         })
     }
 

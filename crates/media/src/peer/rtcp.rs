@@ -16,6 +16,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 use crate::MediaError;
@@ -191,6 +192,29 @@ pub fn read(plain: &[u8], out: &mut Vec<Feedback>) -> Result<(), MediaError> {
         }
     }
     Ok(())
+}
+
+/// The transport-wide congestion feedback a compound RTCP packet holds, if
+/// any: its headers are looked at first (RTPFB, FMT 15), so the compound is
+/// parsed again only when it has some.
+pub fn transport_feedback(plain: &[u8]) -> Option<Vec<TransportLayerCc>> {
+    let mut at = 0;
+    let mut found = false;
+    while let Some(header) = plain.get(at..at + 4) {
+        let (fmt, pt) = (header[0] & 0x1f, header[1]);
+        found |= pt == 205 && fmt == 15;
+        at += 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
+    }
+    if !found {
+        return None;
+    }
+    let mut buf = plain;
+    let packets = unmarshal(&mut buf).ok()?;
+    let feedback: Vec<TransportLayerCc> = packets
+        .iter()
+        .filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>().cloned())
+        .collect();
+    (!feedback.is_empty()).then_some(feedback)
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub struct StreamHeader {
     pub mid: Option<(u8, Vec<u8>)>,
     /// The audio-level extension's id (RFC 6464), where negotiated.
     pub audio_level: Option<u8>,
+    /// The transport-wide sequence number's id, where negotiated: the
+    /// subscriber's congestion feedback names packets by it.
+    pub transport_cc: Option<u8>,
 }
 
 impl StreamHeader {
@@ -33,23 +36,26 @@ impl StreamHeader {
             .as_ref()
             .is_none_or(|(i, mid)| id(*i) && (1..=16).contains(&mid.len()))
             && self.audio_level.is_none_or(id)
+            && self.transport_cc.is_none_or(id)
     }
 }
 
 /// Clears `out` and writes the packet into it: the fixed header with the
-/// rewritten numbers, the extensions `stream` names (the audio level only
-/// when the packet has one), and `payload`.
+/// rewritten numbers, the extensions `stream` names (the transport-wide
+/// number only when the packet is given one, the audio level only when it
+/// has one), and `payload`.
 pub fn write_rtp(
     out: &mut Vec<u8>,
     stream: &StreamHeader,
     marker: bool,
     numbers: Rewritten,
-    audio_level: Option<u8>,
+    extras: Extras,
     payload: &[u8],
 ) {
     out.clear();
-    let level = stream.audio_level.zip(audio_level);
-    let extended = stream.mid.is_some() || level.is_some();
+    let level = stream.audio_level.zip(extras.audio_level);
+    let transport = stream.transport_cc.zip(extras.transport_seq);
+    let extended = stream.mid.is_some() || level.is_some() || transport.is_some();
     out.push(0x80 | if extended { 0x10 } else { 0 });
     out.push((u8::from(marker) << 7) | (stream.payload_type & 0x7f));
     out.extend_from_slice(&numbers.seq.to_be_bytes());
@@ -63,6 +69,10 @@ pub fn write_rtp(
             out.push((id << 4) | (mid.len() as u8 - 1));
             out.extend_from_slice(mid);
         }
+        if let Some((id, seq)) = transport {
+            out.push((id << 4) | 1);
+            out.extend_from_slice(&seq.to_be_bytes());
+        }
         if let Some((id, level)) = level {
             out.push(id << 4);
             out.push(level & 0x7f);
@@ -74,6 +84,14 @@ pub fn write_rtp(
         out[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
     }
     out.extend_from_slice(payload);
+}
+
+/// What one packet carries in its header extensions beside the stream's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    pub audio_level: Option<u8>,
+    /// Its transport-wide sequence number.
+    pub transport_seq: Option<u16>,
 }
 
 /// One stream's writer: [`write_rtp`], and the same header as the stack's
@@ -93,31 +111,46 @@ impl RtpWriter {
         RtpWriter { stream, header }
     }
 
+    /// Whether its packets carry a transport-wide number.
+    pub fn transport_cc(&self) -> bool {
+        self.stream.transport_cc.is_some()
+    }
+
     /// Writes the packet into `out` (see [`write_rtp`]) and returns the
-    /// stack's view of its header.
+    /// stack's view of its header. Of the transport-wide number the view
+    /// keeps the length, not the value: SRTP reads no more of it.
     pub fn write(
         &mut self,
         out: &mut Vec<u8>,
         marker: bool,
         numbers: Rewritten,
-        audio_level: Option<u8>,
+        extras: Extras,
         payload: &[u8],
     ) -> &Header {
-        write_rtp(out, &self.stream, marker, numbers, audio_level, payload);
+        write_rtp(out, &self.stream, marker, numbers, extras, payload);
         let h = &mut self.header;
         h.marker = marker;
         h.sequence_number = numbers.seq;
         h.timestamp = numbers.ts;
         h.ssrc = numbers.ssrc;
-        let level = self.stream.audio_level.zip(audio_level);
-        let count = usize::from(self.stream.mid.is_some()) + usize::from(level.is_some());
+        let level = self.stream.audio_level.zip(extras.audio_level);
+        let transport = self.stream.transport_cc.zip(extras.transport_seq);
+        let count = usize::from(self.stream.mid.is_some())
+            + usize::from(transport.is_some())
+            + usize::from(level.is_some());
         if h.extensions.len() != count {
-            // The extensions change only when a level comes or goes.
+            // The extensions change only when a level or a number comes or goes.
             h.extensions.clear();
             if let Some((id, mid)) = &self.stream.mid {
                 h.extensions.push(Extension {
                     id: *id,
                     payload: Bytes::copy_from_slice(mid),
+                });
+            }
+            if let Some((id, _)) = transport {
+                h.extensions.push(Extension {
+                    id,
+                    payload: Bytes::from_static(&[0, 0]),
                 });
             }
             if let Some((id, _)) = level {
@@ -167,10 +200,15 @@ mod tests {
             payload_type: 111,
             mid: Some((4, b"12".to_vec())),
             audio_level: Some(1),
+            transport_cc: Some(5),
         };
         assert!(stream.valid());
         let mut out = Vec::new();
-        write_rtp(&mut out, &stream, true, NUMBERS, Some(30), b"opus frame");
+        let extras = Extras {
+            audio_level: Some(30),
+            transport_seq: Some(0xABCD),
+        };
+        write_rtp(&mut out, &stream, true, NUMBERS, extras, b"opus frame");
         let (header, payload) = parse(&out);
         assert_eq!(header.version, 2);
         assert!(header.marker);
@@ -180,6 +218,7 @@ mod tests {
         assert_eq!(header.ssrc, 0xDEAD_BEEF);
         assert_eq!(header.get_extension(4).as_deref(), Some(&b"12"[..]));
         assert_eq!(header.get_extension(1).as_deref(), Some(&[30u8][..]));
+        assert_eq!(header.get_extension(5).as_deref(), Some(&[0xAB, 0xCD][..]));
         assert_eq!(payload, b"opus frame");
     }
 
@@ -189,10 +228,15 @@ mod tests {
             payload_type: 96,
             mid: None,
             audio_level: Some(1),
+            transport_cc: None,
         };
         let mut out = vec![1, 2, 3];
         // No level in the packet: nothing to extend with.
-        write_rtp(&mut out, &stream, false, NUMBERS, None, &[0x5A; 1200]);
+        let extras = Extras {
+            audio_level: None,
+            transport_seq: Some(1),
+        };
+        write_rtp(&mut out, &stream, false, NUMBERS, extras, &[0x5A; 1200]);
         assert_eq!(out.len(), 12 + 1200);
         let (header, payload) = parse(&out);
         assert!(!header.extension && !header.marker);
@@ -206,17 +250,23 @@ mod tests {
             payload_type: 111,
             mid: Some((4, b"3".to_vec())),
             audio_level: Some(1),
+            transport_cc: Some(6),
         };
         let mut writer = RtpWriter::new(stream);
         let mut out = Vec::new();
-        for (marker, level) in [
-            (true, Some(30)),
-            (false, None),
-            (false, Some(127)),
-            (true, Some(0)),
+        for (marker, level, transport_seq) in [
+            (true, Some(30), None),
+            (false, None, None),
+            (false, Some(127), Some(0)),
+            (true, Some(0), Some(0)),
+            (true, None, Some(0)),
         ] {
+            let extras = Extras {
+                audio_level: level,
+                transport_seq,
+            };
             let header = writer
-                .write(&mut out, marker, NUMBERS, level, b"payload")
+                .write(&mut out, marker, NUMBERS, extras, b"payload")
                 .clone();
             let (read, payload) = parse(&out);
             assert_eq!(
@@ -243,12 +293,16 @@ mod tests {
             payload_type: 96,
             mid: Some((15, b"0".to_vec())),
             audio_level: None,
+            transport_cc: None,
         };
         assert!(!stream.valid());
         stream.mid = Some((3, vec![b'x'; 17]));
         assert!(!stream.valid());
         stream.mid = Some((3, b"0".to_vec()));
         stream.audio_level = Some(0);
+        assert!(!stream.valid());
+        stream.audio_level = Some(1);
+        stream.transport_cc = Some(15);
         assert!(!stream.valid());
     }
 }

@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::congestion::Congestion;
 use super::dtls_srtp::Identity;
 pub use super::link::RemoteSide;
 use super::link::{Inbound, Link, LinkEvent, LinkSetup};
 use super::rtcp::{self, Feedback, SentCounts, WallClock};
-use super::rtp_writer::{RtpWriter, StreamHeader};
+use super::rtp_writer::{Extras, RtpWriter, StreamHeader};
 use crate::munger::{Rewritten, Vp8Patch};
 use crate::retransmit::{RetransmitLimits, Retransmits};
 use crate::vp8;
@@ -163,6 +164,8 @@ pub struct SubscriberTransport {
     /// The buffer each packet is written into before SRTP.
     buf: Vec<u8>,
     feedback: Vec<Feedback>,
+    /// The send-side estimate, from the client's congestion feedback.
+    congestion: Congestion,
     events: VecDeque<SubscriberEvent>,
     stats: SubscriberStats,
 }
@@ -179,6 +182,7 @@ impl SubscriberTransport {
             next_report: None,
             buf: Vec::with_capacity(1_500),
             feedback: Vec::new(),
+            congestion: Congestion::new(),
             events: VecDeque::new(),
             stats: SubscriberStats::default(),
         }
@@ -291,9 +295,19 @@ impl SubscriberTransport {
         let Some((to, dtls)) = self.link.secured() else {
             return Ok(());
         };
+        // Each packet is numbered for the client's congestion feedback; its
+        // size counted is the payload's and a header's.
+        let transport_seq = stream.writer.transport_cc().then(|| {
+            let size = payload.len() + 40;
+            self.congestion.sent(now, numbers.ssrc, numbers.seq, size)
+        });
+        let extras = Extras {
+            audio_level,
+            transport_seq,
+        };
         let header = stream
             .writer
-            .write(&mut self.buf, marker, numbers, audio_level, payload);
+            .write(&mut self.buf, marker, numbers, extras, payload);
         if let Some(patch) = vp8 {
             patch_vp8(&mut self.buf, payload.len(), patch);
         }
@@ -334,6 +348,12 @@ impl SubscriberTransport {
         Ok(())
     }
 
+    /// The bandwidth towards the client, in bits per second, as its
+    /// congestion feedback shows it; `None` before any came.
+    pub fn estimate(&self) -> Option<u64> {
+        self.congestion.estimate()
+    }
+
     /// Takes a datagram the engine's socket received from `from` for this
     /// connection. What is not for it is dropped and counted.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: BytesMut) {
@@ -351,6 +371,11 @@ impl SubscriberTransport {
         feedback.clear();
         // What parsed before a malformed packet still counts.
         let _ = rtcp::read(plain, &mut feedback);
+        if let Some(twcc) = rtcp::transport_feedback(plain) {
+            for f in &twcc {
+                self.congestion.feedback(now, f);
+            }
+        }
         for f in &feedback {
             match *f {
                 Feedback::Keyframe { media_ssrc } => {
@@ -409,9 +434,17 @@ impl SubscriberTransport {
                     seq: rtx.seq,
                     ts: kept.ts,
                 };
-                let header =
-                    rtx.writer
-                        .write(&mut self.buf, kept.marker, numbers, kept.audio_level, &[]);
+                let transport_seq = rtx.writer.transport_cc().then(|| {
+                    self.congestion
+                        .sent(now, rtx.ssrc, rtx.seq, payload.len() + 42)
+                });
+                let extras = Extras {
+                    audio_level: kept.audio_level,
+                    transport_seq,
+                };
+                let header = rtx
+                    .writer
+                    .write(&mut self.buf, kept.marker, numbers, extras, &[]);
                 self.buf.extend_from_slice(&seq.to_be_bytes());
                 self.buf.extend_from_slice(payload);
                 if let Some(patch) = kept.vp8 {
@@ -425,13 +458,18 @@ impl SubscriberTransport {
                     seq,
                     ts: kept.ts,
                 };
-                let header = stream.writer.write(
-                    &mut self.buf,
-                    kept.marker,
-                    numbers,
-                    kept.audio_level,
-                    payload,
-                );
+                let transport_seq = stream
+                    .writer
+                    .transport_cc()
+                    .then(|| self.congestion.sent(now, ssrc, seq, payload.len() + 40));
+                let extras = Extras {
+                    audio_level: kept.audio_level,
+                    transport_seq,
+                };
+                let header =
+                    stream
+                        .writer
+                        .write(&mut self.buf, kept.marker, numbers, extras, payload);
                 if let Some(patch) = kept.vp8 {
                     patch_vp8(&mut self.buf, payload.len(), patch);
                 }
@@ -597,6 +635,7 @@ mod tests {
                 payload_type: 96,
                 mid: Some((1, b"0".to_vec())),
                 audio_level: None,
+                transport_cc: None,
             };
             sub.add_stream(StreamSetup {
                 ssrc: SSRC,

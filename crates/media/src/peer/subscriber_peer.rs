@@ -200,6 +200,12 @@ impl SubscriberPeer {
         }
     }
 
+    /// The bandwidth towards the client, in bits per second, from its
+    /// congestion feedback; `None` before any came.
+    pub fn estimate(&self) -> Option<u64> {
+        self.transport.estimate()
+    }
+
     /// Sends a forwarded packet on stream `numbers.ssrc`, its VP8 picture
     /// numbers rewritten where `vp8` says.
     pub fn send_rtp(

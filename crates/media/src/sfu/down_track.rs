@@ -14,6 +14,9 @@ pub(crate) struct DownTrack {
     pub(crate) playing: bool,
     /// Whether the subscriber paused it (`call.subscribe`): nothing is sent.
     pub(crate) paused: bool,
+    /// Whether the allocator left it out: not even its smallest layer fits
+    /// the subscriber's bandwidth. Nothing is sent either.
+    pub(crate) starved: bool,
     /// After a pause, sending waits for a packet the subscriber can start
     /// decoding from (a keyframe's first, for video).
     pub(crate) resuming: bool,
@@ -24,6 +27,9 @@ pub(crate) struct DownTrack {
     pub(crate) target: u8,
     /// The largest size the subscriber draws it at, where it said.
     pub(crate) max: Option<(u16, u16)>,
+    /// The layer the allocator grants within the subscriber's bandwidth,
+    /// once an estimate is known.
+    pub(crate) cap: Option<u8>,
     /// For a VP8 simulcast track: the picture numbers the subscriber sees,
     /// continued across switches of layer.
     pub(crate) vp8: Option<IdMunger>,
@@ -36,27 +42,56 @@ impl DownTrack {
             name,
             playing: false,
             paused: false,
+            starved: false,
             resuming: false,
             current: None,
             target: 0,
             max: None,
+            cap: None,
             vp8: None,
         }
     }
 
-    /// Pauses or resumes it; whether that changed anything.
+    /// Whether nothing of it is sent now: paused, or left out.
+    pub(crate) fn held(&self) -> bool {
+        self.paused || self.starved
+    }
+
+    /// Pauses or resumes it for the subscriber; whether that changed
+    /// anything.
     pub(crate) fn set_paused(&mut self, paused: bool) -> bool {
         if paused == self.paused {
             return false;
         }
+        let held = self.held();
         self.paused = paused;
-        if paused {
-            self.munger.rebase();
-            self.resuming = false;
-        } else {
-            self.resuming = true;
-        }
+        self.hold_changed(held);
         true
+    }
+
+    /// Leaves it out for the subscriber's bandwidth, or takes it back;
+    /// whether that changed anything.
+    pub(crate) fn set_starved(&mut self, starved: bool) -> bool {
+        if starved == self.starved {
+            return false;
+        }
+        let held = self.held();
+        self.starved = starved;
+        self.hold_changed(held);
+        true
+    }
+
+    /// Across a hold the numbering is rebased; after it, sending starts
+    /// again at a packet the subscriber can decode from.
+    fn hold_changed(&mut self, was_held: bool) {
+        match (was_held, self.held()) {
+            (false, true) => {
+                self.munger.rebase();
+                self.resuming = false;
+            }
+            (true, false) => self.resuming = true,
+            _ => {}
+        }
     }
 
     /// The SSRC the subscriber receives it under: its sender on the connection.

@@ -51,7 +51,7 @@ pub(crate) fn decide(
         starts_playing: false,
         vp8: None,
     };
-    if down.paused {
+    if down.held() {
         return NOTHING;
     }
     let switching = down.current != Some(packet.layer);

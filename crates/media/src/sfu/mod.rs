@@ -32,6 +32,7 @@ use crate::peer::{
 use crate::vp8::{self, IdMunger};
 use crate::MediaError;
 
+mod allocator;
 mod conn;
 mod down_track;
 mod forwarder;
@@ -197,6 +198,8 @@ pub(crate) struct Sfu {
     local: SocketAddr,
     advertised: Vec<SocketAddr>,
     keyframe_interval: Duration,
+    /// Whether subscribers' video is fitted to their estimated bandwidth.
+    allocate_bandwidth: bool,
     ice_timeouts: (Duration, Duration),
     retransmit_history: u16,
     retransmit_limits: crate::RetransmitLimits,
@@ -250,6 +253,7 @@ impl Sfu {
             local: advertised[0],
             advertised,
             keyframe_interval: config.keyframe_interval,
+            allocate_bandwidth: config.allocate_bandwidth,
             ice_timeouts: (config.peer_disconnected, config.peer_failed),
             retransmit_history: config.retransmit_history,
             retransmit_limits: config.retransmit_limits,
@@ -546,13 +550,13 @@ impl Sfu {
         else {
             return;
         };
-        let target = track.layer_for(down.max, now);
+        let target = down.cap.unwrap_or_else(|| track.layer_for(down.max, now));
         if target == down.target {
             return;
         }
         tracing::debug!(%subscriber, track = %key.1, from = down.target, to = target, current = ?down.current, "a subscriber's layer changes");
         down.target = target;
-        if down.current != Some(target) && !down.paused {
+        if down.current != Some(target) && !down.held() {
             self.request_keyframe(key, target, true);
         }
     }
@@ -569,6 +573,10 @@ impl Sfu {
             .filter(|(_, t)| t.kind == Kind::Video)
             .flat_map(|(k, t)| t.subscribers.iter().map(move |s| (*s, k.clone())))
             .collect();
+        let subscribers: Vec<Uuid> = self.participants.keys().copied().collect();
+        for subscriber in subscribers {
+            self.allocate_for(subscriber);
+        }
         for (subscriber, key) in pairs {
             self.retarget(subscriber, &key);
             // A switch still waiting for its keyframe (the request was lost,
@@ -577,13 +585,109 @@ impl Sfu {
                 .participants
                 .get(&subscriber)
                 .and_then(|p| p.down.get(&key))
-                .filter(|d| !d.paused && (d.resuming || d.current.is_some_and(|c| c != d.target)))
+                .filter(|d| !d.held() && (d.resuming || d.current.is_some_and(|c| c != d.target)))
                 .map(|d| d.target);
             if let Some(layer) = waiting {
                 self.request_keyframe(&key, layer, false);
             }
         }
         self.steer_layers();
+    }
+
+    /// Shares a subscriber's bandwidth, as its connection's congestion
+    /// feedback estimates it, among the video it receives (see
+    /// [`allocator`]): each down-track's layer is capped by what it is
+    /// granted, and one granted nothing is held until it fits again, and
+    /// the subscriber told. Without an estimate, nothing is capped.
+    fn allocate_for(&mut self, subscriber: Uuid) {
+        let now = self.now;
+        let Some(p) = self.participants.get_mut(&subscriber) else {
+            return;
+        };
+        let estimate = self
+            .peers
+            .get_mut(&p.subscriber)
+            .and_then(|s| s.peer.subscriber())
+            .and_then(|s| s.estimate())
+            .filter(|_| self.allocate_bandwidth);
+        let mut audio = 0;
+        let speaking: HashSet<Uuid> = p
+            .down
+            .keys()
+            .filter_map(|key| self.tracks.get(key))
+            .filter(|t| t.kind == Kind::Audio && t.level.speaking(now).is_some())
+            .map(|t| t.key.0)
+            .collect();
+        let mut wanted: Vec<(TrackKey, allocator::Want)> = Vec::new();
+        for (key, down) in &p.down {
+            let Some(track) = self.tracks.get(key) else {
+                continue;
+            };
+            if down.paused {
+                continue;
+            }
+            if track.kind == Kind::Audio {
+                // A microphone that went quiet (muted, or sending nothing)
+                // costs nothing.
+                if track.sending(now).next().is_some() {
+                    audio += track.layers[0].bitrate;
+                }
+                continue;
+            }
+            let mut layers: Vec<u8> = track.available(now).collect();
+            if layers.is_empty() {
+                layers = (0..track.layers.len() as u8).collect();
+            }
+            let want = allocator::Want {
+                source: track.source,
+                speaking: speaking.contains(&key.0),
+                held: down.starved,
+                layers: layers
+                    .into_iter()
+                    .map(|l| (l, track.layers[usize::from(l)].bitrate))
+                    .collect(),
+                best: track.layer_for(down.max, now),
+            };
+            wanted.push((key.clone(), want));
+        }
+        wanted.sort_by(|a, b| a.0.cmp(&b.0));
+        let wants: Vec<allocator::Want> = wanted.iter().map(|(_, w)| w.clone()).collect();
+        let grants: Vec<Option<u8>> = match estimate {
+            Some(estimate) => allocator::allocate(estimate, audio, &wants),
+            None => wants.iter().map(|w| Some(w.best)).collect(),
+        };
+        let call = p.call;
+        let mut told = Vec::new();
+        let mut resumed = Vec::new();
+        for ((key, _), grant) in wanted.iter().zip(grants) {
+            let Some(down) = p.down.get_mut(key) else {
+                continue;
+            };
+            down.cap = estimate.and(grant);
+            if down.set_starved(grant.is_none()) {
+                let source = self.tracks.get(key).map_or(Source::Camera, |t| t.source);
+                told.push(EngineEvent::BandwidthHeld {
+                    call,
+                    subscriber,
+                    publisher: key.0,
+                    source,
+                    held: grant.is_none(),
+                });
+                if grant.is_some() {
+                    resumed.push((key.clone(), down.target));
+                }
+            }
+        }
+        if let Some(e) = estimate {
+            tracing::trace!(%subscriber, estimate = e, audio, "the subscriber's bandwidth is shared");
+        }
+        for event in told {
+            tracing::debug!(?event, "a track is held for bandwidth, or let go");
+            self.out.push_back(Output::Event(event));
+        }
+        for (key, layer) in resumed {
+            self.request_keyframe(&key, layer, true);
+        }
     }
 
     /// Tells publishers which of their simulcast layers to send: those a
@@ -603,7 +707,7 @@ impl Sfu {
                     .participants
                     .get(subscriber)
                     .and_then(|p| p.down.get(key))
-                    .filter(|d| !d.paused);
+                    .filter(|d| !d.held());
                 if let Some(d) = down {
                     wanted |= 1 << d.target;
                     if let Some(current) = d.current {

@@ -56,6 +56,9 @@ pub(crate) const LAYER_STOPPED: Duration = Duration::from_millis(1_000);
 /// it off and on again.
 pub(crate) const LAYER_UNWANTED: Duration = Duration::from_millis(2_000);
 
+/// The window over which a layer's bitrate is counted.
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+
 /// The size taken for a track's largest layer until a keyframe tells.
 const ASSUMED_TOP: (u16, u16) = (1280, 720);
 
@@ -68,6 +71,10 @@ pub(crate) struct Layer {
     pub(crate) size: Option<(u16, u16)>,
     /// The publisher was told to stop it: no subscriber wanted it.
     pub(crate) off: bool,
+    /// What it sends, in bits per second, over the last whole window.
+    pub(crate) bitrate: u64,
+    /// The bytes of the window being counted, and when it began.
+    window: (u64, Option<Instant>),
     /// Since when no subscriber wants it.
     pub(crate) unwanted_since: Option<Instant>,
 }
@@ -137,7 +144,6 @@ impl UpTrack {
     }
 
     /// The layers sending at `now`.
-    #[cfg(test)]
     pub(crate) fn sending(&self, now: Instant) -> impl Iterator<Item = u8> + '_ {
         (0..self.layers.len() as u8).filter(move |&l| self.is_sending(l, now))
     }
@@ -267,6 +273,14 @@ impl UpTrack {
             return;
         };
         layer.last = Some(now);
+        // Its payload and a header's worth, as the subscriber receives it.
+        layer.window.0 += packet.payload.len() as u64 + 40;
+        let start = *layer.window.1.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            layer.bitrate = layer.window.0 * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
+            layer.window = (0, Some(now));
+        }
         if vp8 {
             if let Some(size) = vp8::keyframe_size(&packet.payload) {
                 layer.size = Some(size);

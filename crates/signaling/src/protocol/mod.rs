@@ -382,6 +382,18 @@ pub enum ServerFrame {
         mid: String,
         active: Vec<String>,
     },
+    /// SFU: this client's connection from the server has too little
+    /// bandwidth for even the smallest layer of `participant_id`'s track of
+    /// `source`, so the server holds it back (`held: true`), or sends it
+    /// again (`held: false`). `reason` is `bandwidth`.
+    #[serde(rename = "sfu.held")]
+    SfuHeld {
+        call_id: Uuid,
+        participant_id: Uuid,
+        source: TrackSource,
+        held: bool,
+        reason: String,
+    },
     /// SFU: who speaks now, loudest first; sent when that changes.
     #[serde(rename = "call.speaking")]
     CallSpeaking {
@@ -593,6 +605,13 @@ mod tests {
                 call_id: Uuid::nil(),
                 mid: "1".into(),
                 active: vec!["q".into(), "h".into()],
+            },
+            ServerFrame::SfuHeld {
+                call_id: Uuid::nil(),
+                participant_id: Uuid::nil(),
+                source: TrackSource::Camera,
+                held: true,
+                reason: "bandwidth".into(),
             },
         ];
         for f in frames {
