@@ -71,6 +71,7 @@ impl OwnedFanout {
                         payload_type: 96,
                         mid: Some((MID_ID, i.to_string().into_bytes())),
                         audio_level: None,
+                        transport_cc: None,
                     }),
                     ring: vec![None; RING],
                 })
@@ -105,9 +106,13 @@ impl OwnedFanout {
             let rewritten =
                 sub.munger
                     .rewrite(header.ssrc, header.sequence_number, header.timestamp, now);
-            let written =
-                sub.writer
-                    .write(&mut self.scratch, header.marker, rewritten, None, &payload);
+            let written = sub.writer.write(
+                &mut self.scratch,
+                header.marker,
+                rewritten,
+                Default::default(),
+                &payload,
+            );
             if let Ok(protected) = sub.srtp.encrypt_rtp_with_header(&self.scratch, written) {
                 sub.ring[usize::from(rewritten.seq) % RING] = Some(payload.clone());
                 out.push(protected);
