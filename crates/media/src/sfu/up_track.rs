@@ -29,6 +29,8 @@ pub(crate) struct UpTrack {
     pub(crate) kind: Kind,
     pub(crate) source: Source,
     pub(crate) codec: Codec,
+    /// Whether its codec is VP8, read once: each packet asks.
+    vp8: bool,
     /// Who receives it, in the order they subscribed.
     pub(crate) subscribers: Vec<Uuid>,
     /// Its simulcast layers, smallest first; one without simulcast.
@@ -95,6 +97,7 @@ impl UpTrack {
             home,
             kind,
             source,
+            vp8: codec.mime_type.eq_ignore_ascii_case("video/VP8"),
             codec,
             subscribers: Vec::new(),
             layers: vec![Layer::default(); usize::from(layers.clamp(1, 8))],
@@ -140,7 +143,7 @@ impl UpTrack {
     /// Whether its layers are VP8, whose picture numbers a subscriber's
     /// stream continues across a switch of layer.
     pub(crate) fn vp8(&self) -> bool {
-        self.codec.mime_type.eq_ignore_ascii_case("video/VP8")
+        self.vp8
     }
 
     /// The layers sending at `now`.
