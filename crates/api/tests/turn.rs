@@ -244,6 +244,18 @@ impl Coturn {
             .spawn()
             .expect("sh");
         let relay = Coturn { child, port };
+        // The command writes the secret before it starts coturn: wait for
+        // both, so that a port another process answers on first is not
+        // taken for this coturn.
+        let secret = dir.join("roost/turn_secret");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !secret.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the README's command wrote no secret"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         relay.wait_listening();
         (relay, stdout)
     }
