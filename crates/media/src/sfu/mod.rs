@@ -573,9 +573,11 @@ impl Sfu {
             .filter(|(_, t)| t.kind == Kind::Video)
             .flat_map(|(k, t)| t.subscribers.iter().map(move |s| (*s, k.clone())))
             .collect();
-        let subscribers: Vec<Uuid> = self.participants.keys().copied().collect();
-        for subscriber in subscribers {
-            self.allocate_for(subscriber);
+        if self.allocate_bandwidth {
+            let subscribers: Vec<Uuid> = self.participants.keys().copied().collect();
+            for subscriber in subscribers {
+                self.allocate_for(subscriber);
+            }
         }
         for (subscriber, key) in pairs {
             self.retarget(subscriber, &key);
@@ -608,8 +610,7 @@ impl Sfu {
             .peers
             .get_mut(&p.subscriber)
             .and_then(|s| s.peer.subscriber())
-            .and_then(|s| s.estimate())
-            .filter(|_| self.allocate_bandwidth);
+            .and_then(|s| s.estimate());
         let mut audio = 0;
         let speaking: HashSet<Uuid> = p
             .down

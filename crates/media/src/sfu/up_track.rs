@@ -403,6 +403,21 @@ mod tests {
         assert_eq!(cam.sending(later).collect::<Vec<_>>(), [0, 2]);
         assert_eq!(cam.layer_for(Some((400, 225)), later), 2);
         assert_eq!(cam.layer_for(Some((200, 100)), later), 0);
+        // What a layer sends is counted over half a second: 100 bytes and a
+        // header's 40 every 20 ms are 56 kbit/s.
+        let mut mic = track(Kind::Audio, Source::Microphone, codec("audio/opus", 48_000));
+        for n in 0..=26u64 {
+            let p = Rtp {
+                payload: Bytes::from(vec![0u8; 100]),
+                ..packet(b"", None)
+            };
+            mic.observe(&p, t + Duration::from_millis(20 * n));
+        }
+        assert!(
+            (54_000..=60_000).contains(&mic.layers[0].bitrate),
+            "{}",
+            mic.layers[0].bitrate
+        );
         // A packet of a layer the track does not have changes nothing.
         cam.observe(
             &Rtp {
