@@ -20,6 +20,7 @@ async fn create_show_and_list_rooms() {
     assert_eq!(res.body["kind"], "group");
     assert_eq!(res.body["visibility"], "public");
     assert_eq!(res.body["max_call_participants"], 8);
+    assert_eq!(res.body["call_self_unmute"], true, "by default");
     assert_eq!(res.body["my_role"], "owner");
     assert_eq!(res.body["member_count"], 1);
     let id = res.body["id"].as_str().unwrap();
@@ -204,11 +205,12 @@ async fn settings_change_only_by_owner_or_admin() {
             Method::PATCH,
             &path,
             Some(&ada.token),
-            Some(json!({"name": "Hall", "topic": "t", "max_call_participants": 6})),
+            Some(json!({"name": "Hall", "topic": "t", "max_call_participants": 6, "call_self_unmute": false})),
         )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert_eq!(res.body["name"], "Hall");
+    assert_eq!(res.body["call_self_unmute"], false);
     let res = app
         .call(
             Method::PATCH,
@@ -221,6 +223,7 @@ async fn settings_change_only_by_owner_or_admin() {
     assert!(res.body["topic"].is_null(), "null clears");
     assert!(res.body["max_call_participants"].is_null());
     assert_eq!(res.body["name"], "Hall", "absent fields stay");
+    assert_eq!(res.body["call_self_unmute"], false, "absent fields stay");
     assert_eq!(res.body["visibility"], "private");
     let res = app
         .call(

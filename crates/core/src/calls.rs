@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use crate::error::{CoreError, Result};
 use crate::events::{Publisher, RoomEventBody};
-use crate::model::{Actor, CallStatus, Page};
+use crate::model::{Actor, CallStatus, MemberRole, Page, Role};
 use crate::pagination::PageRequest;
+use crate::rooms::Authority;
 use crate::store::convert::{parse_id, time};
 use crate::store::{CallParticipantRow, CallRow, Store};
 
@@ -62,6 +63,13 @@ pub struct Admission {
     pub max_participants: u32,
 }
 
+/// What the gateway needs to carry out a moderator's action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moderation {
+    /// Whether the room lets a participant a moderator muted unmute itself.
+    pub self_unmute: bool,
+}
+
 /// The calls service.
 #[derive(Clone)]
 pub struct Calls {
@@ -102,6 +110,52 @@ impl Calls {
             .min(self.limit);
         Ok(Admission {
             max_participants: max,
+        })
+    }
+
+    /// Checks that `actor` may act as a moderator on `target` in the room's
+    /// call (mute, stop a share, remove): the actor is the room's owner, a
+    /// moderator of it or a server admin, and has more say in the room than
+    /// the target, so a moderator cannot act on the owner, nor one server
+    /// admin on another. Refused with `forbidden`.
+    pub async fn moderate(&self, actor: &Actor, room_id: Uuid, target: Uuid) -> Result<Moderation> {
+        let room = room_id.to_string();
+        let row = self
+            .store
+            .room(&room)
+            .await?
+            .ok_or(CoreError::NotFound("room"))?;
+        let say = |role: Option<String>, admin: bool| -> Result<Authority> {
+            let role = role.map(|r| r.parse::<MemberRole>()).transpose()?;
+            Ok(Authority::of(role, admin))
+        };
+        let mine = say(
+            self.store
+                .member_role(&room, &actor.user_id.to_string())
+                .await?,
+            actor.role.is_admin(),
+        )?;
+        if mine < Authority::Moderator {
+            return Err(CoreError::forbidden(
+                "only the room's owner, its moderators and admins may moderate its calls",
+            ));
+        }
+        let target_id = target.to_string();
+        let target_admin = match self.store.user_by_id(&target_id).await? {
+            Some(u) => u.role.parse::<Role>()?.is_admin(),
+            None => false,
+        };
+        let theirs = say(
+            self.store.member_role(&room, &target_id).await?,
+            target_admin,
+        )?;
+        if theirs >= mine {
+            return Err(CoreError::forbidden(
+                "a moderator may act only on participants with less say in the room",
+            ));
+        }
+        Ok(Moderation {
+            self_unmute: row.call_self_unmute != 0,
         })
     }
 

@@ -147,6 +147,9 @@ pub struct Room {
     pub visibility: Visibility,
     /// The most people in one call of this room; `null` means the server default.
     pub max_call_participants: Option<u32>,
+    /// Whether a participant a moderator muted in a call may unmute itself;
+    /// when not, it waits until a moderator allows it.
+    pub call_self_unmute: bool,
     pub created_by: Option<Uuid>,
     pub member_count: u64,
     /// The sequence number of the room's newest event: where a live stream of it starts.

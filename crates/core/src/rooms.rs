@@ -60,6 +60,8 @@ pub struct NewRoom {
     pub topic: Option<String>,
     pub visibility: Visibility,
     pub max_call_participants: Option<u32>,
+    /// Whether participants a moderator muted may unmute themselves.
+    pub call_self_unmute: bool,
 }
 
 /// A change of settings; `None` leaves a field as it is, `Some(None)` clears it.
@@ -69,6 +71,7 @@ pub struct RoomPatch {
     pub topic: Option<Option<String>>,
     pub visibility: Option<Visibility>,
     pub max_call_participants: Option<Option<u32>>,
+    pub call_self_unmute: Option<bool>,
 }
 
 /// An invite's limits as asked for.
@@ -96,7 +99,7 @@ struct Standing {
 /// How much say someone has in a room, lowest first: a server admin acts as
 /// more than the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Authority {
+pub(crate) enum Authority {
     Outsider,
     Member,
     Moderator,
@@ -114,12 +117,20 @@ impl From<MemberRole> for Authority {
     }
 }
 
-impl Standing {
-    fn authority(&self) -> Authority {
-        if self.server_admin {
+impl Authority {
+    /// The say of someone with `role` in a room (none: not a member), who
+    /// is a server admin or not.
+    pub(crate) fn of(role: Option<MemberRole>, server_admin: bool) -> Authority {
+        if server_admin {
             return Authority::ServerAdmin;
         }
-        self.role.map_or(Authority::Outsider, Authority::from)
+        role.map_or(Authority::Outsider, Authority::from)
+    }
+}
+
+impl Standing {
+    fn authority(&self) -> Authority {
+        Authority::of(self.role, self.server_admin)
     }
 
     /// Refuses (`forbidden`, with `refusal`) a caller with less say than `least`.
@@ -249,6 +260,7 @@ impl Rooms {
             topic: self.check_topic(new.topic.as_deref())?,
             visibility: new.visibility.as_str().into(),
             max_call_participants: self.check_call_size(new.max_call_participants)?,
+            call_self_unmute: i64::from(new.call_self_unmute),
             created_by: Some(actor.user_id.to_string()),
             dm_key: None,
             created_at: now,
@@ -371,6 +383,9 @@ impl Rooms {
         }
         if let Some(n) = patch.max_call_participants {
             row.max_call_participants = self.check_call_size(n)?;
+        }
+        if let Some(allowed) = patch.call_self_unmute {
+            row.call_self_unmute = i64::from(allowed);
         }
         row.updated_at = Utc::now().timestamp_millis();
         let (row, seqs) = self
@@ -683,6 +698,7 @@ impl Rooms {
             topic: None,
             visibility: Visibility::Private.as_str().into(),
             max_call_participants: None,
+            call_self_unmute: 1,
             created_by: Some(me.clone()),
             dm_key: Some(key.clone()),
             created_at: now,

@@ -349,6 +349,32 @@ impl Engine {
         for spread in spreads {
             tell(&self.loops, spread);
         }
+        // What moderators stopped of theirs is forgotten: a joiner starts free.
+        self.broadcast(|| Input::Stop {
+            publishers: participants.to_vec(),
+            sources: Source::ALL.to_vec(),
+            stopped: false,
+        });
+    }
+
+    /// Stops forwarding `publisher`'s tracks of `sources` to everyone (a
+    /// moderator's mute), now and for tracks of those sources it publishes
+    /// later, or lets it go on; a video track goes on at a keyframe. It
+    /// holds until let go on, or until the publisher leaves the engine.
+    pub fn stop_forwarding(&self, publisher: Uuid, sources: &[Source], stopped: bool) {
+        self.broadcast(|| Input::Stop {
+            publishers: vec![publisher],
+            sources: sources.to_vec(),
+            stopped,
+        });
+    }
+
+    /// Tells every loop: a publisher's tracks are forwarded from the loops
+    /// of every subscriber.
+    fn broadcast(&self, input: impl Fn() -> Input) {
+        for commands in self.loops.iter() {
+            let _ = commands.send(Command::Input(input()));
+        }
     }
 
     /// The counters of every loop, summed.

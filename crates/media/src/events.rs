@@ -66,6 +66,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source.
+    pub const ALL: [Source; 4] = [
+        Source::Microphone,
+        Source::Camera,
+        Source::Screen,
+        Source::ScreenAudio,
+    ];
+
     /// The source a track of `kind` has when its publisher says nothing.
     pub fn default_for(kind: Kind) -> Source {
         match kind {

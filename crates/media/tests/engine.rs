@@ -914,6 +914,62 @@ async fn a_paused_track_is_not_sent_and_resumes_at_a_keyframe_without_a_gap() {
     );
 }
 
+#[tokio::test]
+async fn a_moderators_stop_reaches_no_subscriber_and_going_on_starts_at_a_keyframe() {
+    let (engine, mut events) = engine().await;
+    let (publisher_id, mut publisher, mut subs, mut seq) =
+        video_call(&engine, &mut events, 2).await;
+    let ids: Vec<Uuid> = subs.keys().copied().collect();
+    let mut send = |publisher: &Client, payload: Bytes| {
+        publisher.send(seq, u32::from(seq) * 3000, payload);
+        seq = seq.wrapping_add(1);
+    };
+    send(&publisher, numbered(1, 1000));
+    let mut last = Vec::new();
+    for id in &ids {
+        let before = received(subs.get_mut(id).unwrap(), Duration::from_millis(300)).await;
+        last.push(before.last().expect("a packet before the stop").1);
+    }
+
+    // Of another source, nothing changes.
+    engine.stop_forwarding(publisher_id, &[Source::Microphone], true);
+    engine.stop_forwarding(publisher_id, &[Source::Camera], true);
+    // The word goes to the loops beside the datagrams; let it arrive first.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for n in 100..120 {
+        send(&publisher, numbered(n, 1000));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for id in &ids {
+        let got = received(subs.get_mut(id).unwrap(), Duration::from_millis(300)).await;
+        assert_eq!(got, vec![], "a stopped track reaches no one");
+    }
+
+    engine.stop_forwarding(publisher_id, &[Source::Camera], false);
+    let asked = loop {
+        match publisher.next(Duration::from_secs(1)).await {
+            Some(ClientEvent::KeyframeRequested { .. }) => break true,
+            Some(_) => continue,
+            None => break false,
+        }
+    };
+    assert!(asked, "going on asks the publisher for a keyframe");
+    send(&publisher, numbered(200, 1000));
+    send(&publisher, vp8_keyframe(201));
+    send(&publisher, numbered(202, 1000));
+    for (id, last_seq) in ids.iter().zip(last) {
+        let got = received(subs.get_mut(id).unwrap(), Duration::from_millis(400)).await;
+        assert_eq!(
+            got,
+            vec![
+                (Some(201), last_seq.wrapping_add(1)),
+                (Some(202), last_seq.wrapping_add(2))
+            ],
+            "from the keyframe on, numbered on from before the stop"
+        );
+    }
+}
+
 /// A VP8 payload that starts a keyframe (descriptor with S set, partition
 /// 0; frame header with P clear), numbered like [`numbered`] after it.
 fn vp8_keyframe(n: u32) -> Bytes {

@@ -27,8 +27,8 @@ use uuid::Uuid;
 use crate::hub::{ConnKey, Hub};
 use crate::nodes::{self, lease, Held, LocalCalls, NodeLink, NodeMessage, Relayed};
 use crate::protocol::{
-    CallJoined, CallParticipantInfo, CallRequest, MediaKind, ServerFrame, SfuTrack, Speaker,
-    Topology, TrackSource,
+    CallJoined, CallParticipantInfo, CallRequest, MediaKind, ModerationAction, ServerFrame,
+    SfuTrack, Speaker, Topology, TrackSource,
 };
 
 /// How calls are carried.
@@ -89,23 +89,74 @@ struct Participant {
     key: Endpoint,
     audio_muted: bool,
     video_muted: bool,
+    screen_sharing: bool,
+    /// A moderator muted it, and the room does not let it unmute itself.
+    audio_locked: bool,
+    video_locked: bool,
+    /// What a moderator stopped the SFU forwarding, until the participant
+    /// unmutes it or shares again.
+    stopped: Vec<Source>,
     /// Whether the media engine has this participant.
     in_engine: bool,
 }
 
 impl Participant {
+    fn new(user_id: Uuid, key: Endpoint) -> Participant {
+        Participant {
+            user_id,
+            key,
+            audio_muted: false,
+            video_muted: false,
+            screen_sharing: false,
+            audio_locked: false,
+            video_locked: false,
+            stopped: Vec::new(),
+            in_engine: false,
+        }
+    }
+
     fn info(&self, participant_id: Uuid) -> CallParticipantInfo {
         CallParticipantInfo {
             participant_id,
             user_id: self.user_id,
             audio_muted: self.audio_muted,
             video_muted: self.video_muted,
+            screen_sharing: self.screen_sharing,
+            audio_locked: self.audio_locked,
+            video_locked: self.video_locked,
         }
+    }
+
+    /// Lets go on what a moderator stopped of `sources`; whether it had.
+    fn go_on(&mut self, sources: &[Source]) -> bool {
+        let before = self.stopped.len();
+        self.stopped.retain(|s| !sources.contains(s));
+        self.stopped.len() != before
     }
 }
 
+/// The sources a kind of a participant's media stands for in a mute.
+fn sources_of(kind: MediaKind) -> &'static [Source] {
+    match kind {
+        MediaKind::Audio => &[Source::Microphone],
+        MediaKind::Video => &[Source::Camera],
+    }
+}
+
+/// A screen share's sources.
+const SCREEN: &[Source] = &[Source::Screen, Source::ScreenAudio];
+
 /// Who to tell what, gathered under the lock and sent after it.
 type Outbox = Vec<(Endpoint, ServerFrame)>;
+
+/// A frame for everyone in the call but `participant`.
+fn to_others(call: &LiveCall, participant: Uuid, frame: &ServerFrame) -> Outbox {
+    call.participants
+        .iter()
+        .filter(|(id, _)| **id != participant)
+        .map(|(_, p)| (p.key, frame.clone()))
+        .collect()
+}
 
 impl CallHub {
     /// Starts the hub; with an engine, its events (the server's offers) are
@@ -232,13 +283,7 @@ impl CallHub {
                 ));
             }
             let call_id = call.call_id;
-            let me = Participant {
-                user_id: actor.user_id,
-                key,
-                audio_muted: false,
-                video_muted: false,
-                in_engine: false,
-            };
+            let me = Participant::new(actor.user_id, key);
             let info = me.info(participant);
             let others: Vec<CallParticipantInfo> = call
                 .participants
@@ -272,14 +317,14 @@ impl CallHub {
             // holds from the last time (a return within the grace period)
             // are let go first, as their clients closed them once the mesh
             // played, and clients open new ones on `call.topology`.
-            let to_engine: Vec<(Uuid, bool)> = if topology == Topology::Sfu {
+            let to_engine: Vec<(Uuid, bool, Vec<Source>)> = if topology == Topology::Sfu {
                 call.participants
                     .iter_mut()
                     .filter(|(_, p)| moved_to_sfu || !p.in_engine)
                     .map(|(id, p)| {
                         let renew = p.in_engine;
                         p.in_engine = true;
-                        (*id, renew)
+                        (*id, renew, p.stopped.clone())
                     })
                     .collect()
             } else {
@@ -303,11 +348,15 @@ impl CallHub {
         if let Some(engine) = &self.engine {
             let renew: Vec<Uuid> = to_engine
                 .iter()
-                .filter(|(_, renew)| *renew)
-                .map(|(id, _)| *id)
+                .filter(|(_, renew, _)| *renew)
+                .map(|(id, _, _)| *id)
                 .collect();
             engine.leave_all(&renew);
-            for (id, _) in to_engine {
+            for (id, _, stopped) in to_engine {
+                // What a moderator stopped in the mesh stays stopped here.
+                if !stopped.is_empty() {
+                    engine.stop_forwarding(id, &stopped, true);
+                }
                 if let Err(e) = engine.join(joined.call_id, id).await {
                     tracing::warn!(error = %e, participant = %id, "the media engine refused a participant");
                 }
@@ -437,7 +486,12 @@ impl CallHub {
                     Err(CoreError::NotFound("call"))
                 }
             }
-            CallRequest::Offer { call_id, to, sdp } => self
+            CallRequest::Offer {
+                call_id,
+                to,
+                sdp,
+                sources,
+            } => self
                 .relay(
                     me,
                     call_id,
@@ -446,10 +500,16 @@ impl CallHub {
                         call_id,
                         from: me,
                         sdp,
+                        sources,
                     },
                 )
                 .map(|()| json!({})),
-            CallRequest::Answer { call_id, to, sdp } => self
+            CallRequest::Answer {
+                call_id,
+                to,
+                sdp,
+                sources,
+            } => self
                 .relay(
                     me,
                     call_id,
@@ -458,6 +518,7 @@ impl CallHub {
                         call_id,
                         from: me,
                         sdp,
+                        sources,
                     },
                 )
                 .map(|()| json!({})),
@@ -511,6 +572,17 @@ impl CallHub {
                     .await
                     .map(|()| json!({}))
             }
+            CallRequest::Share { call_id, sharing } => {
+                self.share(me, call_id, sharing).map(|()| json!({}))
+            }
+            CallRequest::Moderate {
+                call_id,
+                participant_id,
+                action,
+            } => self
+                .moderate(actor, me, call_id, participant_id, action)
+                .await
+                .map(|()| json!({})),
         }
     }
 
@@ -533,6 +605,11 @@ impl CallHub {
 
     /// `call.leave`, or the connection went away. Returns whether it was in a call.
     pub async fn leave(self: &Arc<Self>, participant: Uuid) -> bool {
+        self.leave_as(participant, None).await
+    }
+
+    /// A participant leaves; `removed_by` names the moderator who removed it.
+    async fn leave_as(self: &Arc<Self>, participant: Uuid, removed_by: Option<Uuid>) -> bool {
         let mut outbox = Outbox::new();
         let (room_id, call_id, was_in_engine, remaining, teardown) = {
             let mut s = self.lock();
@@ -553,6 +630,7 @@ impl CallHub {
                         call_id,
                         participant_id: participant,
                         user_id: me.user_id,
+                        removed_by,
                     },
                 ));
             }
@@ -766,7 +844,9 @@ impl CallHub {
             .map_err(sdp_refused)
     }
 
-    /// `call.mute`: the others hear of it.
+    /// `call.mute`: the others hear of it. Unmuting what a moderator muted
+    /// lets the SFU forward it again, unless the room locks that
+    /// (`unmute_locked`).
     pub fn mute(
         &self,
         participant: Uuid,
@@ -774,33 +854,198 @@ impl CallHub {
         kind: MediaKind,
         muted: bool,
     ) -> Result<(), CoreError> {
-        let outbox = {
+        let (outbox, go_on) = {
             let mut s = self.lock();
             let room = self.call_of(&s, participant, call_id)?;
             let call = s.by_room.get_mut(&room).expect("checked by call_of");
+            let mut go_on = false;
             if let Some(me) = call.participants.get_mut(&participant) {
-                match kind {
-                    MediaKind::Audio => me.audio_muted = muted,
-                    MediaKind::Video => me.video_muted = muted,
+                let (now_muted, locked) = match kind {
+                    MediaKind::Audio => (&mut me.audio_muted, me.audio_locked),
+                    MediaKind::Video => (&mut me.video_muted, me.video_locked),
+                };
+                if !muted && locked {
+                    return Err(CoreError::conflict(
+                        "unmute_locked",
+                        "a moderator muted this; the room lets you unmute once a moderator allows it",
+                    ));
                 }
+                *now_muted = muted;
+                go_on = !muted && me.go_on(sources_of(kind));
             }
-            call.participants
-                .iter()
-                .filter(|(id, _)| **id != participant)
-                .map(|(_, p)| {
-                    (
-                        p.key,
-                        ServerFrame::CallMuted {
-                            call_id,
-                            participant_id: participant,
-                            kind,
-                            muted,
-                        },
-                    )
-                })
-                .collect::<Outbox>()
+            let frame = ServerFrame::CallMuted {
+                call_id,
+                participant_id: participant,
+                kind,
+                muted,
+                by: None,
+                locked: None,
+            };
+            (to_others(call, participant, &frame), go_on)
         };
+        if go_on {
+            if let Some(engine) = &self.engine {
+                engine.stop_forwarding(participant, sources_of(kind), false);
+            }
+        }
         self.send(outbox);
+        Ok(())
+    }
+
+    /// `call.share`: the others hear that the participant started or
+    /// stopped sharing its screen. A share started after a moderator
+    /// stopped one is forwarded.
+    pub fn share(&self, participant: Uuid, call_id: Uuid, sharing: bool) -> Result<(), CoreError> {
+        let (outbox, go_on) = {
+            let mut s = self.lock();
+            let room = self.call_of(&s, participant, call_id)?;
+            let call = s.by_room.get_mut(&room).expect("checked by call_of");
+            let mut go_on = false;
+            if let Some(me) = call.participants.get_mut(&participant) {
+                me.screen_sharing = sharing;
+                go_on = sharing && me.go_on(SCREEN);
+            }
+            let frame = ServerFrame::CallShared {
+                call_id,
+                participant_id: participant,
+                sharing,
+                by: None,
+            };
+            (to_others(call, participant, &frame), go_on)
+        };
+        if go_on {
+            if let Some(engine) = &self.engine {
+                engine.stop_forwarding(participant, SCREEN, false);
+            }
+        }
+        self.send(outbox);
+        Ok(())
+    }
+
+    /// `call.moderate`: a moderator (checked by the core against the room)
+    /// mutes another participant, lets it unmute itself, stops its screen
+    /// share or removes it. What is muted or stopped, the SFU stops
+    /// forwarding at once; everyone hears of it, the target too.
+    pub async fn moderate(
+        self: &Arc<Self>,
+        actor: &Actor,
+        me: Uuid,
+        call_id: Uuid,
+        target: Uuid,
+        action: ModerationAction,
+    ) -> Result<(), CoreError> {
+        let (room_id, target_user) = {
+            let s = self.lock();
+            let room = self.call_of(&s, me, call_id)?;
+            let user = s.by_room[&room]
+                .participants
+                .get(&target)
+                .filter(|_| target != me)
+                .map(|p| p.user_id)
+                .ok_or(CoreError::NotFound("participant"))?;
+            (room, user)
+        };
+        let moderation = self
+            .core
+            .calls
+            .moderate(actor, room_id, target_user)
+            .await?;
+        let by = Some(actor.user_id);
+        let mut stop: &[Source] = &[];
+        let outbox = {
+            let mut s = self.lock();
+            let Some(call) = s.by_room.get_mut(&room_id).filter(|c| c.call_id == call_id) else {
+                return Err(CoreError::NotFound("call"));
+            };
+            let Some(p) = call.participants.get_mut(&target) else {
+                return Err(CoreError::NotFound("participant"));
+            };
+            let frame = match action {
+                ModerationAction::MuteAudio | ModerationAction::MuteVideo => {
+                    let kind = if action == ModerationAction::MuteAudio {
+                        MediaKind::Audio
+                    } else {
+                        MediaKind::Video
+                    };
+                    let locked = !moderation.self_unmute;
+                    match kind {
+                        MediaKind::Audio => (p.audio_muted, p.audio_locked) = (true, locked),
+                        MediaKind::Video => (p.video_muted, p.video_locked) = (true, locked),
+                    }
+                    stop = sources_of(kind);
+                    for source in stop {
+                        if !p.stopped.contains(source) {
+                            p.stopped.push(*source);
+                        }
+                    }
+                    Some(ServerFrame::CallMuted {
+                        call_id,
+                        participant_id: target,
+                        kind,
+                        muted: true,
+                        by,
+                        locked: Some(locked),
+                    })
+                }
+                ModerationAction::AllowAudio | ModerationAction::AllowVideo => {
+                    let (kind, muted) = if action == ModerationAction::AllowAudio {
+                        p.audio_locked = false;
+                        (MediaKind::Audio, p.audio_muted)
+                    } else {
+                        p.video_locked = false;
+                        (MediaKind::Video, p.video_muted)
+                    };
+                    Some(ServerFrame::CallMuted {
+                        call_id,
+                        participant_id: target,
+                        kind,
+                        muted,
+                        by,
+                        locked: Some(false),
+                    })
+                }
+                ModerationAction::StopScreen => {
+                    p.screen_sharing = false;
+                    stop = SCREEN;
+                    for source in stop {
+                        if !p.stopped.contains(source) {
+                            p.stopped.push(*source);
+                        }
+                    }
+                    Some(ServerFrame::CallShared {
+                        call_id,
+                        participant_id: target,
+                        sharing: false,
+                        by,
+                    })
+                }
+                ModerationAction::Remove => None,
+            };
+            match frame {
+                Some(frame) => call
+                    .participants
+                    .values()
+                    .map(|p| (p.key, frame.clone()))
+                    .collect(),
+                None => vec![(
+                    p.key,
+                    ServerFrame::CallRemoved {
+                        call_id,
+                        by: actor.user_id,
+                    },
+                )],
+            }
+        };
+        if !stop.is_empty() {
+            if let Some(engine) = &self.engine {
+                engine.stop_forwarding(target, stop, true);
+            }
+        }
+        tracing::info!(%call_id, moderator = %actor.user_id, %target, ?action, "a moderator acted in a call");
+        self.send(outbox);
+        if action == ModerationAction::Remove {
+            self.leave_as(target, Some(actor.user_id)).await;
+        }
         Ok(())
     }
 

@@ -315,6 +315,11 @@ pub(crate) async fn listen<C: LocalCalls>(
             NodeMessage::Frame { conn, frame } => {
                 if let Some(relayed) = link.relayed(conn) {
                     link.hub.send_to(relayed.key, &frame);
+                    // Removed by a moderator, it is in no call: its next
+                    // `call.join` finds the holder of that room's call afresh.
+                    if matches!(frame, ServerFrame::CallRemoved { .. }) {
+                        link.forget(conn);
+                    }
                 }
             }
             NodeMessage::Gone { conn, .. } => {

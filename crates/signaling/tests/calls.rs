@@ -338,3 +338,248 @@ async fn media_flows_through_the_sfu_with_its_signalling_on_the_socket() {
         .await;
     assert_eq!(server.gateway.calls.participants(), 2);
 }
+
+/// Every client's next `ty` frame, which must concern `who`.
+async fn all_hear(c: &mut [Client], ty: &str, who: &Value) -> Vec<Value> {
+    let mut heard = Vec::new();
+    for client in c.iter_mut() {
+        let f = client.next_of(ty).await;
+        assert_eq!(&f["participant_id"], who, "{f}");
+        heard.push(f);
+    }
+    heard
+}
+
+#[tokio::test]
+async fn moderators_mute_stop_shares_and_remove_and_everyone_hears_it() {
+    let server = TestServer::start().await;
+    let (users, mut c, room) = people(&server, 4).await;
+    let owner = server.actor(&users[0]).await;
+    let room_id: uuid::Uuid = room.parse().unwrap();
+    let mut ids = Vec::new();
+    let mut call_id = Value::Null;
+    for client in c.iter_mut() {
+        let joined = join_call(client, &room).await;
+        call_id = joined["call_id"].clone();
+        ids.push(joined["participant_id"].clone());
+    }
+    for client in c.iter_mut() {
+        client.drain(Duration::from_millis(200)).await;
+    }
+    let moderate = |who: &Value, action: &str| json!({"type": "call.moderate", "call_id": call_id, "participant_id": who, "action": action});
+
+    // A participant's own share: the others hear it, without `by`.
+    let ack = c[1]
+        .request(json!({"type": "call.share", "call_id": call_id, "sharing": true}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    for i in [0, 2, 3] {
+        let f = c[i].next_of("call.share").await;
+        assert_eq!(
+            (&f["participant_id"], &f["sharing"]),
+            (&ids[1], &json!(true))
+        );
+        assert!(f.get("by").is_none(), "{f}");
+    }
+
+    // Who may not: a plain member, anyone on themselves, anyone on a stranger.
+    let refused = c[2].request(moderate(&ids[1], "mute_audio")).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let myself = c[0].request(moderate(&ids[0], "mute_audio")).await;
+    assert_eq!(myself["code"], "not_found");
+    let stranger = c[0]
+        .request(moderate(&json!(uuid::Uuid::new_v4()), "remove"))
+        .await;
+    assert_eq!(stranger["code"], "not_found");
+    let unknown = c[0].request(moderate(&ids[1], "ban")).await;
+    assert_eq!(unknown["code"], "invalid_frame", "{unknown}");
+
+    // The owner mutes a member: everyone hears it, the member too.
+    let ack = c[0].request(moderate(&ids[1], "mute_audio")).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    for f in all_hear(&mut c, "call.mute", &ids[1]).await {
+        assert_eq!(f["kind"], "audio");
+        assert_eq!(f["muted"], true);
+        assert_eq!(f["by"], users[0].id.as_str());
+        assert_eq!(f["locked"], false);
+    }
+    // The room lets it unmute itself; the others hear that as ever.
+    let ack = c[1]
+        .request(json!({"type": "call.mute", "call_id": call_id, "kind": "audio", "muted": false}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    for i in [0, 2, 3] {
+        let f = c[i].next_of("call.mute").await;
+        assert_eq!((&f["muted"], f.get("by")), (&json!(false), None));
+    }
+
+    // A moderator acts on members, never on the owner.
+    server
+        .core
+        .rooms
+        .set_member_role(
+            &owner,
+            room_id,
+            users[3].id.parse().unwrap(),
+            roost_core::model::MemberRole::Moderator,
+        )
+        .await
+        .unwrap();
+    let up = c[3].request(moderate(&ids[0], "mute_video")).await;
+    assert_eq!(up["code"], "forbidden", "{up}");
+    let ack = c[3].request(moderate(&ids[2], "mute_video")).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    for f in all_hear(&mut c, "call.mute", &ids[2]).await {
+        assert_eq!(
+            (&f["kind"], &f["by"]),
+            (&json!("video"), &json!(users[3].id))
+        );
+    }
+
+    // Stopping a share: the sharer hears it too.
+    let ack = c[0].request(moderate(&ids[1], "stop_screen")).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    for f in all_hear(&mut c, "call.share", &ids[1]).await {
+        assert_eq!(
+            (&f["sharing"], &f["by"]),
+            (&json!(false), &json!(users[0].id))
+        );
+    }
+
+    // A room that locks moderators' mutes: unmuting waits for a moderator.
+    server
+        .core
+        .rooms
+        .update(
+            &owner,
+            room_id,
+            roost_core::rooms::RoomPatch {
+                call_self_unmute: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    c[0].request(moderate(&ids[1], "mute_audio")).await;
+    for f in all_hear(&mut c, "call.mute", &ids[1]).await {
+        assert_eq!((&f["muted"], &f["locked"]), (&json!(true), &json!(true)));
+    }
+    let locked = c[1]
+        .request(json!({"type": "call.mute", "call_id": call_id, "kind": "audio", "muted": false}))
+        .await;
+    assert_eq!(locked["code"], "unmute_locked", "{locked}");
+
+    // Removed: the removed one hears it and is out; the others see it leave.
+    let ack = c[0].request(moderate(&ids[2], "remove")).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let removed = c[2].next_of("call.removed").await;
+    assert_eq!(
+        (&removed["call_id"], &removed["by"]),
+        (&call_id, &json!(users[0].id))
+    );
+    for i in [0, 1, 3] {
+        let left = c[i].next_of("call.participant_left").await;
+        assert_eq!(left["participant_id"], ids[2]);
+        assert_eq!(left["removed_by"], users[0].id.as_str());
+    }
+    let gone = c[2]
+        .request(json!({"type": "call.mute", "call_id": call_id, "kind": "audio", "muted": true}))
+        .await;
+    assert_eq!(gone["code"], "not_found", "out of the call");
+    // It may join again, and sees where the others stand.
+    let again = join_call(&mut c[2], &room).await;
+    let member = again["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["participant_id"] == ids[1])
+        .expect("the muted member is listed")
+        .clone();
+    assert_eq!(member["audio_muted"], true);
+    assert_eq!(member["audio_locked"], true);
+    assert_eq!(member["screen_sharing"], false);
+
+    // Allowed by a moderator, it unmutes itself.
+    c[0].request(moderate(&ids[1], "allow_audio")).await;
+    let f = c[1].next_of("call.mute").await;
+    assert_eq!((&f["muted"], &f["locked"]), (&json!(true), &json!(false)));
+    let ack = c[1]
+        .request(json!({"type": "call.mute", "call_id": call_id, "kind": "audio", "muted": false}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+}
+
+#[tokio::test]
+async fn mesh_signalling_relays_the_sources_it_names() {
+    let server = TestServer::start().await;
+    let (_, mut c, room) = people(&server, 2).await;
+    let a = join_call(&mut c[0], &room).await;
+    let b = join_call(&mut c[1], &room).await;
+    let call_id = a["call_id"].clone();
+    let sources = json!({"0": "microphone", "1": "camera", "2": "screen"});
+    c[0].request(
+        json!({"type": "call.offer", "call_id": call_id, "to": b["participant_id"],
+        "sdp": "v=0", "sources": sources}),
+    )
+    .await;
+    assert_eq!(c[1].next_of("call.offer").await["sources"], sources);
+    c[1].request(
+        json!({"type": "call.answer", "call_id": call_id, "to": a["participant_id"],
+        "sdp": "v=0", "sources": {"2": "screen"}}),
+    )
+    .await;
+    assert_eq!(
+        c[0].next_of("call.answer").await["sources"],
+        json!({"2": "screen"})
+    );
+    let wrong = c[0]
+        .request(
+            json!({"type": "call.offer", "call_id": call_id, "to": b["participant_id"],
+            "sdp": "v=0", "sources": {"0": "projector"}}),
+        )
+        .await;
+    assert_eq!(wrong["code"], "invalid_frame", "{wrong}");
+}
+
+#[tokio::test]
+async fn a_moderators_mute_stops_the_sfu_forwarding_until_the_participant_unmutes() {
+    let server = TestServer::with_media(CallsConfig {
+        mesh_max: 0,
+        ..Default::default()
+    })
+    .await;
+    let (users, mut c, room) = people(&server, 2).await;
+    let mut ids = Vec::new();
+    let mut call_id = Value::Null;
+    for client in c.iter_mut() {
+        let joined = join_call(client, &room).await;
+        call_id = joined["call_id"].clone();
+        ids.push(joined["participant_id"].clone());
+    }
+    // The member speaks, the owner listens.
+    let (owner, member) = c.split_at_mut(1);
+    let mut path = common::sfu_audio_reaches(&mut member[0], &mut [&mut owner[0]], &call_id).await;
+    let ack = c[0]
+        .request(
+            json!({"type": "call.moderate", "call_id": call_id, "participant_id": ids[1],
+            "action": "mute_audio"}),
+        )
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(c[1].next_of("call.mute").await["by"], users[0].id.as_str());
+    assert_eq!(
+        path.speak(b"muted#", 20).await,
+        0,
+        "nothing of a muted microphone is forwarded"
+    );
+
+    let ack = c[1]
+        .request(json!({"type": "call.mute", "call_id": call_id, "kind": "audio", "muted": false}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(
+        path.speak(b"back#", 20).await,
+        20,
+        "unmuted, every packet is forwarded"
+    );
+}

@@ -68,6 +68,30 @@ async fn a_mesh_call_reaches_participants_on_both_nodes() {
         .await;
     assert_eq!(nack["code"], "not_on_sfu", "{nack}");
 
+    // Moderation crosses too: bob may not act on ada, the room's owner;
+    // she removes him, he hears it on node B, and joining again finds the
+    // call on node A afresh.
+    let nack = b
+        .request(json!({"type": "call.moderate", "call_id": call_id, "participant_id": first["participant_id"], "action": "mute_audio"}))
+        .await;
+    assert_eq!(nack["code"], "forbidden", "{nack}");
+    let ack = a
+        .request(json!({"type": "call.moderate", "call_id": call_id, "participant_id": second["participant_id"], "action": "remove"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(b.next_of("call.removed").await["by"], ada.id.as_str());
+    let left = a.next_of("call.participant_left").await;
+    assert_eq!(left["removed_by"], ada.id.as_str());
+    assert_eq!(a_node.gateway.calls.participants(), 1);
+    let again = join_call(&mut b, &room).await;
+    assert_eq!(again["call_id"], call_id);
+    assert_eq!(
+        b_node.gateway.calls.participants(),
+        0,
+        "still held on node A"
+    );
+    a.next_of("call.participant_joined").await;
+
     // Bob's socket closes on node B: he leaves the call on node A at once.
     b.close().await;
     let left = a.next_of("call.participant_left").await;

@@ -46,6 +46,9 @@ pub struct CreateRoomRequest {
     /// 2 up to the server's limit; absent means the server default.
     #[schema(minimum = 2)]
     pub max_call_participants: Option<u32>,
+    /// Whether participants a moderator muted in a call may unmute
+    /// themselves; default `true`.
+    pub call_self_unmute: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -63,6 +66,8 @@ pub struct UpdateRoomRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>, minimum = 2)]
     pub max_call_participants: Option<Option<u32>>,
+    /// Whether participants a moderator muted in a call may unmute themselves.
+    pub call_self_unmute: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -109,6 +114,7 @@ pub async fn create(
                 topic: req.topic,
                 visibility: req.visibility.unwrap_or(Visibility::Private),
                 max_call_participants: req.max_call_participants,
+                call_self_unmute: req.call_self_unmute.unwrap_or(true),
             },
         )
         .await?;
@@ -188,6 +194,7 @@ pub async fn update(
         topic: req.topic,
         visibility: req.visibility,
         max_call_participants: req.max_call_participants,
+        call_self_unmute: req.call_self_unmute,
     };
     Ok(Json(state.core.rooms.update(&actor, id, patch).await?))
 }

@@ -43,6 +43,7 @@ pub(crate) fn room_from_row(r: RoomRow) -> Result<Room> {
         topic: r.topic,
         visibility: r.visibility.parse()?,
         max_call_participants: r.max_call_participants.map(|n| n as u32),
+        call_self_unmute: r.call_self_unmute != 0,
         created_by: r.created_by.as_deref().map(parse_id).transpose()?,
         member_count: r.member_count.max(0) as u64,
         last_seq: r.last_seq.max(0) as u64,

@@ -23,6 +23,8 @@ pub struct RoomRow {
     pub topic: Option<String>,
     pub visibility: String,
     pub max_call_participants: Option<i64>,
+    /// 1 where a participant muted by a moderator may unmute itself, else 0.
+    pub call_self_unmute: i64,
     pub created_by: Option<String>,
     pub dm_key: Option<String>,
     pub created_at: i64,
@@ -56,7 +58,7 @@ pub struct InviteRow {
 }
 
 const ROOM_COLUMNS: &str = "r.id, r.kind, r.name, r.topic, r.visibility, r.max_call_participants, \
-     r.created_by, r.dm_key, r.created_at, r.updated_at, r.last_seq, \
+     r.call_self_unmute, r.created_by, r.dm_key, r.created_at, r.updated_at, r.last_seq, \
      (SELECT COUNT(*) FROM room_members c WHERE c.room_id = r.id) AS member_count";
 
 const MEMBER_COLUMNS: &str =
@@ -76,7 +78,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO rooms (id, kind, name, topic, visibility, max_call_participants, created_by, dm_key, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+             created_at, updated_at, call_self_unmute) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
         )
         .bind(&room.id)
         .bind(&room.kind)
@@ -87,6 +89,7 @@ impl Store {
         .bind(&room.created_by)
         .bind(&room.dm_key)
         .bind(room.created_at)
+        .bind(room.call_self_unmute)
         .execute(&mut *tx.tx)
         .await;
         if let Err(e) = inserted {
@@ -261,8 +264,8 @@ impl Store {
             return Ok(None);
         };
         let r = sqlx::query(
-            "UPDATE rooms SET name = $2, topic = $3, visibility = $4, max_call_participants = $5, updated_at = $6 \
-             WHERE id = $1",
+            "UPDATE rooms SET name = $2, topic = $3, visibility = $4, max_call_participants = $5, updated_at = $6, \
+             call_self_unmute = $7 WHERE id = $1",
         )
         .bind(&room.id)
         .bind(&room.name)
@@ -270,6 +273,7 @@ impl Store {
         .bind(&room.visibility)
         .bind(room.max_call_participants)
         .bind(room.updated_at)
+        .bind(room.call_self_unmute)
         .execute(&mut *tx.tx)
         .await?;
         if r.rows_affected() == 0 {

@@ -17,6 +17,8 @@ pub(crate) struct DownTrack {
     /// Whether the allocator left it out: not even its smallest layer fits
     /// the subscriber's bandwidth. Nothing is sent either.
     pub(crate) starved: bool,
+    /// Whether a moderator stopped the publisher's track: nothing is sent.
+    pub(crate) stopped: bool,
     /// After a pause, sending waits for a packet the subscriber can start
     /// decoding from (a keyframe's first, for video).
     pub(crate) resuming: bool,
@@ -43,6 +45,7 @@ impl DownTrack {
             playing: false,
             paused: false,
             starved: false,
+            stopped: false,
             resuming: false,
             current: None,
             target: 0,
@@ -52,9 +55,9 @@ impl DownTrack {
         }
     }
 
-    /// Whether nothing of it is sent now: paused, or left out.
+    /// Whether nothing of it is sent now: paused, left out, or stopped.
     pub(crate) fn held(&self) -> bool {
-        self.paused || self.starved
+        self.paused || self.starved || self.stopped
     }
 
     /// Pauses or resumes it for the subscriber; whether that changed
@@ -77,6 +80,18 @@ impl DownTrack {
         }
         let held = self.held();
         self.starved = starved;
+        self.hold_changed(held);
+        true
+    }
+
+    /// Stops it at a moderator's word, or lets it go on; whether that
+    /// changed anything.
+    pub(crate) fn set_stopped(&mut self, stopped: bool) -> bool {
+        if stopped == self.stopped {
+            return false;
+        }
+        let held = self.held();
+        self.stopped = stopped;
         self.hold_changed(held);
         true
     }

@@ -75,6 +75,14 @@ pub(crate) enum Input {
     Timeout,
     /// Participants leave at once.
     Leave(Vec<Uuid>),
+    /// A moderator stopped the forwarding of publishers' tracks of these
+    /// sources (`stopped`), or let it go on; this holds for tracks of those
+    /// sources published later, until let go on.
+    Stop {
+        publishers: Vec<Uuid>,
+        sources: Vec<Source>,
+        stopped: bool,
+    },
     /// The loop stops: every peer is closed.
     Shutdown,
 }
@@ -212,6 +220,9 @@ pub(crate) struct Sfu {
     participants: FxHashMap<Uuid, Participant>,
     calls: HashMap<Uuid, HashSet<Uuid>>,
     tracks: FxHashMap<TrackKey, UpTrack>,
+    /// What moderators stopped: publishers' tracks of a source, forwarded
+    /// to no one.
+    stopped: HashSet<(Uuid, Source)>,
     /// Datagrams to send, in order, until polled.
     transmits: VecDeque<(SocketAddr, BytesMut)>,
     /// Everything else to hand back, in order, until polled.
@@ -264,6 +275,7 @@ impl Sfu {
             participants: FxHashMap::default(),
             calls: HashMap::new(),
             tracks: FxHashMap::default(),
+            stopped: HashSet::new(),
             transmits: VecDeque::with_capacity(256),
             out: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
@@ -316,6 +328,15 @@ impl Sfu {
             } => self.spread(call, generation, loops),
             Input::Timeout => self.timeouts(now),
             Input::Leave(participants) => self.leave_all(&participants),
+            Input::Stop {
+                publishers,
+                sources,
+                stopped,
+            } => {
+                for publisher in publishers {
+                    self.stop_forwarding(publisher, &sources, stopped);
+                }
+            }
             Input::Shutdown => {
                 let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
                 for key in keys {
@@ -533,6 +554,40 @@ impl Sfu {
             self.request_keyframe(&key, layer, true);
         }
         Ok(())
+    }
+
+    /// Stops forwarding `publisher`'s tracks of `sources` to everyone here,
+    /// now and for those it publishes later, or lets it go on: a video track
+    /// goes on at a keyframe, asked for at once.
+    fn stop_forwarding(&mut self, publisher: Uuid, sources: &[Source], stopped: bool) {
+        let mut changed = false;
+        for &source in sources {
+            changed |= if stopped {
+                self.stopped.insert((publisher, source))
+            } else {
+                self.stopped.remove(&(publisher, source))
+            };
+        }
+        if !changed {
+            return;
+        }
+        let mut resumed = Vec::new();
+        for p in self.participants.values_mut() {
+            for (key, down) in &mut p.down {
+                let of_source = key.0 == publisher
+                    && self
+                        .tracks
+                        .get(key)
+                        .is_some_and(|t| sources.contains(&t.source));
+                if of_source && down.set_stopped(stopped) && !down.held() {
+                    resumed.push((key.clone(), down.target));
+                }
+            }
+        }
+        tracing::debug!(%publisher, ?sources, stopped, "a moderator stops or lets go on a publisher's tracks");
+        for (key, layer) in resumed {
+            self.request_keyframe(&key, layer, true);
+        }
     }
 
     /// Moves a subscriber's down-track of a simulcast track to the layer
@@ -880,6 +935,7 @@ impl Sfu {
             .copied()
             .unwrap_or_default();
         down.paused = wish.paused;
+        down.stopped = self.stopped.contains(&(key.0, track.source));
         down.max = wish.max_size;
         down.target = track.layer_for(wish.max_size, self.now);
         if track.simulcast() && track.vp8() {
@@ -1251,8 +1307,10 @@ impl Sfu {
                 .get(call)
                 .is_none_or(|s| s.others.iter().all(|&o| o > here))
         };
+        let stopped = &self.stopped;
         let tracks = self.tracks.iter().filter_map(|((publisher, _), track)| {
-            announces(&track.call).then_some((track.call, *publisher, &track.level))
+            let heard = !stopped.contains(&(*publisher, track.source));
+            (heard && announces(&track.call)).then_some((track.call, *publisher, &track.level))
         });
         let events = self.speakers.tick(now, tracks);
         for event in events {

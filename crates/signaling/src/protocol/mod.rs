@@ -120,6 +120,8 @@ pub enum CallRequest {
         call_id: Uuid,
         to: Uuid,
         sdp: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, TrackSource>,
     },
     /// `call.answer` (mesh).
     #[serde(rename = "call.answer")]
@@ -127,6 +129,8 @@ pub enum CallRequest {
         call_id: Uuid,
         to: Uuid,
         sdp: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, TrackSource>,
     },
     /// `call.ice` (mesh).
     #[serde(rename = "call.ice")]
@@ -172,6 +176,16 @@ pub enum CallRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_height: Option<NonZeroU16>,
     },
+    /// `call.share`.
+    #[serde(rename = "call.share")]
+    Share { call_id: Uuid, sharing: bool },
+    /// `call.moderate`.
+    #[serde(rename = "call.moderate")]
+    Moderate {
+        call_id: Uuid,
+        participant_id: Uuid,
+        action: ModerationAction,
+    },
 }
 
 /// The wire form of [`ClientFrame`], and the conversions both ways.
@@ -193,6 +207,25 @@ pub enum TrackSource {
     Camera,
     Screen,
     ScreenAudio,
+}
+
+/// What a moderator does to a participant of a call (`call.moderate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModerationAction {
+    /// Mutes its microphone; the SFU stops forwarding it.
+    MuteAudio,
+    /// Mutes its camera; the SFU stops forwarding it.
+    MuteVideo,
+    /// Lets it unmute its microphone itself, where the room locks
+    /// moderators' mutes (`call_self_unmute` false).
+    AllowAudio,
+    /// The same for its camera.
+    AllowVideo,
+    /// Stops its screen share; the SFU stops forwarding it.
+    StopScreen,
+    /// Takes it out of the call; it may join again.
+    Remove,
 }
 
 /// A media section of the server's `sfu.offer`: whose track it carries.
@@ -224,6 +257,13 @@ pub struct CallParticipantInfo {
     pub user_id: Uuid,
     pub audio_muted: bool,
     pub video_muted: bool,
+    /// It shares its screen now.
+    pub screen_sharing: bool,
+    /// A moderator muted its microphone, and the room does not let it
+    /// unmute itself until a moderator allows it.
+    pub audio_locked: bool,
+    /// The same for its camera.
+    pub video_locked: bool,
 }
 
 /// A participant speaking, with its loudness from 0 (silence) to 127.
@@ -327,24 +367,35 @@ pub enum ServerFrame {
         participant: CallParticipantInfo,
     },
     /// A participant left, or its connection dropped; its media is gone.
+    /// `removed_by` names the moderator who removed it.
     #[serde(rename = "call.participant_left")]
     CallParticipantLeft {
         call_id: Uuid,
         participant_id: Uuid,
         user_id: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        removed_by: Option<Uuid>,
     },
-    /// Mesh: an offer relayed from another participant (`from`).
+    /// This connection was removed from the call by a moderator (`by`).
+    #[serde(rename = "call.removed")]
+    CallRemoved { call_id: Uuid, by: Uuid },
+    /// Mesh: an offer relayed from another participant (`from`), with
+    /// the `sources` it named.
     #[serde(rename = "call.offer")]
     CallOfferRelayed {
         call_id: Uuid,
         from: Uuid,
         sdp: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, TrackSource>,
     },
     #[serde(rename = "call.answer")]
     CallAnswerRelayed {
         call_id: Uuid,
         from: Uuid,
         sdp: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, TrackSource>,
     },
     #[serde(rename = "call.ice")]
     CallIceRelayed {
@@ -400,12 +451,31 @@ pub enum ServerFrame {
         call_id: Uuid,
         speakers: Vec<Speaker>,
     },
+    /// A participant muted or unmuted its microphone or camera; or a
+    /// moderator (`by`) muted it, or let it unmute itself, in which case
+    /// everyone hears it, the participant too, and `locked` says whether it
+    /// may unmute itself.
     #[serde(rename = "call.mute")]
     CallMuted {
         call_id: Uuid,
         participant_id: Uuid,
         kind: MediaKind,
         muted: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        locked: Option<bool>,
+    },
+    /// A participant started or stopped sharing its screen; or a moderator
+    /// (`by`) stopped its share, in which case everyone hears it, the
+    /// sharer too, which stops sending it.
+    #[serde(rename = "call.share")]
+    CallShared {
+        call_id: Uuid,
+        participant_id: Uuid,
+        sharing: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Uuid>,
     },
     /// An event of a room: `message.new`, `message.updated`, `message.deleted`,
     /// `message.read`, `typing`, `room.member_joined`, `room.member_left`,
@@ -513,6 +583,9 @@ mod tests {
             r#"{"type":"call.mute","id":"10","call_id":"00000000-0000-0000-0000-000000000002","kind":"video","muted":true}"#,
             r#"{"type":"call.subscribe","id":"11","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003","source":"camera","paused":true}"#,
             r#"{"type":"call.subscribe","id":"12","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003","source":"camera","paused":false,"max_width":320,"max_height":180}"#,
+            r#"{"type":"call.offer","id":"13","call_id":"00000000-0000-0000-0000-000000000002","to":"00000000-0000-0000-0000-000000000003","sdp":"v=0","sources":{"1":"screen"}}"#,
+            r#"{"type":"call.share","id":"14","call_id":"00000000-0000-0000-0000-000000000002","sharing":true}"#,
+            r#"{"type":"call.moderate","id":"15","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003","action":"stop_screen"}"#,
         ];
         for text in texts {
             let frame = parse(text).unwrap();
@@ -569,7 +642,7 @@ mod tests {
             "{unknown}"
         );
         assert!(
-            unknown.ends_with(", `call.mute`, `call.subscribe`"),
+            unknown.ends_with(", `call.subscribe`, `call.share`, `call.moderate`"),
             "{unknown}"
         );
         assert_eq!(
@@ -612,6 +685,38 @@ mod tests {
                 source: TrackSource::Camera,
                 held: true,
                 reason: "bandwidth".into(),
+            },
+            ServerFrame::CallMuted {
+                call_id: Uuid::nil(),
+                participant_id: Uuid::nil(),
+                kind: MediaKind::Audio,
+                muted: true,
+                by: Some(Uuid::nil()),
+                locked: Some(true),
+            },
+            ServerFrame::CallMuted {
+                call_id: Uuid::nil(),
+                participant_id: Uuid::nil(),
+                kind: MediaKind::Video,
+                muted: false,
+                by: None,
+                locked: None,
+            },
+            ServerFrame::CallShared {
+                call_id: Uuid::nil(),
+                participant_id: Uuid::nil(),
+                sharing: false,
+                by: Some(Uuid::nil()),
+            },
+            ServerFrame::CallRemoved {
+                call_id: Uuid::nil(),
+                by: Uuid::nil(),
+            },
+            ServerFrame::CallOfferRelayed {
+                call_id: Uuid::nil(),
+                from: Uuid::nil(),
+                sdp: "v=0".into(),
+                sources: [("2".to_owned(), TrackSource::Screen)].into(),
             },
         ];
         for f in frames {

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CallRequest, ClientFrame as Dispatched, MediaKind, TrackSource};
+use super::{CallRequest, ClientFrame as Dispatched, MediaKind, ModerationAction, TrackSource};
 
 /// A request from the client as it is written: one object tagged by
 /// `type`. serde reads it, and its texts for a frame it cannot read (an
@@ -86,6 +86,10 @@ pub(super) enum ClientFrame {
         call_id: Uuid,
         to: Uuid,
         sdp: String,
+        /// What some of its media sections carry, by `mid`, relayed as it is;
+        /// a section not named is the microphone (audio) or the camera (video).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, TrackSource>,
     },
     /// Mesh: the answer to another participant's offer.
     #[serde(rename = "call.answer")]
@@ -94,6 +98,9 @@ pub(super) enum ClientFrame {
         call_id: Uuid,
         to: Uuid,
         sdp: String,
+        /// As in `call.offer`.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, TrackSource>,
     },
     /// Mesh: an ICE candidate (`RTCIceCandidateInit`) for another participant.
     #[serde(rename = "call.ice")]
@@ -156,6 +163,25 @@ pub(super) enum ClientFrame {
         max_width: Option<NonZeroU16>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_height: Option<NonZeroU16>,
+    },
+    /// Tells the others this participant started or stopped sharing its screen.
+    #[serde(rename = "call.share")]
+    CallShare {
+        id: String,
+        call_id: Uuid,
+        sharing: bool,
+    },
+    /// A moderator's action on another participant: muting its microphone
+    /// or camera (which the SFU stops forwarding at once), letting it unmute
+    /// itself where the room locks moderators' mutes, stopping its screen
+    /// share, or removing it from the call. For the room's owner and
+    /// moderators and server admins, on those with less say in the room.
+    #[serde(rename = "call.moderate")]
+    CallModerate {
+        id: String,
+        call_id: Uuid,
+        participant_id: Uuid,
+        action: ModerationAction,
     },
 }
 
@@ -221,13 +247,31 @@ impl From<ClientFrame> for Dispatched {
                 call_id,
                 to,
                 sdp,
-            } => call(id, CallRequest::Offer { call_id, to, sdp }),
+                sources,
+            } => call(
+                id,
+                CallRequest::Offer {
+                    call_id,
+                    to,
+                    sdp,
+                    sources,
+                },
+            ),
             ClientFrame::CallAnswer {
                 id,
                 call_id,
                 to,
                 sdp,
-            } => call(id, CallRequest::Answer { call_id, to, sdp }),
+                sources,
+            } => call(
+                id,
+                CallRequest::Answer {
+                    call_id,
+                    to,
+                    sdp,
+                    sources,
+                },
+            ),
             ClientFrame::CallIce {
                 id,
                 call_id,
@@ -294,6 +338,24 @@ impl From<ClientFrame> for Dispatched {
                     max_height,
                 },
             ),
+            ClientFrame::CallShare {
+                id,
+                call_id,
+                sharing,
+            } => call(id, CallRequest::Share { call_id, sharing }),
+            ClientFrame::CallModerate {
+                id,
+                call_id,
+                participant_id,
+                action,
+            } => call(
+                id,
+                CallRequest::Moderate {
+                    call_id,
+                    participant_id,
+                    action,
+                },
+            ),
         }
     }
 }
@@ -355,17 +417,29 @@ impl From<Dispatched> for ClientFrame {
             Dispatched::Call { id, request } => match request {
                 CallRequest::Join { room_id } => ClientFrame::CallJoin { id, room_id },
                 CallRequest::Leave { call_id } => ClientFrame::CallLeave { id, call_id },
-                CallRequest::Offer { call_id, to, sdp } => ClientFrame::CallOffer {
+                CallRequest::Offer {
+                    call_id,
+                    to,
+                    sdp,
+                    sources,
+                } => ClientFrame::CallOffer {
                     id,
                     call_id,
                     to,
                     sdp,
+                    sources,
                 },
-                CallRequest::Answer { call_id, to, sdp } => ClientFrame::CallAnswer {
+                CallRequest::Answer {
+                    call_id,
+                    to,
+                    sdp,
+                    sources,
+                } => ClientFrame::CallAnswer {
                     id,
                     call_id,
                     to,
                     sdp,
+                    sources,
                 },
                 CallRequest::Ice {
                     call_id,
@@ -420,6 +494,21 @@ impl From<Dispatched> for ClientFrame {
                     paused,
                     max_width,
                     max_height,
+                },
+                CallRequest::Share { call_id, sharing } => ClientFrame::CallShare {
+                    id,
+                    call_id,
+                    sharing,
+                },
+                CallRequest::Moderate {
+                    call_id,
+                    participant_id,
+                    action,
+                } => ClientFrame::CallModerate {
+                    id,
+                    call_id,
+                    participant_id,
+                    action,
                 },
             },
         }

@@ -202,6 +202,7 @@ impl TestServer {
                     topic: None,
                     visibility: roost_core::model::Visibility::Private,
                     max_call_participants: None,
+                    call_self_unmute: true,
                 },
             )
             .await
@@ -451,6 +452,47 @@ impl SilentClient {
     }
 }
 
+/// The media connections of [`sfu_audio_reaches`], to go on speaking.
+pub struct AudioPath {
+    voice: roost_media::client::Client,
+    ears: Vec<roost_media::client::Client>,
+    seq: u16,
+}
+
+impl AudioPath {
+    /// Sends `n` packets numbered after `prefix`; returns how many of them
+    /// the listener hearing fewest heard within half a second.
+    pub async fn speak(&mut self, prefix: &[u8], n: u16) -> usize {
+        use roost_media::client::ClientEvent;
+        for i in 0..n {
+            let mut payload = prefix.to_vec();
+            payload.extend_from_slice(&i.to_be_bytes());
+            self.voice
+                .send(self.seq, u32::from(self.seq) * 960, payload);
+            self.seq = self.seq.wrapping_add(1);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut fewest = usize::MAX;
+        for ear in self.ears.iter_mut() {
+            let mut heard = std::collections::BTreeSet::new();
+            let until = tokio::time::Instant::now() + Duration::from_millis(500);
+            while let Some(left) = until.checked_duration_since(tokio::time::Instant::now()) {
+                match ear.next(left).await {
+                    Some(ClientEvent::Rtp { packet, .. }) => {
+                        if let Some(rest) = packet.payload.strip_prefix(prefix) {
+                            heard.insert(u16::from_be_bytes([rest[0], rest[1]]));
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            fewest = fewest.min(heard.len());
+        }
+        fewest
+    }
+}
+
 /// Media through the SFU with its signalling on the sockets: `speaker`
 /// offers audio, each listener answers the server's offer (which names the
 /// speaker as the sender of its one track), every listener hears all of 50
@@ -459,7 +501,7 @@ pub async fn sfu_audio_reaches(
     speaker: &mut Client,
     listeners: &mut [&mut Client],
     call_id: &Value,
-) {
+) -> AudioPath {
     use roost_media::client::{Client as MediaClient, ClientEvent};
     use roost_media::Kind;
     let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
@@ -571,6 +613,7 @@ pub async fn sfu_audio_reaches(
             playing.insert(f["participant_id"].to_string());
         }
     }
+    AudioPath { voice, ears, seq }
 }
 
 /// Joins the room's call; returns the answer.
