@@ -55,6 +55,7 @@ enum Cmd {
     },
     /// Stop at once, without a word to the other side.
     Vanish,
+    RestartIce,
     Move,
 }
 
@@ -179,6 +180,12 @@ impl Client {
         let _ = self.cmd.send(Cmd::Move);
     }
 
+    /// Restarts ICE with its next offer ([`Client::offer`]): new
+    /// credentials of its own, and the other side's new ones from the answer.
+    pub fn restart_ice(&self) {
+        let _ = self.cmd.send(Cmd::RestartIce);
+    }
+
     /// Goes silent without closing anything, as a client whose network
     /// vanished does.
     pub fn vanish(&self) {
@@ -283,6 +290,7 @@ async fn drive(
                     Some(Cmd::Nack { track, seqs }) => { let _ = peer.nack(&track, &seqs, now); }
                     Some(Cmd::KeyframeRequest { track }) => { let _ = peer.request_keyframe(&track, now); }
                     Some(Cmd::Vanish) => return,
+                    Some(Cmd::RestartIce) => peer.restart_ice(),
                     Some(Cmd::Move) => {
                         let Ok(moved) = UdpSocket::bind(SocketAddr::new(socket.local_addr().map(|a| a.ip()).unwrap_or([127, 0, 0, 1].into()), 0)).await else { break };
                         socket = moved;

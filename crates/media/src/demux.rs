@@ -94,6 +94,14 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         self.addrs_of.entry(peer).or_default();
     }
 
+    /// Forgets one ufrag of a peer (its credentials from before two ICE
+    /// restarts), keeping its addresses.
+    pub fn forget_ufrag(&mut self, ufrag: &str, peer: K) {
+        if self.by_ufrag.get(ufrag.as_bytes()) == Some(&peer) {
+            self.by_ufrag.remove(ufrag.as_bytes());
+        }
+    }
+
     /// Forgets a peer and every address it sent from.
     pub fn remove(&mut self, ufrag: &str, peer: K) {
         if self.by_ufrag.get(ufrag.as_bytes()) == Some(&peer) {
@@ -108,7 +116,9 @@ impl<K: Copy + Eq + Hash> Demux<K> {
 
     /// The peer a datagram from `from` belongs to. A binding request for a
     /// known ufrag from a new address teaches the demux that address (the
-    /// peer's ICE agent still checks the request's integrity).
+    /// peer's ICE agent still checks the request's integrity); past the
+    /// peer's bound, its oldest address is forgotten, so a client that
+    /// moves (a new network, a new NAT binding) is always reached.
     pub fn route(&mut self, datagram: &[u8], from: SocketAddr) -> Option<K> {
         if let Some(&peer) = self.by_addr.get(&from) {
             return Some(peer);
@@ -116,10 +126,14 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         let ufrag = binding_request_ufrag(datagram)?;
         let peer = *self.by_ufrag.get(ufrag)?;
         let addrs = self.addrs_of.entry(peer).or_default();
-        if addrs.len() < self.max_addrs_per_peer {
-            addrs.push(from);
-            self.by_addr.insert(from, peer);
+        if addrs.len() >= self.max_addrs_per_peer.max(1) {
+            let oldest = addrs.remove(0);
+            if self.by_addr.get(&oldest) == Some(&peer) {
+                self.by_addr.remove(&oldest);
+            }
         }
+        addrs.push(from);
+        self.by_addr.insert(from, peer);
         Some(peer)
     }
 
@@ -201,6 +215,28 @@ mod tests {
             );
         }
         assert_eq!(d.addresses(), 2);
+        // The latest two are known; the first ones were forgotten.
+        assert_eq!(d.route(&[0x80, 0], addr(6009)), Some(1));
+        assert_eq!(d.route(&[0x80, 0], addr(6008)), Some(1));
+        assert_eq!(d.route(&[0x80, 0], addr(6000)), None);
+    }
+
+    #[test]
+    fn a_forgotten_ufrag_names_no_peer_and_its_addresses_stay() {
+        let mut d = Demux::new(4);
+        d.add("old", 1u32);
+        d.add("new", 1u32);
+        assert_eq!(d.route(&binding_request("old:r"), addr(7000)), Some(1));
+        d.forget_ufrag("old", 1);
+        assert_eq!(d.route(&binding_request("old:r"), addr(7001)), None);
+        assert_eq!(d.route(&[0x80, 0], addr(7000)), Some(1));
+        assert_eq!(d.route(&binding_request("new:r"), addr(7002)), Some(1));
+        d.remove("new", 1);
+        assert_eq!(
+            d.route(&[0x80, 0], addr(7000)),
+            None,
+            "removed with its addresses"
+        );
     }
 
     #[test]

@@ -69,6 +69,10 @@ enum Command {
         subscription: Subscription,
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
+    RestartIce {
+        participant: Uuid,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
     Stats {
         reply: oneshot::Sender<EngineStats>,
     },
@@ -319,6 +323,17 @@ impl Engine {
         .await?
     }
 
+    /// Restarts ICE on the participant's receiving connection: a new
+    /// [`EngineEvent::SubscriberOffer`] comes with new credentials, and
+    /// the client checks again from wherever it is now. (Its sending
+    /// connection restarts by a new offer with new credentials of its own,
+    /// [`Engine::publish`].)
+    pub async fn restart_ice(&self, participant: Uuid) -> Result<(), MediaError> {
+        let at = self.loop_of(participant)?;
+        self.ask(at, |reply| Command::RestartIce { participant, reply })
+            .await?
+    }
+
     /// Removes a participant and its tracks at once. It may join again
     /// straight away, with new connections.
     pub fn leave(&self, participant: Uuid) {
@@ -508,6 +523,11 @@ impl Shell {
                 sfu.handle(now, Input::Leave(participants));
                 self.drain(sfu);
             }
+            Command::RestartIce { participant, reply } => {
+                let done = sfu.restart_ice(now, participant);
+                self.drain(sfu);
+                let _ = reply.send(done);
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(sfu.stats());
             }
@@ -585,6 +605,7 @@ async fn receive(
             update = routes.recv() => match update {
                 Some((at, Route::Add { ufrag, key })) => demux.add(&ufrag, (at, key)),
                 Some((at, Route::Remove { ufrag, key })) => demux.remove(&ufrag, (at, key)),
+                Some((at, Route::Forget { ufrag, key })) => demux.forget_ufrag(&ufrag, (at, key)),
                 // Every media loop has stopped.
                 None => break,
             },

@@ -98,6 +98,10 @@ impl Loop {
                     self.demux.remove(&ufrag, key);
                     self.ufrags.retain(|u| *u != ufrag);
                 }
+                Output::Route(Route::Forget { ufrag, key }) => {
+                    self.demux.forget_ufrag(&ufrag, key);
+                    self.ufrags.retain(|u| *u != ufrag);
+                }
                 // The harness places nobody.
                 Output::Unplaced { .. } => {}
                 Output::Relay { to, relay } => self.handoffs.push(Handoff {

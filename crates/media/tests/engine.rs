@@ -467,6 +467,83 @@ async fn subscribers_keyframe_requests_reach_the_publisher_merged() {
     );
 }
 
+/// The ICE ufrag of a session description.
+fn ufrag(sdp: &str) -> String {
+    roost_media::client::ice_credentials(sdp)
+        .expect("ICE credentials")
+        .0
+}
+
+#[tokio::test]
+async fn both_connections_restart_ice_and_media_follows_a_client_that_moved() {
+    let (engine, mut events) = engine_with_short_liveness().await;
+    let (publisher_id, publisher, mut subs, mut seq) = video_call(&engine, &mut events, 1).await;
+    let (&sub_id, sub) = subs.iter_mut().next().unwrap();
+
+    // The publisher's side: a new offer with new credentials is answered
+    // with new ones; a new offer with the same is answered with the same.
+    let offer = publisher.offer().await.unwrap();
+    let same = engine.publish(publisher_id, offer).await.unwrap();
+    publisher.accept_answer(same.clone()).await.unwrap();
+    publisher.restart_ice();
+    let offer = publisher.offer().await.unwrap();
+    let restarted = engine.publish(publisher_id, offer).await.unwrap();
+    assert_ne!(
+        ufrag(&restarted),
+        ufrag(&same),
+        "an ICE restart gets new credentials"
+    );
+    publisher.accept_answer(restarted).await.unwrap();
+
+    // The subscriber's side: the server offers new credentials.
+    engine.restart_ice(sub_id).await.unwrap();
+    let offer = loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+            Ok(Some(EngineEvent::SubscriberOffer {
+                participant, sdp, ..
+            })) if participant == sub_id => {
+                break sdp;
+            }
+            Ok(Some(_)) => continue,
+            _ => panic!("no offer restarting ICE came"),
+        }
+    };
+    let answer = sub.answer(offer).await.unwrap();
+    engine
+        .subscriber_answer(sub_id, answer)
+        .await
+        .expect("the client's new credentials are taken");
+    assert!(engine.restart_ice(Uuid::new_v4()).await.is_err());
+
+    // Both move to new ports, and check with their new credentials only.
+    publisher.move_to_new_port();
+    sub.move_to_new_port();
+    let started = Instant::now();
+    let mut n = 100u32;
+    while started.elapsed() < Duration::from_secs(4) {
+        publisher.send(seq, u32::from(seq) * 3000, numbered(n, 1000));
+        seq = seq.wrapping_add(1);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(EngineEvent::Disconnected { participant }) = events.try_recv() {
+            panic!("{participant} was dropped after an ICE restart");
+        }
+    }
+    let mut got = Vec::new();
+    while let Some(e) = sub.next(Duration::from_millis(200)).await {
+        if let ClientEvent::Rtp { packet, .. } = e {
+            if let Some(k) = number_of(&packet.payload) {
+                got.push(k);
+            }
+        }
+    }
+    let late = got.iter().filter(|&&k| k + 50 >= n).count();
+    assert!(
+        late >= 40,
+        "the last 50 packets arrive over the new paths: {late}"
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_moves_to_another_path_stays_and_keeps_receiving() {
     // A browser with two working paths to the server may nominate the other

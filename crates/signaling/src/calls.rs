@@ -550,6 +550,14 @@ impl CallHub {
                 self.sfu_answer(me, call_id, sdp).await.map(|()| json!({}))
             }
             CallRequest::SfuIce { call_id, .. } => self.sfu_ice(me, call_id).map(|()| json!({})),
+            CallRequest::SfuRestart { call_id } => {
+                let engine = self.engine_for(me, call_id)?;
+                engine
+                    .restart_ice(me)
+                    .await
+                    .map_err(sdp_refused)
+                    .map(|()| json!({}))
+            }
             CallRequest::Mute {
                 call_id,
                 kind,

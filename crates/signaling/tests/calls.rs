@@ -145,6 +145,10 @@ async fn mesh_signalling_reaches_only_the_addressed_participant() {
         .request(json!({"type": "call.subscribe", "call_id": call_id, "participant_id": b_id, "source": "camera", "paused": true}))
         .await;
     assert_eq!(pause["code"], "not_on_sfu", "{pause}");
+    let restart = c[0]
+        .request(json!({"type": "sfu.restart", "call_id": call_id}))
+        .await;
+    assert_eq!(restart["code"], "not_on_sfu", "{restart}");
 }
 
 #[tokio::test]
@@ -582,4 +586,36 @@ async fn a_moderators_mute_stops_the_sfu_forwarding_until_the_participant_unmute
         20,
         "unmuted, every packet is forwarded"
     );
+
+    // The owner's network changes: she restarts ICE on her receiving
+    // connection, the server offers new credentials, and audio goes on.
+    let before = c[0].drain(Duration::from_millis(100)).await;
+    let old = before
+        .iter()
+        .rev()
+        .find(|f| f["type"] == "sfu.offer")
+        .cloned();
+    let ack = c[0]
+        .request(json!({"type": "sfu.restart", "call_id": call_id}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let offer = c[0].next_of("sfu.offer").await;
+    let ufrag = |f: &Value| roost_media::client::ice_credentials(f["sdp"].as_str().unwrap());
+    if let Some(old) = old {
+        assert_ne!(ufrag(&old), ufrag(&offer), "new credentials");
+    }
+    let answer = path.answer(0, &offer).await;
+    let ack = c[0]
+        .request(json!({"type": "sfu.answer", "call_id": call_id, "sdp": answer}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    // The client checks again with the new credentials, and hears on.
+    let mut heard = 0;
+    for _ in 0..10 {
+        heard = path.speak(b"moved#", 20).await;
+        if heard == 20 {
+            break;
+        }
+    }
+    assert_eq!(heard, 20, "after the restart, every packet");
 }

@@ -79,6 +79,9 @@ enum Phase {
 /// One connection's ICE-lite side, DTLS-SRTP and liveness.
 pub struct Link {
     setup: LinkSetup,
+    /// This side's credentials from before an ICE restart, still taken
+    /// until the client nominates a path checked with the new ones.
+    previous: Option<(String, String)>,
     identity: Identity,
     dtls: Option<DtlsSrtp>,
     early: Vec<(SocketAddr, BytesMut)>,
@@ -95,6 +98,7 @@ impl Link {
     pub fn new(setup: LinkSetup, identity: &Identity) -> Link {
         Link {
             setup,
+            previous: None,
             identity: identity.clone(),
             dtls: None,
             early: Vec::new(),
@@ -142,6 +146,21 @@ impl Link {
                 self.drain_dtls();
             }
         }
+    }
+
+    /// An ICE restart: this side's credentials change. Checks signed with
+    /// the old ones are still answered, so media goes on over the old path
+    /// until the client nominates one checked with the new; DTLS and SRTP
+    /// go on as they were.
+    pub fn restart(&mut self, ufrag: String, pwd: String) {
+        let ufrag = std::mem::replace(&mut self.setup.ufrag, ufrag);
+        let pwd = std::mem::replace(&mut self.setup.pwd, pwd);
+        self.previous = Some((ufrag, pwd));
+    }
+
+    /// This side's ICE ufrag now.
+    pub fn ufrag(&self) -> &str {
+        &self.setup.ufrag
     }
 
     /// Stops the link: nothing more is sent or taken, and no event comes.
@@ -221,14 +240,21 @@ impl Link {
     }
 
     fn check(&mut self, now: Instant, from: SocketAddr, request: &[u8]) -> Inbound {
-        let Some(checked) = ice_lite::answer(
-            request,
-            from,
-            &self.setup.ufrag,
-            &self.setup.pwd,
-            self.identity.crypto(),
-        ) else {
-            return Inbound::Dropped;
+        let crypto = self.identity.crypto();
+        let current = ice_lite::answer(request, from, &self.setup.ufrag, &self.setup.pwd, crypto);
+        let checked = match (current, &self.previous) {
+            (Some(checked), _) => {
+                if checked.nominates {
+                    self.previous = None;
+                }
+                checked
+            }
+            (None, Some((ufrag, pwd))) => match ice_lite::answer(request, from, ufrag, pwd, crypto)
+            {
+                Some(checked) => checked,
+                None => return Inbound::Dropped,
+            },
+            (None, None) => return Inbound::Dropped,
         };
         self.heard = Some(now);
         if let Some(at) = self.answered.iter().position(|a| *a == from) {
@@ -323,5 +349,59 @@ impl Link {
 
     pub fn poll_event(&mut self) -> Option<LinkEvent> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::nominating_request;
+
+    fn creds(ufrag: &str) -> (String, String) {
+        (ufrag.to_owned(), format!("{ufrag}-password-0123456789"))
+    }
+
+    /// Whether a nominating check signed with `server` from `from` is answered.
+    fn answered(link: &mut Link, server: &(String, String), from: SocketAddr) -> bool {
+        let request = nominating_request(&creds("client"), server).unwrap();
+        let taken = link.handle_datagram(Instant::now(), from, BytesMut::from(&request[..]));
+        matches!(taken, Inbound::Taken) && link.poll_transmit().is_some_and(|(to, _)| to == from)
+    }
+
+    #[test]
+    fn after_an_ice_restart_both_credentials_are_taken_until_the_new_are_nominated() {
+        let (old, new) = (creds("before"), creds("after"));
+        let mut link = Link::new(
+            LinkSetup {
+                ufrag: old.0.clone(),
+                pwd: old.1.clone(),
+                silence: Duration::from_secs(30),
+            },
+            &Identity::generate().unwrap(),
+        );
+        let (first, moved) = (
+            SocketAddr::from(([127, 0, 0, 5], 40_000)),
+            SocketAddr::from(([127, 0, 0, 6], 40_002)),
+        );
+        assert!(answered(&mut link, &old, first));
+        assert!(!answered(&mut link, &new, first), "not before the restart");
+
+        link.restart(new.0.clone(), new.1.clone());
+        assert_eq!(link.ufrag(), "after");
+        assert!(
+            answered(&mut link, &old, first),
+            "the old path is kept meanwhile"
+        );
+        assert_eq!(link.destination(), Some(first));
+        assert!(answered(&mut link, &new, moved));
+        assert_eq!(
+            link.destination(),
+            Some(moved),
+            "media follows the new nomination"
+        );
+        assert!(
+            !answered(&mut link, &old, first),
+            "once a path with the new credentials is nominated, the old are refused"
+        );
     }
 }

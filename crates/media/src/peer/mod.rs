@@ -72,7 +72,9 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use self::codecs::media_engine;
 use self::interceptors::interceptors;
-use self::sdp::{candidates_in_every_section, check_answer, codecs_by_ssrc, RemoteIdentity};
+use self::sdp::{
+    candidates_in_every_section, check_answer, codecs_by_ssrc, sdp_value, RemoteIdentity,
+};
 use crate::retransmit::RetransmitLimits;
 use crate::MediaError;
 pub use codecs::{Codec, AUDIO_LEVEL_URI, MID_URI};
@@ -252,6 +254,9 @@ pub struct Peer {
     /// The remote side's ICE credentials and DTLS fingerprint, once an
     /// answer to this side's offer was taken: later answers must carry the same.
     remote_identity: Option<RemoteIdentity>,
+    /// This side's ICE ufrag in its last offer answered: an offer with
+    /// another restarts ICE.
+    offered_ufrag: Option<String>,
 }
 
 impl Peer {
@@ -301,6 +306,7 @@ impl Peer {
             awaiting_answer: false,
             secured: false,
             remote_identity: None,
+            offered_ufrag: None,
         })
     }
 
@@ -313,6 +319,11 @@ impl Peer {
         let answered = self.mids_of_senders();
         self.sender_mids.extend(answered);
         self.local_sdp()
+    }
+
+    /// Restarts ICE with the next offer: new credentials of this side.
+    pub fn restart_ice(&mut self) {
+        self.pc.restart_ice();
     }
 
     /// Makes an offer of this side's tracks; `None` while an earlier offer
@@ -353,7 +364,17 @@ impl Peer {
         // The stack would take another connection's credentials silently
         // and then refuse its checks and its certificate: no media, and no
         // word to the client.
-        let identity = check_answer(&offer.sdp, &answer_sdp, self.remote_identity.as_ref())?;
+        // An offer with new credentials of this side restarts ICE: the
+        // answer brings new ones of the other side.
+        let offered = sdp_value(&offer.sdp, "a=ice-ufrag:").map(str::to_owned);
+        let restart = self.offered_ufrag.is_some() && self.offered_ufrag != offered;
+        let identity = check_answer(
+            &offer.sdp,
+            &answer_sdp,
+            self.remote_identity.as_ref(),
+            restart,
+        )?;
+        self.offered_ufrag = offered;
         self.pc.set_remote_description(now, answer).map_err(sdp)?;
         self.remote_identity = Some(identity);
         self.awaiting_answer = false;

@@ -23,6 +23,9 @@ pub struct PublisherPeer {
     /// The client's fingerprint, from its first offer: later offers must
     /// carry the same.
     remote: Option<String>,
+    /// The client's ICE ufrag in its latest offer: another one is an ICE
+    /// restart.
+    remote_ufrag: Option<String>,
 }
 
 impl PublisherPeer {
@@ -47,17 +50,33 @@ impl PublisherPeer {
                 candidates: setup.advertised.clone(),
             },
             remote: None,
+            remote_ufrag: None,
         }
     }
 
     /// Answers the client's offer. A later offer that names another
-    /// certificate is refused, and the connection goes on as it was.
-    pub fn answer(&mut self, offer: String, now: Instant) -> Result<String, MediaError> {
-        let session = AnswerSession {
+    /// certificate is refused, and the connection goes on as it was. A
+    /// later offer with other ICE credentials restarts ICE: this side takes
+    /// those `fresh` gives, and answers with them.
+    pub fn answer(
+        &mut self,
+        offer: String,
+        now: Instant,
+        fresh: impl FnOnce() -> (String, String),
+    ) -> Result<String, MediaError> {
+        let mut session = AnswerSession {
             version: self.session.version + 1,
             ..self.session.clone()
         };
-        let answered = answer(&offer, &session)?;
+        let mut answered = answer(&offer, &session)?;
+        let restart = self
+            .remote_ufrag
+            .as_ref()
+            .is_some_and(|known| *known != answered.ufrag);
+        if restart {
+            (session.ufrag, session.pwd) = fresh();
+            answered = answer(&offer, &session)?;
+        }
         if let Some(known) = &self.remote {
             if !known.eq_ignore_ascii_case(&answered.fingerprint) {
                 return Err(MediaError::Sdp(
@@ -70,9 +89,19 @@ impl PublisherPeer {
             role: answered.role,
         };
         self.transport.configure(&remote, answered.sections, now)?;
-        self.session.version = session.version;
+        if restart {
+            self.transport
+                .restart_ice(session.ufrag.clone(), session.pwd.clone());
+        }
+        self.session = session;
         self.remote = Some(answered.fingerprint);
+        self.remote_ufrag = Some(answered.ufrag);
         Ok(answered.sdp)
+    }
+
+    /// This side's ICE ufrag now: it names the connection in the demux.
+    pub fn ufrag(&self) -> &str {
+        &self.session.ufrag
     }
 
     /// Asks the client for a keyframe of one of its tracks: of one layer,

@@ -137,6 +137,7 @@ pub(super) fn check_answer(
     offer: &str,
     answer: &str,
     established: Option<&RemoteIdentity>,
+    ice_restart: bool,
 ) -> Result<RemoteIdentity, MediaError> {
     let mismatch = |why: &str| MediaError::Mismatch(why.to_owned());
     let mids = |sdp: &str| -> Vec<Option<String>> {
@@ -178,7 +179,8 @@ pub(super) fn check_answer(
                 "the answer's DTLS fingerprint is not the connection's: it comes from another connection",
             ));
         }
-        if identity.ufrag != established.ufrag || identity.pwd != established.pwd {
+        let same = identity.ufrag == established.ufrag && identity.pwd == established.pwd;
+        if !same && !ice_restart {
             return Err(mismatch(
                 "the answer's ICE credentials are not the connection's, and no ICE restart was offered",
             ));
@@ -478,20 +480,42 @@ mod tests {
     #[test]
     fn an_answer_must_answer_the_offer_from_the_same_connection() {
         let offer = answer_sdp(&["0", "1"], "server", "00:11");
-        let first = check_answer(&offer, &answer_sdp(&["0", "1"], "alice", "aa:bb"), None)
-            .expect("a matching answer");
+        let first = check_answer(
+            &offer,
+            &answer_sdp(&["0", "1"], "alice", "aa:bb"),
+            None,
+            false,
+        )
+        .expect("a matching answer");
         assert_eq!(first.fingerprint, "sha-256 AA:BB");
         // The same connection answers again: the same credentials and certificate.
         let again = check_answer(
             &offer,
             &answer_sdp(&["0", "1"], "alice", "AA:BB"),
             Some(&first),
+            false,
         );
         assert_eq!(again.unwrap(), first);
-        let refused = |answer: &str, established| match check_answer(&offer, answer, established) {
-            Err(MediaError::Mismatch(why)) => why,
-            other => panic!("{answer} was not refused: {other:?}"),
-        };
+        let refused =
+            |answer: &str, established| match check_answer(&offer, answer, established, false) {
+                Err(MediaError::Mismatch(why)) => why,
+                other => panic!("{answer} was not refused: {other:?}"),
+            };
+        // After an ICE restart the credentials change, never the certificate.
+        let restarted = check_answer(
+            &offer,
+            &answer_sdp(&["0", "1"], "alice2", "aa:bb"),
+            Some(&first),
+            true,
+        );
+        assert!(restarted.is_ok());
+        assert!(check_answer(
+            &offer,
+            &answer_sdp(&["0", "1"], "bob", "cc:dd"),
+            Some(&first),
+            true
+        )
+        .is_err());
         // Another connection: its own credentials and certificate.
         assert!(
             refused(&answer_sdp(&["0", "1"], "bob", "cc:dd"), Some(&first)).contains("fingerprint")

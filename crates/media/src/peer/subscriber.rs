@@ -253,6 +253,11 @@ impl SubscriberTransport {
     }
 
     /// Whether media can flow.
+    /// An ICE restart: this side's credentials change ([`Link::restart`]).
+    pub fn restart_ice(&mut self, ufrag: String, pwd: String) {
+        self.link.restart(ufrag, pwd);
+    }
+
     pub fn connected(&self) -> bool {
         self.link.connected()
     }

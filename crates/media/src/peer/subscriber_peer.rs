@@ -36,6 +36,9 @@ pub struct SubscriberPeer {
     /// The client's ICE credentials and fingerprint, from its first answer:
     /// later answers must carry the same.
     remote: Option<(String, String, String)>,
+    /// An ICE restart was offered, or is to be: the answer brings the
+    /// client's new credentials.
+    restarting: bool,
     next_mid: u32,
 }
 
@@ -73,6 +76,7 @@ impl SubscriberPeer {
             offered: None,
             changed: false,
             remote: None,
+            restarting: false,
             next_mid: 0,
         }
     }
@@ -117,6 +121,22 @@ impl SubscriberPeer {
         self.transport.remove_stream(ssrc);
     }
 
+    /// Restarts ICE from this side: the next offer carries these
+    /// credentials, and the client answers with new ones of its own.
+    /// Until then the old ones are still taken.
+    pub fn restart_ice(&mut self, ufrag: String, pwd: String) {
+        self.session.ufrag = ufrag.clone();
+        self.session.pwd = pwd.clone();
+        self.transport.restart_ice(ufrag, pwd);
+        self.restarting = true;
+        self.changed = true;
+    }
+
+    /// This side's ICE ufrag now: it names the connection in the demux.
+    pub fn ufrag(&self) -> &str {
+        &self.session.ufrag
+    }
+
     /// The next offer, if the sections changed and no offer is out.
     pub fn offer(&mut self) -> Result<Option<String>, MediaError> {
         if !self.changed || self.offered.is_some() || self.session.sections.is_empty() {
@@ -151,6 +171,11 @@ impl SubscriberPeer {
                 return Err(MediaError::Mismatch(
                     "the answer's DTLS fingerprint is not the connection's: it comes from another connection".into(),
                 ))
+            }
+            Some(known) if *known != identity && self.restarting => {
+                // The client's side of the restart.
+                self.remote = Some(identity);
+                self.restarting = false;
             }
             Some(known) if *known != identity => {
                 return Err(MediaError::Mismatch(

@@ -152,13 +152,38 @@ struct Spread {
 /// Which peers the loop owns, by their ICE ufrag.
 #[derive(Debug)]
 pub(crate) enum Route {
-    Add { ufrag: String, key: PeerKey },
-    Remove { ufrag: String, key: PeerKey },
+    Add {
+        ufrag: String,
+        key: PeerKey,
+    },
+    /// The peer is gone: its ufrag and every address it sent from.
+    Remove {
+        ufrag: String,
+        key: PeerKey,
+    },
+    /// A ufrag of the peer from before its last two ICE restarts.
+    Forget {
+        ufrag: String,
+        key: PeerKey,
+    },
+}
+
+/// ICE credentials of the engine's side: a ufrag of 16 characters and a
+/// password of 32.
+fn credentials(rng: &mut StdRng) -> (String, String) {
+    let mut text = |n: usize| -> String {
+        (0..n)
+            .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
+            .collect()
+    };
+    (text(16), text(32))
 }
 
 struct PeerSlot {
     peer: Conn,
-    ufrag: String,
+    /// Its ICE ufrags, the latest last: two after an ICE restart, as
+    /// the client may still check with the old one.
+    ufrags: Vec<String>,
     participant: Uuid,
     role: Role,
     /// DTLS and SRTP are up: what is sent now can be played.
@@ -360,13 +385,7 @@ impl Sfu {
     }
 
     fn new_peer(&mut self, participant: Uuid, role: Role) -> Result<PeerKey, MediaError> {
-        let rng = &mut self.rng;
-        let ufrag: String = (0..16)
-            .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
-            .collect();
-        let pwd: String = (0..32)
-            .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
-            .collect();
+        let (ufrag, pwd) = credentials(&mut self.rng);
         let setup = PeerSetup {
             ufrag: ufrag.clone(),
             pwd,
@@ -400,7 +419,7 @@ impl Sfu {
             key,
             PeerSlot {
                 peer,
-                ufrag,
+                ufrags: vec![ufrag],
                 participant,
                 role,
                 connected: false,
@@ -490,17 +509,68 @@ impl Sfu {
                 key
             }
         };
+        let fresh = credentials(&mut self.rng);
         let slot = self
             .peers
             .get_mut(&key)
             .ok_or(MediaError::NotFound("peer"))?;
-        let answer = slot
+        let publisher = slot
             .peer
             .publisher()
-            .ok_or(MediaError::NotFound("publisher connection"))?
-            .answer(offer, now)?;
+            .ok_or(MediaError::NotFound("publisher connection"))?;
+        let answer = publisher.answer(offer, now, || fresh)?;
+        let ufrag = publisher.ufrag().to_owned();
+        self.restarted(key, ufrag);
         self.pump(key);
         Ok(answer)
+    }
+
+    /// Restarts ICE on the participant's receiving connection, from this
+    /// side (`sfu.restart`): its next offer carries new credentials, and
+    /// the client answers with new ones, checking again from wherever it
+    /// is now. The old credentials are taken until it nominates a new path.
+    pub(crate) fn restart_ice(
+        &mut self,
+        now: Instant,
+        participant: Uuid,
+    ) -> Result<(), MediaError> {
+        self.at(now);
+        let key = self
+            .participants
+            .get(&participant)
+            .ok_or(MediaError::NotFound("participant"))?
+            .subscriber;
+        let (ufrag, pwd) = credentials(&mut self.rng);
+        self.peers
+            .get_mut(&key)
+            .and_then(|slot| slot.peer.subscriber())
+            .ok_or(MediaError::NotFound("subscriber connection"))?
+            .restart_ice(ufrag.clone(), pwd);
+        self.restarted(key, ufrag);
+        if let Some(p) = self.participants.get_mut(&participant) {
+            p.renegotiate = true;
+        }
+        self.offer_if_needed(participant);
+        Ok(())
+    }
+
+    /// Routes a peer's new ufrag after an ICE restart (nothing when it has
+    /// it already), forgetting the one from before the last restart.
+    fn restarted(&mut self, key: PeerKey, ufrag: String) {
+        let Some(slot) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if slot.ufrags.last() == Some(&ufrag) {
+            return;
+        }
+        tracing::debug!(participant = %slot.participant, "a connection restarts ICE");
+        slot.ufrags.push(ufrag.clone());
+        self.out.push_back(Output::Route(Route::Add { ufrag, key }));
+        if slot.ufrags.len() > 2 {
+            let ufrag = slot.ufrags.remove(0);
+            self.out
+                .push_back(Output::Route(Route::Forget { ufrag, key }));
+        }
     }
 
     /// What the subscriber asks of `publisher`'s track of `source`
@@ -865,10 +935,14 @@ impl Sfu {
             while let Some((to, d)) = slot.peer.poll_transmit() {
                 self.transmits.push_back((to, d));
             }
-            self.out.push_back(Output::Route(Route::Remove {
-                ufrag: slot.ufrag,
-                key,
-            }));
+            let mut ufrags = slot.ufrags;
+            let latest = ufrags.pop().unwrap_or_default();
+            for ufrag in ufrags {
+                self.out
+                    .push_back(Output::Route(Route::Forget { ufrag, key }));
+            }
+            self.out
+                .push_back(Output::Route(Route::Remove { ufrag: latest, key }));
         }
     }
 

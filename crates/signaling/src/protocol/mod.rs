@@ -176,6 +176,9 @@ pub enum CallRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_height: Option<NonZeroU16>,
     },
+    /// `sfu.restart`.
+    #[serde(rename = "sfu.restart")]
+    SfuRestart { call_id: Uuid },
     /// `call.share`.
     #[serde(rename = "call.share")]
     Share { call_id: Uuid, sharing: bool },
@@ -585,6 +588,7 @@ mod tests {
             r#"{"type":"call.subscribe","id":"12","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003","source":"camera","paused":false,"max_width":320,"max_height":180}"#,
             r#"{"type":"call.offer","id":"13","call_id":"00000000-0000-0000-0000-000000000002","to":"00000000-0000-0000-0000-000000000003","sdp":"v=0","sources":{"1":"screen"}}"#,
             r#"{"type":"call.share","id":"14","call_id":"00000000-0000-0000-0000-000000000002","sharing":true}"#,
+            r#"{"type":"sfu.restart","id":"16","call_id":"00000000-0000-0000-0000-000000000002"}"#,
             r#"{"type":"call.moderate","id":"15","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003","action":"stop_screen"}"#,
         ];
         for text in texts {
@@ -642,7 +646,7 @@ mod tests {
             "{unknown}"
         );
         assert!(
-            unknown.ends_with(", `call.subscribe`, `call.share`, `call.moderate`"),
+            unknown.ends_with(", `call.subscribe`, `sfu.restart`, `call.share`, `call.moderate`"),
             "{unknown}"
         );
         assert_eq!(

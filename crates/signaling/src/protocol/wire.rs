@@ -164,6 +164,12 @@ pub(super) enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_height: Option<NonZeroU16>,
     },
+    /// SFU: restarts ICE on the receiving connection (after a change of
+    /// network): the server sends a new `sfu.offer` with new ICE
+    /// credentials. The sending connection restarts by a new `sfu.offer`
+    /// of the client's with new credentials (`RTCPeerConnection.restartIce`).
+    #[serde(rename = "sfu.restart")]
+    SfuRestart { id: String, call_id: Uuid },
     /// Tells the others this participant started or stopped sharing its screen.
     #[serde(rename = "call.share")]
     CallShare {
@@ -338,6 +344,9 @@ impl From<ClientFrame> for Dispatched {
                     max_height,
                 },
             ),
+            ClientFrame::SfuRestart { id, call_id } => {
+                call(id, CallRequest::SfuRestart { call_id })
+            }
             ClientFrame::CallShare {
                 id,
                 call_id,
@@ -495,6 +504,7 @@ impl From<Dispatched> for ClientFrame {
                     max_width,
                     max_height,
                 },
+                CallRequest::SfuRestart { call_id } => ClientFrame::SfuRestart { id, call_id },
                 CallRequest::Share { call_id, sharing } => ClientFrame::CallShare {
                     id,
                     call_id,

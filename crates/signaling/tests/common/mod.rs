@@ -460,6 +460,14 @@ pub struct AudioPath {
 }
 
 impl AudioPath {
+    /// The answer of listener `i` to a new offer of the server's.
+    pub async fn answer(&mut self, i: usize, offer: &Value) -> String {
+        self.ears[i]
+            .answer(offer["sdp"].as_str().unwrap().to_owned())
+            .await
+            .unwrap()
+    }
+
     /// Sends `n` packets numbered after `prefix`; returns how many of them
     /// the listener hearing fewest heard within half a second.
     pub async fn speak(&mut self, prefix: &[u8], n: u16) -> usize {
