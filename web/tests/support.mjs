@@ -348,3 +348,77 @@ export async function chromiumAndFirefoxOnSfu(ns, roomName) {
     throw e;
   }
 }
+
+/// A JSON request with any method (PATCH, DELETE, ...); fails the test on an error status.
+export async function apiRequest(base, method, path, body, token) {
+  const res = await fetch(base + path, {
+    method,
+    headers: { "content-type": "application/json", ...(token ? { authorization: "Bearer " + token } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  if (!res.ok) fail(`${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/// Polls `fn` (async, returning `{ok, ...}`) every `every` ms until `ok`:
+/// reports `what` as passed and returns the last value, or fails with it.
+export async function waitUntil(what, fn, ms = 15_000, every = 250) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    last = await fn();
+    if (last && last.ok) {
+      check(true, what);
+      return last;
+    }
+    await sleep(every);
+  }
+  fail(`${what} within ${ms / 1000} s; last: ${JSON.stringify(last)}`);
+}
+
+/// Signs `name` in through the web client's form and opens the room named
+/// `roomName`, in a playwright or a puppeteer page (only the calls the two
+/// share: goto, type, click, evaluate, waitForSelector).
+export async function signInAndOpen(page, base, name, roomName) {
+  await page.goto(base + "/");
+  await page.waitForSelector("#login-form:not([hidden])");
+  await page.type("#login-form input[name=email]", `${name}@example.org`);
+  await page.type("#login-form input[name=password]", PASSWORD);
+  await page.click("#login-form button[type=submit]");
+  await page.waitForSelector("#shell:not([hidden])");
+  const deadline = Date.now() + 15_000;
+  while (!(await page.evaluate((room) => {
+    const entry = [...document.querySelectorAll("#room-list .name")].find((e) => e.textContent.includes(room));
+    entry?.click();
+    return document.querySelector("#room-title")?.textContent === room;
+  }, roomName))) {
+    if (Date.now() > deadline) fail(`${name} opens the room ${roomName}`);
+    await sleep(200);
+  }
+}
+
+// Xvfb, where installed: an X display of the test's own (for Firefox, which
+// captures a screen only from a real display). Resolves to `{display,
+// close}`, or null where there is no Xvfb.
+export async function startXvfb() {
+  const bin = process.env.XVFB || "/usr/bin/Xvfb";
+  try {
+    execFileSync("test", ["-x", bin]);
+  } catch {
+    return null;
+  }
+  // With -displayfd it picks a free display and writes its number once it is ready.
+  const child = spawn(bin, ["-displayfd", "1", "-screen", "0", "1280x720x24", "-nolisten", "tcp"], { stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (d) => (err += d));
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/^(\d+)\n/);
+      if (m) resolve({ display: `:${m[1]}`, close: () => child.kill("SIGTERM") });
+    });
+    child.on("exit", (code) => reject(new Error(`Xvfb exited ${code}: ${err}`)));
+  });
+}

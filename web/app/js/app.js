@@ -992,6 +992,13 @@ $("#copy-invite").addEventListener("click", () => {
 
 const TOPOLOGY = { mesh: "peer to peer", sfu: "via server" };
 const tiles = new Map(); // participant id ("me" for us) -> tile element
+const screens = new Map(); // participant id -> the large view of its shared screen
+
+// Whether we may moderate the room's call: its owner and moderators, and
+// the server's admins (the server decides; this only offers the buttons).
+function canModerate(roomId) {
+  return isAdmin(me()) || ["owner", "moderator"].includes(state.rooms.get(roomId)?.my_role);
+}
 
 function callError(text) {
   const el = $("#call-error");
@@ -1026,8 +1033,58 @@ $("#call-leave").addEventListener("click", () => {
   renderCall();
 });
 
-$("#call-mic").addEventListener("click", () => state.call?.setMuted("audio", !state.call.audioMuted));
-$("#call-cam").addEventListener("click", () => state.call?.setMuted("video", !state.call.videoMuted));
+for (const [sel, kind] of [["#call-mic", "audio"], ["#call-cam", "video"]]) {
+  $(sel).addEventListener("click", () => {
+    const call = state.call;
+    if (!call) return;
+    callError(null);
+    call.setMuted(kind, !(kind === "audio" ? call.audioMuted : call.videoMuted)).catch((e) => callError(e.message || String(e)));
+  });
+}
+
+$("#call-share").addEventListener("click", async () => {
+  const call = state.call;
+  if (!call) return;
+  callError(null);
+  try {
+    if (call.screen) await call.stopShare();
+    else await call.startShare();
+  } catch (e) {
+    // Closing the browser's picker refuses it: nothing to say.
+    if (e.name === "NotAllowedError" || e.name === "AbortError") return;
+    callError(`Your screen could not be shared (${e.message || e.name}).`);
+  }
+});
+
+// A moderator's buttons on a tile (`tileActions`): their text and what
+// they do, for screen readers and tooltips.
+const MODERATION = {
+  mute_audio: ["Mute", (name) => `Mute ${name}'s microphone`],
+  allow_audio: ["Allow mic", (name) => `Let ${name} turn their microphone on again`],
+  mute_video: ["Camera off", (name) => `Turn ${name}'s camera off`],
+  allow_video: ["Allow camera", (name) => `Let ${name} turn their camera on again`],
+  stop_screen: ["Stop share", (name) => `Stop ${name}'s screen share`],
+  remove: ["Remove", (name) => `Remove ${name} from the call`],
+};
+
+$("#call-grid").addEventListener("click", async (e) => {
+  const button = e.target.closest(".tile-actions button[data-action]");
+  const call = state.call;
+  if (!button || !call) return;
+  const id = button.closest(".tile").dataset.participant;
+  const name = nameOf(call.participants.get(id)?.user_id);
+  button.disabled = true;
+  callError(null);
+  try {
+    await call.moderate(id, button.dataset.action);
+  } catch (err) {
+    const why = err.code === "forbidden" ? "you may not do that to them in this room"
+      : err.code === "not_found" ? "they are no longer in the call" : err.message || String(err);
+    callError(`Could not do that to ${name}: ${why}.`);
+  } finally {
+    button.disabled = false;
+  }
+});
 
 for (const [sel, kind] of [["#call-mic-device", "audio"], ["#call-cam-device", "video"]]) {
   $(sel).addEventListener("change", async (e) => {
@@ -1078,7 +1135,8 @@ function tileFor(key) {
   if (!tile) {
     const video = h("video", { autoplay: true, playsinline: true });
     tile = h("li", { class: "tile", "data-participant": key }, video,
-      h("span", { class: "placeholder-name" }), h("span", { class: "label" }));
+      h("span", { class: "placeholder-name" }), h("span", { class: "label" }),
+      key === "me" ? null : h("div", { class: "tile-actions" }));
     tiles.set(key, tile);
     tilesInSight.observe(tile);
     tileSizes.observe(tile);
@@ -1086,7 +1144,27 @@ function tileFor(key) {
   return tile;
 }
 
-function fillTile(tile, { name, stream, local, videoOn, speaking, audioMuted }) {
+// The moderator's buttons a participant's tile offers now (none where we
+// may not moderate).
+function tileActions(tile, p, name, moderator) {
+  const box = tile.querySelector(".tile-actions");
+  if (!box) return;
+  const wanted = !moderator ? [] : [
+    p.audio_locked ? "allow_audio" : !p.audio_muted && "mute_audio",
+    p.video_locked ? "allow_video" : !p.video_muted && "mute_video",
+    p.screen_sharing && "stop_screen",
+    "remove",
+  ].filter(Boolean);
+  const key = wanted.join() + "|" + name;
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.replaceChildren(...wanted.map((action) => {
+    const [text, label] = MODERATION[action];
+    return h("button", { type: "button", "data-action": action, class: action === "remove" ? "danger" : null, title: label(name), "aria-label": label(name) }, text);
+  }));
+}
+
+function fillTile(tile, { name, stream, local, videoOn, speaking, audioMuted, mutedBy }) {
   const video = tile.querySelector("video");
   video.muted = !!local; // our own preview is silent; everyone else is heard
   if (video.srcObject !== stream) video.srcObject = stream || null;
@@ -1095,9 +1173,53 @@ function fillTile(tile, { name, stream, local, videoOn, speaking, audioMuted }) 
   const placeholder = tile.querySelector(".placeholder-name");
   placeholder.textContent = name;
   placeholder.hidden = hasVideo;
-  tile.querySelector(".label").textContent = name + (audioMuted ? " (muted)" : "");
+  tile.querySelector(".label").textContent = name + (audioMuted ? (mutedBy ? " (muted by a moderator)" : " (muted)") : "");
   tile.classList.toggle("speaking", !!speaking);
   tile.dataset.video = hasVideo ? "on" : "off";
+}
+
+// The large views of the screens shared in the call `c` (none without a
+// call), each asked of the server at the size it is drawn.
+const screenSizes = new ResizeObserver((entries) => {
+  for (const e of entries) {
+    const box = e.contentRect;
+    const scale = window.devicePixelRatio || 1;
+    if (box.width > 0) state.call?.setScreenSize(e.target.dataset.participant, box.width * scale, box.height * scale);
+  }
+});
+
+function renderScreens(c) {
+  const list = $("#call-screens");
+  const shown = [];
+  for (const [id, p] of c ? c.participants : []) {
+    const stream = c.screenOf(id);
+    if (!stream) continue;
+    let view = screens.get(id);
+    if (!view) {
+      view = h("li", { class: "screen", "data-participant": id },
+        h("video", { autoplay: true, playsinline: true, muted: true }), h("span", { class: "label" }));
+      screens.set(id, view);
+      screenSizes.observe(view.querySelector("video"));
+      view.querySelector("video").dataset.participant = id;
+    }
+    const video = view.querySelector("video");
+    video.muted = true;
+    if (video.srcObject !== stream) video.srcObject = stream;
+    view.querySelector(".label").textContent = `${nameOf(p.user_id)} is sharing their screen`;
+    shown.push(view);
+  }
+  for (const [id, view] of screens) {
+    if (shown.includes(view)) continue;
+    const video = view.querySelector("video");
+    screenSizes.unobserve(video);
+    video.srcObject = null;
+    screens.delete(id);
+  }
+  if (shown.some((v, i) => list.children[i] !== v) || list.children.length !== shown.length) {
+    list.replaceChildren(...shown);
+    for (const v of shown) v.querySelector("video").play().catch(() => {});
+  }
+  $("#call").classList.toggle("sharing", shown.length > 0);
 }
 
 // A call already going on when the room opens: `call.state` events tell
@@ -1135,6 +1257,8 @@ function renderCall() {
     }
     tiles.clear();
     $("#call-grid").replaceChildren();
+    renderScreens(null);
+    $("#call-notice").hidden = true;
     return;
   }
   if (!inCall) return;
@@ -1144,27 +1268,42 @@ function renderCall() {
     ? `${c.participants.size + 1} in call · ${TOPOLOGY[c.topology] || c.topology}`
     : "Joining…";
   $("#call-topology").dataset.topology = c.topology || "";
+  // Mute buttons; one a moderator locked says so (pressing it explains).
   const mic = $("#call-mic");
-  mic.textContent = c.audioMuted ? "Unmute mic" : "Mute mic";
+  mic.textContent = c.audioLocked ? "Mic locked by a moderator" : c.audioMuted ? "Unmute mic" : "Mute mic";
   mic.setAttribute("aria-pressed", String(c.audioMuted));
+  mic.classList.toggle("locked", c.audioLocked);
   const cam = $("#call-cam");
   cam.hidden = !c.stream || !c.hasTrack("video");
-  cam.textContent = c.videoMuted ? "Turn camera on" : "Turn camera off";
+  cam.textContent = c.videoLocked ? "Camera locked by a moderator" : c.videoMuted ? "Turn camera on" : "Turn camera off";
   cam.setAttribute("aria-pressed", String(c.videoMuted));
+  cam.classList.toggle("locked", c.videoLocked);
+  const share = $("#call-share");
+  share.hidden = !navigator.mediaDevices?.getDisplayMedia; // phones cannot share a screen
+  share.textContent = c.screen ? "Stop sharing" : "Share screen";
+  share.setAttribute("aria-pressed", String(!!c.screen));
+  $("#call-notice").textContent = c.notice || "";
+  $("#call-notice").hidden = !c.notice;
+  const moderator = canModerate(c.roomId);
   const shown = [];
   if (c.stream) {
     const t = tileFor("me");
-    fillTile(t, { name: "You", stream: c.stream, local: true, videoOn: !c.videoMuted, audioMuted: c.audioMuted });
+    fillTile(t, {
+      name: "You", stream: c.stream, local: true, videoOn: !c.videoMuted, audioMuted: c.audioMuted, mutedBy: c.mutedBy.audio,
+    });
     shown.push(t);
   }
   for (const [id, p] of c.participants) {
     const t = tileFor(id);
+    const name = nameOf(p.user_id);
     fillTile(t, {
-      name: nameOf(p.user_id), stream: c.streamOf(id), videoOn: !p.video_muted,
-      speaking: c.speaking.has(id), audioMuted: p.audio_muted,
+      name, stream: c.streamOf(id), videoOn: !p.video_muted,
+      speaking: c.speaking.has(id), audioMuted: p.audio_muted, mutedBy: p.audio_muted_by || p.audio_locked,
     });
+    tileActions(t, p, name, moderator);
     shown.push(t);
   }
+  renderScreens(c);
   for (const [key, t] of tiles) {
     if (!shown.includes(t)) {
       t.querySelector("video").srcObject = null;

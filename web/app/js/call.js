@@ -3,9 +3,18 @@
 // the server's SFU from `calls.mesh_max + 1` participants, moving between the
 // two when the server sends `call.topology`, keeping the old path until the
 // new one plays. The Call object holds the state; the app renders it from
-// the "change" events it dispatches.
+// the "change" events it dispatches. A screen share is a second video track
+// on every connection, named `screen` in the `sources` of our offers; a
+// room's moderators mute, stop the share of, or remove others
+// (`call.moderate`), and we obey when it is done to us.
 
 const SPEAKING_LEVEL = 0.03; // of 1, for levels read locally in a mesh
+
+// What we tell the user when a moderator mutes their microphone or camera.
+const MUTED_BY_MODERATOR = {
+  audio: "A moderator muted your microphone",
+  video: "A moderator turned your camera off",
+};
 
 // The camera as captured, and as sent to the server in three encodings
 // (simulcast, smallest first: docs/webrtc.md), of which each viewer
@@ -42,21 +51,35 @@ export class Call extends EventTarget {
     this.topology = null;
     this.iceServers = [];
     this.stream = null; // our microphone and camera
-    this.participants = new Map(); // participant id -> {user_id, audio_muted, video_muted}
+    this.screen = null; // our screen's video track while we share it
+    this.screenTx = new WeakSet(); // the transceivers that carry (or carried) our screen
+    // participant id -> CallParticipantInfo: {user_id, audio_muted,
+    // video_muted, screen_sharing, audio_locked, video_locked}
+    this.participants = new Map();
     this.mesh = new Map(); // participant id -> RTCPeerConnection
-    this.meshStreams = new Map(); // participant id -> MediaStream
-    this.sfuStreams = new Map(); // participant id -> MediaStream, from the server
-    this.sfuTracks = new Map(); // mid -> {participant_id, kind, source}, from the server's sfu.offer
+    this.meshStreams = new Map(); // participant id -> MediaStream (microphone and camera)
+    this.meshScreens = new Map(); // participant id -> MediaStream of its screen
+    this.sfuStreams = new Map(); // participant id -> MediaStream (microphone and camera), from the server
+    this.sfuScreens = new Map(); // participant id -> MediaStream of its screen, from the server
+    this.sfuTracks = new Map(); // mid -> {participant_id, kind, source}, from the server's latest sfu.offer
+    this.sfuOffers = Promise.resolve(); // our offers of the sending connection, one at a time
+    this.signalling = new Map(); // participant id -> its mesh signalling frames handled so far (a promise)
     this.playedBy = new Set(); // who plays our media through the server (sfu.receiving)
     this.outOfSight = new Set(); // participants whose tile has been out of view a while
     this.tileSizes = new Map(); // participant id -> [width, height] in device pixels
-    this.told = new Map(); // participant id -> the call.subscribe last acknowledged, as JSON
+    this.screenSizes = new Map(); // participant id -> [width, height] of its screen's view
+    this.told = new Map(); // "participant id/source" -> the call.subscribe last acknowledged, as JSON
     this.pauseTimers = new Map();
     this.sendPc = null;
     this.recvPc = null;
     this.speaking = new Set();
     this.audioMuted = false;
     this.videoMuted = false;
+    // A moderator muted us and the room does not let us unmute ourselves.
+    this.audioLocked = false;
+    this.videoLocked = false;
+    this.mutedBy = { audio: null, video: null }; // the moderator who muted our microphone / camera
+    this.notice = null; // what a moderator did to us, for the view
     this.error = null;
     this.ended = false;
     this.onFrame = (e) => this.frame(e.detail);
@@ -139,6 +162,8 @@ export class Call extends EventTarget {
     this.closeMesh();
     this.closeSfu();
     for (const t of this.stream?.getTracks() || []) t.stop();
+    this.screen?.stop();
+    this.screen = null;
   }
 
   // A request, sent again after a pause when the rate limit answers
@@ -173,8 +198,12 @@ export class Call extends EventTarget {
     if (pc) return pc;
     pc = new RTCPeerConnection(this.pcConfig());
     pc.queued = [];
+    pc.remoteSources = {}; // mid -> source, as the other side names its sections
     this.mesh.set(id, pc);
     for (const track of this.stream.getTracks()) pc.addTrack(track, this.stream);
+    // Our screen, if we share it: as the answerer, its section waits for
+    // our own offer, made once the first exchange is done.
+    if (this.screen) this.addScreen(pc);
     pc.addEventListener("icecandidate", (e) => {
       if (e.candidate) {
         this.request({ type: "call.ice", call_id: this.callId, to: id, candidate: e.candidate.toJSON() }).catch(() => {});
@@ -182,17 +211,65 @@ export class Call extends EventTarget {
     });
     pc.addEventListener("track", (e) => {
       if (this.mesh.get(id) !== pc) return;
-      this.meshStreams.set(id, e.streams[0] || new MediaStream([e.track]));
+      if (this.sourceOf(pc.remoteSources, e.transceiver) === "screen") {
+        this.meshScreens.set(id, new MediaStream([e.track]));
+      } else {
+        this.meshStreams.set(id, e.streams[0] || new MediaStream([e.track]));
+      }
       this.changed();
     });
     this.watch(pc, `with ${id}`);
-    if (offerer) {
-      (async () => {
-        await pc.setLocalDescription(await pc.createOffer());
-        await this.request({ type: "call.offer", call_id: this.callId, to: id, sdp: pc.localDescription.sdp });
-      })().catch((e) => console.error("call offer", e));
-    }
+    if (offerer) this.meshOffer(id, pc);
     return pc;
+  }
+
+  // What the section of `transceiver` carries, by the sender's `sources`;
+  // one not named is the microphone (audio) or the camera (video).
+  sourceOf(sources, transceiver) {
+    const named = transceiver.mid !== null && sources[transceiver.mid];
+    return named || (transceiver.receiver.track.kind === "audio" ? "microphone" : "camera");
+  }
+
+  // Our `sources` for a connection: each section we send on (or sent our
+  // screen on) by its mid.
+  sourcesFor(pc) {
+    const sources = {};
+    for (const t of pc.getTransceivers()) {
+      if (t.mid === null || t.stopped || t.currentDirection === "stopped") continue;
+      if (this.screenTx.has(t)) sources[t.mid] = "screen";
+      else if (t.sender.track) sources[t.mid] = t.sender.track.kind === "audio" ? "microphone" : "camera";
+    }
+    return sources;
+  }
+
+  // Runs `step` once everything before it in the signalling with `id` is
+  // done (its frames and our own offers, in order): a frame is never taken
+  // in the middle of an offer or of an answer being applied.
+  queue(id, step) {
+    const done = (this.signalling.get(id) || Promise.resolve()).then(step);
+    const logged = done.catch((e) => console.error("signalling with", id, e));
+    this.signalling.set(id, logged);
+    return logged;
+  }
+
+  // Offers the connection with `id`: the first time, or again when our
+  // screen came or went. Offers may cross (both sides renegotiate at
+  // once): the smaller participant id's offer wins, the other side rolls
+  // its own back, answers, and offers again afterwards (the "perfect
+  // negotiation" pattern, docs/webrtc.md).
+  meshOffer(id, pc) {
+    return this.queue(id, async () => {
+      if (this.mesh.get(id) !== pc) return;
+      if (pc.signalingState !== "stable") {
+        pc.offerAgain = true; // once our offer out now is answered
+        return;
+      }
+      pc.offerAgain = false;
+      await pc.setLocalDescription(await pc.createOffer());
+      await this.request({
+        type: "call.offer", call_id: this.callId, to: id, sdp: pc.localDescription.sdp, sources: this.sourcesFor(pc),
+      });
+    });
   }
 
   async remoteDescription(pc, desc) {
@@ -200,10 +277,31 @@ export class Call extends EventTarget {
     for (const c of pc.queued.splice(0)) await pc.addIceCandidate(c).catch(() => {});
   }
 
+  // An offer or answer exchange with `id` is done: its screen is shown while
+  // its section sends to us, and we offer again if ours changed meanwhile
+  // (a screen added while we answered, or an offer of ours rolled back).
+  meshSettled(id, pc) {
+    if (this.mesh.get(id) !== pc || pc.signalingState !== "stable") return;
+    let screen = null;
+    for (const t of pc.getTransceivers()) {
+      const receiving = t.currentDirection === "recvonly" || t.currentDirection === "sendrecv";
+      if (receiving && this.sourceOf(pc.remoteSources, t) === "screen") screen = t.receiver.track;
+    }
+    const shown = this.meshScreens.get(id);
+    if (!screen && shown) this.meshScreens.delete(id);
+    else if (screen && shown?.getVideoTracks()[0] !== screen) this.meshScreens.set(id, new MediaStream([screen]));
+    this.changed();
+    const ours = pc.getTransceivers().filter((t) => this.screenTx.has(t) && !t.stopped);
+    const pending = ours.some((t) => (t.mid === null ? t.direction !== "inactive" : t.currentDirection !== t.direction));
+    if (pc.offerAgain || pending) this.meshOffer(id, pc);
+  }
+
   dropPeer(id) {
     this.mesh.get(id)?.close();
     this.mesh.delete(id);
     this.meshStreams.delete(id);
+    this.meshScreens.delete(id);
+    this.signalling.delete(id);
   }
 
   closeMesh() {
@@ -239,9 +337,22 @@ export class Call extends EventTarget {
       if (track.kind === "video") init.sendEncodings = LAYERS.map((l) => ({ ...l }));
       pc.addTransceiver(track, init);
     }
-    await pc.setLocalDescription(await pc.createOffer());
-    const r = await this.request({ type: "sfu.offer", call_id: this.callId, sdp: pc.localDescription.sdp });
-    if (this.sendPc === pc) await pc.setRemoteDescription({ type: "answer", sdp: r.sdp });
+    if (this.screen) this.addScreen(pc);
+    await this.offerSfu(pc);
+  }
+
+  // Offers the sending connection `pc` (again, after a track came or went),
+  // one offer at a time, naming each section's source.
+  offerSfu(pc) {
+    const offer = async () => {
+      if (this.sendPc !== pc) return;
+      await pc.setLocalDescription(await pc.createOffer());
+      const r = await this.request({ type: "sfu.offer", call_id: this.callId, sdp: pc.localDescription.sdp, sources: this.sourcesFor(pc) });
+      if (this.sendPc === pc) await pc.setRemoteDescription({ type: "answer", sdp: r.sdp });
+    };
+    const done = this.sfuOffers.then(offer);
+    this.sfuOffers = done.catch(() => {});
+    return done;
   }
 
   closeSfu() {
@@ -250,6 +361,7 @@ export class Call extends EventTarget {
     this.sendPc = null;
     this.recvPc = null;
     this.sfuStreams.clear();
+    this.sfuScreens.clear();
     this.sfuTracks.clear();
     this.playedBy.clear();
   }
@@ -259,20 +371,45 @@ export class Call extends EventTarget {
       const pc = new RTCPeerConnection(this.pcConfig());
       this.recvPc = pc;
       this.watch(pc, "from the server");
-      pc.addEventListener("track", (e) => {
+      pc.addEventListener("track", () => {
         if (this.recvPc !== pc) return;
-        const stream = e.streams[0];
-        const from = this.sfuTracks.get(e.transceiver.mid);
-        if (!stream || !from) return;
-        this.sfuStreams.set(from.participant_id, stream);
-        stream.addEventListener("removetrack", () => this.changed());
+        this.syncSfuStreams();
         this.changed();
       });
     }
     const pc = this.recvPc;
     await pc.setRemoteDescription({ type: "offer", sdp });
     await pc.setLocalDescription(await pc.createAnswer());
+    this.syncSfuStreams();
+    this.changed();
     await this.request({ type: "sfu.answer", call_id: this.callId, sdp: pc.localDescription.sdp });
+  }
+
+  // The streams that play each participant through the server, from the
+  // tracks its latest offer lists: microphone and camera in one, the screen
+  // in another (the server may put all of a participant's tracks in one
+  // stream, and a tile must not play the screen). A stream is kept while
+  // its tracks stay the same, so its video element plays on.
+  syncSfuStreams() {
+    const pc = this.recvPc;
+    if (!pc) return;
+    const byMid = new Map(pc.getTransceivers().map((t) => [t.mid, t]));
+    const media = new Map(); // participant id -> its microphone and camera tracks
+    const screens = new Map(); // participant id -> [its screen track]
+    for (const [mid, t] of this.sfuTracks) {
+      const track = byMid.get(mid)?.receiver.track;
+      if (!track || t.source === "screen_audio") continue;
+      const into = t.source === "screen" ? screens : media;
+      into.set(t.participant_id, [...(into.get(t.participant_id) || []), track]);
+    }
+    for (const [streams, want] of [[this.sfuStreams, media], [this.sfuScreens, screens]]) {
+      for (const id of streams.keys()) if (!want.has(id)) streams.delete(id);
+      for (const [id, tracks] of want) {
+        const had = streams.get(id)?.getTracks() || [];
+        const same = had.length === tracks.length && tracks.every((t) => had.includes(t));
+        if (!same) streams.set(id, new MediaStream(tracks));
+      }
+    }
   }
 
   // On a move to the server: the peer connection with X closes once X plays
@@ -339,23 +476,11 @@ export class Call extends EventTarget {
     if (f.type === "sfu.offer" && !this.callId) this.callId = f.call_id; // may precede the join's ack
     try {
       switch (f.type) {
-        case "call.offer": {
-          const pc = this.meshPeer(f.from, false);
-          await this.remoteDescription(pc, { type: "offer", sdp: f.sdp });
-          await pc.setLocalDescription(await pc.createAnswer());
-          await this.request({ type: "call.answer", call_id: this.callId, to: f.from, sdp: pc.localDescription.sdp });
-          break;
-        }
-        case "call.answer": {
-          const pc = this.mesh.get(f.from);
-          if (pc) await this.remoteDescription(pc, { type: "answer", sdp: f.sdp });
-          break;
-        }
+        case "call.offer":
+        case "call.answer":
         case "call.ice": {
-          const pc = this.mesh.get(f.from);
-          if (!pc) break;
-          if (pc.remoteDescription) await pc.addIceCandidate(f.candidate);
-          else pc.queued.push(f.candidate);
+          // One peer's signalling in the order it came (see queue).
+          this.queue(f.from, () => this.meshSignal(f));
           break;
         }
         case "call.participant_joined":
@@ -363,12 +488,18 @@ export class Call extends EventTarget {
           this.changed();
           break;
         case "call.participant_left":
+          // (With `removed_by` a moderator took it out: it is gone all the same.)
           this.dropPeer(f.participant_id);
           this.participants.delete(f.participant_id);
-          this.told.delete(f.participant_id);
+          for (const source of ["camera", "screen"]) this.told.delete(`${f.participant_id}/${source}`);
           this.tileSizes.delete(f.participant_id);
+          this.screenSizes.delete(f.participant_id);
           this.speaking.delete(f.participant_id);
           this.changed();
+          break;
+        case "call.removed":
+          // A moderator took us out of the call: the server has let go of us.
+          this.end("You were removed from the call by a moderator.");
           break;
         case "call.topology":
           this.topology = f.topology;
@@ -393,7 +524,8 @@ export class Call extends EventTarget {
           }
           break;
         case "sfu.offer":
-          for (const t of f.tracks || []) this.sfuTracks.set(t.mid, t);
+          // Tracks that ended are not listed: their sections stay, inactive.
+          this.sfuTracks = new Map((f.tracks || []).map((t) => [t.mid, t]));
           await this.serverOffer(f.sdp);
           this.syncSubscriptions();
           break;
@@ -407,17 +539,66 @@ export class Call extends EventTarget {
           this.speaking = new Set(f.speakers.map((s) => s.participant_id));
           this.changed();
           break;
-        case "call.mute": {
-          const p = this.participants.get(f.participant_id);
-          if (p) {
-            p[f.kind === "audio" ? "audio_muted" : "video_muted"] = f.muted;
-            this.changed();
+        case "call.mute":
+          this.onMute(f);
+          break;
+        case "call.share":
+          if (f.participant_id === this.me) {
+            // A moderator stopped our share; the server already has.
+            if (f.by && !f.sharing && this.screen) {
+              this.notice = "A moderator stopped your screen share.";
+              await this.stopShare({ tell: false });
+            }
+          } else {
+            const p = this.participants.get(f.participant_id);
+            if (p) {
+              p.screen_sharing = f.sharing;
+              // A share that stopped leaves the view at once, whatever the connections still hold.
+              if (!f.sharing) this.meshScreens.delete(f.participant_id);
+              this.changed();
+            }
           }
           break;
-        }
       }
     } catch (e) {
       console.error(f.type, f.from || "", e);
+    }
+  }
+
+  // A mesh peer's `call.offer`, `call.answer` or `call.ice`.
+  async meshSignal(f) {
+    switch (f.type) {
+      case "call.offer": {
+        const pc = this.meshPeer(f.from, false);
+        // Offers crossed: the smaller participant id's stands (see meshOffer).
+        const crossed = pc.signalingState !== "stable";
+        pc.ignoring = crossed && this.me < f.from;
+        if (pc.ignoring) break;
+        if (crossed) pc.offerAgain = true; // ours is rolled back by taking theirs
+        pc.remoteSources = f.sources || {};
+        await this.remoteDescription(pc, { type: "offer", sdp: f.sdp });
+        await pc.setLocalDescription(await pc.createAnswer());
+        await this.request({
+          type: "call.answer", call_id: this.callId, to: f.from, sdp: pc.localDescription.sdp, sources: this.sourcesFor(pc),
+        });
+        this.meshSettled(f.from, pc);
+        break;
+      }
+      case "call.answer": {
+        const pc = this.mesh.get(f.from);
+        if (!pc || pc.signalingState !== "have-local-offer") break;
+        if (f.sources) pc.remoteSources = f.sources;
+        await this.remoteDescription(pc, { type: "answer", sdp: f.sdp });
+        this.meshSettled(f.from, pc);
+        break;
+      }
+      case "call.ice": {
+        const pc = this.mesh.get(f.from);
+        if (!pc) break;
+        if (pc.remoteDescription) await pc.addIceCandidate(f.candidate).catch((e) => { if (!pc.ignoring) throw e; });
+        else pc.queued.push(f.candidate);
+        break;
+      }
     }
   }
 
@@ -451,21 +632,37 @@ export class Call extends EventTarget {
     this.syncSubscriptions();
   }
 
-  // Tells the server what we want of each camera where it differs from what
-  // it has: paused or not, and the size it is drawn at. Peer to peer there
-  // is nothing to tell: each connection is our own.
+  // The view says how large a participant's shared screen is drawn.
+  setScreenSize(id, width, height) {
+    const size = [Math.max(1, Math.round(width)), Math.max(1, Math.round(height))];
+    const was = this.screenSizes.get(id);
+    if (was && was[0] === size[0] && was[1] === size[1]) return;
+    this.screenSizes.set(id, size);
+    this.syncSubscriptions();
+  }
+
+  // Tells the server what we want of each camera and screen where it
+  // differs from what it has: paused or not, and the size it is drawn at.
+  // Peer to peer there is nothing to tell: each connection is our own.
   syncSubscriptions() {
     if (this.topology !== "sfu" || !this.callId || !this.recvPc) return;
     for (const id of this.participants.keys()) {
-      const want = { paused: this.outOfSight.has(id) };
+      const camera = { paused: this.outOfSight.has(id) };
       const size = this.tileSizes.get(id);
-      if (size) [want.max_width, want.max_height] = size.map((v) => Math.min(v, 65535));
-      const text = JSON.stringify(want);
-      if (this.told.get(id) === text) continue;
-      this.told.set(id, text);
-      this.request({ type: "call.subscribe", call_id: this.callId, participant_id: id, source: "camera", ...want })
-        .catch(() => this.told.delete(id)); // told again at the next change
+      if (size) [camera.max_width, camera.max_height] = size.map((v) => Math.min(v, 65535));
+      this.subscribe(id, "camera", camera);
+      const screen = this.screenSizes.get(id);
+      if (screen) this.subscribe(id, "screen", { max_width: Math.min(screen[0], 65535), max_height: Math.min(screen[1], 65535) });
     }
+  }
+
+  subscribe(id, source, want) {
+    const key = `${id}/${source}`;
+    const text = JSON.stringify(want);
+    if (this.told.get(key) === text) return;
+    this.told.set(key, text);
+    this.request({ type: "call.subscribe", call_id: this.callId, participant_id: id, source, ...want })
+      .catch(() => this.told.delete(key)); // told again at the next change
   }
 
   // The stream that plays a participant: the current topology's path first.
@@ -475,14 +672,174 @@ export class Call extends EventTarget {
     return this.topology === "sfu" ? sfu || mesh : mesh || sfu;
   }
 
+  // The stream of a participant's shared screen, while it shares.
+  screenOf(id) {
+    if (!this.participants.get(id)?.screen_sharing) return null;
+    const sfu = this.sfuScreens.get(id);
+    const mesh = this.meshScreens.get(id);
+    return (this.topology === "sfu" ? sfu || mesh : mesh || sfu) || null;
+  }
+
+  // --- moderation -----------------------------------------------------------
+
+  // A moderator's action on participant `id`: `mute_audio`, `mute_video`,
+  // `allow_audio`, `allow_video`, `stop_screen` or `remove`. Rejects with
+  // the server's nack (`forbidden`, `not_found`).
+  moderate(id, action) {
+    return this.request({ type: "call.moderate", call_id: this.callId, participant_id: id, action });
+  }
+
+  // `call.mute`: someone's own mute, or a moderator's (`by`) of anyone, us
+  // included; a moderator's is `locked` where the room does not let the
+  // muted unmute themselves.
+  onMute(f) {
+    const audio = f.kind === "audio";
+    if (f.participant_id === this.me) {
+      if (!f.by) return;
+      const what = audio ? "microphone" : "camera";
+      const wasLocked = audio ? this.audioLocked : this.videoLocked;
+      if (audio) this.audioLocked = !!f.locked;
+      else this.videoLocked = !!f.locked;
+      if (wasLocked && !f.locked) {
+        // `allow_audio` / `allow_video`: still muted, but ours to unmute again.
+        this.notice = `A moderator allowed you to turn your ${what} on again.`;
+      } else if (f.muted) {
+        this.muteLocally(f.kind, true);
+        this.mutedBy[f.kind] = f.by;
+        this.notice = `${MUTED_BY_MODERATOR[f.kind]}.` + (f.locked ? " Only a moderator can let you turn it on again." : "");
+      }
+      this.changed();
+      return;
+    }
+    const p = this.participants.get(f.participant_id);
+    if (!p) return;
+    p[audio ? "audio_muted" : "video_muted"] = f.muted;
+    if (f.by || !f.muted) p[audio ? "audio_locked" : "video_locked"] = !!f.locked;
+    // The moderator who muted it, while that mute holds.
+    p[audio ? "audio_muted_by" : "video_muted_by"] = (f.muted && f.by) || null;
+    this.changed();
+  }
+
   // --- our own media ------------------------------------------------------
 
-  async setMuted(kind, muted) {
+  muteLocally(kind, muted) {
+    if (!muted) this.mutedBy[kind] = null;
     for (const t of this.stream.getTracks()) if (t.kind === kind) t.enabled = !muted;
     if (kind === "audio") this.audioMuted = muted;
     else this.videoMuted = muted;
+  }
+
+  // Our mute button. Unmuting what a moderator locked is asked first, so
+  // nothing is sent while the server refuses it (`unmute_locked`); the
+  // rejection carries a message for the user.
+  async setMuted(kind, muted) {
+    const locked = kind === "audio" ? this.audioLocked : this.videoLocked;
+    if (!muted && locked) {
+      try {
+        await this.request({ type: "call.mute", call_id: this.callId, kind, muted });
+      } catch (e) {
+        throw this.refusedUnmute(kind, e);
+      }
+      if (kind === "audio") this.audioLocked = false;
+      else this.videoLocked = false;
+      this.muteLocally(kind, false);
+      this.changed();
+      return;
+    }
+    this.muteLocally(kind, muted);
+    this.notice = null;
     this.changed();
-    await this.request({ type: "call.mute", call_id: this.callId, kind, muted }).catch(() => {});
+    try {
+      await this.request({ type: "call.mute", call_id: this.callId, kind, muted });
+    } catch (e) {
+      // Locked meanwhile (a moderator's mute crossed our unmute): stay muted.
+      if (e.code === "unmute_locked" && !muted) throw this.refusedUnmute(kind, e);
+    }
+  }
+
+  refusedUnmute(kind, e) {
+    if (e.code !== "unmute_locked") return e;
+    if (kind === "audio") this.audioLocked = true;
+    else this.videoLocked = true;
+    this.muteLocally(kind, true);
+    this.changed();
+    return new Error(`${MUTED_BY_MODERATOR[kind]}: you can turn it on again once a moderator allows it.`);
+  }
+
+  // --- our screen -----------------------------------------------------------
+
+  // Shares a screen, window or tab the user picks: a second video track on
+  // every connection (one encoding, tuned for text: no simulcast layers),
+  // named `screen` in our offers. Rejects where the user refused or closed
+  // the browser's picker.
+  async startShare() {
+    if (this.screen || this.ended) return;
+    const picked = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    const track = picked.getVideoTracks()[0];
+    if (this.ended || this.screen) {
+      track.stop();
+      return;
+    }
+    if ("contentHint" in track) track.contentHint = "detail";
+    // The browser's own "Stop sharing" ends the track. (`onended`, not
+    // addEventListener: Firefox gives a track's listeners no untrusted
+    // event, and the tests stand in for the browser's bar with one.)
+    track.onended = () => {
+      if (this.screen === track) this.stopShare().catch((e) => console.error("stop sharing", e));
+    };
+    this.screen = track;
+    this.screenStream = new MediaStream([track]);
+    this.notice = null;
+    this.changed();
+    try {
+      await this.request({ type: "call.share", call_id: this.callId, sharing: true });
+    } catch (e) {
+      if (this.screen === track) await this.stopShare({ tell: false });
+      throw e;
+    }
+    if (this.screen !== track) return;
+    const sending = [];
+    if (this.sendPc && this.addScreen(this.sendPc)) sending.push(this.offerSfu(this.sendPc));
+    for (const [id, pc] of this.mesh) if (this.addScreen(pc)) sending.push(this.meshOffer(id, pc));
+    await Promise.all(sending);
+  }
+
+  // Adds our screen to a connection, in a section of its own (a new one
+  // for each share: the others see a new track), unless it has it already.
+  // Returns whether it added it.
+  addScreen(pc) {
+    if (pc.getTransceivers().some((t) => this.screenTx.has(t) && t.sender.track === this.screen)) return false;
+    this.screenTx.add(pc.addTransceiver(this.screen, { direction: "sendonly", streams: [this.screenStream] }));
+    return true;
+  }
+
+  // Stops sharing: the track stops, its sections go inactive on every
+  // connection (offered again), and the others are told, unless `tell` is
+  // false (a moderator stopped it, and the server told them).
+  async stopShare({ tell = true } = {}) {
+    const track = this.screen;
+    if (!track) return;
+    this.screen = null;
+    this.screenStream = null;
+    track.stop();
+    this.changed();
+    const sending = [];
+    const off = (pc) => {
+      let changed = false;
+      for (const t of pc.getTransceivers()) {
+        if (!this.screenTx.has(t) || t.stopped || t.direction === "inactive") continue;
+        t.sender.replaceTrack(null).catch(() => {});
+        t.direction = "inactive";
+        changed = true;
+      }
+      return changed;
+    };
+    if (this.sendPc && off(this.sendPc)) sending.push(this.offerSfu(this.sendPc));
+    for (const [id, pc] of this.mesh) if (off(pc)) sending.push(this.meshOffer(id, pc));
+    if (tell && this.callId && !this.ended) {
+      sending.push(this.request({ type: "call.share", call_id: this.callId, sharing: false }).catch(() => {}));
+    }
+    await Promise.all(sending);
   }
 
   hasTrack(kind) {
@@ -498,7 +855,7 @@ export class Call extends EventTarget {
     const old = this.stream.getTracks().find((t) => t.kind === kind);
     const pcs = [...this.mesh.values(), this.sendPc].filter(Boolean);
     for (const pc of pcs) {
-      for (const s of pc.getSenders()) if (s.track && s.track.kind === kind) await s.replaceTrack(track);
+      for (const s of pc.getSenders()) if (s.track && s.track.kind === kind && s.track !== this.screen) await s.replaceTrack(track);
     }
     if (old) {
       this.stream.removeTrack(old);
