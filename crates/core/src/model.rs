@@ -148,7 +148,9 @@ pub struct Room {
     /// The most people in one call of this room; `null` means the server default.
     pub max_call_participants: Option<u32>,
     /// Whether a participant a moderator muted in a call may unmute itself;
-    /// when not, it waits until a moderator allows it.
+    /// when not, it waits until a moderator allows it. (Absent from rooms
+    /// logged before the setting: they let it.)
+    #[serde(default = "unmute_by_default")]
     pub call_self_unmute: bool,
     pub created_by: Option<Uuid>,
     pub member_count: u64,
@@ -156,6 +158,10 @@ pub struct Room {
     pub last_seq: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+fn unmute_by_default() -> bool {
+    true
 }
 
 /// A room together with the caller's place in it.

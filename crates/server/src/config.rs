@@ -137,6 +137,10 @@ pub struct CallsSection {
     pub max_participants: u32,
     /// Seconds the SFU keeps forwarding after a call returns to peer to peer.
     pub sfu_grace_secs: u64,
+    /// Seconds a participant whose socket dropped without closing keeps its
+    /// place in the call, for a new socket to take back (`call.resume`); 0
+    /// leaves at once.
+    pub reconnect_grace_secs: u64,
 }
 
 impl Default for CallsSection {
@@ -146,6 +150,7 @@ impl Default for CallsSection {
             mesh_max: d.mesh_max,
             max_participants: roost_core::calls::CallsConfig::default().default_max_participants,
             sfu_grace_secs: d.sfu_grace.as_secs(),
+            reconnect_grace_secs: d.reconnect_grace.as_secs(),
         }
     }
 }

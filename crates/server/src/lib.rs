@@ -147,6 +147,7 @@ pub async fn run(
         roost_signaling::calls::CallsConfig {
             mesh_max: config.calls.mesh_max,
             sfu_grace: Duration::from_secs(config.calls.sfu_grace_secs),
+            reconnect_grace: Duration::from_secs(config.calls.reconnect_grace_secs),
         },
         media,
     );

@@ -38,6 +38,10 @@ pub struct CallsConfig {
     pub mesh_max: usize,
     /// How long the SFU keeps forwarding after a call returns to mesh.
     pub sfu_grace: Duration,
+    /// How long a participant whose socket dropped (without closing) stays
+    /// in its call, for a new socket of the same user to take it back with
+    /// `call.resume`. Zero: it leaves at once.
+    pub reconnect_grace: Duration,
 }
 
 impl Default for CallsConfig {
@@ -45,6 +49,7 @@ impl Default for CallsConfig {
         CallsConfig {
             mesh_max: 4,
             sfu_grace: Duration::from_secs(10),
+            reconnect_grace: Duration::from_secs(15),
         }
     }
 }
@@ -65,8 +70,18 @@ pub struct CallHub {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Local(ConnKey),
-    Remote { node: Uuid, conn: Uuid },
+    Remote {
+        node: Uuid,
+        conn: Uuid,
+    },
+    /// The participant's socket dropped: its frames wait for `call.resume`
+    /// (within the grace).
+    Away(Uuid),
 }
+
+/// Frames kept for a participant whose socket dropped, at most; one more
+/// and it leaves the call.
+const MAX_HELD_FRAMES: usize = 1024;
 
 #[derive(Default)]
 struct State {
@@ -96,6 +111,13 @@ struct Participant {
     /// What a moderator stopped the SFU forwarding, until the participant
     /// unmutes it or shares again.
     stopped: Vec<Source>,
+    /// While its socket is away: the frames that wait for it.
+    held: Vec<ServerFrame>,
+    /// More frames came while away than are kept: it cannot resume.
+    overflowed: bool,
+    /// Counts its departures, so that a grace's end knows whether it
+    /// resumed meanwhile.
+    away_count: u64,
     /// Whether the media engine has this participant.
     in_engine: bool,
 }
@@ -111,6 +133,9 @@ impl Participant {
             audio_locked: false,
             video_locked: false,
             stopped: Vec::new(),
+            held: Vec::new(),
+            overflowed: false,
+            away_count: 0,
             in_engine: false,
         }
     }
@@ -148,6 +173,12 @@ const SCREEN: &[Source] = &[Source::Screen, Source::ScreenAudio];
 
 /// Who to tell what, gathered under the lock and sent after it.
 type Outbox = Vec<(Endpoint, ServerFrame)>;
+
+/// A participant of a live call on this node.
+fn participant_mut(s: &mut State, participant: Uuid) -> Option<&mut Participant> {
+    let room = *s.rooms_of.get(&participant)?;
+    s.by_room.get_mut(&room)?.participants.get_mut(&participant)
+}
 
 /// A frame for everyone in the call but `participant`.
 fn to_others(call: &LiveCall, participant: Uuid, frame: &ServerFrame) -> Outbox {
@@ -221,7 +252,31 @@ impl CallHub {
                 link.send(node, &NodeMessage::Frame { conn, frame })
             }
             (Endpoint::Remote { .. }, None) => {}
+            (Endpoint::Away(participant), _) => self.hold(participant, frame),
         }
+    }
+
+    /// Keeps a frame for a participant whose socket is away, until it
+    /// resumes; past [`MAX_HELD_FRAMES`] it cannot resume any more.
+    fn hold(&self, participant: Uuid, frame: ServerFrame) {
+        let now = {
+            let mut s = self.lock();
+            let Some(p) = participant_mut(&mut s, participant) else {
+                return;
+            };
+            match p.key {
+                Endpoint::Away(_) if p.held.len() < MAX_HELD_FRAMES => {
+                    p.held.push(frame);
+                    return;
+                }
+                Endpoint::Away(_) => {
+                    p.overflowed = true;
+                    return;
+                }
+                to => to,
+            }
+        };
+        self.deliver(now, frame);
     }
 
     /// The topology a call of `count` participants should have, from `current`.
@@ -241,6 +296,20 @@ impl CallHub {
         }
     }
 
+    /// The most participants of the room's call, checking that the actor
+    /// may be in it (members only).
+    async fn max_for(&self, actor: &Actor, room_id: Uuid) -> Result<u32, CoreError> {
+        let admission = self.core.calls.admit(actor, room_id).await?;
+        Ok(if self.engine.is_some() {
+            admission.max_participants
+        } else {
+            // Without the media engine every call stays peer to peer.
+            admission
+                .max_participants
+                .min(self.config.mesh_max.max(2) as u32)
+        })
+    }
+
     /// `call.join` from connection `participant` (registered in the hub as `key`).
     pub async fn join(
         self: &Arc<Self>,
@@ -249,15 +318,7 @@ impl CallHub {
         participant: Uuid,
         room_id: Uuid,
     ) -> Result<CallJoined, CoreError> {
-        let admission = self.core.calls.admit(actor, room_id).await?;
-        let max = if self.engine.is_some() {
-            admission.max_participants
-        } else {
-            // Without the media engine every call stays peer to peer.
-            admission
-                .max_participants
-                .min(self.config.mesh_max.max(2) as u32)
-        };
+        let max = self.max_for(actor, room_id).await?;
         if self.lock().rooms_of.contains_key(&participant) {
             return Err(CoreError::conflict(
                 "already_in_call",
@@ -404,8 +465,11 @@ impl CallHub {
             }
             return answer;
         }
-        if let CallRequest::Join { room_id } = &request {
-            let room_id = *room_id;
+        let starting = match &request {
+            CallRequest::Join { room_id } | CallRequest::Resume { room_id, .. } => Some(*room_id),
+            _ => None,
+        };
+        if let Some(room_id) = starting {
             if let Some(holder) = self.holder_elsewhere(&link, room_id).await {
                 // Set first: the holder's frames may arrive before its answer.
                 link.set_relayed(
@@ -476,6 +540,17 @@ impl CallHub {
         match request {
             CallRequest::Join { room_id } => {
                 let joined = self.join(actor, endpoint, me, room_id).await?;
+                Ok(serde_json::to_value(joined).expect("protocol types serialise"))
+            }
+            CallRequest::Resume {
+                room_id,
+                call_id,
+                participant_id,
+            } => {
+                if participant_id != me {
+                    return Err(CoreError::NotFound("call"));
+                }
+                let joined = self.resume(actor, endpoint, me, room_id, call_id).await?;
                 Ok(serde_json::to_value(joined).expect("protocol types serialise"))
             }
             CallRequest::Leave { call_id } => {
@@ -594,21 +669,128 @@ impl CallHub {
         }
     }
 
-    /// The connection went away: it leaves its call, here or on the node holding it.
-    pub async fn disconnect(self: &Arc<Self>, participant: Uuid) {
+    /// A socket went away: its participant (its connection's, or the one
+    /// it resumed) leaves its call, here or on the node holding it: at once
+    /// where the client closed the socket, else after the reconnection
+    /// grace unless a new socket resumes it (`call.resume`).
+    pub async fn disconnect(self: &Arc<Self>, participant: Uuid, key: ConnKey, closed: bool) {
+        let grace = !closed && !self.config.reconnect_grace.is_zero();
         if let Some(link) = &self.link {
-            if let Some(relayed) = link.forget(participant) {
+            if let Some(relayed) = link.relayed(participant).filter(|r| r.key == key) {
+                link.forget(participant);
                 link.send(
                     relayed.holder,
                     &NodeMessage::Gone {
                         from: link.node(),
                         conn: participant,
+                        grace,
                     },
                 );
                 return;
             }
         }
-        self.leave(participant).await;
+        self.gone_from(participant, Endpoint::Local(key), grace)
+            .await;
+    }
+
+    /// A participant's socket at `from` went away: it leaves at once, or
+    /// stays away for the grace. Nothing happens where another socket has
+    /// resumed it meanwhile.
+    async fn gone_from(self: &Arc<Self>, participant: Uuid, from: Endpoint, grace: bool) {
+        let away = {
+            let mut s = self.lock();
+            let Some(p) = participant_mut(&mut s, participant) else {
+                return;
+            };
+            if p.key != from {
+                return;
+            }
+            grace.then(|| {
+                p.key = Endpoint::Away(participant);
+                p.away_count += 1;
+                p.away_count
+            })
+        };
+        let Some(count) = away else {
+            self.leave(participant).await;
+            return;
+        };
+        tracing::info!(%participant, "a participant's socket dropped; its place in the call waits for it");
+        let calls = self.clone();
+        let grace = self.config.reconnect_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let expired = {
+                let mut s = calls.lock();
+                participant_mut(&mut s, participant)
+                    .is_some_and(|p| matches!(p.key, Endpoint::Away(_)) && p.away_count == count)
+            };
+            if expired {
+                tracing::info!(%participant, "a participant did not come back within the grace");
+                calls.leave(participant).await;
+            }
+        });
+    }
+
+    /// `call.resume`: a socket of the same user takes back a participant
+    /// whose socket dropped (or which the server has not yet seen go), with
+    /// its media connections, its mutes and its place; the frames kept
+    /// meanwhile follow at once. Answered as `call.join`; `not_found` once
+    /// the participant has left (the grace ran out, or too much waited).
+    async fn resume(
+        self: &Arc<Self>,
+        actor: &Actor,
+        endpoint: Endpoint,
+        participant: Uuid,
+        room_id: Uuid,
+        call_id: Uuid,
+    ) -> Result<CallJoined, CoreError> {
+        let max = self.max_for(actor, room_id).await?;
+        let (joined, held) = {
+            let mut s = self.lock();
+            let gone = || CoreError::NotFound("call");
+            if s.rooms_of.get(&participant) != Some(&room_id) {
+                return Err(gone());
+            }
+            let call = s
+                .by_room
+                .get_mut(&room_id)
+                .filter(|c| c.call_id == call_id)
+                .ok_or_else(gone)?;
+            let topology = call.topology;
+            let others = call
+                .participants
+                .iter()
+                .filter(|(id, _)| **id != participant)
+                .map(|(id, p)| p.info(*id))
+                .collect();
+            let p = call
+                .participants
+                .get_mut(&participant)
+                .filter(|p| p.user_id == actor.user_id && !p.overflowed)
+                .ok_or_else(gone)?;
+            p.key = endpoint;
+            p.away_count += 1;
+            let held = std::mem::take(&mut p.held);
+            let joined = CallJoined {
+                call_id,
+                participant_id: participant,
+                topology,
+                ice_servers: self
+                    .core
+                    .turn
+                    .ice_config(actor.user_id, chrono::Utc::now())
+                    .ice_servers,
+                participants: others,
+                max_participants: max,
+            };
+            (joined, held)
+        };
+        tracing::info!(%participant, "a participant resumed its place in the call");
+        for frame in held {
+            self.deliver(endpoint, frame);
+        }
+        Ok(joined)
     }
 
     /// `call.leave`, or the connection went away. Returns whether it was in a call.
@@ -1218,6 +1400,14 @@ impl LocalCalls for CallHub {
         self.leave(participant).await;
     }
 
+    async fn gone(self: &Arc<Self>, participant: Uuid, node: Uuid, grace: bool) {
+        let from = Endpoint::Remote {
+            node,
+            conn: participant,
+        };
+        self.gone_from(participant, from, grace).await;
+    }
+
     fn held(&self) -> Held {
         let s = self.lock();
         Held {
@@ -1228,7 +1418,7 @@ impl LocalCalls for CallHub {
                 .flat_map(|c| c.participants.iter())
                 .filter_map(|(id, p)| match p.key {
                     Endpoint::Remote { node, .. } => Some((node, *id)),
-                    Endpoint::Local(_) => None,
+                    Endpoint::Local(_) | Endpoint::Away(_) => None,
                 })
                 .collect(),
         }

@@ -46,8 +46,14 @@ pub(crate) enum NodeMessage {
     },
     /// A frame of the call for connection `conn` of the receiving node.
     Frame { conn: Uuid, frame: ServerFrame },
-    /// Connection `conn` of node `from` went away: it leaves its call.
-    Gone { from: Uuid, conn: Uuid },
+    /// Connection `conn` of node `from` went away: it leaves its call, at
+    /// once or (`grace`) after the reconnection grace unless it resumes.
+    Gone {
+        from: Uuid,
+        conn: Uuid,
+        #[serde(default)]
+        grace: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -258,8 +264,17 @@ pub(crate) trait LocalCalls: Send + Sync + 'static {
         request: CallRequest,
     ) -> impl Future<Output = Result<serde_json::Value, CoreError>> + Send;
 
-    /// A participant leaves its call here: its connection or its node went away.
+    /// A participant leaves its call here: its node went away.
     fn remove(self: &Arc<Self>, participant: Uuid) -> impl Future<Output = ()> + Send;
+
+    /// A participant's connection on node `node` went away: it leaves its
+    /// call, at once or (`grace`) unless it resumes within the grace.
+    fn gone(
+        self: &Arc<Self>,
+        participant: Uuid,
+        node: Uuid,
+        grace: bool,
+    ) -> impl Future<Output = ()> + Send;
 
     /// The calls held here, for renewing their leases and checking on the
     /// nodes of their participants.
@@ -322,8 +337,8 @@ pub(crate) async fn listen<C: LocalCalls>(
                     }
                 }
             }
-            NodeMessage::Gone { conn, .. } => {
-                calls.remove(conn).await;
+            NodeMessage::Gone { from, conn, grace } => {
+                calls.gone(conn, from, grace).await;
             }
         }
     }

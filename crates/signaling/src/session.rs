@@ -72,6 +72,8 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
         typing_sent: HashMap::new(),
         last_seen: Instant::now(),
         status: PresenceStatus::Online,
+        call_participant: None,
+        closed_by_client: false,
     };
     let closing = session.serve(&mut stream, &mut hub_rx, &mut close_rx).await;
 
@@ -98,6 +100,10 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
             grace = SLOW_CONSUMER_GRACE;
         }
     }
+    let (participant, closed_by_client) = (
+        session.call_participant.unwrap_or(connection_id),
+        session.closed_by_client,
+    );
     drop(session);
     if tokio::time::timeout(grace, &mut writer).await.is_err() {
         writer.abort();
@@ -105,8 +111,11 @@ pub async fn run(gw: Gateway, actor: Actor, socket: WebSocket) {
     // Only now, with the last frames written, does the node stop counting this connection:
     // a shutting-down server waits for that before it exits.
     gw.hub.unregister(key);
-    // A dropped connection leaves its call at once.
-    gw.calls.disconnect(connection_id).await;
+    // A closed socket leaves its call at once; one that dropped is kept
+    // for the reconnection grace, for a new socket to resume.
+    gw.calls
+        .disconnect(participant, key, closed_by_client)
+        .await;
     gw.core
         .presence
         .disconnect(actor.user_id, connection_id)
@@ -168,6 +177,10 @@ struct Session {
     last_seen: Instant,
     /// What this connection last said of its presence.
     status: PresenceStatus,
+    /// Its participant in a call: its own id, or the one it resumed.
+    call_participant: Option<Uuid>,
+    /// The client closed the socket (a close frame), rather than vanished.
+    closed_by_client: bool,
 }
 
 /// Events of one room waiting for an earlier one.
@@ -192,7 +205,9 @@ type Stop = (u16, String);
 /// What one read of the socket gave.
 enum Read {
     Frame(Message),
-    /// The client closed the connection, or it broke.
+    /// The client closed the connection with a close frame.
+    Closed,
+    /// The connection broke.
     End,
     /// The client broke the protocol: close with this code.
     Stop(Stop),
@@ -203,7 +218,8 @@ impl Read {
         use tokio_tungstenite::tungstenite::error::ProtocolError;
         use tokio_tungstenite::tungstenite::Error as WsError;
         let e = match frame {
-            None | Some(Ok(Message::Close(_))) => return Read::End,
+            Some(Ok(Message::Close(_))) => return Read::Closed,
+            None => return Read::End,
             Some(Ok(msg)) => return Read::Frame(msg),
             Some(Err(e)) => e.into_inner(),
         };
@@ -258,6 +274,10 @@ impl Session {
                     }
                 } => match read {
                     Read::End => return None,
+                    Read::Closed => {
+                        self.closed_by_client = true;
+                        return None;
+                    }
                     Read::Stop(stop) => Err(stop),
                     Read::Frame(msg) => self.on_frame_reading_on(msg, stream, &mut early).await,
                 },
@@ -528,9 +548,23 @@ impl Session {
         request: protocol::CallRequest,
     ) -> Result<serde_json::Value, CoreError> {
         let calls = self.gw.calls.clone();
-        calls
-            .request(&self.actor, self.key, self.connection_id, request)
-            .await
+        // A resumed place in a call is the old connection's participant.
+        let (participant, resuming, joining) = match &request {
+            protocol::CallRequest::Resume { participant_id, .. } => (*participant_id, true, false),
+            protocol::CallRequest::Join { .. } => (self.connection_id, false, true),
+            _ => (
+                self.call_participant.unwrap_or(self.connection_id),
+                false,
+                false,
+            ),
+        };
+        let answer = calls
+            .request(&self.actor, self.key, participant, request)
+            .await;
+        if answer.is_ok() && (resuming || joining) {
+            self.call_participant = Some(participant);
+        }
+        answer
     }
 
     fn nack(&self, id: &str, code: &str, message: &str) -> Result<(), Stop> {

@@ -156,6 +156,7 @@ async fn the_fifth_joiner_moves_the_call_to_the_sfu_and_three_bring_it_back() {
     let server = TestServer::with_media(CallsConfig {
         mesh_max: 4,
         sfu_grace: Duration::from_millis(300),
+        ..Default::default()
     })
     .await;
     let (_, mut c, room) = people(&server, 5).await;
@@ -182,7 +183,7 @@ async fn the_fifth_joiner_moves_the_call_to_the_sfu_and_three_bring_it_back() {
         quiet.iter().all(|f| f["type"] != "call.topology"),
         "still SFU at four: {quiet:?}"
     );
-    drop(c.remove(3)); // a dropped connection leaves at once
+    c.remove(3).close().await; // a connection closed by its client leaves at once
     for client in c.iter_mut().take(3) {
         loop {
             let left = client.next_of("call.participant_left").await;
@@ -618,4 +619,94 @@ async fn a_moderators_mute_stops_the_sfu_forwarding_until_the_participant_unmute
         }
     }
     assert_eq!(heard, 20, "after the restart, every packet");
+}
+
+#[tokio::test]
+async fn a_dropped_socket_keeps_its_place_for_a_new_one_to_resume() {
+    let server = TestServer::with_media(CallsConfig {
+        reconnect_grace: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let (users, mut c, room) = people(&server, 3).await;
+    let mut ids = Vec::new();
+    let mut call_id = Value::Null;
+    for client in c.iter_mut() {
+        let joined = join_call(client, &room).await;
+        call_id = joined["call_id"].clone();
+        ids.push(joined["participant_id"].clone());
+    }
+    for client in c.iter_mut() {
+        client.drain(Duration::from_millis(200)).await;
+    }
+
+    // Bob's socket drops without a close (his network changed).
+    drop(c.remove(1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        server.gateway.calls.participants(),
+        3,
+        "bob keeps his place"
+    );
+    // Meanwhile ada offers to him: it waits for him.
+    let ack = c[0]
+        .request(json!({"type": "call.offer", "call_id": call_id, "to": ids[1], "sdp": "v=0 while away"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+
+    // Another user cannot take his place; bob's new socket does.
+    let mut stranger = c.remove(1);
+    let taken = stranger
+        .request(json!({"type": "call.resume", "room_id": room, "call_id": call_id, "participant_id": ids[1]}))
+        .await;
+    assert_eq!(taken["code"], "not_found", "{taken}");
+    let (mut bob, _) = server.join(&users[1], json!({})).await;
+    let resumed = bob
+        .request(json!({"type": "call.resume", "room_id": room, "call_id": call_id, "participant_id": ids[1]}))
+        .await;
+    assert_eq!(resumed["type"], "ack", "{resumed}");
+    assert_eq!(resumed["result"]["participant_id"], ids[1]);
+    assert_eq!(resumed["result"]["topology"], "mesh");
+    assert_eq!(
+        resumed["result"]["participants"].as_array().unwrap().len(),
+        2
+    );
+    let offer = bob.next_of("call.offer").await;
+    assert_eq!(
+        (&offer["from"], &offer["sdp"]),
+        (&ids[0], &json!("v=0 while away")),
+        "what waited for him comes"
+    );
+    // He speaks for his place in the call, and nobody saw him leave.
+    bob.request(json!({"type": "call.mute", "call_id": call_id, "kind": "audio", "muted": true}))
+        .await;
+    let heard = c[0].drain(Duration::from_millis(300)).await;
+    assert!(
+        heard.iter().all(|f| f["type"] != "call.participant_left"),
+        "{heard:?}"
+    );
+    let muted = heard
+        .iter()
+        .find(|f| f["type"] == "call.mute")
+        .expect("his mute is heard");
+    assert_eq!(muted["participant_id"], ids[1]);
+
+    // A socket closed by its client leaves at once.
+    bob.close().await;
+    let left = c[0].next_of("call.participant_left").await;
+    assert_eq!(left["participant_id"], ids[1]);
+
+    // One that drops and does not come back leaves when the grace ends.
+    drop(stranger);
+    let left = tokio::time::timeout(
+        Duration::from_secs(5),
+        c[0].next_of("call.participant_left"),
+    )
+    .await
+    .expect("cyd leaves once the grace is over");
+    assert_eq!(left["participant_id"], ids[2]);
+    let late = c[0]
+        .request(json!({"type": "call.leave", "call_id": call_id}))
+        .await;
+    assert_eq!(late["type"], "ack");
 }

@@ -92,6 +92,48 @@ async fn a_mesh_call_reaches_participants_on_both_nodes() {
     );
     a.next_of("call.participant_joined").await;
 
+    // Bob's socket on node B drops without closing; his new one, on node A
+    // this time, takes his place back, and what waited for him follows.
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a_node.gateway.calls.participants(), 2, "his place waits");
+    a.request(json!({"type": "call.offer", "call_id": call_id, "to": second["participant_id"], "sdp": "v=0 again"}))
+        .await;
+    let (mut b, _) = a_node.join(&bob, json!({})).await;
+    let resumed = b
+        .request(
+            json!({"type": "call.resume", "room_id": room, "call_id": call_id,
+            "participant_id": second["participant_id"]}),
+        )
+        .await;
+    assert_eq!(resumed["type"], "ack", "{resumed}");
+    assert_eq!(b.next_of("call.offer").await["sdp"], "v=0 again");
+    // And back on node B, relayed to node A once more.
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut b, _) = b_node.join(&bob, json!({})).await;
+    let resumed = b
+        .request(
+            json!({"type": "call.resume", "room_id": room, "call_id": call_id,
+            "participant_id": second["participant_id"]}),
+        )
+        .await;
+    assert_eq!(resumed["type"], "ack", "{resumed}");
+    let ack = b
+        .request(json!({"type": "call.offer", "call_id": call_id, "to": first["participant_id"], "sdp": "v=0 from b"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let offer = a.next_of("call.offer").await;
+    assert_eq!(
+        (&offer["from"], &offer["sdp"]),
+        (&second["participant_id"], &json!("v=0 from b"))
+    );
+    let heard = a.drain(Duration::from_millis(200)).await;
+    assert!(
+        heard.iter().all(|f| f["type"] != "call.participant_left"),
+        "nobody saw him leave: {heard:?}"
+    );
+
     // Bob's socket closes on node B: he leaves the call on node A at once.
     b.close().await;
     let left = a.next_of("call.participant_left").await;
@@ -104,6 +146,7 @@ async fn the_sfu_of_the_holding_node_carries_media_for_the_other_nodes_participa
     let (a_node, b_node) = TestServer::pair_with_calls(CallsConfig {
         mesh_max: 0,
         sfu_grace: Duration::from_secs(1),
+        ..Default::default()
     })
     .await;
     let ada = a_node.user("ada").await;

@@ -1265,7 +1265,7 @@ function renderCall() {
   const c = state.call;
   if (c.error) callError(c.error);
   $("#call-topology").textContent = c.topology
-    ? `${c.participants.size + 1} in call · ${TOPOLOGY[c.topology] || c.topology}`
+    ? `${c.participants.size + 1} in call · ${TOPOLOGY[c.topology] || c.topology}${c.reconnecting.size || c.socketDown ? " · reconnecting…" : ""}`
     : "Joining…";
   $("#call-topology").dataset.topology = c.topology || "";
   // Mute buttons; one a moderator locked says so (pressing it explains).

@@ -10,6 +10,17 @@
 
 const SPEAKING_LEVEL = 0.03; // of 1, for levels read locally in a mesh
 
+// A connection that worked and lost its path (a change of network: another
+// Wi-Fi, a new address, a NAT that forgot us) restarts ICE in place: after
+// this long disconnected (at once when failed), then again every
+// RESTART_EVERY_MS while it stays down, RESTARTS times at most.
+const RESTART_AFTER_MS = 1000;
+const RESTART_EVERY_MS = 5000;
+const RESTARTS = 5;
+// How long the socket has to answer a ping when a connection lost its path,
+// before it is taken for dead too and replaced.
+const PROBE_MS = 1000;
+
 // What we tell the user when a moderator mutes their microphone or camera.
 const MUTED_BY_MODERATOR = {
   audio: "A moderator muted your microphone",
@@ -70,6 +81,8 @@ export class Call extends EventTarget {
     this.screenSizes = new Map(); // participant id -> [width, height] of its screen's view
     this.told = new Map(); // "participant id/source" -> the call.subscribe last acknowledged, as JSON
     this.pauseTimers = new Map();
+    this.reconnecting = new Set(); // connections restarting ICE after their path broke
+    this.socketDown = false; // our socket dropped and our place is not yet resumed
     this.sendPc = null;
     this.recvPc = null;
     this.speaking = new Set();
@@ -83,7 +96,14 @@ export class Call extends EventTarget {
     this.error = null;
     this.ended = false;
     this.onFrame = (e) => this.frame(e.detail);
-    this.onDown = () => this.end("The connection to the server dropped; the call ended.");
+    // The socket dropped: the server keeps our place for a while
+    // (`calls.reconnect_grace_secs`), and the new socket takes it back.
+    this.onDown = () => {
+      if (!this.callId || this.ended) return this.end("The connection to the server dropped; the call ended.");
+      this.socketDown = true;
+      this.changed();
+    };
+    this.onReady = () => this.resume();
   }
 
   changed() {
@@ -117,6 +137,7 @@ export class Call extends EventTarget {
     }
     this.live.addEventListener("frame", this.onFrame);
     this.live.addEventListener("down", this.onDown);
+    this.live.addEventListener("ready", this.onReady);
     let r;
     try {
       r = await this.request({ type: "call.join", room_id: this.roomId });
@@ -141,6 +162,31 @@ export class Call extends EventTarget {
     this.changed();
   }
 
+  // A new socket is up after ours dropped: it takes our place in the call
+  // back (`call.resume`); what the server kept for us follows. Past the
+  // server's grace the place is gone, and the call ends here.
+  async resume() {
+    if (!this.socketDown || this.ended) return;
+    try {
+      const r = await this.request({
+        type: "call.resume", room_id: this.roomId, call_id: this.callId, participant_id: this.me,
+      });
+      this.socketDown = false;
+      this.topology = r.topology;
+      const present = new Set(r.participants.map((p) => p.participant_id));
+      for (const id of [...this.participants.keys()]) {
+        if (!present.has(id)) this.onFrame({ detail: { type: "call.participant_left", call_id: this.callId, participant_id: id } });
+      }
+      for (const p of r.participants) this.participants.set(p.participant_id, { ...this.participants.get(p.participant_id), ...p });
+      this.changed();
+      // Connections that lost their path restart now that we can signal.
+      for (const pc of this.reconnecting) pc.restartNow?.();
+    } catch (e) {
+      if (e.code === "disconnected") return; // the next socket tries again
+      this.end("The connection to the server dropped for too long; the call ended.");
+    }
+  }
+
   async leave() {
     const callId = this.callId;
     this.end(null);
@@ -158,6 +204,7 @@ export class Call extends EventTarget {
   cleanup() {
     this.live.removeEventListener("frame", this.onFrame);
     this.live.removeEventListener("down", this.onDown);
+    this.live.removeEventListener("ready", this.onReady);
     clearInterval(this.levelTimer);
     this.closeMesh();
     this.closeSfu();
@@ -183,10 +230,56 @@ export class Call extends EventTarget {
     return { iceServers: this.iceServers };
   }
 
-  watch(pc, what) {
-    pc.addEventListener("connectionstatechange", () => {
-      if (pc.connectionState === "failed" && !this.ended) {
+  // Watches a connection's path. One that never connected and fails ends
+  // the call with a word on why; one that connected and loses its path
+  // restarts ICE by `restart` (see RESTART_AFTER_MS), and the call says
+  // "reconnecting" until it is back.
+  watch(pc, what, restart) {
+    let worked = false;
+    let timer = null;
+    let tries = 0;
+    const up = () => ["connected", "completed"].includes(pc.iceConnectionState);
+    const gone = () => this.ended || pc.signalingState === "closed";
+    const attempt = async () => {
+      timer = null;
+      if (up() || gone()) return;
+      // Signalling needs a live socket, and our place in the call resumed
+      // on it: `resume` calls again once it is.
+      if (this.socketDown || !(await this.live.probe(PROBE_MS))) return;
+      if (up() || gone() || timer) return;
+      if (tries++ === RESTARTS) {
+        this.fail(`The media connection ${what} was lost and did not come back.`);
+        return;
+      }
+      console.info(`restarting ICE on the connection ${what}`);
+      restart();
+      timer = setTimeout(attempt, RESTART_EVERY_MS);
+    };
+    // After our socket came back: at once.
+    pc.restartNow = () => {
+      clearTimeout(timer);
+      attempt();
+    };
+    pc.addEventListener("iceconnectionstatechange", () => {
+      if (gone()) {
+        clearTimeout(timer);
+        return;
+      }
+      const state = pc.iceConnectionState;
+      if (up()) {
+        worked = true;
+        tries = 0;
+        clearTimeout(timer);
+        timer = null;
+        if (this.reconnecting.delete(pc)) this.changed();
+      } else if (state === "failed" && !worked) {
         this.fail(`The media connection ${what} failed (ICE could not find a path). A TURN server may be needed.`);
+      } else if ((state === "disconnected" || state === "failed") && worked && !timer) {
+        // The network may have changed under the socket too: make sure it lives.
+        this.live.probe(PROBE_MS);
+        this.reconnecting.add(pc);
+        this.changed();
+        timer = setTimeout(attempt, state === "failed" ? 0 : RESTART_AFTER_MS);
       }
     });
   }
@@ -218,7 +311,10 @@ export class Call extends EventTarget {
       }
       this.changed();
     });
-    this.watch(pc, `with ${id}`);
+    this.watch(pc, `with ${id}`, () => {
+      pc.restartIce();
+      this.meshOffer(id, pc);
+    });
     if (offerer) this.meshOffer(id, pc);
     return pc;
   }
@@ -297,6 +393,7 @@ export class Call extends EventTarget {
   }
 
   dropPeer(id) {
+    this.reconnecting.delete(this.mesh.get(id));
     this.mesh.get(id)?.close();
     this.mesh.delete(id);
     this.meshStreams.delete(id);
@@ -331,7 +428,11 @@ export class Call extends EventTarget {
     if (this.sendPc) return;
     const pc = new RTCPeerConnection(this.pcConfig());
     this.sendPc = pc;
-    this.watch(pc, "to the server");
+    // Our offer with new credentials; the server answers with new ones.
+    this.watch(pc, "to the server", () => {
+      pc.restartIce();
+      this.offerSfu(pc).catch((e) => console.error("ICE restart", e));
+    });
     for (const track of this.stream.getTracks()) {
       const init = { direction: "sendonly", streams: [this.stream] };
       if (track.kind === "video") init.sendEncodings = LAYERS.map((l) => ({ ...l }));
@@ -356,6 +457,8 @@ export class Call extends EventTarget {
   }
 
   closeSfu() {
+    this.reconnecting.delete(this.sendPc);
+    this.reconnecting.delete(this.recvPc);
     this.sendPc?.close();
     this.recvPc?.close();
     this.sendPc = null;
@@ -370,7 +473,10 @@ export class Call extends EventTarget {
     if (!this.recvPc) {
       const pc = new RTCPeerConnection(this.pcConfig());
       this.recvPc = pc;
-      this.watch(pc, "from the server");
+      // The server offers this one: it offers again with new credentials.
+      this.watch(pc, "from the server", () => {
+        this.request({ type: "sfu.restart", call_id: this.callId }).catch((e) => console.error("sfu.restart", e));
+      });
       pc.addEventListener("track", () => {
         if (this.recvPc !== pc) return;
         this.syncSfuStreams();

@@ -68,7 +68,9 @@ export class Live extends EventTarget {
         this.attempt = 0;
         for (const r of result.rooms) if (!this.seqs.has(r.room_id)) this.seqs.set(r.room_id, r.last_seq);
         clearInterval(this.heartbeat);
-        this.heartbeat = setInterval(() => this.request({ type: "ping" }).catch(() => {}), result.heartbeat_interval_ms * 0.6);
+        // A ping unanswered by the next one's time means a dead connection.
+        const every = result.heartbeat_interval_ms * 0.6;
+        this.heartbeat = setInterval(() => this.probe(every), every);
         this.scheduleRefresh();
         // Requests that waited for the connection, and sends that may not have arrived.
         for (const [rid, p] of this.pending) if (p.frame) this.ws.send(JSON.stringify({ ...p.frame, id: rid }));
@@ -114,6 +116,30 @@ export class Live extends EventTarget {
       return;
     }
     this.retry();
+  }
+
+  /// Pings, and drops the connection and reconnects at once where no
+  /// answer comes within `ms`: after a change of network the old TCP
+  /// connection may look open for a long while, its packets going nowhere.
+  /// Resolves to whether the connection answered.
+  probe(ms) {
+    const ws = this.ws;
+    if (!ws || !this.ready) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        resolve(false);
+        if (this.ws !== ws) return;
+        this.closed(ws, 4000);
+        try {
+          ws.close();
+        } catch {}
+        this.kick();
+      }, ms);
+      this.request({ type: "ping" }).then(
+        () => { clearTimeout(timer); resolve(true); },
+        () => { clearTimeout(timer); resolve(false); },
+      );
+    });
   }
 
   retry() {

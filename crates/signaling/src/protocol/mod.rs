@@ -114,6 +114,13 @@ pub enum CallRequest {
     /// `call.leave`.
     #[serde(rename = "call.leave")]
     Leave { call_id: Uuid },
+    /// `call.resume`.
+    #[serde(rename = "call.resume")]
+    Resume {
+        room_id: Uuid,
+        call_id: Uuid,
+        participant_id: Uuid,
+    },
     /// `call.offer` (mesh).
     #[serde(rename = "call.offer")]
     Offer {
@@ -589,6 +596,7 @@ mod tests {
             r#"{"type":"call.offer","id":"13","call_id":"00000000-0000-0000-0000-000000000002","to":"00000000-0000-0000-0000-000000000003","sdp":"v=0","sources":{"1":"screen"}}"#,
             r#"{"type":"call.share","id":"14","call_id":"00000000-0000-0000-0000-000000000002","sharing":true}"#,
             r#"{"type":"sfu.restart","id":"16","call_id":"00000000-0000-0000-0000-000000000002"}"#,
+            r#"{"type":"call.resume","id":"17","room_id":"00000000-0000-0000-0000-000000000001","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003"}"#,
             r#"{"type":"call.moderate","id":"15","call_id":"00000000-0000-0000-0000-000000000002","participant_id":"00000000-0000-0000-0000-000000000003","action":"stop_screen"}"#,
         ];
         for text in texts {

@@ -79,6 +79,17 @@ pub(super) enum ClientFrame {
     CallJoin { id: String, room_id: Uuid },
     #[serde(rename = "call.leave")]
     CallLeave { id: String, call_id: Uuid },
+    /// Takes back this user's place in a call after its socket dropped:
+    /// `participant_id` as `call.join` gave it. Within the reconnection
+    /// grace the call kept it, its media connections too; answered as
+    /// `call.join` is, and the frames that waited for it follow.
+    #[serde(rename = "call.resume")]
+    CallResume {
+        id: String,
+        room_id: Uuid,
+        call_id: Uuid,
+        participant_id: Uuid,
+    },
     /// Mesh: an SDP offer for another participant of the same call.
     #[serde(rename = "call.offer")]
     CallOffer {
@@ -248,6 +259,19 @@ impl From<ClientFrame> for Dispatched {
             ClientFrame::Ping { id } => Dispatched::Ping { id },
             ClientFrame::CallJoin { id, room_id } => call(id, CallRequest::Join { room_id }),
             ClientFrame::CallLeave { id, call_id } => call(id, CallRequest::Leave { call_id }),
+            ClientFrame::CallResume {
+                id,
+                room_id,
+                call_id,
+                participant_id,
+            } => call(
+                id,
+                CallRequest::Resume {
+                    room_id,
+                    call_id,
+                    participant_id,
+                },
+            ),
             ClientFrame::CallOffer {
                 id,
                 call_id,
@@ -426,6 +450,16 @@ impl From<Dispatched> for ClientFrame {
             Dispatched::Call { id, request } => match request {
                 CallRequest::Join { room_id } => ClientFrame::CallJoin { id, room_id },
                 CallRequest::Leave { call_id } => ClientFrame::CallLeave { id, call_id },
+                CallRequest::Resume {
+                    room_id,
+                    call_id,
+                    participant_id,
+                } => ClientFrame::CallResume {
+                    id,
+                    room_id,
+                    call_id,
+                    participant_id,
+                },
                 CallRequest::Offer {
                     call_id,
                     to,
