@@ -13,7 +13,9 @@
 //
 // Printed for each: when alice's page noticed, and how long after that and
 // after the move media was back. Firefox notices at once (the address
-// goes); the new address is usable from the move on.
+// goes); the new address is usable from the move on. On the SFU, then,
+// alice's UDP is cut for 17 s: the server gives up on her media
+// connections, and her page makes new ones when UDP is back.
 //
 //   ROOST_BIN=path/to/roost [FIREFOX=/usr/bin/firefox-esr] node reconnect.test.mjs   (as root)
 
@@ -59,6 +61,15 @@ async function bothFlow(pages, ms, what) {
   fail(`${what} within ${ms / 1000} s; from ${JSON.stringify(start)} to ${JSON.stringify(last)}`);
 }
 
+// What alice's page knows of its call and socket, for a failure's report.
+const state = (alice) => alice.evaluate(() => {
+  const c = window.roost.state.call;
+  const l = window.roost.live;
+  return { socketDown: c?.socketDown, reconnecting: c?.reconnecting.size, ended: c?.ended, error: c?.error,
+    ws: l.ws?.readyState, ready: l.ready, drops: l.drops,
+    pcs: window.__pcs.map((pc) => `${pc.iceConnectionState}/${pc.connectionState}/${pc.signalingState}`) };
+}).catch((e) => String(e));
+
 // Moves the namespace's side of the veth from its address to `to`.
 function moveAddress(ns, to) {
   const ip = (...args) => execFileSync("ip", ["-n", ns.name, ...args], { stdio: ["ignore", "ignore", "pipe"] });
@@ -89,16 +100,9 @@ async function changeOfNetwork(ns, alice, bob, what, next, limit) {
   }
   if (!noticed) fail(`alice's page shows it reconnects after her address changed (it said "${before}")`);
   check(true, `alice's page says it is reconnecting ${noticed - moved} ms after her address changed`);
-  const state = () => alice.evaluate(() => {
-    const c = window.roost.state.call;
-    const l = window.roost.live;
-    return { socketDown: c?.socketDown, reconnecting: c?.reconnecting.size, ended: c?.ended,
-      ws: l.ws?.readyState, ready: l.ready, attempt: l.attempt, drops: l.drops,
-      pcs: window.__pcs.map((pc) => `${pc.iceConnectionState}/${pc.connectionState}/${pc.signalingState}`) };
-  });
   const back = await bothFlow([alice, bob], 15_000, `media flows both ways again ${what}, over alice's new address`)
     .catch(async (e) => {
-      console.error("alice's page:", JSON.stringify(await state().catch((x) => String(x))));
+      console.error("alice's page:", JSON.stringify(await state(alice)));
       throw e;
     });
   console.log(`  (media back ${back - noticed} ms after her page restarted ICE, ${back - moved} ms after the move)`);
@@ -107,6 +111,33 @@ async function changeOfNetwork(ns, alice, bob, what, next, limit) {
   const bobSees = await bob.evaluate(() => document.querySelector("#call-topology").textContent);
   check(after.startsWith("2 in call") && !after.includes("reconnecting") && bobSees.startsWith("2 in call"),
     `both are still in the call, no longer reconnecting ("${after}", "${bobSees}")`);
+}
+
+// Alice's UDP is cut for longer than the server waits on a silent media
+// connection (15 s) while her socket (TCP) stays up: the server gives up on
+// her connections, her restarts are refused with `not_on_sfu`, and her page
+// opens new connections to the server, staying in the call.
+async function mediaGivenUp(ns, alice, bob) {
+  await bothFlow([alice, bob], 30_000, "alice and bob are in the call via server again");
+  const nft = (...args) => execFileSync("ip", ["netns", "exec", ns.name, "nft", ...args]);
+  nft("add", "table", "inet", "roost_cut");
+  nft("add", "chain", "inet", "roost_cut", "out", "{ type filter hook output priority 0; }");
+  nft("add", "chain", "inet", "roost_cut", "in", "{ type filter hook input priority 0; }");
+  nft("add", "rule", "inet", "roost_cut", "out", "meta", "l4proto", "udp", "drop");
+  nft("add", "rule", "inet", "roost_cut", "in", "meta", "l4proto", "udp", "drop");
+  const cut = Date.now();
+  if (process.env.ROOST_TEST_CONSOLE) console.error(`cut at ${cut % 100000}`);
+  await sleep(17_000);
+  nft("delete", "table", "inet", "roost_cut");
+  const restored = Date.now();
+  const back = await bothFlow([alice, bob], 25_000, "after 17 s without UDP, media flows both ways again over new connections")
+    .catch(async (e) => {
+      console.error("alice's page:", JSON.stringify(await state(alice)));
+      throw e;
+    });
+  console.log(`  (media back ${back - restored} ms after UDP came back, ${back - cut} ms after it was cut)`);
+  const after = await alice.evaluate(() => document.querySelector("#call-topology").textContent);
+  check(after.startsWith("2 in call") && !after.includes("reconnecting"), `alice is still in the call ("${after}")`);
 }
 
 async function main() {
@@ -120,11 +151,11 @@ async function main() {
     fx = await firefoxIn(ns, { "dom.securecontext.allowlist": ns.host });
     // On the SFU, then peer to peer.
     // Through the server, 3 s. Peer to peer the browsers check the new
-    // paths between themselves, which takes Firefox and Chromium 3 to 6 s
+    // paths between themselves, which takes Firefox and Chromium 3 to 7 s
     // here (the server only relays the new offer and candidates).
     for (const [env, what, next, limit] of [
       [{ ROOST_CALLS__MESH_MAX: "0" }, "via server", `${a}.${b}.${c}.3`, 3000],
-      [{}, "peer to peer", `${a}.${b}.${c}.4`, 8000],
+      [{}, "peer to peer", `${a}.${b}.${c}.4`, 10_000],
     ]) {
       const roost = await startRoost({ ...env, ROOST_MEDIA__LISTEN: `${ns.host}:0` }, "warn", { listen: `${ns.host}:0` });
       servers.push(roost);
@@ -146,6 +177,7 @@ async function main() {
       const alice = await fx.browser.newPage();
       await alice.evaluateOnNewDocument(instrument);
       alice.on("pageerror", (e) => console.error(`[alice, firefox] ${e}`));
+      alice.on("console", (m) => process.env.ROOST_TEST_CONSOLE && console.error(`[alice ${Date.now() % 100000}] ${m.text()}`));
       const ctx = await chrome.newContext({ viewport: { width: 1280, height: 800 } });
       await ctx.addInitScript(instrument);
       const bob = await ctx.newPage();
@@ -158,6 +190,7 @@ async function main() {
       await bob.locator("#call-join", { hasText: "Join call (1)" }).waitFor({ timeout: 10_000 });
       await bob.click("#call-join");
       await changeOfNetwork(ns, alice, bob, what, next, limit);
+      if (what === "via server") await mediaGivenUp(ns, alice, bob);
       await alice.close();
       await ctx.close();
     }

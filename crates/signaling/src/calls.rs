@@ -111,6 +111,9 @@ struct Participant {
     /// What a moderator stopped the SFU forwarding, until the participant
     /// unmutes it or shares again.
     stopped: Vec<Source>,
+    /// The certificate of its last sending connection to the SFU: after
+    /// the engine gave up on it, only a new connection comes back.
+    certificate: Option<String>,
     /// While its socket is away: the frames that wait for it.
     held: Vec<ServerFrame>,
     /// More frames came while away than are kept: it cannot resume.
@@ -133,6 +136,7 @@ impl Participant {
             audio_locked: false,
             video_locked: false,
             stopped: Vec::new(),
+            certificate: None,
             held: Vec::new(),
             overflowed: false,
             away_count: 0,
@@ -173,6 +177,16 @@ const SCREEN: &[Source] = &[Source::Screen, Source::ScreenAudio];
 
 /// Who to tell what, gathered under the lock and sent after it.
 type Outbox = Vec<(Endpoint, ServerFrame)>;
+
+/// The SHA-256 fingerprint of the certificate an SDP names, as written.
+fn certificate_of(sdp: &str) -> Option<String> {
+    sdp.lines().find_map(|l| {
+        let value = l.trim().strip_prefix("a=fingerprint:")?;
+        let (hash, value) = value.split_once(' ')?;
+        hash.eq_ignore_ascii_case("sha-256")
+            .then(|| value.trim().to_ascii_uppercase())
+    })
+}
 
 /// A participant of a live call on this node.
 fn participant_mut(s: &mut State, participant: Uuid) -> Option<&mut Participant> {
@@ -385,6 +399,7 @@ impl CallHub {
                     .map(|(id, p)| {
                         let renew = p.in_engine;
                         p.in_engine = true;
+                        p.certificate = None;
                         (*id, renew, p.stopped.clone())
                     })
                     .collect()
@@ -905,6 +920,7 @@ impl CallHub {
                 .filter(|(_, p)| p.in_engine)
                 .map(|(id, p)| {
                     p.in_engine = false;
+                    p.certificate = None;
                     *id
                 })
                 .collect()
@@ -966,6 +982,8 @@ impl CallHub {
     }
 
     /// `sfu.offer`: the engine answers the participant's sending connection.
+    /// A participant of a call on the SFU whose connections the engine gave
+    /// up on (silent too long) comes back in with new ones.
     pub async fn sfu_offer(
         &self,
         participant: Uuid,
@@ -973,15 +991,80 @@ impl CallHub {
         sdp: String,
         sources: BTreeMap<String, TrackSource>,
     ) -> Result<String, CoreError> {
+        let certificate = certificate_of(&sdp);
+        self.back_in_engine(participant, call_id, certificate.as_deref())
+            .await?;
         let engine = self.engine_for(participant, call_id)?;
         let sources = sources
             .into_iter()
             .map(|(mid, source)| (mid, source_to_media(source)))
             .collect();
-        engine
+        let answer = engine
             .publish_sources(participant, sdp, sources)
             .await
-            .map_err(sdp_refused)
+            .map_err(sdp_refused)?;
+        if let Some(p) = participant_mut(&mut self.lock(), participant) {
+            p.certificate = certificate;
+        }
+        Ok(answer)
+    }
+
+    /// Puts a participant of a call on the SFU back in the engine with new
+    /// connections, and what moderators stopped of it: where the engine
+    /// gave up on its connections, or where it offers from a new one (its
+    /// `certificate` is another: the client made its connections anew, and
+    /// the engine lets go of the old ones first). An offer of the connection
+    /// the engine gave up on is refused `not_on_sfu`: the client makes new
+    /// connections.
+    async fn back_in_engine(
+        &self,
+        participant: Uuid,
+        call_id: Uuid,
+        certificate: Option<&str>,
+    ) -> Result<(), CoreError> {
+        let Some(engine) = &self.engine else {
+            return Ok(());
+        };
+        let stopped = {
+            let mut s = self.lock();
+            let room = self.call_of(&s, participant, call_id)?;
+            let call = s.by_room.get_mut(&room).expect("checked by call_of");
+            if call.topology != Topology::Sfu {
+                return Ok(());
+            }
+            let anew = |p: &Participant| {
+                p.in_engine && p.certificate.is_some() && p.certificate.as_deref() != certificate
+            };
+            match call.participants.get_mut(&participant) {
+                Some(p) if anew(p) => {
+                    tracing::info!(%participant, "a participant's new connections replace its old ones");
+                    engine.leave(participant);
+                    p.stopped.clone()
+                }
+                Some(p) if !p.in_engine => {
+                    if p.certificate.is_some() && p.certificate.as_deref() == certificate {
+                        return Err(CoreError::conflict(
+                            "not_on_sfu",
+                            "the server gave up on this connection; make new ones",
+                        ));
+                    }
+                    p.in_engine = true;
+                    p.stopped.clone()
+                }
+                _ => return Ok(()),
+            }
+        };
+        tracing::info!(%participant, "a participant comes back to the media engine with new connections");
+        if !stopped.is_empty() {
+            engine.stop_forwarding(participant, &stopped, true);
+        }
+        if let Err(e) = engine.join(call_id, participant).await {
+            if let Some(p) = participant_mut(&mut self.lock(), participant) {
+                p.in_engine = false;
+            }
+            return Err(sdp_refused(e));
+        }
+        Ok(())
     }
 
     /// `sfu.answer`: the participant's answer to the engine's offer.

@@ -710,3 +710,62 @@ async fn a_dropped_socket_keeps_its_place_for_a_new_one_to_resume() {
         .await;
     assert_eq!(late["type"], "ack");
 }
+
+#[tokio::test]
+async fn a_participant_whose_media_the_engine_gave_up_on_comes_back_with_new_connections() {
+    let server = TestServer::with_media_quick(
+        CallsConfig {
+            mesh_max: 0,
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    let (_, mut c, room) = people(&server, 2).await;
+    let mut call_id = Value::Null;
+    for client in c.iter_mut() {
+        call_id = join_call(client, &room).await["call_id"].clone();
+    }
+    let (listener, speaker) = c.split_at_mut(1);
+    let path = common::sfu_audio_reaches(&mut speaker[0], &mut [&mut listener[0]], &call_id).await;
+    path.silence_speaker();
+    // The engine gives up on the silent connections; the call keeps her.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let restart = c[1]
+            .request(json!({"type": "sfu.restart", "call_id": call_id}))
+            .await;
+        if restart["code"] == "not_on_sfu" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the engine never gave up: {restart}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(server.gateway.calls.participants(), 2);
+    // Her old connection cannot come back: it would be one the server forgot.
+    let old = c[1]
+        .request(json!({"type": "sfu.offer", "call_id": call_id, "sdp": path.offer}))
+        .await;
+    assert_eq!(old["code"], "not_on_sfu", "{old}");
+
+    // A new sending connection brings her back.
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let voice = roost_media::client::Client::start(loopback, Some(roost_media::Kind::Audio))
+        .await
+        .unwrap();
+    let offer = voice.offer().await.unwrap();
+    let ack = c[1]
+        .request(json!({"type": "sfu.offer", "call_id": call_id, "sdp": offer}))
+        .await;
+    assert_eq!(ack["result"]["type"], "answer", "{ack}");
+    let mut voice = voice;
+    voice
+        .accept_answer(ack["result"]["sdp"].as_str().unwrap().to_owned())
+        .await
+        .unwrap();
+    assert!(voice.connected(Duration::from_secs(10)).await);
+    drop(path);
+}

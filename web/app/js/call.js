@@ -20,6 +20,9 @@ const RESTARTS = 5;
 // How long the socket has to answer a ping when a connection lost its path,
 // before it is taken for dead too and replaced.
 const PROBE_MS = 1000;
+// How many times lost connections to the server are made anew, at most,
+// while the new ones fail too.
+const RENEWALS = 3;
 
 // What we tell the user when a moderator mutes their microphone or camera.
 const MUTED_BY_MODERATOR = {
@@ -83,6 +86,7 @@ export class Call extends EventTarget {
     this.pauseTimers = new Map();
     this.reconnecting = new Set(); // connections restarting ICE after their path broke
     this.socketDown = false; // our socket dropped and our place is not yet resumed
+    this.renewals = 0; // times our connections to the server were made anew after failing
     this.sendPc = null;
     this.recvPc = null;
     this.speaking = new Set();
@@ -268,10 +272,16 @@ export class Call extends EventTarget {
       const state = pc.iceConnectionState;
       if (up()) {
         worked = true;
+        this.renewals = 0;
         tries = 0;
         clearTimeout(timer);
         timer = null;
         if (this.reconnecting.delete(pc)) this.changed();
+      } else if (state === "failed" && !worked && pc.renewal && this.renewals < RENEWALS) {
+        // New connections made after the old ones were lost: the network
+        // may still be coming back; new ones again, a little later.
+        this.renewals += 1;
+        setTimeout(() => this.sfuLost({ code: "not_on_sfu" }), RESTART_EVERY_MS);
       } else if (state === "failed" && !worked) {
         this.fail(`The media connection ${what} failed (ICE could not find a path). A TURN server may be needed.`);
       } else if ((state === "disconnected" || state === "failed") && worked && !timer) {
@@ -424,14 +434,17 @@ export class Call extends EventTarget {
 
   // --- SFU --------------------------------------------------------------
 
-  async startSfu() {
+  // `renewal`: new connections in place of lost ones.
+  async startSfu({ renewal = false } = {}) {
     if (this.sendPc) return;
     const pc = new RTCPeerConnection(this.pcConfig());
+    pc.renewal = renewal;
+    this.renewalPending = renewal;
     this.sendPc = pc;
     // Our offer with new credentials; the server answers with new ones.
     this.watch(pc, "to the server", () => {
       pc.restartIce();
-      this.offerSfu(pc).catch((e) => console.error("ICE restart", e));
+      this.offerSfu(pc).catch((e) => this.sfuLost(e));
     });
     for (const track of this.stream.getTracks()) {
       const init = { direction: "sendonly", streams: [this.stream] };
@@ -456,6 +469,25 @@ export class Call extends EventTarget {
     return done;
   }
 
+  // A restart refused with `not_on_sfu` on the server: it gave up on our
+  // connections (silent too long). New ones take their place, as on a
+  // move to the server; the call stays.
+  async sfuLost(e) {
+    if (e.code !== "not_on_sfu" || this.topology !== "sfu" || this.renewing || this.ended) {
+      console.error("ICE restart", e);
+      return;
+    }
+    this.renewing = true;
+    try {
+      this.closeSfu();
+      await this.startSfu({ renewal: true });
+    } catch (err) {
+      console.error("new connections to the server", err);
+    } finally {
+      this.renewing = false;
+    }
+  }
+
   closeSfu() {
     this.reconnecting.delete(this.sendPc);
     this.reconnecting.delete(this.recvPc);
@@ -472,10 +504,11 @@ export class Call extends EventTarget {
   async serverOffer(sdp) {
     if (!this.recvPc) {
       const pc = new RTCPeerConnection(this.pcConfig());
+      pc.renewal = this.renewalPending;
       this.recvPc = pc;
       // The server offers this one: it offers again with new credentials.
       this.watch(pc, "from the server", () => {
-        this.request({ type: "sfu.restart", call_id: this.callId }).catch((e) => console.error("sfu.restart", e));
+        this.request({ type: "sfu.restart", call_id: this.callId }).catch((e) => this.sfuLost(e));
       });
       pc.addEventListener("track", () => {
         if (this.recvPc !== pc) return;

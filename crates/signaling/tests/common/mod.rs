@@ -50,9 +50,18 @@ impl TestServer {
 
     /// A gateway whose calls move to a media engine on loopback past `mesh_max`.
     pub async fn with_media(calls: roost_signaling::calls::CallsConfig) -> TestServer {
+        TestServer::with_media_quick(calls, false).await
+    }
+
+    /// As [`TestServer::with_media`]; with `quick`, the engine gives up on a
+    /// silent connection after 2 s.
+    pub async fn with_media_quick(
+        calls: roost_signaling::calls::CallsConfig,
+        quick: bool,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let url = testing::fresh_database_url(dir.path()).await;
-        TestServer::node(dir, &url, None, |_| {}, |_| {}, Some(calls)).await
+        TestServer::node(dir, &url, None, |_| {}, |_| {}, Some((calls, quick))).await
     }
 
     /// Two nodes sharing one PostgreSQL database and one Redis (at
@@ -89,7 +98,7 @@ impl TestServer {
             Some(&config),
             |_| {},
             |_| {},
-            calls.clone(),
+            calls.clone().map(|c| (c, false)),
         )
         .await;
         let b = TestServer::node(
@@ -98,7 +107,7 @@ impl TestServer {
             Some(&config),
             |_| {},
             |_| {},
-            calls,
+            calls.map(|c| (c, false)),
         )
         .await;
         (a, b)
@@ -110,7 +119,8 @@ impl TestServer {
         cluster: Option<&roost_core::cluster::ClusterConfig>,
         tune_core: impl FnOnce(&mut CoreConfig),
         tune: impl FnOnce(&mut GatewayConfig),
-        calls: Option<roost_signaling::calls::CallsConfig>,
+        // The calls, and whether the engine gives up on silence quickly.
+        calls: Option<(roost_signaling::calls::CallsConfig, bool)>,
     ) -> TestServer {
         let store = Store::connect(&StoreOptions {
             url: url.to_owned(),
@@ -140,13 +150,18 @@ impl TestServer {
         tune(&mut config);
         let gateway = match calls {
             None => Gateway::start(core.clone(), config),
-            Some(calls) => {
-                let media = roost_media::Engine::start(roost_media::EngineConfig {
+            Some((calls, quick)) => {
+                let mut engine = roost_media::EngineConfig {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     ..Default::default()
-                })
-                .await
-                .expect("the media engine starts on loopback");
+                };
+                if quick {
+                    engine.peer_disconnected = Duration::from_secs(1);
+                    engine.peer_failed = Duration::from_secs(1);
+                }
+                let media = roost_media::Engine::start(engine)
+                    .await
+                    .expect("the media engine starts on loopback");
                 Gateway::with_media(core.clone(), config, calls, Some(media))
             }
         };
@@ -454,12 +469,19 @@ impl SilentClient {
 
 /// The media connections of [`sfu_audio_reaches`], to go on speaking.
 pub struct AudioPath {
+    /// The speaker's offer of its sending connection.
+    pub offer: String,
     voice: roost_media::client::Client,
     ears: Vec<roost_media::client::Client>,
     seq: u16,
 }
 
 impl AudioPath {
+    /// The speaker's connection goes silent, as a client whose network vanished.
+    pub fn silence_speaker(&self) {
+        self.voice.vanish();
+    }
+
     /// The answer of listener `i` to a new offer of the server's.
     pub async fn answer(&mut self, i: usize, offer: &Value) -> String {
         self.ears[i]
@@ -621,7 +643,12 @@ pub async fn sfu_audio_reaches(
             playing.insert(f["participant_id"].to_string());
         }
     }
-    AudioPath { voice, ears, seq }
+    AudioPath {
+        offer,
+        voice,
+        ears,
+        seq,
+    }
 }
 
 /// Joins the room's call; returns the answer.
