@@ -121,6 +121,16 @@ impl<K: Copy + Eq + Hash> Demux<K> {
     /// moves (a new network, a new NAT binding) is always reached.
     pub fn route(&mut self, datagram: &[u8], from: SocketAddr) -> Option<K> {
         if let Some(&peer) = self.by_addr.get(&from) {
+            // A check from a known address keeps it among the latest, so the
+            // path in use is never the one forgotten.
+            if datagram.first().is_some_and(|b| *b < 4) {
+                if let Some(addrs) = self.addrs_of.get_mut(&peer) {
+                    if let Some(at) = addrs.iter().position(|a| *a == from) {
+                        let addr = addrs.remove(at);
+                        addrs.push(addr);
+                    }
+                }
+            }
             return Some(peer);
         }
         let ufrag = binding_request_ufrag(datagram)?;
@@ -219,6 +229,12 @@ mod tests {
         assert_eq!(d.route(&[0x80, 0], addr(6009)), Some(1));
         assert_eq!(d.route(&[0x80, 0], addr(6008)), Some(1));
         assert_eq!(d.route(&[0x80, 0], addr(6000)), None);
+        // A check from the older of the two keeps it: the next new one
+        // takes the other's place.
+        assert_eq!(d.route(&binding_request("abcd:r"), addr(6008)), Some(1));
+        assert_eq!(d.route(&binding_request("abcd:r"), addr(6100)), Some(1));
+        assert_eq!(d.route(&[0x80, 0], addr(6008)), Some(1));
+        assert_eq!(d.route(&[0x80, 0], addr(6009)), None);
     }
 
     #[test]

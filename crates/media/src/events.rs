@@ -74,6 +74,14 @@ impl Source {
         Source::ScreenAudio,
     ];
 
+    /// Whether a track of `kind` can carry this source.
+    pub fn fits(self, kind: Kind) -> bool {
+        match kind {
+            Kind::Audio => matches!(self, Source::Microphone | Source::ScreenAudio),
+            Kind::Video => matches!(self, Source::Camera | Source::Screen),
+        }
+    }
+
     /// The source a track of `kind` has when its publisher says nothing.
     pub fn default_for(kind: Kind) -> Source {
         match kind {

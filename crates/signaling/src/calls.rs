@@ -123,6 +123,9 @@ struct Participant {
     away_count: u64,
     /// Whether the media engine has this participant.
     in_engine: bool,
+    /// The engine gave up on its connections: it comes back with new ones
+    /// only (`back_in_engine`), not with someone else's joining.
+    lost: bool,
 }
 
 impl Participant {
@@ -141,6 +144,7 @@ impl Participant {
             overflowed: false,
             away_count: 0,
             in_engine: false,
+            lost: false,
         }
     }
 
@@ -164,10 +168,11 @@ impl Participant {
     }
 }
 
-/// The sources a kind of a participant's media stands for in a mute.
+/// The sources a kind of a participant's media stands for in a mute: all
+/// its audio, or its camera.
 fn sources_of(kind: MediaKind) -> &'static [Source] {
     match kind {
-        MediaKind::Audio => &[Source::Microphone],
+        MediaKind::Audio => &[Source::Microphone, Source::ScreenAudio],
         MediaKind::Video => &[Source::Camera],
     }
 }
@@ -395,10 +400,11 @@ impl CallHub {
             let to_engine: Vec<(Uuid, bool, Vec<Source>)> = if topology == Topology::Sfu {
                 call.participants
                     .iter_mut()
-                    .filter(|(_, p)| moved_to_sfu || !p.in_engine)
+                    .filter(|(_, p)| moved_to_sfu || (!p.in_engine && !p.lost))
                     .map(|(id, p)| {
                         let renew = p.in_engine;
                         p.in_engine = true;
+                        p.lost = false;
                         p.certificate = None;
                         (*id, renew, p.stopped.clone())
                     })
@@ -471,6 +477,11 @@ impl CallHub {
                 .await;
         };
         if let Some(relayed) = link.relayed(participant) {
+            if matches!(request, CallRequest::Resume { .. }) {
+                return self
+                    .resume_relayed(actor, key, participant, relayed, request)
+                    .await;
+            }
             let leaving = matches!(request, CallRequest::Leave { .. });
             let answer = link
                 .request(relayed.holder, actor, participant, request)
@@ -493,6 +504,7 @@ impl CallHub {
                         holder,
                         key,
                         call_id: None,
+                        user_id: actor.user_id,
                     },
                 );
                 let answer = link.request(holder, actor, participant, request).await;
@@ -505,6 +517,7 @@ impl CallHub {
                                 holder,
                                 key,
                                 call_id,
+                                user_id: actor.user_id,
                             },
                         );
                     }
@@ -517,6 +530,34 @@ impl CallHub {
         }
         self.handle(actor, Endpoint::Local(key), participant, request)
             .await
+    }
+
+    /// `call.resume` of a participant this node relays already (its old
+    /// socket here, not yet seen gone): the relay moves to the new socket
+    /// first, as the holder sends what waited at once, and back where the
+    /// holder refuses.
+    async fn resume_relayed(
+        &self,
+        actor: &Actor,
+        key: ConnKey,
+        participant: Uuid,
+        relayed: Relayed,
+        request: CallRequest,
+    ) -> Result<serde_json::Value, CoreError> {
+        let Some(link) = &self.link else {
+            return Err(CoreError::NotFound("call"));
+        };
+        if relayed.user_id != actor.user_id {
+            return Err(CoreError::NotFound("call"));
+        }
+        link.set_relayed(participant, Relayed { key, ..relayed });
+        let answer = link
+            .request(relayed.holder, actor, participant, request)
+            .await;
+        if answer.is_err() {
+            link.set_relayed(participant, relayed);
+        }
+        answer
     }
 
     /// The node holding the room's call, when it is another one. A call
@@ -761,7 +802,7 @@ impl CallHub {
         call_id: Uuid,
     ) -> Result<CallJoined, CoreError> {
         let max = self.max_for(actor, room_id).await?;
-        let (joined, held) = {
+        let joined = {
             let mut s = self.lock();
             let gone = || CoreError::NotFound("call");
             if s.rooms_of.get(&participant) != Some(&room_id) {
@@ -786,8 +827,11 @@ impl CallHub {
                 .ok_or_else(gone)?;
             p.key = endpoint;
             p.away_count += 1;
-            let held = std::mem::take(&mut p.held);
-            let joined = CallJoined {
+            // What waited goes now, under the lock, ahead of anything newer.
+            for frame in std::mem::take(&mut p.held) {
+                self.deliver(endpoint, frame);
+            }
+            CallJoined {
                 call_id,
                 participant_id: participant,
                 topology,
@@ -798,13 +842,9 @@ impl CallHub {
                     .ice_servers,
                 participants: others,
                 max_participants: max,
-            };
-            (joined, held)
+            }
         };
         tracing::info!(%participant, "a participant resumed its place in the call");
-        for frame in held {
-            self.deliver(endpoint, frame);
-        }
         Ok(joined)
     }
 
@@ -1042,13 +1082,15 @@ impl CallHub {
                     p.stopped.clone()
                 }
                 Some(p) if !p.in_engine => {
-                    if p.certificate.is_some() && p.certificate.as_deref() == certificate {
+                    if p.lost && p.certificate.is_some() && p.certificate.as_deref() == certificate
+                    {
                         return Err(CoreError::conflict(
                             "not_on_sfu",
                             "the server gave up on this connection; make new ones",
                         ));
                     }
                     p.in_engine = true;
+                    p.lost = false;
                     p.stopped.clone()
                 }
                 _ => return Ok(()),
@@ -1144,7 +1186,8 @@ impl CallHub {
                     ));
                 }
                 *now_muted = muted;
-                go_on = !muted && me.go_on(sources_of(kind));
+                // The engine holds what was stopped only while it has the participant.
+                go_on = !muted && me.go_on(sources_of(kind)) && me.in_engine;
             }
             let frame = ServerFrame::CallMuted {
                 call_id,
@@ -1176,7 +1219,7 @@ impl CallHub {
             let mut go_on = false;
             if let Some(me) = call.participants.get_mut(&participant) {
                 me.screen_sharing = sharing;
-                go_on = sharing && me.go_on(SCREEN);
+                go_on = sharing && me.go_on(SCREEN) && me.in_engine;
             }
             let frame = ServerFrame::CallShared {
                 call_id,
@@ -1225,6 +1268,7 @@ impl CallHub {
             .await?;
         let by = Some(actor.user_id);
         let mut stop: &[Source] = &[];
+        let in_engine;
         let outbox = {
             let mut s = self.lock();
             let Some(call) = s.by_room.get_mut(&room_id).filter(|c| c.call_id == call_id) else {
@@ -1233,6 +1277,7 @@ impl CallHub {
             let Some(p) = call.participants.get_mut(&target) else {
                 return Err(CoreError::NotFound("participant"));
             };
+            in_engine = p.in_engine;
             let frame = match action {
                 ModerationAction::MuteAudio | ModerationAction::MuteVideo => {
                     let kind = if action == ModerationAction::MuteAudio {
@@ -1309,7 +1354,9 @@ impl CallHub {
                 )],
             }
         };
-        if !stop.is_empty() {
+        // The engine learns it now where it has the participant, else
+        // when it takes it in (`stopped` goes with it).
+        if !stop.is_empty() && in_engine {
             if let Some(engine) = &self.engine {
                 engine.stop_forwarding(target, stop, true);
             }
@@ -1427,6 +1474,7 @@ impl CallHub {
                         .and_then(|c| c.participants.get_mut(&participant))
                     {
                         p.in_engine = false;
+                        p.lost = true;
                     }
                 }
             }
@@ -1454,6 +1502,15 @@ impl CallHub {
                 }
             }
         }
+    }
+
+    /// Whether a participant is in a call, held here or relayed to another node.
+    pub fn in_call(&self, participant: Uuid) -> bool {
+        self.lock().rooms_of.contains_key(&participant)
+            || self
+                .link
+                .as_ref()
+                .is_some_and(|l| l.relayed(participant).is_some())
     }
 
     /// Participants in calls on this node.

@@ -125,6 +125,7 @@ fn known_code(code: &str) -> &'static str {
         "unavailable",
         "unauthorized",
         "rate_limited",
+        "unmute_locked",
     ];
     CODES
         .iter()
@@ -139,6 +140,8 @@ pub(crate) struct Relayed {
     pub holder: Uuid,
     pub key: ConnKey,
     pub call_id: Option<Uuid>,
+    /// Whose participant it is: only that user's socket may resume it.
+    pub user_id: Uuid,
 }
 
 /// A request waiting for the holder's answer.

@@ -205,7 +205,8 @@ type Stop = (u16, String);
 /// What one read of the socket gave.
 enum Read {
     Frame(Message),
-    /// The client closed the connection with a close frame.
+    /// The client closed the connection on purpose: a close frame with
+    /// 1000 (normal) or 1001 (going away, a closed page).
     Closed,
     /// The connection broke.
     End,
@@ -218,7 +219,10 @@ impl Read {
         use tokio_tungstenite::tungstenite::error::ProtocolError;
         use tokio_tungstenite::tungstenite::Error as WsError;
         let e = match frame {
-            Some(Ok(Message::Close(_))) => return Read::Closed,
+            Some(Ok(Message::Close(Some(frame)))) if matches!(frame.code, 1000 | 1001) => {
+                return Read::Closed
+            }
+            Some(Ok(Message::Close(_))) => return Read::End,
             None => return Read::End,
             Some(Ok(msg)) => return Read::Frame(msg),
             Some(Err(e)) => e.into_inner(),
@@ -558,6 +562,16 @@ impl Session {
                 false,
             ),
         };
+        // One socket speaks for one participant: another join or resume
+        // waits until it has left.
+        if let Some(current) = self.call_participant.filter(|p| *p != participant) {
+            if (resuming || joining) && calls.in_call(current) {
+                return Err(CoreError::conflict(
+                    "already_in_call",
+                    "this connection is already in a call; leave it first",
+                ));
+            }
+        }
         let answer = calls
             .request(&self.actor, self.key, participant, request)
             .await;

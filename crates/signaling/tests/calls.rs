@@ -654,12 +654,15 @@ async fn a_dropped_socket_keeps_its_place_for_a_new_one_to_resume() {
         .await;
     assert_eq!(ack["type"], "ack", "{ack}");
 
-    // Another user cannot take his place; bob's new socket does.
+    // Another user cannot take his place; a socket in a call cannot take a
+    // second one; bob's new socket does.
     let mut stranger = c.remove(1);
-    let taken = stranger
-        .request(json!({"type": "call.resume", "room_id": room, "call_id": call_id, "participant_id": ids[1]}))
-        .await;
+    let resume = json!({"type": "call.resume", "room_id": room, "call_id": call_id, "participant_id": ids[1]});
+    let (mut cyd_again, _) = server.join(&users[2], json!({})).await;
+    let taken = cyd_again.request(resume.clone()).await;
     assert_eq!(taken["code"], "not_found", "{taken}");
+    let second = stranger.request(resume).await;
+    assert_eq!(second["code"], "already_in_call", "{second}");
     let (mut bob, _) = server.join(&users[1], json!({})).await;
     let resumed = bob
         .request(json!({"type": "call.resume", "room_id": room, "call_id": call_id, "participant_id": ids[1]}))

@@ -130,8 +130,9 @@ export class Live extends EventTarget {
         resolve(false);
         if (this.ws !== ws) return;
         this.closed(ws, 4000);
+        // Not 1000: the server keeps our place in a call for the new socket.
         try {
-          ws.close();
+          ws.close(4000, "no answer to a ping");
         } catch {}
         this.kick();
       }, ms);

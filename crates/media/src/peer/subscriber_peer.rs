@@ -39,6 +39,9 @@ pub struct SubscriberPeer {
     /// An ICE restart was offered, or is to be: the answer brings the
     /// client's new credentials.
     restarting: bool,
+    /// The offer out carries the restart's credentials: its answer ends
+    /// the restart, whatever the client answers with.
+    restart_offered: bool,
     next_mid: u32,
 }
 
@@ -77,6 +80,7 @@ impl SubscriberPeer {
             changed: false,
             remote: None,
             restarting: false,
+            restart_offered: false,
             next_mid: 0,
         }
     }
@@ -123,13 +127,19 @@ impl SubscriberPeer {
 
     /// Restarts ICE from this side: the next offer carries these
     /// credentials, and the client answers with new ones of its own.
-    /// Until then the old ones are still taken.
-    pub fn restart_ice(&mut self, ufrag: String, pwd: String) {
+    /// Until then the old ones are still taken. While a restart waits for
+    /// its answer, another changes nothing (the client still checks with
+    /// the credentials it has); returns whether this one restarts.
+    pub fn restart_ice(&mut self, ufrag: String, pwd: String) -> bool {
+        if self.restarting {
+            return false;
+        }
         self.session.ufrag = ufrag.clone();
         self.session.pwd = pwd.clone();
         self.transport.restart_ice(ufrag, pwd);
         self.restarting = true;
         self.changed = true;
+        true
     }
 
     /// This side's ICE ufrag now: it names the connection in the demux.
@@ -144,6 +154,7 @@ impl SubscriberPeer {
         }
         self.session.version += 1;
         let offer = Offer::new(&self.session)?;
+        self.restart_offered = self.restarting;
         let sdp = offer.sdp.clone();
         self.offered = Some(offer);
         self.changed = false;
@@ -172,10 +183,9 @@ impl SubscriberPeer {
                     "the answer's DTLS fingerprint is not the connection's: it comes from another connection".into(),
                 ))
             }
-            Some(known) if *known != identity && self.restarting => {
+            Some(known) if *known != identity && self.restart_offered => {
                 // The client's side of the restart.
                 self.remote = Some(identity);
-                self.restarting = false;
             }
             Some(known) if *known != identity => {
                 return Err(MediaError::Mismatch(
@@ -195,6 +205,9 @@ impl SubscriberPeer {
             }
         }
         self.offered = None;
+        if std::mem::take(&mut self.restart_offered) {
+            self.restarting = false;
+        }
         self.apply(&answered);
         Ok(())
     }

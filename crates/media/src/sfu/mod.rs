@@ -541,12 +541,15 @@ impl Sfu {
             .ok_or(MediaError::NotFound("participant"))?
             .subscriber;
         let (ufrag, pwd) = credentials(&mut self.rng);
-        self.peers
+        let restarts = self
+            .peers
             .get_mut(&key)
             .and_then(|slot| slot.peer.subscriber())
             .ok_or(MediaError::NotFound("subscriber connection"))?
             .restart_ice(ufrag.clone(), pwd);
-        self.restarted(key, ufrag);
+        if restarts {
+            self.restarted(key, ufrag);
+        }
         if let Some(p) = self.participants.get_mut(&participant) {
             p.renegotiate = true;
         }
@@ -1200,6 +1203,9 @@ impl Sfu {
                         .participants
                         .get_mut(&participant)
                         .and_then(|p| p.sources.remove(&track))
+                        // A source of the other kind is not taken: audio
+                        // named `camera` would escape a moderator's mute.
+                        .filter(|s| s.fits(kind))
                         .unwrap_or(Source::default_for(kind));
                     let Some(call) = self.participants.get(&participant).map(|p| p.call) else {
                         continue;

@@ -362,7 +362,13 @@ impl Client {
 
     /// Closes the socket from the client's side, as a user closing the page.
     pub async fn close(&mut self) {
-        let _ = self.ws.close(None).await;
+        // As a page that leaves does: 1000, so the server takes it for a
+        // leave, not a drop.
+        let normal = CloseFrame {
+            code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = self.ws.close(Some(normal)).await;
         while let Ok(Some(Ok(_))) =
             tokio::time::timeout(Duration::from_secs(5), self.ws.next()).await
         {}
