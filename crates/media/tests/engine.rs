@@ -399,6 +399,38 @@ async fn audio_levels_tell_who_speaks_at_a_bounded_rate() {
     assert_eq!(after, vec![vec![]], "the end of the turn, once");
 }
 
+#[tokio::test]
+async fn a_microphone_a_moderator_stopped_is_not_announced_as_speaking() {
+    let (engine, mut events) = engine().await;
+    let call = Uuid::new_v4();
+    let (speaker, publisher) = publisher(&engine, call, Kind::Audio).await;
+    let mut seq: u16 = 1;
+    // Loud for `ms`, in 20 ms packets: the speakers announced meanwhile.
+    let mut speak = async |ms: u32| {
+        let mut announced = Vec::new();
+        for _ in 0..ms / 20 {
+            publisher.send_with_level(seq, u32::from(seq) * 960, vec![0xF8; 60], Some(20));
+            seq = seq.wrapping_add(1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while let Ok(e) = events.try_recv() {
+                if let EngineEvent::Speaking { speakers, .. } = e {
+                    announced.push(speakers.into_iter().map(|(p, _)| p).collect::<Vec<_>>());
+                }
+            }
+        }
+        announced
+    };
+    assert_eq!(speak(1000).await, vec![vec![speaker]]);
+    engine.stop_forwarding(speaker, &[Source::Microphone], true);
+    assert_eq!(
+        speak(1000).await,
+        vec![Vec::<Uuid>::new()],
+        "stopped, it is heard by no one, and nobody is said to speak"
+    );
+    engine.stop_forwarding(speaker, &[Source::Microphone], false);
+    assert_eq!(speak(1000).await, vec![vec![speaker]]);
+}
+
 /// A video publisher and `n` subscribers, negotiated and connected, the
 /// publisher's early keyframe requests drained.
 async fn video_call(

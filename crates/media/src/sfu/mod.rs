@@ -1388,9 +1388,12 @@ impl Sfu {
                 .is_none_or(|s| s.others.iter().all(|&o| o > here))
         };
         let stopped = &self.stopped;
+        // A track a moderator stopped is heard by no one: silent, though
+        // its call is still looked at, so its speaker's turn ends.
         let tracks = self.tracks.iter().filter_map(|((publisher, _), track)| {
             let heard = !stopped.contains(&(*publisher, track.source));
-            (heard && announces(&track.call)).then_some((track.call, *publisher, &track.level))
+            let level = heard.then_some(&track.level);
+            announces(&track.call).then_some((track.call, *publisher, level))
         });
         let events = self.speakers.tick(now, tracks);
         for event in events {

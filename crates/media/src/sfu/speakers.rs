@@ -61,17 +61,18 @@ impl Speakers {
     }
 
     /// Looks at every track, given as its call, its publisher and its
-    /// level, and returns an announcement for each call whose speakers
-    /// changed. A call with no track is forgotten.
+    /// level (none for a track heard by no one), and returns an
+    /// announcement for each call whose speakers changed. A call with no
+    /// track is forgotten.
     pub(crate) fn tick<'a>(
         &mut self,
         now: Instant,
-        tracks: impl Iterator<Item = (Uuid, Uuid, &'a Level)>,
+        tracks: impl Iterator<Item = (Uuid, Uuid, Option<&'a Level>)>,
     ) -> Vec<EngineEvent> {
         let mut by_call: HashMap<Uuid, Vec<(Uuid, u8)>> = HashMap::new();
         for (call, participant, level) in tracks {
             let speakers = by_call.entry(call).or_default();
-            if let Some(loudness) = level.speaking(now) {
+            if let Some(loudness) = level.and_then(|l| l.speaking(now)) {
                 match speakers.iter_mut().find(|(p, _)| *p == participant) {
                     Some(s) => s.1 = s.1.max(loudness),
                     None => speakers.push((participant, loudness)),
@@ -131,7 +132,7 @@ mod tests {
         lb.observe(10, t);
         let tracks = |la: &Level, lb: &Level| vec![(call, a, *la), (call, b, *lb)];
         let tick = |s: &mut Speakers, now, v: Vec<(Uuid, Uuid, Level)>| {
-            s.tick(now, v.iter().map(|(c, p, l)| (*c, *p, l)))
+            s.tick(now, v.iter().map(|(c, p, l)| (*c, *p, Some(l))))
         };
         let first = tick(&mut speakers, t, tracks(&la, &lb));
         assert!(
