@@ -315,6 +315,30 @@ impl CallHub {
         }
     }
 
+    /// What `call.join` and `call.resume` are answered with.
+    fn joined(
+        &self,
+        actor: &Actor,
+        call_id: Uuid,
+        participant: Uuid,
+        topology: Topology,
+        others: Vec<CallParticipantInfo>,
+        max: u32,
+    ) -> CallJoined {
+        CallJoined {
+            call_id,
+            participant_id: participant,
+            topology,
+            ice_servers: self
+                .core
+                .turn
+                .ice_config(actor.user_id, chrono::Utc::now())
+                .ice_servers,
+            participants: others,
+            max_participants: max,
+        }
+    }
+
     /// The most participants of the room's call, checking that the actor
     /// may be in it (members only).
     async fn max_for(&self, actor: &Actor, room_id: Uuid) -> Result<u32, CoreError> {
@@ -413,18 +437,7 @@ impl CallHub {
                 Vec::new()
             };
             s.rooms_of.insert(participant, room_id);
-            let joined = CallJoined {
-                call_id,
-                participant_id: participant,
-                topology,
-                ice_servers: self
-                    .core
-                    .turn
-                    .ice_config(actor.user_id, chrono::Utc::now())
-                    .ice_servers,
-                participants: others,
-                max_participants: max,
-            };
+            let joined = self.joined(actor, call_id, participant, topology, others, max);
             (joined, to_engine, count)
         };
         if let Some(engine) = &self.engine {
@@ -831,18 +844,7 @@ impl CallHub {
             for frame in std::mem::take(&mut p.held) {
                 self.deliver(endpoint, frame);
             }
-            CallJoined {
-                call_id,
-                participant_id: participant,
-                topology,
-                ice_servers: self
-                    .core
-                    .turn
-                    .ice_config(actor.user_id, chrono::Utc::now())
-                    .ice_servers,
-                participants: others,
-                max_participants: max,
-            }
+            self.joined(actor, call_id, participant, topology, others, max)
         };
         tracing::info!(%participant, "a participant resumed its place in the call");
         Ok(joined)
