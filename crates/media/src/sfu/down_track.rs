@@ -63,35 +63,29 @@ impl DownTrack {
     /// Pauses or resumes it for the subscriber; whether that changed
     /// anything.
     pub(crate) fn set_paused(&mut self, paused: bool) -> bool {
-        if paused == self.paused {
-            return false;
-        }
-        let held = self.held();
-        self.paused = paused;
-        self.hold_changed(held);
-        true
+        self.set_hold(|d| &mut d.paused, paused)
     }
 
     /// Leaves it out for the subscriber's bandwidth, or takes it back;
     /// whether that changed anything.
     pub(crate) fn set_starved(&mut self, starved: bool) -> bool {
-        if starved == self.starved {
-            return false;
-        }
-        let held = self.held();
-        self.starved = starved;
-        self.hold_changed(held);
-        true
+        self.set_hold(|d| &mut d.starved, starved)
     }
 
     /// Stops it at a moderator's word, or lets it go on; whether that
     /// changed anything.
     pub(crate) fn set_stopped(&mut self, stopped: bool) -> bool {
-        if stopped == self.stopped {
+        self.set_hold(|d| &mut d.stopped, stopped)
+    }
+
+    /// Sets one of the reasons to hold it; whether that changed anything.
+    fn set_hold(&mut self, reason: fn(&mut DownTrack) -> &mut bool, value: bool) -> bool {
+        let held = self.held();
+        let flag = reason(self);
+        if *flag == value {
             return false;
         }
-        let held = self.held();
-        self.stopped = stopped;
+        *flag = value;
         self.hold_changed(held);
         true
     }
