@@ -23,7 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import {
-  CHROMIUM, PASSWORD, check, chromiumArgs, fail, firefoxIn, instrument, netns, png, register, sleep, startRoost,
+  CHROMIUM, PASSWORD, check, chromiumArgs, fail, firefoxIn, instrument, netns, png, register, sleep, startRoost, waitUntil,
 } from "./support.mjs";
 
 
@@ -55,19 +55,8 @@ function received() {
   })();
 }
 
-async function until(what, fn, ms = 15_000) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last && last.ok) {
-      check(true, what);
-      return last;
-    }
-    await sleep(300);
-  }
-  fail(`${what} within ${ms / 1000} s; last: ${JSON.stringify(last)}`);
-}
+// Polls `fn` every 300 ms until it says `ok` (support.mjs's waitUntil).
+const until = (what, fn, ms = 15_000) => waitUntil(what, fn, ms, 300);
 
 // The text of the elements matching `selector` in a puppeteer page.
 const texts = (page, selector) => page.$$eval(selector, (els) => els.map((e) => e.textContent));
