@@ -14,8 +14,8 @@
 //   keyframes;
 // - the Chromium viewer keeps receiving large layers throughout;
 // - with the cap lifted, the Firefox viewer receives a larger layer again
-//   (within 45 s: without probing, the estimate climbs back at GCC's
-//   pace, 8% a second, from where the short link left it).
+//   within 10 s: the server probes for room (padding on an RTX stream,
+//   ADR 0029) rather than waiting for the estimate to climb at GCC's pace.
 //
 //   ROOST_BIN=path/to/roost [FIREFOX=/usr/bin/firefox-esr] node bandwidth.test.mjs   (as root)
 
@@ -49,7 +49,6 @@ async function main() {
     const foxOrigin = `http://${ns.host}:${foxHarness.address().port}`;
     roost = await startRoost({
       ROOST_CALLS__MESH_MAX: "0",
-      ROOST_MEDIA__ALLOCATE_BANDWIDTH: "true",
       ROOST_MEDIA__LISTEN: `${ns.host}:0`,
       ROOST_GATEWAY__ALLOWED_ORIGINS: JSON.stringify([origin, foxOrigin]),
     }, "warn", { listen: `${ns.host}:0` });
@@ -138,6 +137,8 @@ async function main() {
       small = await playing();
       const decoding = small.filter((r) => r.fps > 0);
       if (decoding.length > 0 && decoding.every((r) => r.width <= 320)) break;
+      // A second of decoding small layers only, ending by 6 s: the switch
+      // came within 5 s.
       if (Date.now() - capAt > 6_000) fail(`with the cap, the Firefox viewer decodes small layers only within 5 s: ${JSON.stringify(small)}`);
     }
     check(true, `within ${((Date.now() - capAt) / 1000).toFixed(1)} s of the cap the Firefox viewer decodes small layers only (${small.map((r) => r.fps > 0 ? `${r.width} px` : "held").join(", ")})`);
@@ -145,6 +146,7 @@ async function main() {
     // 20 s on the short link: one camera at least keeps playing.
     let best = 0;
     let longestGap = 0;
+    let gapAt;
     const start = await streams(capped);
     const lastFrames = cams(start).map((r) => r.frames);
     const lastAt = cams(start).map(() => Date.now());
@@ -159,14 +161,16 @@ async function main() {
           lastAt[i] = now;
         }
       });
-      longestGap = Math.max(longestGap, Math.min(...lastAt.map((at) => now - at)));
+      const gap = Math.min(...lastAt.map((at) => now - at));
+      if (gap > longestGap) gapAt = new Date(now).toISOString();
+      longestGap = Math.max(longestGap, gap);
       for (const r of cams(await streams(clear))) clearWidths.add(r.width);
     }
     const end = await streams(capped);
     const fps = cams(end).map((r, i) => (r.frames - cams(start)[i].frames) / 20);
     best = Math.max(...fps);
     check(best >= 10, `over 20 s at 300 kbit/s with 5% loss, the Firefox viewer decodes a camera at ${best.toFixed(1)} frames a second (all: ${fps.map((f) => f.toFixed(1)).join(", ")})`);
-    check(longestGap <= 2000, `and the camera it plays best never freezes over 2 s (longest ${longestGap} ms)`);
+    check(longestGap <= 2000, `and the camera it plays best never freezes over 2 s (longest ${longestGap} ms, to ${gapAt})`);
     const plis = cams(end).reduce((n, r, i) => n + r.plis - cams(start)[i].plis, 0);
     check(plis <= 20, `it asked for ${plis} keyframes in those 20 s`);
     check(Math.max(...clearWidths) >= 640, `meanwhile the Chromium viewer on a clear link keeps large layers (${[...clearWidths].join(", ")} px wide)`);
@@ -179,7 +183,7 @@ async function main() {
     for (;;) {
       back = await playing();
       if (back.some((r) => r.fps > 0 && r.width >= 640)) break;
-      if (Date.now() - liftAt > 45_000) fail(`with the cap lifted, the Firefox viewer decodes a larger layer again within 45 s: ${JSON.stringify(back)}`);
+      if (Date.now() - liftAt > 10_000) fail(`with the cap lifted, the Firefox viewer decodes a larger layer again within 10 s: ${JSON.stringify(back)}`);
     }
     check(true, `${((Date.now() - liftAt) / 1000).toFixed(1)} s after the cap is lifted the Firefox viewer decodes larger layers again (${back.map((r) => r.fps > 0 ? `${r.width} px` : "held").join(", ")})`);
     const logs = (await Promise.all(pages.map((p) => p.evaluate(() => window.participant.log)))).flat();

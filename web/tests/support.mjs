@@ -2,7 +2,7 @@
 // reporting, and a real `roost serve` on loopback.
 
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createWriteStream, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -107,6 +107,8 @@ export function startRoost(env, logLevel = "warn", { listen = "127.0.0.1:0" } = 
   const child = spawn(bin, ["serve", "--listen", listen, "--data-dir", data], { env: childEnv });
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
+  // ROOST_TEST_SERVER_LOG=FILE keeps the server's whole log, for a look after.
+  if (process.env.ROOST_TEST_SERVER_LOG) child.stderr.pipe(createWriteStream(process.env.ROOST_TEST_SERVER_LOG, { flags: "a" }));
   return new Promise((resolve, reject) => {
     let out = "";
     child.stdout.on("data", (d) => {

@@ -36,9 +36,10 @@ pub struct EngineConfig {
     /// stream's rate retransmissions may add (see [`crate::retransmit`]).
     pub retransmit_limits: crate::RetransmitLimits,
     /// Whether each subscriber's video is fitted to its connection's
-    /// estimated bandwidth (ADR 0026): smaller layers, and tracks held
-    /// back, on a short link. Off, a subscriber gets the layer its size
-    /// calls for whatever its link carries.
+    /// estimated bandwidth (ADR 0026), probing for more when it is short
+    /// of what the sizes call for (ADR 0029): smaller layers, and tracks
+    /// held back, on a short link. Off, a subscriber gets the layer its
+    /// size calls for whatever its link carries. On by default.
     pub allocate_bandwidth: bool,
     /// Keyframe requests forwarded to a publisher per track, at most one per this interval.
     pub keyframe_interval: Duration,
@@ -68,7 +69,7 @@ impl Default for EngineConfig {
             gso: true,
             retransmit_history: 512,
             retransmit_limits: crate::RetransmitLimits::default(),
-            allocate_bandwidth: false,
+            allocate_bandwidth: true,
             keyframe_interval: Duration::from_millis(500),
             peer_disconnected: Duration::from_secs(5),
             peer_failed: Duration::from_secs(10),

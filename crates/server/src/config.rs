@@ -193,8 +193,7 @@ pub struct MediaSection {
     pub retransmit_share_percent: u8,
     /// Fit each subscriber's video to the bandwidth its connection's
     /// congestion feedback shows (smaller simulcast layers, tracks held
-    /// back on a short link). Off by default while its recovery after a
-    /// short spell is slow (docs/webrtc.md, "Bandwidth").
+    /// back on a short link; docs/webrtc.md, "Bandwidth"). On by default.
     pub allocate_bandwidth: bool,
 }
 

@@ -11,6 +11,15 @@
 //! (ADR 0026). The estimate is the lower of the two halves; the SFU's
 //! allocator picks simulcast layers within it.
 //!
+//! After a fall the estimate climbs back slowly: GCC goes up by a packet a
+//! round trip near the rate it last fell from. So when the allocator wants
+//! more than the estimate, the connection probes (ADR 0029): for a moment
+//! it sends at a higher rate, padding on top of the media, and the rate at
+//! which the client's feedback shows those packets arrived becomes the
+//! estimate if it is higher. A probe goes at most to twice the estimate;
+//! one that finds no more room is followed by the next only after a wait
+//! that doubles, up to [`PROBE_BACKOFF_MAX`].
+//!
 //! The sent packets are kept in a ring indexed by their number, so sending
 //! one costs a store, and a client's feedback can name only what was sent
 //! lately. Nothing here reads a clock.
@@ -18,7 +27,8 @@
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{
-    convert_twcc, OveruseDetector, PacketReport, RateCalculator, RateController, SlopeEstimator,
+    convert_twcc, OveruseDetector, PacketReport, RateCalculator, RateControlState, RateController,
+    SlopeEstimator, Usage,
 };
 use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
@@ -47,6 +57,40 @@ const LOSS_WEIGHT: f64 = 0.3;
 /// second.
 const LOSS_INTERVAL: Duration = Duration::from_millis(200);
 const LOSS_INCREASE: f64 = 1.08;
+/// The estimate grows to at most this multiple of what arrives, plus this
+/// many bits per second.
+const THROUGHPUT_FACTOR: f64 = 1.5;
+const THROUGHPUT_MARGIN: f64 = 10_000.0;
+
+/// How long a probe sends at its rate: long enough for a short link's
+/// queue to show it, short enough that a link with no more room is
+/// delayed only for a moment.
+const PROBE_DURATION: Duration = Duration::from_millis(300);
+/// How often padding is sent while a probe runs.
+pub const PROBE_PACING: Duration = Duration::from_millis(5);
+/// A probe goes at most to this multiple of the estimate.
+const PROBE_FACTOR: f64 = 2.0;
+/// The allocator must want this much more than the estimate for a probe.
+const PROBE_WANT_FACTOR: f64 = 1.1;
+/// A probe that measured this share of its rate found the path carrying
+/// all of it.
+const PROBE_CARRIED: f64 = 0.9;
+/// After a probe whose whole rate arrived, the next may come after this
+/// (the media first grows into the new estimate); after one that found
+/// where the path ends, or found nothing, after a wait that doubles from
+/// the first to the last.
+const PROBE_AFTER_SUCCESS: Duration = Duration::from_millis(500);
+const PROBE_BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// Feedback on a probe's packets is waited for at most this long after it
+/// ends; what came by then is judged.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
+/// A probe's result is believed when at least this many of its packets
+/// were reported and this share of them arrived.
+const PROBE_MIN_PACKETS: u32 = 5;
+const PROBE_MIN_ARRIVED: f64 = 0.8;
+/// The biggest padding packet: RTP padding says its length in one byte.
+pub const PADDING_MAX: usize = 255;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Sent {
@@ -59,6 +103,70 @@ struct Sent {
     size: u16,
     /// Reported already: a later report of it is not counted twice.
     reported: bool,
+    /// The probe it went out in (see [`Probe::id`]), 0 for none.
+    probe: u8,
+}
+
+/// A probe: what it aims at, and what the client's feedback says of the
+/// packets sent while it ran.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// Numbers probes apart in the ring, 1 to 255.
+    id: u8,
+    started: Instant,
+    until: Instant,
+    /// The rate it sends at, media and padding together, in bits per second.
+    rate: f64,
+    /// Bytes sent in it so far.
+    bytes: u64,
+    /// The last packet it sent, by its place in the ring's count.
+    last: Option<u64>,
+    /// Reported: packets, those that arrived, and the extent of both in
+    /// time and bytes.
+    reported: u32,
+    arrived: u32,
+    departures: Option<(u64, u64)>,
+    /// The bytes of the packets reported, less the last to leave.
+    sent_bytes: u64,
+    last_departed_size: u64,
+    arrivals: Option<(Duration, Duration)>,
+    /// The bytes of the packets that arrived, less the first to arrive.
+    arrived_bytes: u64,
+    first_arrived_size: u64,
+    /// The feedback on its last packet came.
+    heard_last: bool,
+    /// The delay half saw the path overused while it ran: it found a
+    /// queue, not room, whatever the rates say (a short link's burst
+    /// allowance lets the first of a probe through at any rate).
+    overused: bool,
+}
+
+impl Probe {
+    /// The rate it measured: the lower of the rates its packets left and
+    /// arrived at, and where they arrived markedly slower than they left,
+    /// a little under that (the path's room, found); `None` when too
+    /// little of it was heard.
+    fn result(&self) -> Option<f64> {
+        let ((first_out, last_out), (first_in, last_in)) = (self.departures?, self.arrivals?);
+        if self.overused
+            || self.reported < PROBE_MIN_PACKETS
+            || f64::from(self.arrived) < PROBE_MIN_ARRIVED * f64::from(self.reported)
+        {
+            return None;
+        }
+        let sent_secs = (last_out - first_out) as f64 / 1e6;
+        let received_secs = (last_in - first_in).as_secs_f64();
+        if sent_secs <= 0.0 || received_secs <= 0.0 {
+            return None;
+        }
+        let sent = (self.sent_bytes - self.last_departed_size) as f64 * 8.0 / sent_secs;
+        let received = (self.arrived_bytes - self.first_arrived_size) as f64 * 8.0 / received_secs;
+        Some(if received < 0.9 * sent {
+            0.95 * received
+        } else {
+            sent.min(received)
+        })
+    }
 }
 
 /// One connection's estimate.
@@ -79,6 +187,17 @@ pub struct Congestion {
     /// Feedback came: the estimate means something.
     heard: bool,
     reports: Vec<PacketReport>,
+    /// The probe running or waiting for its feedback.
+    probe: Option<Probe>,
+    /// The last probe's number, and when the next may start.
+    probe_id: u8,
+    next_probe: Option<Instant>,
+    /// The wait after the next probe that finds no more room.
+    probe_backoff: Duration,
+    /// Probes sent, and those that raised the estimate.
+    probes: (u64, u64),
+    /// When a running probe's padding is next due, or its feedback judged.
+    timer: Option<Instant>,
 }
 
 impl Default for Congestion {
@@ -102,6 +221,12 @@ impl Congestion {
             loss_changed: None,
             heard: false,
             reports: Vec::new(),
+            probe: None,
+            probe_id: 0,
+            next_probe: None,
+            probe_backoff: PROBE_BACKOFF_MIN,
+            probes: (0, 0),
+            timer: None,
         }
     }
 
@@ -113,6 +238,12 @@ impl Congestion {
         }
         let base = *self.base.get_or_insert(now);
         let seq = self.next as u16;
+        let mut probe = 0;
+        if let Some(p) = self.probe.as_mut().filter(|p| now < p.until) {
+            p.bytes += size as u64;
+            p.last = Some(self.next);
+            probe = p.id;
+        }
         self.sent[self.next as usize % RING] = Sent {
             departure_us: now.saturating_duration_since(base).as_micros() as u64,
             ssrc,
@@ -120,9 +251,121 @@ impl Congestion {
             rtp_seq,
             size: size.min(usize::from(u16::MAX)) as u16,
             reported: false,
+            probe,
         };
         self.next += 1;
         seq
+    }
+
+    /// The allocator wants `wanted` bits per second for this connection at
+    /// `now`: where that is more than the estimate, a probe starts, unless
+    /// one runs, the last found no more room a short while ago, or the path
+    /// is congested or losing much now. True when one started.
+    pub fn want(&mut self, now: Instant, wanted: u64) -> bool {
+        let Some(estimate) = self.estimate().map(|e| e as f64) else {
+            return false;
+        };
+        let wanted = wanted as f64;
+        if self.probe.is_some()
+            || wanted <= estimate * PROBE_WANT_FACTOR
+            || self.next_probe.is_some_and(|at| now < at)
+            || self.rate.state() == RateControlState::Decrease
+            || self.loss > HIGH_LOSS
+        {
+            return false;
+        }
+        self.probe_id = self.probe_id.checked_add(1).unwrap_or(1);
+        self.probe = Some(Probe {
+            id: self.probe_id,
+            started: now,
+            until: now + PROBE_DURATION,
+            rate: wanted.min(estimate * PROBE_FACTOR).min(MAX_ESTIMATE),
+            bytes: 0,
+            last: None,
+            reported: 0,
+            arrived: 0,
+            departures: None,
+            sent_bytes: 0,
+            last_departed_size: 0,
+            arrivals: None,
+            arrived_bytes: 0,
+            first_arrived_size: 0,
+            heard_last: false,
+            overused: false,
+        });
+        self.probes.0 += 1;
+        self.timer = Some(now);
+        true
+    }
+
+    /// How many bytes of padding a running probe wants sent at `now`, to
+    /// keep its rate; 0 when none runs.
+    pub fn padding(&self, now: Instant) -> usize {
+        let Some(p) = self.probe.filter(|p| now < p.until) else {
+            return 0;
+        };
+        let due = p.rate * now.saturating_duration_since(p.started).as_secs_f64() / 8.0;
+        // One pacing step ahead, so the rate holds between the loop's turns.
+        let ahead = p.rate * PROBE_PACING.as_secs_f64() / 8.0;
+        (due + ahead - p.bytes as f64).max(0.0) as usize
+    }
+
+    /// When padding is next due while a probe runs, or its feedback is
+    /// to be judged after.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timer
+    }
+
+    /// Moves a probe on at `now`, once its padding is sent: it goes on
+    /// sending, or waits for its feedback, or is judged once the feedback
+    /// came or was waited for long enough.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(p) = self.probe else {
+            self.timer = None;
+            return;
+        };
+        if now < p.until {
+            self.timer = Some((now + PROBE_PACING).min(p.until));
+            return;
+        }
+        if !p.heard_last && now < p.until + PROBE_WAIT {
+            self.timer = Some(p.until + PROBE_WAIT);
+            return;
+        }
+        self.timer = None;
+        self.probe = None;
+        let estimate = self.rate.target().min(self.loss_target);
+        tracing::debug!(
+            rate = p.rate as u64,
+            found = p.result().map(|r| r as u64),
+            estimate = estimate as u64,
+            overused = p.overused,
+            "a probe for bandwidth ends"
+        );
+        let found = p.result();
+        if let Some(found) = found.filter(|&r| r > estimate) {
+            let found = found.clamp(MIN_ESTIMATE, MAX_ESTIMATE);
+            // The path carried it: the delay half starts again from there,
+            // and the loss half is not lower.
+            self.rate = RateController::new(found, MIN_ESTIMATE, MAX_ESTIMATE);
+            self.loss_target = self.loss_target.max(found);
+            self.probes.1 += 1;
+        }
+        if found.is_some_and(|r| r >= PROBE_CARRIED * p.rate) {
+            // All it asked for arrived: there may be more.
+            self.probe_backoff = PROBE_BACKOFF_MIN;
+            self.next_probe = Some(now + PROBE_AFTER_SUCCESS);
+        } else {
+            // It found where the path ends (or nothing): the next probe
+            // waits, longer each time.
+            self.next_probe = Some(now + self.probe_backoff);
+            self.probe_backoff = (self.probe_backoff * 2).min(PROBE_BACKOFF_MAX);
+        }
+    }
+
+    /// Probes sent, and those that raised the estimate.
+    pub fn probes(&self) -> (u64, u64) {
+        self.probes
     }
 
     /// Takes a client's feedback received at `now`.
@@ -132,6 +375,9 @@ impl Congestion {
         let (Some(base), false) = (self.base, self.sent.is_empty()) else {
             return;
         };
+        // The loss counted: not of what a probe sent, whose losses say the
+        // probe went too far (its result), not that the link loses.
+        let (mut lost, mut counted) = (0usize, 0usize);
         for ack in convert_twcc(feedback) {
             // The packet with this number most lately sent, how many
             // packets back it went (1: the last), and its number in full.
@@ -147,6 +393,43 @@ impl Congestion {
                 continue;
             }
             sent.reported = ack.arrived;
+            if sent.probe == 0 {
+                counted += 1;
+                lost += usize::from(!ack.arrived);
+            }
+            if let Some(p) = self.probe.as_mut().filter(|p| p.id == sent.probe) {
+                let size = u64::from(sent.size);
+                p.reported += 1;
+                p.heard_last |= p.last == Some(id);
+                let out = sent.departure_us;
+                match p.departures {
+                    Some((first, last)) if out >= last => {
+                        p.departures = Some((first, out));
+                        p.last_departed_size = size;
+                    }
+                    Some((first, last)) => p.departures = Some((first.min(out), last)),
+                    None => {
+                        p.departures = Some((out, out));
+                        p.last_departed_size = size;
+                    }
+                }
+                p.sent_bytes += size;
+                if let (true, Some(at)) = (ack.arrived, ack.arrival) {
+                    p.arrived += 1;
+                    p.arrived_bytes += size;
+                    match p.arrivals {
+                        Some((first, last)) if at < first => {
+                            p.arrivals = Some((at, last));
+                            p.first_arrived_size = size;
+                        }
+                        Some((first, last)) => p.arrivals = Some((first, last.max(at))),
+                        None => {
+                            p.arrivals = Some((at, at));
+                            p.first_arrived_size = size;
+                        }
+                    }
+                }
+            }
             reports.push(PacketReport {
                 ssrc: sent.ssrc,
                 id,
@@ -160,16 +443,20 @@ impl Congestion {
                 ecn: Ecn::NotEct,
             });
         }
+        if let Some(p) = self.probe.filter(|p| p.heard_last && now >= p.until) {
+            self.timer = Some(now.max(p.until));
+        }
         reports.sort_by_key(|r| r.id);
         if !reports.is_empty() {
-            self.take(now, &reports);
+            self.take(now, &reports, (lost, counted));
             self.heard = true;
         }
         self.reports = reports;
     }
 
-    /// One batch of reports, in the order the packets were sent.
-    fn take(&mut self, now: Instant, reports: &[PacketReport]) {
+    /// One batch of reports, in the order the packets were sent, and of
+    /// those counted for loss, how many were lost.
+    fn take(&mut self, now: Instant, reports: &[PacketReport], (lost, counted): (usize, usize)) {
         let mut usage = self.detector.usage();
         for report in reports {
             if report.arrived {
@@ -177,13 +464,19 @@ impl Congestion {
             }
             if let Some(trend) = self.slope.accumulate(report) {
                 usage = self.detector.update(trend.at, trend.estimate_ms);
+                if usage == Usage::Over {
+                    if let Some(p) = self.probe.as_mut().filter(|p| now >= p.started) {
+                        p.overused = true;
+                    }
+                }
             }
         }
         let received = self.received.rate_bits_per_second(now);
         self.rate.update(now, usage, received);
-        let lost = reports.iter().filter(|r| !r.arrived).count();
-        let batch = lost as f64 / reports.len() as f64;
-        self.loss += LOSS_WEIGHT * (batch - self.loss);
+        if counted > 0 {
+            let batch = lost as f64 / counted as f64;
+            self.loss += LOSS_WEIGHT * (batch - self.loss);
+        }
         let since = self
             .loss_changed
             .map(|at| now.saturating_duration_since(at));
@@ -194,8 +487,16 @@ impl Congestion {
         self.loss_target = if self.loss > HIGH_LOSS {
             self.loss_target * (1.0 - 0.5 * self.loss)
         } else {
-            // Not above what the path is shown to carry by delay.
-            (self.loss_target * LOSS_INCREASE.powf(elapsed.as_secs_f64())).min(self.rate.target())
+            // Not above what the path is shown to carry by delay, and
+            // while the media sends less than the estimate, not above half
+            // as much again as arrives (as libwebrtc's AIMD): an estimate
+            // that climbed while little was sent would let the allocator
+            // send far more than the path has shown it carries. A probe
+            // shows it instead.
+            let arrives = received.map_or(0.0, |r| THROUGHPUT_FACTOR * r + THROUGHPUT_MARGIN);
+            (self.loss_target * LOSS_INCREASE.powf(elapsed.as_secs_f64()))
+                .min(self.rate.target())
+                .min(arrives.max(self.loss_target))
         }
         .clamp(MIN_ESTIMATE, MAX_ESTIMATE);
         self.loss_changed = Some(now);
@@ -335,6 +636,192 @@ mod tests {
             losing < INITIAL_ESTIMATE / 2,
             "a path losing a third: {losing}"
         );
+    }
+
+    /// A path of `path_bps` with a queue of at most 300 ms (what does not
+    /// fit is dropped, as `tc`'s tbf does), and a client that reports every
+    /// 100 ms what arrived (the report reaching the server 20 ms later).
+    struct Path {
+        bps: u64,
+        free_us: u64,
+        pending: Vec<(u16, i64)>,
+        /// Bytes that went in, media and padding.
+        sent: u64,
+        padding: u64,
+    }
+
+    impl Path {
+        fn new(bps: u64) -> Path {
+            Path {
+                bps,
+                free_us: 0,
+                pending: Vec::new(),
+                sent: 0,
+                padding: 0,
+            }
+        }
+
+        fn send(&mut self, c: &mut Congestion, now: Instant, at_us: u64, size: usize) {
+            let seq = c.sent(now, 7, 0, size);
+            self.sent += size as u64;
+            let free = self.free_us.max(at_us);
+            if free - at_us > 300_000 {
+                // Lost: it arrives "never", reported along with the others.
+                self.pending.push((seq, -1));
+                return;
+            }
+            self.free_us = free + (size as u64 * 8 * 1_000_000) / self.bps;
+            self.pending.push((seq, self.free_us as i64 + 20_000));
+        }
+
+        fn report(&mut self, c: &mut Congestion, now: Instant, at_us: u64) {
+            let arrived = self
+                .pending
+                .iter()
+                .take_while(|(_, at)| *at <= at_us as i64 - 20_000)
+                .count();
+            // A lost packet is reported once a later one arrived.
+            if arrived == 0 {
+                return;
+            }
+            let batch: Vec<(u16, i64)> = self.pending.drain(..arrived).collect();
+            let Some(first) = batch.iter().map(|(_, at)| *at).find(|at| *at >= 0) else {
+                return;
+            };
+            let reference = first / 64_000;
+            let mut before = reference * 64_000;
+            let arrivals: Vec<Option<i64>> = batch
+                .iter()
+                .map(|(_, at)| {
+                    if *at < 0 {
+                        return None;
+                    }
+                    let d = at - before;
+                    before = *at;
+                    Some(d)
+                })
+                .collect();
+            c.feedback(now, &feedback(batch[0].0, &arrivals, reference as u32));
+        }
+    }
+
+    /// Runs `secs` of media at `media_bps` in 1,200-byte packets over
+    /// `path`, telling the estimate every 250 ms that `wanted` is wanted
+    /// (where given), and sending the padding its probes ask for.
+    fn run_probing(
+        c: &mut Congestion,
+        path: &mut Path,
+        start: Instant,
+        from_ms: u64,
+        secs: u64,
+        media_bps: u64,
+        wanted: Option<u64>,
+    ) -> u64 {
+        let per_packet_us = (1_200 * 8 * 1_000_000) / media_bps;
+        let mut next_media = from_ms * 1_000;
+        for ms in from_ms..from_ms + secs * 1_000 {
+            let at_us = ms * 1_000;
+            let now = start + Duration::from_micros(at_us);
+            while next_media <= at_us {
+                path.send(c, now, at_us, 1_200);
+                next_media += per_packet_us;
+            }
+            if let (Some(w), 0) = (wanted, ms % 250) {
+                c.want(now, w);
+            }
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                let mut owed = c.padding(now);
+                while owed > 0 {
+                    path.send(c, now, at_us, PADDING_MAX + 40);
+                    path.padding += (PADDING_MAX + 40) as u64;
+                    owed = owed.saturating_sub(PADDING_MAX + 40);
+                }
+                c.handle_timeout(now);
+            }
+            if ms % 100 == 0 {
+                path.report(c, now, at_us);
+            }
+        }
+        c.estimate().unwrap()
+    }
+
+    #[test]
+    fn after_a_fall_probes_find_the_room_a_path_has_again() {
+        let t = Instant::now();
+        // Five seconds on a path of 300 kbit/s bring the estimate down.
+        let mut c = Congestion::new();
+        let mut path = Path::new(300_000);
+        let low = run_probing(&mut c, &mut path, t, 0, 5, 1_000_000, None);
+        assert!(low < 400_000, "a path of 300 kbit/s: {low}");
+        // The path opens to 20 Mbit/s; the media, cut to fit, sends
+        // 250 kbit/s. Without probes the estimate climbs slowly.
+        let mut slow = Congestion::new();
+        let mut slow_path = Path::new(300_000);
+        run_probing(&mut slow, &mut slow_path, t, 0, 5, 1_000_000, None);
+        slow_path.bps = 20_000_000;
+        let unprobed = run_probing(&mut slow, &mut slow_path, t, 5_000, 5, 250_000, None);
+        assert!(unprobed < 800_000, "without probes: {unprobed}");
+        assert_eq!(slow.probes(), (0, 0));
+        // With them, 3 Mbit/s wanted is found within 6 s (the first once
+        // the loss the fall left has faded), and then no more probes go.
+        path.bps = 20_000_000;
+        let probed = run_probing(&mut c, &mut path, t, 5_000, 6, 250_000, Some(3_000_000));
+        assert!(probed >= 3_000_000 * 10 / 11, "with probes: {probed}");
+        let (sent, raised) = c.probes();
+        assert!(
+            raised >= 2 && sent <= raised + 1,
+            "probes: {sent}, raised: {raised}"
+        );
+        let padding = path.padding;
+        run_probing(&mut c, &mut path, t, 11_000, 2, 250_000, Some(3_000_000));
+        assert_eq!(
+            c.probes().0,
+            sent,
+            "no probe once the estimate is what is wanted"
+        );
+        assert_eq!(path.padding, padding);
+    }
+
+    #[test]
+    fn probes_of_a_path_with_no_more_room_are_few_and_raise_nothing() {
+        let t = Instant::now();
+        let mut c = Congestion::new();
+        let mut path = Path::new(300_000);
+        run_probing(&mut c, &mut path, t, 0, 5, 1_000_000, None);
+        let (sent_before, padding_before) = (path.sent, path.padding);
+        // 20 s of 200 kbit/s media on it, 3 Mbit/s wanted.
+        let estimate = run_probing(&mut c, &mut path, t, 5_000, 20, 200_000, Some(3_000_000));
+        // The estimate fell far under the path's rate (a burst of loss),
+        // and probes bring it back to about that rate, never far above:
+        // an estimate grows to at most half as much again as arrives.
+        assert!(
+            (250_000..600_000).contains(&estimate),
+            "a path of 300 kbit/s: {estimate}"
+        );
+        let (probes, raised) = c.probes();
+        // Once at the path's rate they find nothing: 1 s, 2 s, then every
+        // 4 s apart.
+        assert!(probes <= raised + 5, "probes: {probes}, raised: {raised}");
+        // The padding is under a quarter of what was sent (media of 200
+        // kbit/s, probes of twice the estimate for 300 ms every 4 s).
+        let padding = path.padding - padding_before;
+        let total = path.sent - sent_before;
+        assert!(
+            padding * 100 / total < 25,
+            "padding {padding} of {total} bytes"
+        );
+    }
+
+    #[test]
+    fn nothing_is_probed_without_feedback_or_while_the_estimate_is_enough() {
+        let t = Instant::now();
+        let mut c = Congestion::new();
+        assert!(!c.want(t, 10_000_000), "no estimate yet");
+        let mut path = Path::new(20_000_000);
+        run_probing(&mut c, &mut path, t, 0, 3, 500_000, Some(600_000));
+        assert_eq!(c.probes().0, 0);
+        assert_eq!(path.padding, 0);
+        assert_eq!(c.padding(t + Duration::from_secs(3)), 0);
     }
 
     #[test]

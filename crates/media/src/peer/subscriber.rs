@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::congestion::Congestion;
+use super::congestion::{Congestion, PADDING_MAX};
 use super::dtls_srtp::Identity;
 pub use super::link::RemoteSide;
 use super::link::{Inbound, Link, LinkEvent, LinkSetup};
@@ -105,6 +105,10 @@ struct Kept {
 /// history, and held as long as any keeps it.
 const HISTORY_AGE: Duration = Duration::from_secs(3);
 
+/// The most padding packets one turn of a probe sends: with the pacing of
+/// 5 ms, probes up to 24 Mbit/s keep their rate.
+const PADDING_BURST: usize = 40;
+
 /// A stream to send, as negotiated.
 #[derive(Debug, Clone)]
 pub struct StreamSetup {
@@ -149,6 +153,8 @@ struct Stream {
 pub struct SubscriberStats {
     pub sent: u64,
     pub resent: u64,
+    /// Padding packets sent to probe for bandwidth.
+    pub padding: u64,
     /// Datagrams dropped: from an address no check came from, failing
     /// SRTCP, or of a kind a subscriber does not send.
     pub dropped: u64,
@@ -359,6 +365,74 @@ impl SubscriberTransport {
         self.congestion.estimate()
     }
 
+    /// The allocator wants `wanted` bits per second towards the client: a
+    /// probe for more starts where the estimate is short of it (see
+    /// [`Congestion::want`]). Probes pad on an RTX stream, so a connection
+    /// with none does not probe. True when one started.
+    pub fn want(&mut self, now: Instant, wanted: u64) -> bool {
+        self.streams.iter().any(|s| s.rtx.is_some()) && self.congestion.want(now, wanted)
+    }
+
+    /// Probes sent, and those that raised the estimate.
+    pub fn probes(&self) -> (u64, u64) {
+        self.congestion.probes()
+    }
+
+    /// Sends the padding a running probe is owed, on the RTX stream of the
+    /// video stream that sent last (RFC 4588 lets an RTX stream carry
+    /// padding alone; receivers count it in their congestion feedback and
+    /// drop it). A turn sends at most [`PADDING_BURST`] packets.
+    fn pad(&mut self, now: Instant) {
+        let owed = self.congestion.padding(now);
+        if owed == 0 || self.link.secured().is_none() {
+            return;
+        }
+        let Some(stream) = self
+            .streams
+            .iter_mut()
+            .filter(|s| s.rtx.is_some())
+            .max_by_key(|s| s.counts.last.map(|(_, at)| at))
+        else {
+            return;
+        };
+        let ts = stream.counts.last.map_or(0, |(ts, _)| ts);
+        let Some(rtx) = stream.rtx.as_mut() else {
+            return;
+        };
+        let size = PADDING_MAX + 40;
+        for _ in 0..owed.div_ceil(size).min(PADDING_BURST) {
+            rtx.seq = rtx.seq.wrapping_add(1);
+            let numbers = Rewritten {
+                ssrc: rtx.ssrc,
+                seq: rtx.seq,
+                ts,
+            };
+            let transport_seq = rtx
+                .writer
+                .transport_cc()
+                .then(|| self.congestion.sent(now, rtx.ssrc, rtx.seq, size));
+            let extras = Extras {
+                audio_level: None,
+                transport_seq,
+            };
+            let Some((to, dtls)) = self.link.secured() else {
+                return;
+            };
+            let header = rtx.writer.write(&mut self.buf, false, numbers, extras, &[]);
+            // The padding bit, and the padding: zeros, then its length.
+            self.buf[0] |= 0x20;
+            self.buf.resize(self.buf.len() + PADDING_MAX, 0);
+            if let Some(last) = self.buf.last_mut() {
+                *last = PADDING_MAX as u8;
+            }
+            let Ok(protected) = dtls.protect_rtp_with_header(&self.buf, header) else {
+                return;
+            };
+            self.stats.padding += 1;
+            self.link.send(to, protected);
+        }
+    }
+
     /// Takes a datagram the engine's socket received from `from` for this
     /// connection. What is not for it is dropped and counted.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: BytesMut) {
@@ -492,10 +566,14 @@ impl SubscriberTransport {
         if self.link.failed() {
             return None;
         }
-        [self.link.poll_timeout(), self.next_report]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.link.poll_timeout(),
+            self.next_report,
+            self.congestion.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -507,6 +585,10 @@ impl SubscriberTransport {
         if self.next_report.is_some_and(|t| t <= now) {
             self.next_report = Some(now + self.setup.report_interval);
             self.report(now);
+        }
+        if self.congestion.poll_timeout().is_some_and(|t| t <= now) {
+            self.pad(now);
+            self.congestion.handle_timeout(now);
         }
     }
 
@@ -551,6 +633,8 @@ mod tests {
     use crate::peer::{Peer, PeerEvent, PeerSetup, Rtp};
     use proptest::prelude::*;
 
+    const TRANSPORT_CC_URI: &str =
+        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
     const SERVER: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7882);
     const CLIENT: SocketAddr =
@@ -596,7 +680,9 @@ mod tests {
              a=mid:0\r\na=sendonly\r\na=rtcp-mux\r\na=ice-ufrag:{UFRAG}\r\n\
              a=ice-pwd:{PWD}\r\na=fingerprint:sha-256 {fingerprint}\r\na=setup:actpass\r\n\
              a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
-             a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n{rtx_lines}\
+             a=extmap:3 {TRANSPORT_CC_URI}\r\n\
+             a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n\
+             a=rtcp-fb:96 transport-cc\r\n{rtx_lines}\
              a=msid:roost t0\r\na=ssrc:{SSRC} cname:roost\r\na=ssrc:{SSRC} msid:roost t0\r\n\
              a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\na=end-of-candidates\r\n"
         )
@@ -618,8 +704,10 @@ mod tests {
         lose: Vec<u16>,
         /// Whether the client's datagrams reach the engine at all.
         client_heard: bool,
-        /// Packets seen on the RTX stream.
+        /// Packets seen on the RTX stream, and those of them that are
+        /// padding.
         on_rtx: usize,
+        padded: usize,
     }
 
     impl Call {
@@ -628,6 +716,16 @@ mod tests {
         }
 
         fn with_rtx(rtx: bool) -> Call {
+            Call::with(rtx, None)
+        }
+
+        /// With RTX, each packet numbered for the client's congestion
+        /// feedback.
+        fn with_feedback() -> Call {
+            Call::with(true, Some(3))
+        }
+
+        fn with(rtx: bool, transport_cc: Option<u8>) -> Call {
             let now = Instant::now();
             let identity = Identity::generate().unwrap();
             let mut sub = SubscriberTransport::new(setup(now), &identity);
@@ -640,7 +738,7 @@ mod tests {
                 payload_type: 96,
                 mid: Some((1, b"0".to_vec())),
                 audio_level: None,
-                transport_cc: None,
+                transport_cc,
             };
             sub.add_stream(StreamSetup {
                 ssrc: SSRC,
@@ -663,6 +761,7 @@ mod tests {
                 lose: Vec::new(),
                 client_heard: true,
                 on_rtx: 0,
+                padded: 0,
             }
         }
 
@@ -683,6 +782,10 @@ mod tests {
                     let seq = u16::from_be_bytes([d[2], d[3]]);
                     if d[8..12] == RTX_SSRC.to_be_bytes() {
                         self.on_rtx += 1;
+                        // The header is sent in the clear: its padding bit.
+                        if d[0] & 0x20 != 0 {
+                            self.padded += 1;
+                        }
                     }
                     if let Some(at) = self.lose.iter().position(|s| *s == seq) {
                         self.lose.remove(at);
@@ -762,6 +865,41 @@ mod tests {
             .expect("a round trip from the client's reports");
         assert!(rtt < Duration::from_millis(50), "{rtt:?}");
         assert_eq!(call.sub.stats().dropped, 0);
+    }
+
+    #[test]
+    fn a_probe_pads_on_the_rtx_stream_for_a_moment_at_the_rate_it_seeks() {
+        let mut call = Call::with_feedback();
+        // 2 s of media: 100 packets of 1,100 bytes a second.
+        call.run(200, true);
+        let estimate = call
+            .sub
+            .estimate()
+            .expect("the client's congestion feedback gives an estimate");
+        assert!(
+            !call.sub.want(call.now, estimate),
+            "no probe for what the estimate carries"
+        );
+        call.run(10, true);
+        assert_eq!(call.padded, 0);
+        assert!(call.sub.want(call.now, estimate * 3));
+        call.run(100, true);
+        let padding = call.sub.stats().padding;
+        assert!(padding > 0, "the probe sent padding");
+        assert_eq!(call.padded as u64, padding, "all of it on the RTX stream");
+        assert_eq!(call.on_rtx, call.padded, "and nothing needed resending");
+        // At most twice the estimate for 300 ms, media included.
+        let bits = padding * (PADDING_MAX as u64 + 40) * 8;
+        assert!(
+            bits <= 2 * estimate * 3 / 10,
+            "{padding} padding packets for an estimate of {estimate}"
+        );
+        // The client took the padding and lost none of the media.
+        assert_eq!(call.received.len(), usize::from(call.seq));
+        assert_eq!(call.sub.probes().0, 1);
+        // It ended: no more padding while no probe is wanted.
+        call.run(100, true);
+        assert_eq!(call.sub.stats().padding, padding);
     }
 
     #[test]

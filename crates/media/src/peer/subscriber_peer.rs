@@ -244,6 +244,12 @@ impl SubscriberPeer {
         self.transport.estimate()
     }
 
+    /// The allocator wants `wanted` bits per second towards the client:
+    /// true when a probe for it started ([`SubscriberTransport::want`]).
+    pub fn want(&mut self, now: Instant, wanted: u64) -> bool {
+        self.transport.want(now, wanted)
+    }
+
     /// Sends a forwarded packet on stream `numbers.ssrc`, its VP8 picture
     /// numbers rewritten where `vp8` says.
     pub fn send_rtp(

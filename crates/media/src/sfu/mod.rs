@@ -776,6 +776,7 @@ impl Sfu {
                     .map(|l| (l, track.layers[usize::from(l)].bitrate))
                     .collect(),
                 best: track.layer_for(down.max, now),
+                current: (!down.starved).then_some(down.target),
             };
             wanted.push((key.clone(), want));
         }
@@ -809,6 +810,15 @@ impl Sfu {
         }
         if let Some(e) = estimate {
             tracing::trace!(%subscriber, estimate = e, audio, "the subscriber's bandwidth is shared");
+            // Short of what the sizes call for: the connection probes for more.
+            let wanted = allocator::wanted(audio, &wants);
+            let key = p.subscriber;
+            if let Some(slot) = self.peers.get_mut(&key) {
+                if slot.peer.subscriber().is_some_and(|s| s.want(now, wanted)) {
+                    tracing::debug!(%subscriber, estimate = e, wanted, "a probe for bandwidth starts");
+                    slot.touch(key, &mut self.dirty);
+                }
+            }
         }
         for event in told {
             tracing::debug!(?event, "a track is held for bandwidth, or let go");
