@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use roost_media::bench::Call;
 use roost_media::demux::Demux;
-use roost_media::fuzz::binding_request;
 use roost_media::munger::Munger;
 use roost_media::Kind;
 use rtc::srtp::context::Context;
@@ -52,7 +51,7 @@ fn route(c: &mut Criterion) {
         for i in 0..peers {
             let ufrag = format!("ufrag{i:08}");
             demux.add(&ufrag, i as u64);
-            demux.route(&binding_request(&ufrag, b""), address(i));
+            demux.learn(address(i), i as u64);
         }
         assert_eq!(demux.addresses(), peers);
         let mut i = 0usize;

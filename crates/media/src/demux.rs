@@ -2,9 +2,10 @@
 //!
 //! Every peer of the engine shares one port, so the engine routes each
 //! datagram itself: a STUN binding request names its peer in the USERNAME
-//! attribute (`<our ufrag>:<their ufrag>`); once a peer has sent from an
-//! address, every later datagram from that address goes to it by one hash
-//! lookup. Anything else is dropped.
+//! attribute (`<our ufrag>:<their ufrag>`); once the peer's ICE agent has
+//! found such a request's integrity good, its address is learnt
+//! ([`Demux::learn`]) and every later datagram from that address goes to
+//! the peer by one hash lookup. Anything else is dropped.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -114,28 +115,38 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         }
     }
 
-    /// The peer a datagram from `from` belongs to. A binding request for a
-    /// known ufrag from a new address teaches the demux that address (the
-    /// peer's ICE agent still checks the request's integrity); past the
-    /// peer's bound, its oldest address is forgotten, so a client that
-    /// moves (a new network, a new NAT binding) is always reached.
-    pub fn route(&mut self, datagram: &[u8], from: SocketAddr) -> Option<K> {
+    /// The peer a datagram from `from` belongs to: the peer that address
+    /// was learnt for, or for a binding request from an address not learnt,
+    /// the peer its ufrag names. Such a request teaches nothing until the
+    /// peer's ICE agent has checked its integrity ([`Demux::learn`]), so a
+    /// stranger who saw a ufrag cannot push the peer's own addresses out.
+    pub fn route(&self, datagram: &[u8], from: SocketAddr) -> Option<K> {
         if let Some(&peer) = self.by_addr.get(&from) {
-            // A check from a known address keeps it among the latest, so the
-            // path in use is never the one forgotten.
-            if datagram.first().is_some_and(|b| *b < 4) {
-                if let Some(addrs) = self.addrs_of.get_mut(&peer) {
-                    if let Some(at) = addrs.iter().position(|a| *a == from) {
-                        let addr = addrs.remove(at);
-                        addrs.push(addr);
-                    }
-                }
-            }
             return Some(peer);
         }
         let ufrag = binding_request_ufrag(datagram)?;
-        let peer = *self.by_ufrag.get(ufrag)?;
-        let addrs = self.addrs_of.entry(peer).or_default();
+        self.by_ufrag.get(ufrag).copied()
+    }
+
+    /// A binding request from `from` passed `peer`'s integrity check: the
+    /// address is the peer's, and among its latest. Past the peer's bound,
+    /// its oldest address is forgotten, so a client that moves (a new
+    /// network, a new NAT binding) is always reached, and the path in use,
+    /// checked again every few seconds, never is.
+    pub fn learn(&mut self, from: SocketAddr, peer: K) {
+        let Some(addrs) = self.addrs_of.get_mut(&peer) else {
+            // Removed meanwhile.
+            return;
+        };
+        if let Some(at) = addrs.iter().position(|a| *a == from) {
+            let addr = addrs.remove(at);
+            addrs.push(addr);
+            return;
+        }
+        if self.by_addr.contains_key(&from) {
+            // Another peer's: a datagram from there goes to that one.
+            return;
+        }
         if addrs.len() >= self.max_addrs_per_peer.max(1) {
             let oldest = addrs.remove(0);
             if self.by_addr.get(&oldest) == Some(&peer) {
@@ -144,7 +155,6 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         }
         addrs.push(from);
         self.by_addr.insert(from, peer);
-        Some(peer)
     }
 
     pub fn peers(&self) -> usize {
@@ -195,6 +205,12 @@ mod tests {
         );
         assert_eq!(
             d.route(&[0x80, 0x60, 0, 1], addr(5000)),
+            None,
+            "nothing learnt before the peer checked the request"
+        );
+        d.learn(addr(5000), 2);
+        assert_eq!(
+            d.route(&[0x80, 0x60, 0, 1], addr(5000)),
             Some(2),
             "RTP from a learnt address"
         );
@@ -205,6 +221,10 @@ mod tests {
         );
         assert_eq!(d.route(&binding_request("nope:remote"), addr(5002)), None);
         assert_eq!(d.route(&binding_request("abcd:r"), addr(5003)), Some(1));
+        d.learn(addr(5003), 1);
+        // An address learnt for one peer stays its own.
+        d.learn(addr(5003), 2);
+        assert_eq!(d.route(&[0x80, 0], addr(5003)), Some(1));
         d.remove("wxyz", 2);
         assert_eq!(
             d.route(&[0x80, 0x60, 0, 1], addr(5000)),
@@ -223,6 +243,7 @@ mod tests {
                 d.route(&binding_request("abcd:r"), addr(6000 + port)),
                 Some(1)
             );
+            d.learn(addr(6000 + port), 1);
         }
         assert_eq!(d.addresses(), 2);
         // The latest two are known; the first ones were forgotten.
@@ -231,10 +252,31 @@ mod tests {
         assert_eq!(d.route(&[0x80, 0], addr(6000)), None);
         // A check from the older of the two keeps it: the next new one
         // takes the other's place.
-        assert_eq!(d.route(&binding_request("abcd:r"), addr(6008)), Some(1));
-        assert_eq!(d.route(&binding_request("abcd:r"), addr(6100)), Some(1));
+        d.learn(addr(6008), 1);
+        d.learn(addr(6100), 1);
         assert_eq!(d.route(&[0x80, 0], addr(6008)), Some(1));
         assert_eq!(d.route(&[0x80, 0], addr(6009)), None);
+    }
+
+    #[test]
+    fn requests_that_fail_their_check_push_no_address_out() {
+        let mut d = Demux::new(2);
+        d.add("abcd", 1u32);
+        d.learn(addr(6000), 1);
+        // A stranger who saw the ufrag sends from many addresses; the
+        // peer's agent refuses each, so none is learnt.
+        for port in 1..100 {
+            assert_eq!(
+                d.route(&binding_request("abcd:r"), addr(6000 + port)),
+                Some(1)
+            );
+        }
+        assert_eq!(d.addresses(), 1);
+        assert_eq!(d.route(&[0x80, 0], addr(6000)), Some(1));
+        // Learning for a peer removed meanwhile does nothing.
+        d.remove("abcd", 1);
+        d.learn(addr(6001), 1);
+        assert_eq!(d.addresses(), 0);
     }
 
     #[test]
@@ -243,6 +285,7 @@ mod tests {
         d.add("old", 1u32);
         d.add("new", 1u32);
         assert_eq!(d.route(&binding_request("old:r"), addr(7000)), Some(1));
+        d.learn(addr(7000), 1);
         d.forget_ufrag("old", 1);
         assert_eq!(d.route(&binding_request("old:r"), addr(7001)), None);
         assert_eq!(d.route(&[0x80, 0], addr(7000)), Some(1));

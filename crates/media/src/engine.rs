@@ -606,6 +606,7 @@ async fn receive(
                 Some((at, Route::Add { ufrag, key })) => demux.add(&ufrag, (at, key)),
                 Some((at, Route::Remove { ufrag, key })) => demux.remove(&ufrag, (at, key)),
                 Some((at, Route::Forget { ufrag, key })) => demux.forget_ufrag(&ufrag, (at, key)),
+                Some((at, Route::Learn { from, key })) => demux.learn(from, (at, key)),
                 // Every media loop has stopped.
                 None => break,
             },

@@ -102,6 +102,7 @@ impl Loop {
                     self.demux.forget_ufrag(&ufrag, key);
                     self.ufrags.retain(|u| *u != ufrag);
                 }
+                Output::Route(Route::Learn { from, key }) => self.demux.learn(from, key),
                 // The harness places nobody.
                 Output::Unplaced { .. } => {}
                 Output::Relay { to, relay } => self.handoffs.push(Handoff {
@@ -260,6 +261,16 @@ impl Loop {
     /// Addresses the demux has learnt.
     pub fn addresses(&self) -> usize {
         self.demux.addresses()
+    }
+
+    /// Teaches the demux that `from` is the address of the peer with
+    /// `ufrag`, as a binding request from there that passed the peer's
+    /// check would: datagrams from it then reach the peer's connection.
+    pub fn learn(&mut self, ufrag: &str, from: SocketAddr) {
+        let request = crate::fuzz::binding_request(ufrag, b"");
+        if let Some(key) = self.demux.route(&request, from) {
+            self.demux.learn(from, key);
+        }
     }
 
     /// Datagrams that reached no peer, and those a peer refused.

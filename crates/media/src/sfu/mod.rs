@@ -166,6 +166,12 @@ pub(crate) enum Route {
         ufrag: String,
         key: PeerKey,
     },
+    /// A binding request from `from` passed the peer's integrity check:
+    /// datagrams from there are the peer's ([`crate::demux::Demux::learn`]).
+    Learn {
+        from: SocketAddr,
+        key: PeerKey,
+    },
 }
 
 /// ICE credentials of the engine's side: a ufrag of 16 characters and a
@@ -1087,9 +1093,15 @@ impl Sfu {
             self.stats.datagrams_dropped += 1;
             return;
         };
+        let check = datagram.first().is_some_and(|b| *b < 4);
         if !slot.peer.handle_datagram(datagram, from, now) {
             self.stats.datagrams_dropped += 1;
             tracing::trace!(%from, "a datagram was refused");
+        } else if check {
+            // Before the answer goes out, so the demux knows the address
+            // by the time the client's next datagram comes from it.
+            self.out
+                .push_back(Output::Route(Route::Learn { from, key }));
         }
         self.pump(key);
     }
