@@ -27,6 +27,13 @@ pub(crate) struct DownTrack {
     /// The layer it should receive: where it differs from `current`, the
     /// switch happens at the target layer's next keyframe.
     pub(crate) target: u8,
+    /// The target is smaller than the current layer for want of
+    /// bandwidth: the current layer stops at its next frame rather than go
+    /// on until the target's keyframe, so a link found short is not sent a
+    /// large layer meanwhile.
+    pub(crate) shed: bool,
+    /// The last packet sent ended no frame: a frame is half sent.
+    pub(crate) mid_frame: bool,
     /// The largest size the subscriber draws it at, where it said.
     pub(crate) max: Option<(u16, u16)>,
     /// The layer the allocator grants within the subscriber's bandwidth,
@@ -49,6 +56,8 @@ impl DownTrack {
             resuming: false,
             current: None,
             target: 0,
+            shed: false,
+            mid_frame: false,
             max: None,
             cap: None,
             vp8: None,

@@ -7,7 +7,8 @@
 //! - Of a simulcast track one layer goes out, `current`. Where the target
 //!   layer differs, the current one goes on until the target's next
 //!   keyframe, and from that packet on the target's packets go out under
-//!   the same numbering: the subscriber sees one stream.
+//!   the same numbering: the subscriber sees one stream. A switch down for
+//!   want of bandwidth (`shed`) stops the current layer at its next frame.
 
 use std::time::Instant;
 
@@ -55,6 +56,9 @@ pub(crate) fn decide(
         return NOTHING;
     }
     let switching = down.current != Some(packet.layer);
+    if !switching && down.shed && down.target != packet.layer && !down.mid_frame {
+        return NOTHING;
+    }
     if switching || down.resuming {
         if switching && packet.layer != down.target {
             return NOTHING;
@@ -70,6 +74,7 @@ pub(crate) fn decide(
         down.resuming = false;
     }
     let rewrite = down.munger.rewrite(packet.ssrc, packet.seq, packet.ts, now);
+    down.mid_frame = !packet.marker;
     let vp8 = down.vp8.as_mut().and_then(|ids| {
         let d = descriptor()?;
         let (picture_id, tl0_pic_idx) = ids.rewrite(packet.ssrc, &d);
@@ -205,6 +210,48 @@ mod tests {
         );
         let next = plain(&mut d, &packet(7, 22, 90_000), true, || false, t);
         assert_eq!(next.rewrite.unwrap().seq, back.seq.wrapping_add(1));
+    }
+
+    #[test]
+    fn a_switch_down_for_bandwidth_stops_the_large_layer_at_its_next_frame() {
+        let t = Instant::now();
+        let mut d = down();
+        d.playing = true;
+        d.current = Some(2);
+        d.target = 2;
+        let layer = |layer: u8, seq: u16, ts: u32, marker: bool| Rtp {
+            ssrc: 100 + u32::from(layer),
+            marker,
+            layer,
+            ..packet(0, seq, ts)
+        };
+        // A frame of the large layer is half sent when the switch comes.
+        assert!(plain(&mut d, &layer(2, 1, 0, false), true, || true, t)
+            .rewrite
+            .is_some());
+        (d.target, d.shed) = (0, true);
+        // It is finished, so the subscriber is not left half a frame.
+        let last = plain(&mut d, &layer(2, 2, 0, true), true, || false, t);
+        let last = last.rewrite.expect("the frame's end goes");
+        // The next frames of the large layer do not, nor the small layer's
+        // interframes.
+        for seq in 3..10 {
+            let large = plain(&mut d, &layer(2, seq, 3_000, seq == 9), true, || false, t);
+            assert_eq!(large.rewrite, None, "large layer, packet {seq}");
+            let small = plain(&mut d, &layer(0, seq, 3_000, true), true, || false, t);
+            assert_eq!(small.rewrite, None);
+        }
+        // The small layer's keyframe goes next in the numbering.
+        let key = plain(&mut d, &layer(0, 10, 6_000, false), true, || true, t);
+        assert_eq!(key.rewrite.expect("switched").seq, last.seq.wrapping_add(1));
+        assert_eq!(d.current, Some(0));
+        // Without the bandwidth's word, the large layer goes on until then.
+        let mut d = down();
+        (d.playing, d.current, d.target) = (true, Some(2), 0);
+        for seq in 1..5 {
+            let large = plain(&mut d, &layer(2, seq, 0, true), true, || false, t);
+            assert!(large.rewrite.is_some());
+        }
     }
 
     #[test]

@@ -684,7 +684,10 @@ impl Sfu {
         else {
             return;
         };
-        let target = down.cap.unwrap_or_else(|| track.layer_for(down.max, now));
+        let fits_size = track.layer_for(down.max, now);
+        let target = down.cap.unwrap_or(fits_size);
+        // Down for want of bandwidth: the larger layer stops at once.
+        down.shed = target < fits_size && down.current.is_some_and(|c| target < c);
         if target == down.target {
             return;
         }
