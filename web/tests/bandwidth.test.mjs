@@ -38,7 +38,7 @@ const LOSS = 5; // percent, of the datagrams reaching the Firefox viewer
 
 async function main() {
   const ns = netns("bandwidth");
-  const outer = `rv${process.pid}h`;
+  const outer = ns.outer;
   const tc = (...args) => execFileSync("tc", args, { stdio: ["ignore", "ignore", "pipe"] });
   const nft = (...args) => execFileSync("ip", ["netns", "exec", ns.name, "nft", ...args], { stdio: ["ignore", "ignore", "pipe"] });
   let harness;

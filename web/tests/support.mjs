@@ -217,7 +217,7 @@ export function netns(tag) {
     close();
     throw e;
   }
-  return { name, host, inside, close };
+  return { name, host, inside, outer, close };
 }
 
 // Firefox ESR, headless, inside the namespace `ns`, driven by puppeteer-core

@@ -1164,15 +1164,18 @@ function tileActions(tile, p, name, moderator) {
   }));
 }
 
-function fillTile(tile, { name, stream, local, videoOn, speaking, audioMuted, mutedBy }) {
+function fillTile(tile, { name, stream, local, videoOn, speaking, audioMuted, mutedBy, held }) {
   const video = tile.querySelector("video");
   video.muted = !!local; // our own preview is silent; everyone else is heard
   if (video.srcObject !== stream) video.srcObject = stream || null;
-  const hasVideo = !!stream && videoOn && stream.getVideoTracks().some((t) => t.readyState === "live");
+  // Held back by the server for our connection's bandwidth: the picture
+  // would stand still, so the tile says why instead.
+  const hasVideo = !held && !!stream && videoOn && stream.getVideoTracks().some((t) => t.readyState === "live");
   video.classList.toggle("off", !hasVideo);
   const placeholder = tile.querySelector(".placeholder-name");
-  placeholder.textContent = name;
+  placeholder.replaceChildren(name, ...(held && videoOn ? [h("small", { class: "tile-note" }, "Video paused: your connection is slow")] : []));
   placeholder.hidden = hasVideo;
+  tile.dataset.held = held && videoOn ? "bandwidth" : "";
   tile.querySelector(".label").textContent = name + (audioMuted ? (mutedBy ? " (muted by a moderator)" : " (muted)") : "");
   tile.classList.toggle("speaking", !!speaking);
   tile.dataset.video = hasVideo ? "on" : "off";
@@ -1299,6 +1302,7 @@ function renderCall() {
     fillTile(t, {
       name, stream: c.streamOf(id), videoOn: !p.video_muted,
       speaking: c.speaking.has(id), audioMuted: p.audio_muted, mutedBy: p.audio_muted_by || p.audio_locked,
+      held: c.isHeld(id, "camera"),
     });
     tileActions(t, p, name, moderator);
     shown.push(t);

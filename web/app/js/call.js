@@ -90,6 +90,9 @@ export class Call extends EventTarget {
     this.sendPc = null;
     this.recvPc = null;
     this.speaking = new Set();
+    // "participant/source" the server holds back for want of bandwidth on
+    // our receiving connection (sfu.held).
+    this.held = new Set();
     this.audioMuted = false;
     this.videoMuted = false;
     // A moderator muted us and the room does not let us unmute ourselves.
@@ -432,6 +435,12 @@ export class Call extends EventTarget {
     }
   }
 
+  /** Whether the server holds back `participant`'s `source` for want of
+   * bandwidth on our connection (its tile shows that, not a camera off). */
+  isHeld(participant, source = "camera") {
+    return this.held.has(`${participant}/${source}`);
+  }
+
   // --- SFU --------------------------------------------------------------
 
   // `renewal`: new connections in place of lost ones.
@@ -634,6 +643,7 @@ export class Call extends EventTarget {
           this.tileSizes.delete(f.participant_id);
           this.screenSizes.delete(f.participant_id);
           this.speaking.delete(f.participant_id);
+          for (const source of ["camera", "screen"]) this.held.delete(`${f.participant_id}/${source}`);
           this.changed();
           break;
         case "call.removed":
@@ -644,6 +654,7 @@ export class Call extends EventTarget {
           this.topology = f.topology;
           // The server keeps subscriptions for the call's SFU side only while we are on it.
           this.told.clear();
+          this.held.clear();
           this.changed();
           if (f.topology === "sfu") {
             // New SFU connections every time; each peer connection goes once
@@ -674,6 +685,13 @@ export class Call extends EventTarget {
         case "sfu.layers":
           await setActiveLayers(this.sendPc, f.mid, f.active);
           break;
+        case "sfu.held": {
+          const key = `${f.participant_id}/${f.source}`;
+          if (f.held) this.held.add(key);
+          else this.held.delete(key);
+          this.changed();
+          break;
+        }
         case "call.speaking":
           this.speaking = new Set(f.speakers.map((s) => s.participant_id));
           this.changed();
