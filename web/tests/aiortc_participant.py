@@ -2,7 +2,10 @@
 browser's and the server's. It joins a room's call over the WebSocket
 protocol, answers the server's offers of its receiving connection, listens
 for a while and prints, as JSON, how many audio tracks it received and how
-many audio frames it decoded from them.
+many audio frames it decoded from them, the same of video, and how many
+REMB messages it sent (aiortc sends no transport-wide feedback: it
+estimates its bandwidth from the send time in the packets, and says so in
+REMB, which the server then fits the video to).
 
     python3 aiortc_participant.py WS_URL TOKEN ROOM_ID SECONDS
 """
@@ -14,6 +17,7 @@ import os
 import sys
 
 import aioice.ice
+import aiortc.rtcrtpreceiver
 import websockets
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
@@ -21,8 +25,22 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 
+# The bitrates of the REMB messages aiortc sends, as it packs them.
+rembs: list[int] = []
+_pack_remb_fci = aiortc.rtcrtpreceiver.pack_remb_fci
+
+
+def _packing_remb(bitrate, ssrcs):
+    rembs.append(bitrate)
+    return _pack_remb_fci(bitrate, ssrcs)
+
+
+aiortc.rtcrtpreceiver.pack_remb_fci = _packing_remb
+
+
 async def main(ws_url: str, token: str, room_id: str, seconds: float) -> None:
     frames: dict[str, int] = {}
+    video: dict[str, int] = {}
     # max-bundle, as browsers do. With aiortc's default (balanced) policy the
     # second and later media sections of the kind that is not first in the
     # offer stay on a transport of their own that never connects.
@@ -32,9 +50,8 @@ async def main(ws_url: str, token: str, room_id: str, seconds: float) -> None:
 
     @pc.on("track")
     def on_track(track):
-        if track.kind != "audio":
-            return
-        frames[track.id] = 0
+        counts = frames if track.kind == "audio" else video
+        counts[track.id] = 0
 
         async def read():
             while True:
@@ -42,7 +59,7 @@ async def main(ws_url: str, token: str, room_id: str, seconds: float) -> None:
                     await track.recv()
                 except Exception:
                     return
-                frames[track.id] += 1
+                counts[track.id] += 1
 
         asyncio.ensure_future(read())
 
@@ -83,6 +100,10 @@ async def main(ws_url: str, token: str, room_id: str, seconds: float) -> None:
             "audio_tracks": len(frames),
             "audio_tracks_receiving": sum(1 for n in frames.values() if n > 0),
             "audio_frames": sum(frames.values()),
+            "video_tracks_receiving": sum(1 for n in video.values() if n > 0),
+            "video_frames": sum(video.values()),
+            "remb_sent": len(rembs),
+            "last_remb": rembs[-1] if rembs else None,
             "connection": pc.connectionState,
         }
         task.cancel()

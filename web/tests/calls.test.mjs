@@ -185,6 +185,11 @@ async function main() {
       "the SFU call runs across both media loops");
     check(py.audio_tracks_receiving >= 5 && py.audio_frames > 500,
       `aiortc decodes the audio of all five Chromium participants (${py.audio_tracks_receiving} tracks, ${py.audio_frames} frames)`);
+    // aiortc sends no transport-wide feedback: the server sends it the send
+    // time in each video packet, from which aiortc estimates its bandwidth
+    // and sends REMB, and the server fits the video to that.
+    check(py.remb_sent > 0 && py.video_tracks_receiving >= 4 && py.video_frames > 100,
+      `aiortc sends REMB (${py.remb_sent}, the last ${py.last_remb} bit/s) and decodes the video of ${py.video_tracks_receiving} participants (${py.video_frames} frames)`);
 
     // Two leave: back to peer to peer at three, media flowing.
     await leaveCall(3);

@@ -198,6 +198,9 @@ pub struct Congestion {
     probes: (u64, u64),
     /// When a running probe's padding is next due, or its feedback judged.
     timer: Option<Instant>,
+    /// The bitrate the client's last REMB named: the estimate of a client
+    /// that sends no transport-wide feedback.
+    remb: Option<u64>,
 }
 
 impl Default for Congestion {
@@ -227,6 +230,7 @@ impl Congestion {
             probe_backoff: PROBE_BACKOFF_MIN,
             probes: (0, 0),
             timer: None,
+            remb: None,
         }
     }
 
@@ -262,7 +266,8 @@ impl Congestion {
     /// one runs, the last found no more room a short while ago, or the path
     /// is congested or losing much now. True when one started.
     pub fn want(&mut self, now: Instant, wanted: u64) -> bool {
-        let Some(estimate) = self.estimate().map(|e| e as f64) else {
+        // Probes are measured by transport-wide feedback alone.
+        let Some(estimate) = self.estimate().filter(|_| self.heard).map(|e| e as f64) else {
             return false;
         };
         let wanted = wanted as f64;
@@ -502,10 +507,21 @@ impl Congestion {
         self.loss_changed = Some(now);
     }
 
-    /// The estimate in bits per second, once the client's feedback came.
+    /// The client's REMB (receiver estimated maximum bitrate) named
+    /// `bitrate` bits per second: the estimate while no transport-wide
+    /// feedback came, within the same bounds.
+    pub fn remb(&mut self, bitrate: u64) {
+        self.remb = Some(bitrate.clamp(MIN_ESTIMATE as u64, MAX_ESTIMATE as u64));
+    }
+
+    /// The estimate in bits per second, once the client's feedback came:
+    /// from transport-wide feedback, or failing that from its REMB.
     pub fn estimate(&self) -> Option<u64> {
         let estimate = self.rate.target().min(self.loss_target);
-        self.heard.then_some(estimate as u64)
+        if self.heard {
+            return Some(estimate as u64);
+        }
+        self.remb
     }
 }
 
@@ -822,6 +838,23 @@ mod tests {
         assert_eq!(c.probes().0, 0);
         assert_eq!(path.padding, 0);
         assert_eq!(c.padding(t + Duration::from_secs(3)), 0);
+    }
+
+    #[test]
+    fn a_client_without_transport_wide_feedback_is_estimated_by_its_remb() {
+        let t = Instant::now();
+        let mut c = Congestion::new();
+        assert_eq!(c.estimate(), None);
+        c.remb(420_000);
+        assert_eq!(c.estimate(), Some(420_000));
+        c.remb(1);
+        assert_eq!(c.estimate(), Some(MIN_ESTIMATE as u64), "within the bounds");
+        // REMB alone is not probed for.
+        assert!(!c.want(t, 10_000_000));
+        // Transport-wide feedback, once it comes, is the estimate.
+        let mut path = Path::new(20_000_000);
+        run_probing(&mut c, &mut path, t, 0, 2, 500_000, None);
+        assert!(c.estimate().unwrap() > 200_000);
     }
 
     #[test]

@@ -23,7 +23,8 @@ use rtc::sdp::description::session::{
     ATTR_KEY_SEND_ONLY, ATTR_KEY_SSRC_GROUP,
 };
 use rtc::sdp::extmap::{
-    ExtMap, SDES_REPAIR_RTP_STREAM_ID_URI, SDES_RTP_STREAM_ID_URI, TRANSPORT_CC_URI,
+    ExtMap, ABS_SEND_TIME_URI, SDES_REPAIR_RTP_STREAM_ID_URI, SDES_RTP_STREAM_ID_URI,
+    TRANSPORT_CC_URI,
 };
 use rtc::sdp::SessionDescription;
 
@@ -46,6 +47,9 @@ const VIDEO_EXTENSIONS: &[(u8, &str)] = &[
     (3, SDES_RTP_STREAM_ID_URI),
     (4, SDES_REPAIR_RTP_STREAM_ID_URI),
     (5, TRANSPORT_CC_URI),
+    // For clients without transport-wide feedback: they estimate from the
+    // send time and report it in REMB.
+    (6, ABS_SEND_TIME_URI),
 ];
 /// Feedback the stack's default interceptors add: transport-cc to every
 /// codec, NACK and PLI to RTX too.
@@ -603,6 +607,10 @@ fn answered_section(
         mid: extension(MID_URI).map(|id| (id, offered.mid.as_bytes().to_vec())),
         audio_level: extension(AUDIO_LEVEL_URI).filter(|_| offered.kind == Kind::Audio),
         transport_cc: extension(TRANSPORT_CC_URI),
+        // Only where no transport-wide number goes: a browser keeps both,
+        // and needs the send time for nothing then.
+        abs_send_time: extension(ABS_SEND_TIME_URI)
+            .filter(|_| extension(TRANSPORT_CC_URI).is_none()),
     });
     Ok(section)
 }
@@ -692,6 +700,7 @@ mod tests {
             mid: Some((2, mid.as_bytes().to_vec())),
             audio_level,
             transport_cc: Some(5),
+            abs_send_time: None,
         })
     }
 
@@ -770,7 +779,12 @@ mod tests {
     /// A section's codecs (primaries in order, RTX in any), with their
     /// payload types, feedback and parameters, its header extensions and
     /// its streams, as parsed.
-    fn described(m: &MediaDescription) -> impl PartialEq + std::fmt::Debug + '_ {
+    /// A section as compared: its formats, and its lines of these keys
+    /// (leaving out those that hold `leave_out`), and its codecs.
+    fn described<'a>(
+        m: &'a MediaDescription,
+        leave_out: &'a str,
+    ) -> impl PartialEq + std::fmt::Debug + 'a {
         let codecs = m.codecs();
         let rtx = |f: &&String| {
             let codec = f.parse().ok().and_then(|pt| codecs.get(&pt));
@@ -793,6 +807,7 @@ mod tests {
             .iter()
             .filter(|a| keys.contains(&a.key.as_str()))
             .map(|a| a.to_string())
+            .filter(|l| leave_out.is_empty() || !l.contains(leave_out))
             .collect();
         lines.sort();
         (primaries, rtx, lines, codecs)
@@ -841,7 +856,21 @@ mod tests {
             .zip(&today.media_descriptions)
         {
             assert_eq!(o.media_name.media, t.media_name.media);
-            assert_eq!(described(o), described(t), "mid {:?}", o.attribute("mid"));
+            // Roost's video sections offer the send time as well, for
+            // clients that estimate from it and send REMB.
+            let sends_time = o.attributes.iter().any(|a| {
+                a.key == "extmap"
+                    && a.value
+                        .as_deref()
+                        .is_some_and(|v| v.contains("abs-send-time"))
+            });
+            assert_eq!(sends_time, o.media_name.media == "video");
+            assert_eq!(
+                described(o, "abs-send-time"),
+                described(t, ""),
+                "mid {:?}",
+                o.attribute("mid")
+            );
             assert_eq!(o.attribute("setup"), t.attribute("setup"), "a=setup");
             assert_eq!(o.attribute("ice-ufrag"), Some(Some("engineufrag00000")));
             // What differs: the direction (today's says sendrecv, though

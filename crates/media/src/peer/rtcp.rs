@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use rtc::rtcp::packet::{marshal, unmarshal, Packet};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
@@ -217,6 +218,32 @@ pub fn transport_feedback(plain: &[u8]) -> Option<Vec<TransportLayerCc>> {
     (!feedback.is_empty()).then_some(feedback)
 }
 
+/// The bitrate a receiver estimated maximum bitrate message (REMB, PSFB
+/// FMT 15 of type `REMB`) in a compound RTCP packet names, in bits per
+/// second, if it holds one: the headers are looked at first, as for
+/// [`transport_feedback`].
+pub fn remb(plain: &[u8]) -> Option<u64> {
+    let mut at = 0;
+    let mut found = false;
+    while let Some(header) = plain.get(at..at + 4) {
+        let (fmt, pt) = (header[0] & 0x1f, header[1]);
+        found |= pt == 206 && fmt == 15;
+        at += 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
+    }
+    if !found {
+        return None;
+    }
+    let mut buf = plain;
+    let packets = unmarshal(&mut buf).ok()?;
+    packets
+        .iter()
+        .filter_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
+        .map(|r| r.bitrate)
+        .filter(|b| b.is_finite() && *b >= 0.0)
+        .map(|b| b as u64)
+        .next_back()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +357,24 @@ mod tests {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 0x81) as u8).collect();
             let _ = read(&junk, &mut out);
         }
+    }
+
+    #[test]
+    fn a_remb_in_a_compound_names_its_bitrate() {
+        let estimate = ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 1,
+            bitrate: 640_000.0,
+            ssrcs: vec![0xDEAD],
+        };
+        let rr = ReceiverReport {
+            ssrc: 1,
+            ..Default::default()
+        };
+        let compound = marshal(&[Box::new(rr) as Box<dyn Packet>, Box::new(estimate)]).unwrap();
+        assert_eq!(remb(&compound), Some(640_000));
+        let alone = marshal(&[Box::new(ReceiverReport::default()) as Box<dyn Packet>]).unwrap();
+        assert_eq!(remb(&alone), None);
+        // Garbage never panics.
+        assert_eq!(remb(&[0x8f, 206, 0xff, 0xff, 1, 2]), None);
     }
 }

@@ -25,6 +25,10 @@ pub struct StreamHeader {
     /// The transport-wide sequence number's id, where negotiated: the
     /// subscriber's congestion feedback names packets by it.
     pub transport_cc: Option<u8>,
+    /// The absolute send time's id, where negotiated and no transport-wide
+    /// number is: a client without transport-wide feedback estimates its
+    /// bandwidth from it and sends REMB.
+    pub abs_send_time: Option<u8>,
 }
 
 impl StreamHeader {
@@ -37,6 +41,7 @@ impl StreamHeader {
             .is_none_or(|(i, mid)| id(*i) && (1..=16).contains(&mid.len()))
             && self.audio_level.is_none_or(id)
             && self.transport_cc.is_none_or(id)
+            && self.abs_send_time.is_none_or(id)
     }
 }
 
@@ -55,7 +60,9 @@ pub fn write_rtp(
     out.clear();
     let level = stream.audio_level.zip(extras.audio_level);
     let transport = stream.transport_cc.zip(extras.transport_seq);
-    let extended = stream.mid.is_some() || level.is_some() || transport.is_some();
+    let sent_at = stream.abs_send_time.zip(extras.abs_send_time);
+    let extended =
+        stream.mid.is_some() || level.is_some() || transport.is_some() || sent_at.is_some();
     out.push(0x80 | if extended { 0x10 } else { 0 });
     out.push((u8::from(marker) << 7) | (stream.payload_type & 0x7f));
     out.extend_from_slice(&numbers.seq.to_be_bytes());
@@ -72,6 +79,10 @@ pub fn write_rtp(
         if let Some((id, seq)) = transport {
             out.push((id << 4) | 1);
             out.extend_from_slice(&seq.to_be_bytes());
+        }
+        if let Some((id, at)) = sent_at {
+            out.push((id << 4) | 2);
+            out.extend_from_slice(&at.to_be_bytes()[1..]);
         }
         if let Some((id, level)) = level {
             out.push(id << 4);
@@ -92,6 +103,9 @@ pub struct Extras {
     pub audio_level: Option<u8>,
     /// Its transport-wide sequence number.
     pub transport_seq: Option<u16>,
+    /// When it left, as the absolute send time's 24 bits (6.18 fixed
+    /// point seconds).
+    pub abs_send_time: Option<u32>,
 }
 
 /// One stream's writer: [`write_rtp`], and the same header as the stack's
@@ -116,6 +130,11 @@ impl RtpWriter {
         self.stream.transport_cc.is_some()
     }
 
+    /// Whether its packets carry their send time.
+    pub fn abs_send_time(&self) -> bool {
+        self.stream.abs_send_time.is_some()
+    }
+
     /// Writes the packet into `out` (see [`write_rtp`]) and returns the
     /// stack's view of its header. Of the transport-wide number the view
     /// keeps the length, not the value: SRTP reads no more of it.
@@ -135,8 +154,10 @@ impl RtpWriter {
         h.ssrc = numbers.ssrc;
         let level = self.stream.audio_level.zip(extras.audio_level);
         let transport = self.stream.transport_cc.zip(extras.transport_seq);
+        let sent_at = self.stream.abs_send_time.zip(extras.abs_send_time);
         let count = usize::from(self.stream.mid.is_some())
             + usize::from(transport.is_some())
+            + usize::from(sent_at.is_some())
             + usize::from(level.is_some());
         if h.extensions.len() != count {
             // The extensions change only when a level or a number comes or goes.
@@ -151,6 +172,13 @@ impl RtpWriter {
                 h.extensions.push(Extension {
                     id,
                     payload: Bytes::from_static(&[0, 0]),
+                });
+            }
+            // Of the send time too the view keeps the length alone.
+            if let Some((id, _)) = sent_at {
+                h.extensions.push(Extension {
+                    id,
+                    payload: Bytes::from_static(&[0, 0, 0]),
                 });
             }
             if let Some((id, _)) = level {
@@ -201,12 +229,14 @@ mod tests {
             mid: Some((4, b"12".to_vec())),
             audio_level: Some(1),
             transport_cc: Some(5),
+            abs_send_time: None,
         };
         assert!(stream.valid());
         let mut out = Vec::new();
         let extras = Extras {
             audio_level: Some(30),
             transport_seq: Some(0xABCD),
+            abs_send_time: None,
         };
         write_rtp(&mut out, &stream, true, NUMBERS, extras, b"opus frame");
         let (header, payload) = parse(&out);
@@ -229,12 +259,14 @@ mod tests {
             mid: None,
             audio_level: Some(1),
             transport_cc: None,
+            abs_send_time: None,
         };
         let mut out = vec![1, 2, 3];
         // No level in the packet: nothing to extend with.
         let extras = Extras {
             audio_level: None,
             transport_seq: Some(1),
+            abs_send_time: None,
         };
         write_rtp(&mut out, &stream, false, NUMBERS, extras, &[0x5A; 1200]);
         assert_eq!(out.len(), 12 + 1200);
@@ -251,6 +283,7 @@ mod tests {
             mid: Some((4, b"3".to_vec())),
             audio_level: Some(1),
             transport_cc: Some(6),
+            abs_send_time: None,
         };
         let mut writer = RtpWriter::new(stream);
         let mut out = Vec::new();
@@ -264,6 +297,7 @@ mod tests {
             let extras = Extras {
                 audio_level: level,
                 transport_seq,
+                abs_send_time: None,
             };
             let header = writer
                 .write(&mut out, marker, NUMBERS, extras, b"payload")
@@ -288,12 +322,44 @@ mod tests {
     }
 
     #[test]
+    fn the_send_time_goes_as_three_bytes_for_clients_without_transport_wide_feedback() {
+        let stream = StreamHeader {
+            payload_type: 96,
+            mid: Some((2, b"1".to_vec())),
+            audio_level: None,
+            transport_cc: None,
+            abs_send_time: Some(6),
+        };
+        assert!(stream.valid());
+        let mut writer = RtpWriter::new(stream);
+        let mut out = Vec::new();
+        let extras = Extras {
+            audio_level: None,
+            transport_seq: None,
+            abs_send_time: Some(0x12_3456),
+        };
+        let header = writer
+            .write(&mut out, false, NUMBERS, extras, b"frame")
+            .clone();
+        let (read, payload) = parse(&out);
+        assert_eq!(payload, b"frame");
+        assert_eq!(
+            read.get_extension(6).as_deref(),
+            Some(&[0x12, 0x34, 0x56][..])
+        );
+        assert_eq!(read.get_extension(2).as_deref(), Some(&b"1"[..]));
+        // SRTP reads the header's length from the writer's view.
+        assert_eq!(header.marshal_size(), out.len() - payload.len());
+    }
+
+    #[test]
     fn ids_outside_the_one_byte_form_are_not_valid() {
         let mut stream = StreamHeader {
             payload_type: 96,
             mid: Some((15, b"0".to_vec())),
             audio_level: None,
             transport_cc: None,
+            abs_send_time: None,
         };
         assert!(!stream.valid());
         stream.mid = Some((3, vec![b'x'; 17]));

@@ -315,6 +315,10 @@ impl SubscriberTransport {
         let extras = Extras {
             audio_level,
             transport_seq,
+            abs_send_time: stream
+                .writer
+                .abs_send_time()
+                .then(|| abs_send_time(self.setup.clock.ntp(now))),
         };
         let header = stream
             .writer
@@ -414,6 +418,7 @@ impl SubscriberTransport {
             let extras = Extras {
                 audio_level: None,
                 transport_seq,
+                abs_send_time: None,
             };
             let Some((to, dtls)) = self.link.secured() else {
                 return;
@@ -454,6 +459,9 @@ impl SubscriberTransport {
             for f in &twcc {
                 self.congestion.feedback(now, f);
             }
+        }
+        if let Some(bitrate) = rtcp::remb(plain) {
+            self.congestion.remb(bitrate);
         }
         for f in &feedback {
             match *f {
@@ -520,6 +528,10 @@ impl SubscriberTransport {
                 let extras = Extras {
                     audio_level: kept.audio_level,
                     transport_seq,
+                    abs_send_time: rtx
+                        .writer
+                        .abs_send_time()
+                        .then(|| abs_send_time(self.setup.clock.ntp(now))),
                 };
                 let header = rtx
                     .writer
@@ -544,6 +556,10 @@ impl SubscriberTransport {
                 let extras = Extras {
                     audio_level: kept.audio_level,
                     transport_seq,
+                    abs_send_time: stream
+                        .writer
+                        .abs_send_time()
+                        .then(|| abs_send_time(self.setup.clock.ntp(now))),
                 };
                 let header =
                     stream
@@ -616,6 +632,12 @@ impl SubscriberTransport {
     pub fn poll_event(&mut self) -> Option<SubscriberEvent> {
         self.events.pop_front()
     }
+}
+
+/// An NTP time (32.32 fixed point) as the absolute send time's 24 bits:
+/// 6 bits of seconds and 18 of fraction.
+fn abs_send_time(ntp: u64) -> u32 {
+    ((ntp >> 14) & 0x00FF_FFFF) as u32
 }
 
 /// Writes a VP8 payload's new picture numbers into a packet just written,
@@ -739,6 +761,7 @@ mod tests {
                 mid: Some((1, b"0".to_vec())),
                 audio_level: None,
                 transport_cc,
+                abs_send_time: None,
             };
             sub.add_stream(StreamSetup {
                 ssrc: SSRC,
