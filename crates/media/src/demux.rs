@@ -157,6 +157,11 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         self.by_addr.insert(from, peer);
     }
 
+    /// The peer a ufrag names.
+    pub fn peer_of(&self, ufrag: &str) -> Option<K> {
+        self.by_ufrag.get(ufrag.as_bytes()).copied()
+    }
+
     pub fn peers(&self) -> usize {
         self.by_ufrag.len()
     }

@@ -267,8 +267,7 @@ impl Loop {
     /// `ufrag`, as a binding request from there that passed the peer's
     /// check would: datagrams from it then reach the peer's connection.
     pub fn learn(&mut self, ufrag: &str, from: SocketAddr) {
-        let request = crate::fuzz::binding_request(ufrag, b"");
-        if let Some(key) = self.demux.route(&request, from) {
+        if let Some(key) = self.demux.peer_of(ufrag) {
             self.demux.learn(from, key);
         }
     }

@@ -32,6 +32,7 @@ pub mod engine;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzz;
+mod h264;
 #[doc(hidden)]
 pub mod harness;
 mod keyframe;

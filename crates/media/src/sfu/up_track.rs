@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::events::Source;
 use crate::keyframe::starts_keyframe;
 use crate::peer::{Codec, Kind, Rtp};
-use crate::vp8;
+use crate::{h264, vp8};
 
 use super::ids::TrackKey;
 use super::keyframe_requests::{Ask, KeyframeRequests};
@@ -29,8 +29,9 @@ pub(crate) struct UpTrack {
     pub(crate) kind: Kind,
     pub(crate) source: Source,
     pub(crate) codec: Codec,
-    /// Whether its codec is VP8, read once: each packet asks.
+    /// Whether its codec is VP8, or H.264, read once: each packet asks.
     vp8: bool,
+    h264: bool,
     /// Who receives it, in the order they subscribed.
     pub(crate) subscribers: Vec<Uuid>,
     /// Its simulcast layers, smallest first; one without simulcast.
@@ -98,6 +99,7 @@ impl UpTrack {
             kind,
             source,
             vp8: codec.mime_type.eq_ignore_ascii_case("video/VP8"),
+            h264: codec.mime_type.eq_ignore_ascii_case("video/H264"),
             codec,
             subscribers: Vec::new(),
             layers: vec![Layer::default(); usize::from(layers.clamp(1, 8))],
@@ -266,12 +268,14 @@ impl UpTrack {
     }
 
     /// Takes in what a packet says of the track: its audio level, that its
-    /// layer sends, and a VP8 keyframe's size.
+    /// layer sends, and the size a VP8 keyframe or an H.264 sequence
+    /// parameter set names.
     pub(crate) fn observe(&mut self, packet: &Rtp, now: Instant) {
         if let Some(level) = packet.audio_level {
             self.level.observe(level, now);
         }
         let vp8 = self.vp8();
+        let h264 = self.h264;
         let Some(layer) = self.layers.get_mut(usize::from(packet.layer)) else {
             return;
         };
@@ -284,10 +288,15 @@ impl UpTrack {
             layer.bitrate = layer.window.0 * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
             layer.window = (0, Some(now));
         }
-        if vp8 {
-            if let Some(size) = vp8::keyframe_size(&packet.payload) {
-                layer.size = Some(size);
-            }
+        let size = if vp8 {
+            vp8::keyframe_size(&packet.payload)
+        } else if h264 {
+            h264::sps_size(&packet.payload)
+        } else {
+            None
+        };
+        if size.is_some() {
+            layer.size = size;
         }
     }
 
@@ -427,6 +436,43 @@ mod tests {
             later,
         );
         assert_eq!(cam.layers.len(), 3);
+    }
+
+    #[test]
+    fn an_h264_layers_size_is_read_from_its_sequence_parameter_set() {
+        let t = Instant::now();
+        let key = Arc::new((Uuid::new_v4(), "cam".to_string()));
+        let mut cam = UpTrack::new(
+            key,
+            Uuid::new_v4(),
+            None,
+            Kind::Video,
+            Source::Camera,
+            codec("video/H264", 90_000),
+            3,
+        );
+        // libx264's SPS for 640x360 on the top layer (the encoder was asked
+        // for less than 720p): the others follow from it.
+        let sps: Vec<u8> = (0..48)
+            .step_by(2)
+            .map(|i| {
+                let hex = "6742c01ed900a02ff9610000030001000003003c0f162e48";
+                u8::from_str_radix(&hex[i..i + 2], 16).unwrap()
+            })
+            .collect();
+        let keyframe = Rtp {
+            payload: Bytes::from(sps),
+            layer: 2,
+            ..packet(b"", None)
+        };
+        cam.observe(&keyframe, t);
+        assert_eq!(
+            (cam.size(0), cam.size(1), cam.size(2)),
+            ((160, 90), (320, 180), (640, 360))
+        );
+        // A tile of 600x340 now takes the top layer, where a reckoned 720p
+        // one would have given it the middle.
+        assert_eq!(cam.layer_for(Some((600, 340)), t), 2);
     }
 
     #[test]

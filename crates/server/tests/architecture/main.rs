@@ -71,7 +71,8 @@ const UDP_USERS: &str = "crates/media/* crates/server/src/lib.rs";
 /// and do no IO (ADR 0019); the engine around them owns the clock, the
 /// tasks, the channels and the socket.
 const SANS_IO: &str = "crates/media/src/sfu/* crates/media/src/peer/* \
-                       crates/media/src/munger.rs crates/media/src/vp8.rs crates/media/src/keyframe.rs \
+                       crates/media/src/munger.rs crates/media/src/vp8.rs crates/media/src/h264.rs \
+                       crates/media/src/keyframe.rs \
                        crates/media/src/retransmit.rs crates/media/src/demux.rs";
 
 /// What the sans-IO files may not name, as runs of path segments: a clock,
