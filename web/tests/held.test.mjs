@@ -55,7 +55,7 @@ async function main() {
     nft("add", "chain", "inet", "roost_only_veth", "out", "{ type filter hook output priority 0; }");
     nft("add", "rule", "inet", "roost_only_veth", "out", "meta", "l4proto", "udp", "ip", "daddr", "!=", ns.host, "drop");
     fx = await firefoxIn(ns, { "dom.securecontext.allowlist": ns.host });
-    roost = await startRoost({ ROOST_CALLS__MESH_MAX: "0", ROOST_MEDIA__LISTEN: `${ns.host}:0` }, "warn", { listen: `${ns.host}:0` });
+    roost = await startRoost({ ROOST_CALLS__MESH_MAX: "0", ROOST_MEDIA__ALLOCATE_BANDWIDTH: "true", ROOST_MEDIA__LISTEN: `${ns.host}:0` }, "warn", { listen: `${ns.host}:0` });
     const base = roost.url;
     chrome = await chromium.launch({
       executablePath: CHROMIUM, headless: true,

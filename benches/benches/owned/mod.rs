@@ -72,6 +72,7 @@ impl OwnedFanout {
                         mid: Some((MID_ID, i.to_string().into_bytes())),
                         audio_level: None,
                         transport_cc: None,
+                        abs_send_time: None,
                     }),
                     ring: vec![None; RING],
                 })

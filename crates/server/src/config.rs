@@ -193,7 +193,8 @@ pub struct MediaSection {
     pub retransmit_share_percent: u8,
     /// Fit each subscriber's video to the bandwidth its connection's
     /// congestion feedback shows (smaller simulcast layers, tracks held
-    /// back on a short link; docs/webrtc.md, "Bandwidth"). On by default.
+    /// back on a short link; docs/webrtc.md, "Bandwidth"). Off by default
+    /// until the estimate stops seeing loss where the link has none.
     pub allocate_bandwidth: bool,
 }
 

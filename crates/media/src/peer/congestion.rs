@@ -477,7 +477,16 @@ impl Congestion {
             }
         }
         let received = self.received.rate_bits_per_second(now);
+        let before = self.rate.target();
         self.rate.update(now, usage, received);
+        if self.rate.target() < before {
+            tracing::debug!(
+                from = before as u64,
+                to = self.rate.target() as u64,
+                received = received.map(|r| r as u64),
+                "the path's delay grows: the estimate comes down"
+            );
+        }
         if counted > 0 {
             let batch = lost as f64 / counted as f64;
             self.loss += LOSS_WEIGHT * (batch - self.loss);
@@ -490,6 +499,11 @@ impl Congestion {
         }
         let elapsed = since.unwrap_or(LOSS_INTERVAL).min(Duration::from_secs(1));
         self.loss_target = if self.loss > HIGH_LOSS {
+            tracing::debug!(
+                loss = self.loss,
+                from = self.loss_target as u64,
+                "the path loses much: the estimate comes down"
+            );
             self.loss_target * (1.0 - 0.5 * self.loss)
         } else {
             // Not above what the path is shown to carry by delay, and

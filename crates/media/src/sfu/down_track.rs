@@ -27,10 +27,10 @@ pub(crate) struct DownTrack {
     /// The layer it should receive: where it differs from `current`, the
     /// switch happens at the target layer's next keyframe.
     pub(crate) target: u8,
-    /// The target is smaller than the current layer for want of
-    /// bandwidth: the current layer stops at its next frame rather than go
-    /// on until the target's keyframe, so a link found short is not sent a
-    /// large layer meanwhile.
+    /// The target is smaller than the current layer, which alone takes
+    /// more than the subscriber's whole estimate: the current layer stops
+    /// at its next frame rather than go on until the target's keyframe, so
+    /// a link found short is not sent a large layer meanwhile.
     pub(crate) shed: bool,
     /// The last packet sent ended no frame: a frame is half sent.
     pub(crate) mid_frame: bool,

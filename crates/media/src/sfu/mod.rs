@@ -684,10 +684,10 @@ impl Sfu {
         else {
             return;
         };
-        let fits_size = track.layer_for(down.max, now);
-        let target = down.cap.unwrap_or(fits_size);
-        // Down for want of bandwidth: the larger layer stops at once.
-        down.shed = target < fits_size && down.current.is_some_and(|c| target < c);
+        let target = down.cap.unwrap_or_else(|| track.layer_for(down.max, now));
+        if down.current.is_none_or(|c| target >= c) {
+            down.shed = false;
+        }
         if target == down.target {
             return;
         }
@@ -803,6 +803,19 @@ impl Sfu {
                 continue;
             };
             down.cap = estimate.and(grant);
+            // The layer it receives now takes more than the whole estimate
+            // and is to go down: it stops at its next frame rather than go
+            // on until the smaller layer's keyframe (see `DownTrack::shed`).
+            // Short of that, the switch waits for the keyframe, so a slow
+            // one costs no freeze.
+            let current_rate = down.current.and_then(|c| {
+                let track = self.tracks.get(key)?;
+                Some((c, track.layers.get(usize::from(c))?.bitrate))
+            });
+            down.shed = match (grant, current_rate, estimate) {
+                (Some(g), Some((c, rate)), Some(e)) => g < c && rate > e,
+                _ => false,
+            };
             if down.set_starved(grant.is_none()) {
                 let source = self.tracks.get(key).map_or(Source::Camera, |t| t.source);
                 told.push(EngineEvent::BandwidthHeld {
