@@ -39,8 +39,8 @@ pub struct EngineConfig {
     /// estimated bandwidth (ADR 0026), probing for more when it is short
     /// of what the sizes call for (ADR 0029): smaller layers, and tracks
     /// held back, on a short link. Off, a subscriber gets the layer its
-    /// size calls for whatever its link carries. Off by default until the
-    /// estimate stops seeing loss where the link has none (ADR 0029).
+    /// size calls for whatever its link carries. Off by default for now
+    /// (ADR 0029).
     pub allocate_bandwidth: bool,
     /// Keyframe requests forwarded to a publisher per track, at most one per this interval.
     pub keyframe_interval: Duration,

@@ -194,7 +194,7 @@ pub struct MediaSection {
     /// Fit each subscriber's video to the bandwidth its connection's
     /// congestion feedback shows (smaller simulcast layers, tracks held
     /// back on a short link; docs/webrtc.md, "Bandwidth"). Off by default
-    /// until the estimate stops seeing loss where the link has none.
+    /// for now (ADR 0029).
     pub allocate_bandwidth: bool,
 }
 

@@ -8,6 +8,8 @@
 //!   section that takes simulcast, its rid says its layer (ADR 0025). A
 //!   layer's first stream is the layer, and another SSRC in it is dropped;
 //! - RTX packets (RFC 4588) are opened into the packet they repair;
+//! - a packet that comes again (a browser probes its path by resending
+//!   recent packets on RTX) goes on only once;
 //! - NACKs for lost packets, receiver reports and transport-wide congestion
 //!   feedback come from [`Reception`], which each packet updates in place;
 //!   keyframe requests (PLI, or FIR where only that was negotiated) are
@@ -57,6 +59,10 @@ pub struct PublisherStats {
     pub received: u64,
     /// Packets repaired through RTX.
     pub repaired: u64,
+    /// Packets that came again after their first copy (RTX padding that
+    /// resends media, or a repair that came after the packet did): not
+    /// forwarded.
+    pub duplicates: u64,
     /// Datagrams and packets dropped: from an address no check came from,
     /// failing SRTP, in no section, or a second stream of a track.
     pub dropped: u64,
@@ -228,8 +234,15 @@ impl PublisherTransport {
         };
         self.stats.received += 1;
         let h = &packet.header;
-        self.reception
+        let new = self
+            .reception
             .rtp(now, h.ssrc, h.sequence_number, h.timestamp, stream.rtx);
+        if !new {
+            // Its first copy went on already: a second would reach every
+            // subscriber as a packet its SRTP refuses as replayed.
+            self.stats.duplicates += 1;
+            return;
+        }
         let s = &self.sections[stream.section];
         let mut packet = Rtp::received(packet, s.extensions.audio_level);
         packet.layer = stream.layer;
@@ -801,6 +814,12 @@ mod tests {
             assert_eq!((p.ssrc, p.payload_type), (SSRC, 96));
             assert_eq!(&p.payload[4..6], &p.seq.to_be_bytes());
         }
+        // Each packet goes on once: a repair beyond the first is counted and
+        // dropped.
+        let seqs: Vec<u16> = call.received().iter().map(|p| p.seq).collect();
+        let once: std::collections::HashSet<u16> = seqs.iter().copied().collect();
+        assert_eq!(seqs.len(), once.len(), "no packet forwarded twice");
+        assert_eq!(call.publisher.stats().duplicates, repaired - 10);
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Report blocks one receiver report holds (a 5-bit count).
 const BLOCKS_PER_REPORT: usize = 31;
 
+/// The packets of a stream remembered as received, so that one that comes
+/// again is known: a second or two of video.
+const SEEN: usize = 1_024;
+
 /// How a stream is received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamSetup {
@@ -43,6 +47,9 @@ struct Stream {
     /// From its first packet.
     stats: Option<ReceiveStats>,
     nacks: Option<Nacks>,
+    /// The extended numbers of the packets received lately, by number
+    /// (`i64::MIN` an empty slot); taken with the first packet.
+    seen: Vec<i64>,
 }
 
 /// The feedback state of one publisher connection.
@@ -77,6 +84,7 @@ impl Reception {
             setup,
             stats: None,
             nacks: setup.nack.then(Nacks::default),
+            seen: Vec::new(),
         });
         self.next_report.get_or_insert(now + REPORT_INTERVAL);
     }
@@ -91,9 +99,12 @@ impl Reception {
 
     /// A packet of stream `ssrc` came at `now`; `repaired` where it came
     /// again through RTX. A stream not bound is not counted.
-    pub fn rtp(&mut self, now: Instant, ssrc: u32, seq: u16, ts: u32, repaired: bool) {
+    /// Whether the packet is new: one received already (a publisher's
+    /// RTX resends the same packets to probe its path, or repairs one that
+    /// came after all) is counted, and not to be forwarded again.
+    pub fn rtp(&mut self, now: Instant, ssrc: u32, seq: u16, ts: u32, repaired: bool) -> bool {
         let Some(stream) = self.streams.iter_mut().find(|s| s.setup.ssrc == ssrc) else {
-            return;
+            return true;
         };
         let stats = stream
             .stats
@@ -103,6 +114,13 @@ impl Reception {
         if let Some(nacks) = stream.nacks.as_mut() {
             nacks.received(now, seq);
         }
+        if stream.seen.is_empty() {
+            stream.seen = vec![i64::MIN; SEEN];
+        }
+        let slot = &mut stream.seen[seq.rem_euclid(SEEN as i64) as usize];
+        let new = *slot != seq;
+        *slot = seq;
+        new
     }
 
     /// A packet with transport-wide sequence number `seq` came at `now`,
@@ -261,6 +279,25 @@ mod tests {
             .map(|b| b.ssrc)
             .collect();
         assert_eq!(blocks, vec![1]);
+    }
+
+    #[test]
+    fn a_packet_that_comes_again_is_known_as_such() {
+        let t0 = Instant::now();
+        let mut r = Reception::new(OWN);
+        r.bind(t0, video(1));
+        assert!(r.rtp(t0, 1, 65_535, 0, false));
+        assert!(r.rtp(t0, 1, 0, 0, false), "across the wrap");
+        // The same packet again, by RTX or not: not new.
+        assert!(!r.rtp(t0, 1, 0, 0, true));
+        assert!(!r.rtp(t0, 1, 65_535, 0, false));
+        // A late packet never seen is new; a number long past reuses its
+        // slot.
+        assert!(r.rtp(t0, 1, 65_534, 0, true));
+        assert!(r.rtp(t0, 1, SEEN as u16, 0, false));
+        assert!(!r.rtp(t0, 1, SEEN as u16, 0, false));
+        // A stream not bound: taken as new.
+        assert!(r.rtp(t0, 9, 1, 0, false));
     }
 
     #[test]
