@@ -67,7 +67,7 @@ const THROUGHPUT_MARGIN: f64 = 10_000.0;
 /// delayed only for a moment.
 const PROBE_DURATION: Duration = Duration::from_millis(300);
 /// How often padding is sent while a probe runs.
-pub const PROBE_PACING: Duration = Duration::from_millis(5);
+const PROBE_PACING: Duration = Duration::from_millis(5);
 /// A probe goes at most to this multiple of the estimate.
 const PROBE_FACTOR: f64 = 2.0;
 /// The allocator must want this much more than the estimate for a probe.
@@ -81,7 +81,7 @@ const PROBE_CARRIED: f64 = 0.9;
 /// the first to the last.
 const PROBE_AFTER_SUCCESS: Duration = Duration::from_millis(500);
 const PROBE_BACKOFF_MIN: Duration = Duration::from_secs(1);
-pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(4);
+const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(4);
 /// Feedback on a probe's packets is waited for at most this long after it
 /// ends; what came by then is judged.
 const PROBE_WAIT: Duration = Duration::from_millis(500);
