@@ -136,14 +136,18 @@ pub(crate) fn allocate(estimate: u64, audio: u64, wants: &[Want]) -> Vec<Option<
 }
 
 /// What `wants` and `audio` would take with each track at the layer its
-/// size calls for, before the headroom: the rate the connection probes
-/// for when its estimate is short of it.
+/// size calls for, with the room to spare a held track's return and a step
+/// up ask for, before the headroom: the rate the connection probes for
+/// when its estimate is short of it. Without the room to spare, probing
+/// would stop where the estimate carries every track but lets no held one
+/// come back.
 pub(crate) fn wanted(audio: u64, wants: &[Want]) -> u64 {
     let video: u64 = wants
         .iter()
         .filter_map(|w| w.layers.iter().rev().find(|(l, _)| *l <= w.best))
         .map(|(_, rate)| rate)
         .sum();
+    let video = video + video * RETURN_MARGIN_PERCENT / 100;
     (audio + video) * 100 / HEADROOM_PERCENT
 }
 
@@ -266,10 +270,23 @@ mod tests {
 
     #[test]
     fn what_is_wanted_is_each_tracks_layer_for_its_size_and_the_audio() {
-        // 1.5 M + 500 k + 150 k + 60 k of audio, before 10% headroom.
+        // 1.5 M + 500 k + 150 k with 30% to spare, and 60 k of audio,
+        // before 10% headroom.
         let wants = [camera(2), camera(1), camera(0)];
-        assert_eq!(wanted(60_000, &wants), 2_210_000 * 100 / 90);
+        assert_eq!(
+            wanted(60_000, &wants),
+            (2_150_000 * 13 / 10 + 60_000) * 100 / 90
+        );
         assert_eq!(wanted(0, &[]), 0);
+        // At that estimate, a held camera comes back: the estimate probing
+        // stops at (within 10% of what is wanted) lets it.
+        let held = Want {
+            held: true,
+            ..camera(2)
+        };
+        let two = [camera(2), held];
+        let enough = wanted(60_000, &two) * 10 / 11;
+        assert_eq!(allocate(enough, 60_000, &two), [Some(2), Some(2)]);
     }
 
     #[test]
