@@ -195,18 +195,24 @@ pub fn read(plain: &[u8], out: &mut Vec<Feedback>) -> Result<(), MediaError> {
     Ok(())
 }
 
+/// Whether a compound RTCP packet holds a packet of type `pt` and format
+/// `fmt`, by its headers alone: the compound is parsed only when it does.
+fn holds(plain: &[u8], pt: u8, fmt: u8) -> bool {
+    let mut at = 0;
+    while let Some(header) = plain.get(at..at + 4) {
+        if header[1] == pt && header[0] & 0x1f == fmt {
+            return true;
+        }
+        at += 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
+    }
+    false
+}
+
 /// The transport-wide congestion feedback a compound RTCP packet holds, if
 /// any: its headers are looked at first (RTPFB, FMT 15), so the compound is
 /// parsed again only when it has some.
 pub fn transport_feedback(plain: &[u8]) -> Option<Vec<TransportLayerCc>> {
-    let mut at = 0;
-    let mut found = false;
-    while let Some(header) = plain.get(at..at + 4) {
-        let (fmt, pt) = (header[0] & 0x1f, header[1]);
-        found |= pt == 205 && fmt == 15;
-        at += 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
-    }
-    if !found {
+    if !holds(plain, 205, 15) {
         return None;
     }
     let mut buf = plain;
@@ -223,14 +229,7 @@ pub fn transport_feedback(plain: &[u8]) -> Option<Vec<TransportLayerCc>> {
 /// second, if it holds one: the headers are looked at first, as for
 /// [`transport_feedback`].
 pub fn remb(plain: &[u8]) -> Option<u64> {
-    let mut at = 0;
-    let mut found = false;
-    while let Some(header) = plain.get(at..at + 4) {
-        let (fmt, pt) = (header[0] & 0x1f, header[1]);
-        found |= pt == 206 && fmt == 15;
-        at += 4 * (usize::from(u16::from_be_bytes([header[2], header[3]])) + 1);
-    }
-    if !found {
+    if !holds(plain, 206, 15) {
         return None;
     }
     let mut buf = plain;
