@@ -581,6 +581,28 @@ mod tests {
         }
     }
 
+    /// The client's feedback on `batch` (each packet's transport-wide number
+    /// and when it arrived, in µs, or `None`): the reference time in 64 ms
+    /// ticks, then each arrival as a delta from the one before. Nothing goes
+    /// while none of them arrived.
+    fn report(c: &mut Congestion, now: Instant, batch: &[(u16, Option<i64>)]) {
+        let Some(first) = batch.iter().find_map(|(_, at)| *at) else {
+            return;
+        };
+        let reference = first / 64_000;
+        let mut before = reference * 64_000;
+        let arrivals: Vec<Option<i64>> = batch
+            .iter()
+            .map(|(_, at)| {
+                let at = (*at)?;
+                let d = at - before;
+                before = at;
+                Some(d)
+            })
+            .collect();
+        c.feedback(now, &feedback(batch[0].0, &arrivals, reference as u32));
+    }
+
     /// Sends `rate_bps` for `secs` in 1,200-byte packets over a path that
     /// carries at most `path_bps` (the rest queues, and arrives late),
     /// with feedback every 100 ms; the estimate at the end.
@@ -619,25 +641,14 @@ mod tests {
                     .iter()
                     .take_while(|(_, at)| *at <= send_us as i64 - 20_000)
                     .count();
-                if arrived > 0 {
-                    let batch: Vec<(u16, i64)> = pending.drain(..arrived).collect();
-                    // The reference time in 64 ms ticks, then each arrival
-                    // as a delta from the one before.
-                    let reference = batch[0].1 / 64_000;
-                    let mut before = reference * 64_000;
-                    let arrivals: Vec<Option<i64>> = batch
-                        .iter()
-                        .map(|(seq, at)| {
-                            if lose_every.is_some_and(|n| u64::from(*seq) % n == 0) {
-                                return None;
-                            }
-                            let d = at - before;
-                            before = *at;
-                            Some(d)
-                        })
-                        .collect();
-                    c.feedback(now, &feedback(batch[0].0, &arrivals, reference as u32));
-                }
+                let batch: Vec<(u16, Option<i64>)> = pending
+                    .drain(..arrived)
+                    .map(|(seq, at)| {
+                        let lost = lose_every.is_some_and(|n| u64::from(seq) % n == 0);
+                        (seq, (!lost).then_some(at))
+                    })
+                    .collect();
+                report(c, now, &batch);
             }
         }
         c.estimate().unwrap()
@@ -714,24 +725,12 @@ mod tests {
             if arrived == 0 {
                 return;
             }
-            let batch: Vec<(u16, i64)> = self.pending.drain(..arrived).collect();
-            let Some(first) = batch.iter().map(|(_, at)| *at).find(|at| *at >= 0) else {
-                return;
-            };
-            let reference = first / 64_000;
-            let mut before = reference * 64_000;
-            let arrivals: Vec<Option<i64>> = batch
-                .iter()
-                .map(|(_, at)| {
-                    if *at < 0 {
-                        return None;
-                    }
-                    let d = at - before;
-                    before = *at;
-                    Some(d)
-                })
+            let batch: Vec<(u16, Option<i64>)> = self
+                .pending
+                .drain(..arrived)
+                .map(|(seq, at)| (seq, (at >= 0).then_some(at)))
                 .collect();
-            c.feedback(now, &feedback(batch[0].0, &arrivals, reference as u32));
+            report(c, now, &batch);
         }
     }
 
