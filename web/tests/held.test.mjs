@@ -14,7 +14,7 @@
 import { execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
 import {
-  CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, firefoxIn, instrument, netns, signInAndOpen, sleep, startRoost,
+  CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, firefoxIn, instrument, netns, udpToHostOnly, signInAndOpen, sleep, startRoost,
 } from "./support.mjs";
 
 const CAP = "250kbit";
@@ -48,12 +48,7 @@ async function main() {
   let chrome;
   let roost;
   try {
-    // Firefox's UDP goes to this side's veth address alone: Chromium offers
-    // candidates on every address of this machine, its external one too.
-    const nft = (...args) => execFileSync("ip", ["netns", "exec", ns.name, "nft", ...args]);
-    nft("add", "table", "inet", "roost_only_veth");
-    nft("add", "chain", "inet", "roost_only_veth", "out", "{ type filter hook output priority 0; }");
-    nft("add", "rule", "inet", "roost_only_veth", "out", "meta", "l4proto", "udp", "ip", "daddr", "!=", ns.host, "drop");
+    udpToHostOnly(ns);
     fx = await firefoxIn(ns, { "dom.securecontext.allowlist": ns.host });
     roost = await startRoost({ ROOST_CALLS__MESH_MAX: "0", ROOST_MEDIA__ALLOCATE_BANDWIDTH: "true", ROOST_MEDIA__LISTEN: `${ns.host}:0` }, "warn", { listen: `${ns.host}:0` });
     const base = roost.url;

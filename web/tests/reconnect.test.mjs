@@ -22,7 +22,7 @@
 import { execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
 import {
-  CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, firefoxIn, instrument, netns, signInAndOpen, sleep, startRoost,
+  CHROMIUM, PASSWORD, api, check, chromiumArgs, fail, firefoxIn, instrument, netns, udpToHostOnly, signInAndOpen, sleep, startRoost,
 } from "./support.mjs";
 
 // Decoded video frames and audio packets a page receives on its open connections.
@@ -148,12 +148,7 @@ async function main() {
   let fx;
   let chrome;
   try {
-    // Firefox's UDP goes to this side's veth address alone: Chromium offers
-    // candidates on every address of this machine, its external one too.
-    const nft = (...args) => execFileSync("ip", ["netns", "exec", ns.name, "nft", ...args]);
-    nft("add", "table", "inet", "roost_only_veth");
-    nft("add", "chain", "inet", "roost_only_veth", "out", "{ type filter hook output priority 0; }");
-    nft("add", "rule", "inet", "roost_only_veth", "out", "meta", "l4proto", "udp", "ip", "daddr", "!=", ns.host, "drop");
+    udpToHostOnly(ns);
     fx = await firefoxIn(ns, { "dom.securecontext.allowlist": ns.host });
     // On the SFU, then peer to peer.
     // Through the server, 3 s. Peer to peer the browsers check the new

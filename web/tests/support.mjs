@@ -220,6 +220,16 @@ export function netns(tag) {
   return { name, host, inside, outer, close };
 }
 
+// Lets UDP from inside the namespace `ns` go to this side's veth address
+// alone: Chromium offers candidates on every address of this machine, its
+// external one too, and a browser in the namespace must reach none of them.
+export function udpToHostOnly(ns) {
+  const nft = (...args) => execFileSync("ip", ["netns", "exec", ns.name, "nft", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  nft("add", "table", "inet", "roost_only_veth");
+  nft("add", "chain", "inet", "roost_only_veth", "out", "{ type filter hook output priority 0; }");
+  nft("add", "rule", "inet", "roost_only_veth", "out", "meta", "l4proto", "udp", "ip", "daddr", "!=", ns.host, "drop");
+}
+
 // Firefox ESR, headless, inside the namespace `ns`, driven by puppeteer-core
 // over WebDriver BiDi: its remote agent listens on the namespace's loopback,
 // reached through a forwarder on this side's loopback at the same port (each
